@@ -1,0 +1,238 @@
+"""The `transfer` command line: thin commands over the `transfer` library.
+
+Each command gathers its options, calls one library function, and turns the library's
+`TransferError`s into a one-line message and a non-zero exit code, without a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from transfer.backbones import BACKBONES
+from transfer.errors import TransferError
+from transfer.events import Reporter
+
+app = typer.Typer(
+    help="Transfer learning on small image datasets: train, predict, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+results = Console()  # stdout: what the user asked for
+messages = Console(stderr=True)  # stderr: progress, warnings, errors
+
+BackboneName = Enum("BackboneName", {name: name for name in BACKBONES}, type=str)
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+
+
+class StrategyName(str, Enum):
+    auto = "auto"
+    default = "default"
+    mirrored = "mirrored"
+
+
+class Flip(str, Enum):
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+    none = "none"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class RichReporter(Reporter):
+    """Messages and progress bars on stderr, so stdout carries only results."""
+
+    def message(self, text: str) -> None:
+        messages.print(text, highlight=False)
+
+    def warning(self, text: str) -> None:
+        messages.print(f"[yellow]{text}[/yellow]", highlight=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=messages, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+
+            class _Advance:
+                def advance(self, amount: int = 1) -> None:
+                    bar.advance(task, amount)
+
+            yield _Advance()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Prints a `TransferError` as one clear message and exits with its code."""
+    try:
+        yield
+    except TransferError as error:
+        messages.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        raise typer.Exit(code=error.exit_code) from None
+    except KeyboardInterrupt:
+        messages.print("[bold red]interrupted[/bold red]")
+        raise typer.Exit(code=130) from None
+
+
+@app.command()
+def train(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    backbone: Annotated[BackboneName, typer.Option(help="Pretrained backbone or from-scratch baseline.")] = "resnet50",
+    weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file. Default: imagenet for pretrained backbones, none for baselines.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")] = 10,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of stage 2 (fine-tuning); 0 = frozen only.")] = 0,
+    unfreeze: Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")] = "all",
+    lr: Annotated[float, typer.Option(help="Stage 1 learning rate.")] = 1e-3,
+    finetune_lr: Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10.")] = None,
+    optimizer: Annotated[Optimizer, typer.Option(help="sgd uses Nesterov momentum 0.9.")] = Optimizer.adam,
+    batch_size: Annotated[int, typer.Option(help="Images per step per replica.")] = 32,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input side. Default: the backbone's (224, 299, 32, 227).")] = None,
+    augment: Annotated[bool, typer.Option(help="Random flip, rotation, zoom, translation and contrast while training.")] = True,
+    flip: Annotated[Flip, typer.Option(help="Flips used by augmentation; 'none' for digits or text.")] = Flip.horizontal,
+    dropout: Annotated[float, typer.Option(help="Dropout rate of the new head.")] = 0.2,
+    head_units: Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")] = 0,
+    val_dir: Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")] = None,
+    val_split: Annotated[float, typer.Option(help="Share of each class held out for validation (without --val-dir).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")] = 42,
+    strategy: Annotated[StrategyName, typer.Option(help="auto: MirroredStrategy on more than one GPU, else one device.")] = StrategyName.auto,
+    patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")] = False,
+) -> None:
+    """Train a classifier on DATA_DIR and write the run to --out."""
+    with user_errors():
+        from transfer.training import TrainOptions, train as run_training
+
+        options = TrainOptions(
+            backbone=backbone.value, weights=weights, image_size=image_size, epochs=epochs,
+            finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
+            optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
+            dropout=dropout, head_units=head_units, val_split=val_split,
+            val_dir=str(val_dir) if val_dir else None, seed=seed, strategy=strategy.value,
+            patience=patience,
+        )
+        result = run_training(
+            data_dir, out, options, force=force, reporter=RichReporter(),
+            verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
+        )
+    metrics = result.metrics
+    messages.print(
+        f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "
+        f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
+        f"{metrics['epochs_run']} epochs, {metrics['train_seconds']} s)",
+        highlight=False,
+    )
+    results.print(f"Run written to {result.run_dir}", highlight=False)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    top_k: Annotated[int, typer.Option(help="Labels per image, most probable first.")] = 3,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout.")] = OutputFormat.table,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+) -> None:
+    """Print the top-k labels with probabilities for each image."""
+    with user_errors():
+        from transfer.prediction import predict as run_prediction
+
+        predictions = list(run_prediction(model, paths, top_k=top_k, batch_size=batch_size, reporter=RichReporter()))
+    _print_predictions(predictions, format)
+    failed = [p for p in predictions if p.error is not None]
+    for prediction in failed:
+        messages.print(f"[yellow]could not read {prediction.path}: {prediction.error}[/yellow]", highlight=False)
+    if len(failed) == len(predictions):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the SavedModel to.")],
+    top_k: Annotated[Optional[int], typer.Option(help="Labels per image in the signature. Default: min(3, classes).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export.")] = False,
+) -> None:
+    """Write a TensorFlow SavedModel that serves encoded image bytes."""
+    with user_errors():
+        from transfer.export import export as run_export
+
+        path = run_export(run_dir, out, top_k=top_k, force=force)
+    results.print(f"SavedModel written to {path} (signature serving_default: images -> labels, probabilities, scores)", highlight=False)
+
+
+@app.command()
+def backbones() -> None:
+    """List the backbones: input size, parameters and pretrained weights file."""
+    with user_errors():
+        from transfer.backbones import describe_all
+
+        rows = describe_all()
+    table = Table("backbone", "input", "parameters", "pretrained weights file")
+    for row in rows:
+        table.add_row(row["name"], row["input"], f"{row['parameters']:,} {row['counted']}", row["weights_file"])
+    results.print(table)
+
+
+@app.command()
+def dataset(
+    name: Annotated[str, typer.Argument(help="Built-in dataset: digits.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the class subfolders into.")],
+) -> None:
+    """Write a built-in dataset as an image folder (no network needed)."""
+    from datasets import RECIPES
+
+    if name not in RECIPES:
+        messages.print(f"[bold red]error:[/bold red] unknown dataset {name!r}; choose one of: {', '.join(RECIPES)}.")
+        raise typer.Exit(code=2)
+    path = RECIPES[name](out)
+    count = sum(1 for _ in Path(path).rglob("*.png"))
+    results.print(f"{name}: {count} images in {path}", highlight=False)
+
+
+def _print_predictions(predictions, format: OutputFormat) -> None:
+    if format is OutputFormat.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif format is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "rank", "label", "probability", "error"])
+        for p in predictions:
+            if p.error is not None:
+                writer.writerow([p.path, "", "", "", p.error])
+            for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
+                writer.writerow([p.path, rank, label, f"{probability:.6f}", ""])
+    else:
+        k = max((len(p.labels) for p in predictions), default=0)
+        table = Table("image", *[f"#{rank}" for rank in range(1, k + 1)])
+        for p in predictions:
+            cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
+            table.add_row(p.path, *(cells or [f"[red]{p.error}[/red]"]))
+        results.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,184 @@
+"""The one registry of backbones: name -> constructor, preprocessing, input size, weight file.
+
+Adding a backbone is one entry in `BACKBONES`; the CLI's choices, `transfer backbones` and the
+parametrized tests are generated from it. Constructors are named by dotted path and imported on
+use, so reading the registry does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from transfer.errors import InvalidOptionError, WeightsUnavailableError
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What `transfer` needs to know about one backbone.
+
+    Attributes:
+        name: registry key and the name of the backbone layer inside a classifier.
+        constructor: dotted path of the Keras builder.
+        input_size: default square input side in pixels.
+        min_input_size: smallest side the architecture accepts.
+        preprocess_mode: `imagenet_utils.preprocess_input` mode matching the backbone's training.
+        pretrained: whether ImageNet weights exist (`keras.applications` backbones) or the model is
+            a from-scratch baseline that includes its own classifier.
+        weights_file: file name of the `include_top=False` ImageNet weights Keras downloads.
+        weights_url: where Keras downloads `weights_file` from.
+        grayscale: the baseline reads one luminance channel.
+        reference_classes: for baselines, the class count of the published configuration.
+    """
+
+    name: str
+    constructor: str
+    input_size: int
+    min_input_size: int
+    preprocess_mode: str
+    pretrained: bool
+    weights_file: str | None = None
+    weights_url: str | None = None
+    grayscale: bool = False
+    reference_classes: int | None = None
+
+    @property
+    def input_channels(self) -> int:
+        return 1 if self.grayscale else 3
+
+    def resolve_constructor(self) -> Callable:
+        module_name, _, attribute = self.constructor.rpartition(".")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+def _keras_application(name, constructor, size, min_size, mode, folder, weights_file):
+    return BackboneSpec(
+        name=name,
+        constructor=constructor,
+        input_size=size,
+        min_input_size=min_size,
+        preprocess_mode=mode,
+        pretrained=True,
+        weights_file=weights_file,
+        weights_url=f"{KERAS_WEIGHTS_URL}{folder}/{weights_file}",
+    )
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        _keras_application(
+            "resnet50", "keras.applications.ResNet50", 224, 32, "caffe", "resnet",
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        _keras_application(
+            "vgg16", "keras.applications.VGG16", 224, 32, "caffe", "vgg16",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        _keras_application(
+            "inceptionv3", "keras.applications.InceptionV3", 299, 75, "tf", "inception_v3",
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        BackboneSpec(
+            name="lenet", constructor="transfer.baselines.lenet", input_size=32,
+            min_input_size=32, preprocess_mode="tf", pretrained=False, grayscale=True,
+            reference_classes=10,
+        ),
+        BackboneSpec(
+            name="alexnet", constructor="transfer.baselines.alexnet", input_size=227,
+            min_input_size=67, preprocess_mode="tf", pretrained=False, reference_classes=1000,
+        ),
+    )
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Returns the registry entry for `name`, or raises `InvalidOptionError` naming the choices."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise InvalidOptionError(
+            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}."
+        ) from None
+
+
+def keras_cache_dir() -> Path:
+    """Folder where `keras.utils.get_file` keeps downloaded model weights."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num_classes: int):
+    """Builds the backbone as an uncompiled Keras model.
+
+    Pretrained backbones come from `keras.applications` with `include_top=False` and no pooling;
+    `weights` is `"imagenet"` (downloaded by Keras, or read from its cache), `None` (random
+    initialization) or the path of a weights file (for example the `.h5` file Keras would
+    download, fetched by hand). Baselines are complete classifiers ending in a softmax over
+    `num_classes` and only accept `weights=None`.
+
+    Raises:
+        InvalidOptionError: weights that do not apply to this backbone.
+        WeightsUnavailableError: ImageNet weights that cannot be downloaded, or a weights file
+            that does not fit the architecture.
+    """
+    constructor = spec.resolve_constructor()
+    input_shape = (image_size, image_size, spec.input_channels)
+    if not spec.pretrained:
+        if weights is not None:
+            raise InvalidOptionError(
+                f"{spec.name} is a from-scratch baseline with no pretrained weights; received "
+                f"--weights {weights}. Use --weights none (the default for baselines)."
+            )
+        return constructor(input_shape=input_shape, num_classes=num_classes)
+
+    if weights == "imagenet":
+        try:
+            return constructor(include_top=False, weights="imagenet", input_shape=input_shape, name=spec.name)
+        except Exception as error:  # Keras raises a bare Exception for a failed download.
+            raise WeightsUnavailableError(
+                f"Could not load the ImageNet weights of {spec.name}: {error}\n"
+                f"Keras looks for the file {spec.weights_file} in {keras_cache_dir()} and downloads "
+                f"it from {spec.weights_url} when it is missing.\n"
+                f"Fix: download that file on a machine with internet access and either put it in "
+                f"{keras_cache_dir()} or pass --weights PATH/TO/{spec.weights_file}; "
+                f"or train from random initialization with --weights none."
+            ) from error
+
+    if weights is not None and not Path(weights).is_file():
+        raise InvalidOptionError(
+            f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
+            f"{weights!r}, which is not a file."
+        )
+    try:
+        return constructor(include_top=False, weights=weights, input_shape=input_shape, name=spec.name)
+    except (ValueError, OSError, KeyError) as error:
+        raise WeightsUnavailableError(
+            f"Could not load the weights file {weights} into {spec.name} (include_top=False, input "
+            f"{image_size}x{image_size}): {error}\nExpected a Keras weights file of this "
+            f"architecture without its top, such as {spec.weights_file}."
+        ) from error
+
+
+def describe_all() -> list[dict]:
+    """One row per registry entry, with its parameters counted on a model built without weights.
+
+    Pretrained backbones are counted with `include_top=False` at their default input size;
+    baselines in their published configuration (`reference_classes`).
+    """
+    rows = []
+    for spec in BACKBONES.values():
+        model = build_backbone(spec, spec.input_size, None, spec.reference_classes or 0)
+        size = spec.input_size
+        rows.append({
+            "name": spec.name,
+            "input": f"{size}x{size}x{spec.input_channels}",
+            "parameters": model.count_params(),
+            "counted": "(include_top=False)" if spec.pretrained else f"({spec.reference_classes} classes)",
+            "weights_file": spec.weights_file or "none: trained from scratch",
+        })
+    return rows

@@ -1,0 +1,33 @@
+"""Errors a user can act on. The CLI prints their message (no traceback) and exits with `exit_code`."""
+
+
+class TransferError(Exception):
+    """Base class: something the user gave us cannot be used as it is."""
+
+    exit_code = 1
+
+
+class InvalidOptionError(TransferError):
+    """An option value is out of range or unknown."""
+
+    exit_code = 2
+
+
+class DataError(TransferError):
+    """The image folder (or a file in it) cannot be used as a dataset."""
+
+    exit_code = 2
+
+
+class OutputExistsError(TransferError):
+    """The output location holds something we would overwrite."""
+
+    exit_code = 2
+
+
+class WeightsUnavailableError(TransferError):
+    """Pretrained weights could not be downloaded or loaded."""
+
+
+class ModelLoadError(TransferError):
+    """A run directory or SavedModel is missing, incomplete or inconsistent."""

@@ -1,0 +1,164 @@
+"""`transfer predict`: top-k labels for image files, from a run directory or an exported SavedModel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from transfer import rundir
+from transfer.data import iter_decoded_batches
+from transfer.errors import DataError, InvalidOptionError, ModelLoadError
+from transfer.events import SILENT, Reporter
+from transfer.preprocessing import IMAGE_EXTENSIONS
+
+
+@dataclass
+class Prediction:
+    """The most probable labels for one file, most probable first; or why it has none."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        entry = {
+            "path": self.path,
+            "predictions": [
+                {"label": label, "probability": probability}
+                for label, probability in zip(self.labels, self.probabilities)
+            ],
+        }
+        return entry if self.error is None else {**entry, "error": self.error}
+
+
+class RunModel:
+    """A trained `model.keras` from a run directory, fed by `transfer.data`'s decoder."""
+
+    def __init__(self, path: Path):
+        import keras
+
+        import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
+
+        model_file = Path(path) / rundir.MODEL
+        if not model_file.is_file():
+            raise ModelLoadError(f"{path} is not a run directory: {model_file} is missing.")
+        try:
+            self.model = keras.saving.load_model(model_file)
+        except Exception as error:
+            raise ModelLoadError(f"Cannot load {model_file}: {error}") from error
+        self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
+        self.image_size = int(self.model.input_shape[1])
+        _check_labels(self.labels, int(self.model.output_shape[-1]), path)
+
+    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+        for batch in iter_decoded_batches(paths, self.image_size, batch_size):
+            yield from batch.failed
+            if batch.paths:
+                scores = self.model.predict_on_batch(batch.pixels)
+                yield from zip(batch.paths, np.asarray(scores))
+
+
+class SavedModel:
+    """An export of `transfer export`, fed with the raw bytes of each file."""
+
+    def __init__(self, path: Path):
+        try:
+            self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelLoadError(f"Cannot load the SavedModel at {path}: {error}") from error
+        self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
+        _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), path)
+
+    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            try:
+                yield from zip(batch, self._scores([_read(p) for p in batch]))
+            except (tf.errors.OpError, OSError):
+                for path in batch:  # isolate the file(s) that failed
+                    try:
+                        yield path, self._scores([_read(path)])[0]
+                    except (tf.errors.OpError, OSError) as error:
+                        yield path, getattr(error, "message", None) or str(error)
+
+    def _scores(self, contents: list[bytes]) -> np.ndarray:
+        return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
+
+
+def load_model(path: Path) -> RunModel | SavedModel:
+    """Opens a run directory (has `model.keras`) or an exported SavedModel (has `saved_model.pb`)."""
+    path = Path(path)
+    if (path / rundir.MODEL).is_file():
+        return RunModel(path)
+    if (path / rundir.SAVED_MODEL).is_file():
+        return SavedModel(path)
+    raise ModelLoadError(
+        f"{path} is neither a run directory (with {rundir.MODEL}) nor an exported SavedModel (with "
+        f"{rundir.SAVED_MODEL}). Pass the --out folder of `transfer train` or `transfer export`."
+    )
+
+
+def collect_images(inputs: Sequence[Path]) -> list[str]:
+    """Image files named directly, and those found recursively in named folders, in sorted order."""
+    paths: list[str] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(
+                str(p) for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
+        elif item.is_file():
+            paths.append(str(item))
+        else:
+            raise DataError(f"{item} does not exist; pass image files or folders of images.")
+    return paths
+
+
+def predict(
+    model_path: Path,
+    inputs: Sequence[Path],
+    *,
+    top_k: int = 3,
+    batch_size: int = 32,
+    reporter: Reporter = SILENT,
+) -> Iterator[Prediction]:
+    """Yields a `Prediction` per image file, in sorted order within each folder.
+
+    Folders are streamed in batches, so memory is bounded by `batch_size`. Files that cannot be
+    decoded yield a `Prediction` with `error` set.
+    """
+    if top_k < 1:
+        raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
+    if batch_size < 1:
+        raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
+    model = load_model(model_path)
+    paths = collect_images(inputs)
+    if not paths:
+        raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}.")
+    k = min(top_k, len(model.labels))
+    with reporter.progress("Predicting", total=len(paths)) as progress:
+        for path, scores in model.score_files(paths, batch_size):
+            progress.advance()
+            if isinstance(scores, str):
+                yield Prediction(path, error=scores)
+                continue
+            order = np.argsort(-scores, kind="stable")[:k]
+            yield Prediction(path, [model.labels[i] for i in order], [float(scores[i]) for i in order])
+
+
+def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
+    if len(labels) != outputs:
+        raise ModelLoadError(
+            f"{path}: {rundir.LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
+            f"The folder mixes files of different runs; train or export it again."
+        )
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()

@@ -1,0 +1,89 @@
+"""The files of a run directory and of an export, and writing them safely.
+
+A run directory holds `model.keras`, `labels.txt`, `config.json`, `history.csv`, `curves.png`,
+`split.csv`, `skipped.csv` and `metrics.json`. Outputs are written into a hidden staging folder
+beside the destination and renamed into place when complete, so a half-written run is never
+mistaken for a finished one, and an existing output is replaced only with `force`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transfer.errors import ModelLoadError, OutputExistsError
+
+MODEL = "model.keras"
+CHECKPOINT = "checkpoint.keras"
+LABELS = "labels.txt"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+SPLIT = "split.csv"
+SKIPPED = "skipped.csv"
+METRICS = "metrics.json"
+SAVED_MODEL = "saved_model.pb"
+
+#: A folder holding one of these files is an output of `transfer` that `force` may replace.
+_MARKERS = (CONFIG, SAVED_MODEL)
+
+
+def check_destination(path: Path, force: bool) -> None:
+    """Refuses a destination that exists and is not empty, unless `force` and it is ours.
+
+    Raises:
+        OutputExistsError: with what is there and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is a file; choose another output folder.")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not force:
+        raise OutputExistsError(
+            f"{path} already exists and is not empty. Choose another output folder, or pass --force "
+            f"to replace it."
+        )
+    if not any((path / marker).exists() for marker in _MARKERS):
+        raise OutputExistsError(
+            f"{path} is not empty and is not a transfer run or export (no {' or '.join(_MARKERS)}), "
+            f"so --force will not delete it. Choose another output folder."
+        )
+
+
+def staging_dir(path: Path) -> Path:
+    """An empty hidden folder beside `path` to write into before `publish`."""
+    path = Path(path)
+    staging = path.parent / f".{path.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, path: Path) -> None:
+    """Moves a completed staging folder to `path`, replacing what `check_destination` allowed."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    staging.rename(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def write_labels(path: Path, class_names: list[str]) -> None:
+    Path(path).write_text("".join(f"{name}\n" for name in class_names))
+
+
+def read_labels(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: a run directory or export needs its {LABELS}.")
+    return [line for line in path.read_text().splitlines() if line]

@@ -1,0 +1,304 @@
+"""`transfer train`: fit a classifier on an image folder and write a run directory.
+
+Stage 1 trains the new head with the backbone frozen (baselines: the whole network, from
+scratch). Stage 2, when `finetune_epochs > 0`, unfreezes the top backbone layers (BatchNormalization
+stays frozen and in inference mode), recompiles with the smaller fine-tune learning rate and goes on.
+Each stage stops early on a validation-loss plateau and restores its best weights; stage 2's
+result is kept only if it beats stage 1's best validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import pandas as pd
+import tensorflow as tf
+
+from transfer import rundir
+from transfer.augmentation import FLIPS, build_augmentation
+from transfer.backbones import BackboneSpec, get_backbone
+from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
+from transfer.data import ImageFolder, list_classes, load_image_folder, make_dataset
+from transfer.distribute import STRATEGIES, describe, resolve_strategy
+from transfer.errors import InvalidOptionError
+from transfer.events import SILENT, Reporter
+from transfer.reporting import history_frame, plot_curves
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Every choice of a training run. `resolved()` fills the defaults that depend on others.
+
+    Attributes:
+        backbone: registry name (`transfer.backbones.BACKBONES`).
+        weights: `"imagenet"`, `"none"` or a weights file path; `None` means `"imagenet"` for
+            pretrained backbones and `"none"` for baselines.
+        image_size: square input side; `None` means the backbone's default.
+        epochs: stage 1 epochs (frozen backbone, or the whole baseline).
+        finetune_epochs: stage 2 epochs; 0 trains the frozen stage only.
+        unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
+        lr: stage 1 learning rate.
+        finetune_lr: stage 2 learning rate; `None` means `lr / 10`.
+        optimizer: `adam`, `sgd` (momentum 0.9, Nesterov) or `rmsprop`.
+        batch_size: images per replica per step.
+        augment: random flip/rotation/zoom/translation/contrast while training.
+        flip: which flips augmentation uses (`transfer.augmentation.FLIPS`).
+        dropout: dropout rate of the head.
+        head_units: hidden dense units in the head; 0 for none.
+        val_split: share of each class held out when there is no `val_dir`.
+        val_dir: a pre-split validation folder with the same classes.
+        seed: seeds the split, initialization, shuffling and augmentation.
+        strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
+        patience: epochs without validation-loss improvement before a stage stops early.
+    """
+
+    backbone: str = "resnet50"
+    weights: str | None = None
+    image_size: int | None = None
+    epochs: int = 10
+    finetune_epochs: int = 0
+    unfreeze: str = "all"
+    lr: float = 1e-3
+    finetune_lr: float | None = None
+    optimizer: str = "adam"
+    batch_size: int = 32
+    augment: bool = True
+    flip: str = "horizontal"
+    dropout: float = 0.2
+    head_units: int = 0
+    val_split: float = 0.2
+    val_dir: str | None = None
+    seed: int = 42
+    strategy: str = "auto"
+    patience: int = 5
+
+    def resolved(self) -> TrainOptions:
+        """Validates every value and returns the options with all defaults filled in.
+
+        Raises:
+            InvalidOptionError: naming the option, the value received and what is allowed.
+        """
+        spec = get_backbone(self.backbone)
+        weights = self.weights or ("imagenet" if spec.pretrained else "none")
+        image_size = self.image_size or spec.input_size
+        finetune_lr = self.finetune_lr if self.finetune_lr is not None else self.lr / 10
+        _require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
+        _require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
+        _require(self.lr > 0, "--lr", self.lr, "a number > 0")
+        _require(finetune_lr > 0, "--finetune-lr", finetune_lr, "a number > 0")
+        _require(self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")
+        _require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
+        _require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
+        _require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")
+        _require(self.patience >= 1, "--patience", self.patience, "an integer >= 1")
+        _require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        _require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
+        _require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
+        _require(
+            image_size >= spec.min_input_size, "--image-size", image_size,
+            f"at least {spec.min_input_size} for {spec.name}",
+        )
+        _require(
+            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+            "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
+        )
+        if not spec.pretrained and self.finetune_epochs:
+            raise InvalidOptionError(
+                f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
+                f"{self.finetune_epochs}. Use --epochs for baselines."
+            )
+        return dataclasses.replace(
+            self, weights=weights, image_size=image_size, finetune_lr=finetune_lr
+        )
+
+    @property
+    def unfreeze_count(self) -> int | None:
+        return None if self.unfreeze == "all" else int(self.unfreeze)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: pd.DataFrame
+
+
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    options: TrainOptions = TrainOptions(),
+    *,
+    force: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    reporter: Reporter = SILENT,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Trains a classifier on the image folder `data_dir` and writes the run to `out_dir`.
+
+    Args:
+        data_dir: one subfolder of images per class.
+        out_dir: the run directory to create (see `transfer.rundir`).
+        options: the run's choices; validated before any heavy work.
+        force: replace an existing run at `out_dir`.
+        strategy: a ready `tf.distribute.Strategy`, overriding `options.strategy`.
+        reporter: receives messages and progress.
+        verbose: Keras `fit` verbosity (progress bars).
+
+    Returns:
+        The run directory, the final metrics and the per-epoch history.
+
+    Raises:
+        TransferError: bad options, data or weights, or an existing output; nothing is written.
+    """
+    started = time.perf_counter()
+    options = options.resolved()
+    spec = get_backbone(options.backbone)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    rundir.check_destination(out_dir, force)
+    class_names = list_classes(data_dir)
+
+    keras.utils.set_random_seed(options.seed)
+    strategy = strategy or resolve_strategy(options.strategy)
+    reporter.message(f"Strategy: {describe(strategy)}")
+    with strategy.scope():
+        model = build_classifier(
+            spec,
+            num_classes=len(class_names),
+            image_size=options.image_size,
+            weights=None if options.weights == "none" else options.weights,
+            dropout_rate=options.dropout,
+            head_units=options.head_units,
+            augmentation=build_augmentation(options.flip, options.seed) if options.augment else None,
+        )
+    if spec.pretrained and options.finetune_epochs:
+        unfreeze_top(model, spec, options.unfreeze_count)  # validates --unfreeze before heavy work
+        freeze_backbone(model, spec)
+
+    folder = load_image_folder(
+        data_dir, class_names, image_size=options.image_size,
+        val_dir=Path(options.val_dir) if options.val_dir else None,
+        val_split=options.val_split, seed=options.seed, reporter=reporter,
+    )
+    _report_data(folder, reporter)
+    global_batch = options.batch_size * strategy.num_replicas_in_sync
+    train_paths, train_labels = folder.paths_and_indices("train")
+    val_paths, val_labels = folder.paths_and_indices("val")
+    train_data = make_dataset(train_paths, train_labels, options.image_size, global_batch, shuffle=True, seed=options.seed)
+    val_data = make_dataset(val_paths, val_labels, options.image_size, global_batch, shuffle=False)
+
+    staging = rundir.staging_dir(out_dir)
+    stages = [("frozen" if spec.pretrained else "scratch", options.epochs, options.lr, None)]
+    if spec.pretrained and options.finetune_epochs:
+        stages.append(("finetune", options.finetune_epochs, options.finetune_lr, options.unfreeze_count))
+
+    histories, best_loss, best_weights, best_stage, epoch = [], float("inf"), None, None, 0
+    for stage, epochs, learning_rate, unfreeze in stages:
+        if stage == "finetune":
+            unfrozen = unfreeze_top(model, spec, unfreeze)
+            reporter.message(f"Fine-tuning {len(unfrozen)} backbone layers with weights (BatchNormalization stays frozen).")
+        reporter.message(f"Stage {stage}: up to {epochs} epochs at learning rate {learning_rate:g}.")
+        with strategy.scope():
+            model.compile(
+                optimizer=make_optimizer(options.optimizer, learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=options.patience, restore_best_weights=True
+        )
+        callbacks = [
+            early_stopping,
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.2, patience=max(1, options.patience // 2), min_lr=1e-7
+            ),
+            keras.callbacks.ModelCheckpoint(
+                staging / rundir.CHECKPOINT, monitor="val_loss", save_best_only=True,
+                initial_value_threshold=None if best_weights is None else best_loss,
+            ),
+        ]
+        fit = model.fit(
+            train_data, validation_data=val_data, epochs=epoch + epochs, initial_epoch=epoch,
+            callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles itself
+        )
+        histories.append(history_frame(stage, epoch, fit.history))
+        epoch += len(fit.epoch)
+        if best_weights is None or early_stopping.best < best_loss:
+            best_loss, best_weights, best_stage = early_stopping.best, model.get_weights(), stage
+        else:
+            reporter.message(
+                f"Stage {stage} did not improve the best validation loss ({best_loss:.4f}); keeping "
+                f"the weights of stage {best_stage}."
+            )
+            model.set_weights(best_weights)
+
+    evaluation = model.evaluate(val_data, return_dict=True, verbose=0)
+    history = pd.concat(histories, ignore_index=True)
+    metrics = {
+        "val_accuracy": float(evaluation["accuracy"]),
+        "val_loss": float(evaluation["loss"]),
+        "num_classes": len(class_names),
+        "num_train": len(train_paths),
+        "num_val": len(val_paths),
+        "num_skipped": len(folder.skipped),
+        "best_stage": best_stage,
+        "epochs_run": epoch,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    config = {
+        **dataclasses.asdict(options),
+        "data_dir": str(data_dir.resolve()),
+        "class_names": class_names,
+        "pretrained": spec.pretrained,
+        "strategy_resolved": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "global_batch_size": global_batch,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+    }
+    _write_run(staging, model, class_names, config, history, folder, metrics)
+    rundir.publish(staging, out_dir)
+    return TrainResult(out_dir, metrics, history)
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """Adam, SGD with Nesterov momentum 0.9, or RMSprop at `learning_rate`."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    raise InvalidOptionError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; received {name!r}.")
+
+
+def _write_run(staging, model, class_names, config, history, folder: ImageFolder, metrics) -> None:
+    model.save(staging / rundir.MODEL)
+    rundir.write_labels(staging / rundir.LABELS, class_names)
+    rundir.write_json(staging / rundir.CONFIG, config)
+    rundir.write_json(staging / rundir.METRICS, metrics)
+    history.to_csv(staging / rundir.HISTORY, index=False)
+    plot_curves(history, staging / rundir.CURVES)
+    folder.examples.to_csv(staging / rundir.SPLIT, index=False)
+    folder.skipped.to_csv(staging / rundir.SKIPPED, index=False)
+
+
+def _report_data(folder: ImageFolder, reporter: Reporter) -> None:
+    counts = folder.counts()
+    lines = [f"  {name}: {row['train']} train, {row['val']} val" for name, row in counts.iterrows()]
+    reporter.message(f"{len(folder.class_names)} classes, images per class:\n" + "\n".join(lines))
+    if len(folder.skipped):
+        reporter.warning(f"Skipped {len(folder.skipped)} file(s):")
+        for row in folder.skipped.itertuples():
+            reporter.warning(f"  {row.path}: {row.reason}")
+
+
+def _require(condition: bool, option: str, received, allowed: str) -> None:
+    if not condition:
+        raise InvalidOptionError(f"{option} must be {allowed}; received {received!r}.")
