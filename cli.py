@@ -32,8 +32,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-results = Console()  # stdout: what the user asked for
-messages = Console(stderr=True)  # stderr: progress, warnings, errors
+# stdout carries what the user asked for; stderr progress, warnings and errors. Neither hard-wraps
+# long lines (paths, URLs) when it is not a terminal.
+results = Console(width=None if sys.stdout.isatty() else 200)
+messages = Console(stderr=True, soft_wrap=True)
 
 BackboneName = Enum("BackboneName", {name: name for name in BACKBONES}, type=str)
 

@@ -9,6 +9,7 @@ skipped and reported, as are files that cannot be decoded: nothing is dropped si
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -93,11 +94,11 @@ def list_images(data_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFram
                 continue
             relative = path.relative_to(data_dir)
             if any(part.startswith(".") for part in relative.parts):
-                skipped.append((str(path), "hidden file"))
+                skipped.append((os.path.abspath(path), "hidden file"))
             elif not _has_image_suffix(path):
-                skipped.append((str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
+                skipped.append((os.path.abspath(path), f"not an image file (extension {path.suffix or 'none'!r})"))
             else:
-                images.append((str(path), name))
+                images.append((os.path.abspath(path), name))
     return (
         pd.DataFrame(images, columns=["path", "label"]),
         pd.DataFrame(skipped, columns=["path", "reason"]),

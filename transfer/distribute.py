@@ -30,5 +30,12 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     raise ValueError(f"strategy must be one of {STRATEGIES}, received {name!r}")
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """`"default"` for the one-device default strategy, else the class name (`"MirroredStrategy"`)."""
+    return "default" if strategy is tf.distribute.get_strategy() else type(strategy).__name__
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
-    return f"{type(strategy).__name__} ({strategy.num_replicas_in_sync} replica(s))"
+    """`"MirroredStrategy, 2 replicas"` or `"default, 1 replica"`."""
+    replicas = strategy.num_replicas_in_sync
+    return f"{strategy_name(strategy)}, {replicas} replica{'s' if replicas > 1 else ''}"

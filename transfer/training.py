@@ -25,7 +25,7 @@ from transfer.augmentation import FLIPS, build_augmentation
 from transfer.backbones import BackboneSpec, get_backbone
 from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
 from transfer.data import ImageFolder, list_classes, load_image_folder, make_dataset
-from transfer.distribute import STRATEGIES, describe, resolve_strategy
+from transfer.distribute import STRATEGIES, describe, resolve_strategy, strategy_name
 from transfer.errors import InvalidOptionError
 from transfer.events import SILENT, Reporter
 from transfer.reporting import history_frame, plot_curves
@@ -110,6 +110,16 @@ class TrainOptions:
             self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
+        if not spec.pretrained and weights != "none":
+            raise InvalidOptionError(
+                f"{spec.name} is a from-scratch baseline with no pretrained weights; received "
+                f"--weights {weights}. Use --weights none (the default for baselines)."
+            )
+        if weights not in ("imagenet", "none") and not Path(weights).is_file():
+            raise InvalidOptionError(
+                f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
+                f"{weights!r}, which is not a file."
+            )
         if not spec.pretrained and self.finetune_epochs:
             raise InvalidOptionError(
                 f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
@@ -203,7 +213,10 @@ def train(
     for stage, epochs, learning_rate, unfreeze in stages:
         if stage == "finetune":
             unfrozen = unfreeze_top(model, spec, unfreeze)
-            reporter.message(f"Fine-tuning {len(unfrozen)} backbone layers with weights (BatchNormalization stays frozen).")
+            reporter.message(
+                f"Unfreezing the top {options.unfreeze} backbone layers: {len(unfrozen)} with trainable "
+                f"weights (BatchNormalization stays frozen)."
+            )
         reporter.message(f"Stage {stage}: up to {epochs} epochs at learning rate {learning_rate:g}.")
         with strategy.scope():
             model.compile(
@@ -257,7 +270,7 @@ def train(
         "data_dir": str(data_dir.resolve()),
         "class_names": class_names,
         "pretrained": spec.pretrained,
-        "strategy_resolved": type(strategy).__name__,
+        "strategy_resolved": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "global_batch_size": global_batch,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},

@@ -1,0 +1,45 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+EXTRA  ?= cpu# `make EXTRA=gpu ...` installs the CUDA build of TensorFlow instead
+BIN    := $(VENV)/bin
+DEMO   := .demo
+STAMP  := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/transfer dataset digits $(DEMO)/digits
+	$(BIN)/transfer train $(DEMO)/digits --backbone lenet --epochs 20 --flip none --out $(DEMO)/lenet --force
+	$(BIN)/transfer export $(DEMO)/lenet --out $(DEMO)/lenet-savedmodel --force
+	$(BIN)/transfer predict $(DEMO)/lenet $(DEMO)/digits/3/0003.png $(DEMO)/digits/5/0005.png $(DEMO)/digits/8/0008.png
+	$(BIN)/transfer predict $(DEMO)/lenet-savedmodel $(DEMO)/digits --format csv > $(DEMO)/predictions.csv
+	@echo
+	@echo "== Transfer learning: resnet50 with ImageNet weights, frozen, on the same digits =="
+	@if $(BIN)/transfer train $(DEMO)/digits --backbone resnet50 --image-size 64 --epochs 3 --flip none \
+	    --out $(DEMO)/resnet50 --force; then \
+	  echo "resnet50 run: $(DEMO)/resnet50"; \
+	else \
+	  echo "NOT DONE: resnet50 with ImageNet weights could not run here (reason above). The LeNet-5 run"; \
+	  echo "above did not need them. With internet access, or with --weights PATH, this step trains."; \
+	fi
+	@echo
+	@echo "== Demo outputs =="
+	@echo "run (model, labels, config, history, curves.png, metrics): $(DEMO)/lenet"
+	@echo "metrics: $$(tr -d '\n ' < $(DEMO)/lenet/metrics.json)"
+	@echo "predictions for every digit image, from the SavedModel:  $(DEMO)/predictions.csv"
+	@echo "SavedModel serving raw image bytes:                        $(DEMO)/lenet-savedmodel"
+
+clean:
+	rm -rf $(DEMO) $(VENV) *.egg-info

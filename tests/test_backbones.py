@@ -1,0 +1,118 @@
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from transfer.backbones import BACKBONES, build_backbone, get_backbone, keras_cache_dir
+from transfer.errors import InvalidOptionError, WeightsUnavailableError
+from transfer.preprocessing import Preprocess
+
+# Parameters as published: keras.applications with include_top=False, LeNet-5 on 32x32x1 with
+# 10 classes, AlexNet on 227x227x3 with 1000 classes.
+EXPECTED_PARAMETERS = {
+    "resnet50": 23_587_712,
+    "vgg16": 14_714_688,
+    "inceptionv3": 21_802_784,
+    "lenet": 61_706,
+    "alexnet": 62_378_344,
+}
+
+MATCHING_PREPROCESS = {
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "inceptionv3": keras.applications.inception_v3.preprocess_input,
+}
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_parameter_count(name):
+    spec = BACKBONES[name]
+    size = spec.input_size if not spec.pretrained else spec.min_input_size  # counts do not depend on it
+    model = build_backbone(spec, size, weights=None, num_classes=spec.reference_classes or 0)
+    assert model.count_params() == EXPECTED_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("name", [n for n, s in BACKBONES.items() if s.pretrained])
+def test_preprocess_layer_matches_keras_applications(name):
+    spec = BACKBONES[name]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = MATCHING_PREPROCESS[name](pixels.copy())
+    actual = keras.ops.convert_to_numpy(Preprocess(spec.preprocess_mode)(pixels))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_grayscale_preprocess_gives_one_channel_in_minus_one_to_one():
+    pixels = np.stack([np.zeros((4, 4, 3)), np.full((4, 4, 3), 255.0)]).astype("float32")
+    out = keras.ops.convert_to_numpy(Preprocess("tf", grayscale=True)(pixels))
+    assert out.shape == (2, 4, 4, 1)
+    np.testing.assert_allclose(out[0], -1.0, atol=1e-5)
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-3)  # luma weights sum to 0.9999
+
+
+def _assert_same_weights(a, b):
+    assert len(a.weights) == len(b.weights)
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y))
+
+
+def test_weights_path_in_keras_download_format(tmp_path):
+    """A file in the legacy HDF5 layout of the file Keras downloads loads into the backbone."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    spec = get_backbone("vgg16")
+    source = build_backbone(spec, 32, weights=None, num_classes=0)
+    path = tmp_path / spec.weights_file
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, source)
+    loaded = build_backbone(spec, 32, weights=str(path), num_classes=0)
+    _assert_same_weights(source, loaded)
+    fresh = build_backbone(spec, 32, weights=None, num_classes=0)
+    assert not np.array_equal(fresh.weights[0].numpy(), source.weights[0].numpy())
+
+
+def test_weights_path_in_keras3_format(tmp_path):
+    spec = get_backbone("resnet50")
+    source = build_backbone(spec, 32, weights=None, num_classes=0)
+    path = tmp_path / "resnet50_notop.weights.h5"
+    source.save_weights(path)
+    _assert_same_weights(source, build_backbone(spec, 32, weights=str(path), num_classes=0))
+
+
+def test_weights_file_of_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "vgg16.weights.h5"
+    build_backbone(get_backbone("vgg16"), 32, weights=None, num_classes=0).save_weights(path)
+    with pytest.raises(WeightsUnavailableError, match="Could not load the weights file .*resnet50"):
+        build_backbone(get_backbone("resnet50"), 32, weights=str(path), num_classes=0)
+
+
+def test_missing_weights_path_is_an_invalid_option(tmp_path):
+    with pytest.raises(InvalidOptionError, match="not a file"):
+        build_backbone(get_backbone("resnet50"), 32, weights=str(tmp_path / "nope.h5"), num_classes=0)
+
+
+def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, monkeypatch):
+    """Offline, Keras' download fails; the error says which file, where it is cached, what to do."""
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    spec = get_backbone("resnet50")
+    with pytest.raises(WeightsUnavailableError) as raised:
+        build_backbone(spec, 32, weights="imagenet", num_classes=0)
+    message = str(raised.value)
+    assert spec.weights_file in message
+    assert str(keras_cache_dir()) in message and str(tmp_path) in message
+    assert "--weights PATH" in message and "URL fetch failure" in message
+
+
+def test_baselines_refuse_pretrained_weights():
+    with pytest.raises(InvalidOptionError, match="from-scratch baseline"):
+        build_backbone(get_backbone("lenet"), 32, weights="imagenet", num_classes=10)
+
+
+def test_unknown_backbone_lists_choices():
+    with pytest.raises(InvalidOptionError, match="resnet50, vgg16, inceptionv3, lenet, alexnet"):
+        get_backbone("resnet18")

@@ -1,0 +1,121 @@
+"""The command line: help generated from the registry, clear errors, no tracebacks."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from transfer.backbones import BACKBONES
+
+from .conftest import few_photos
+
+runner = CliRunner()
+
+
+def test_help_lists_every_registered_backbone():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for name in BACKBONES:
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--epochs", "-1"], "--epochs must be an integer >= 1; received -1"),
+        (["--lr", "0"], "--lr must be a number > 0; received 0.0"),
+        (["--image-size", "16"], "--image-size must be at least 32 for resnet50; received 16"),
+        (["--unfreeze", "some"], "--unfreeze must be 'all' or a number"),
+        (["--val-split", "1.5"], "--val-split must be a fraction between 0 and 1"),
+        (["--backbone", "lenet", "--finetune-epochs", "2"], "trained from scratch in one stage"),
+        (["--backbone", "lenet", "--weights", "imagenet"], "no pretrained weights"),
+    ],
+)
+def test_invalid_options_fail_before_any_work(tmp_path, options, fragment):
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), *options])
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_folder(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path / "nope"), "--backbone", "lenet", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_imagenet_unreachable_fails_fast_with_the_way_out(tmp_path, hymenoptera, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    result = runner.invoke(app, ["train", str(hymenoptera / "train"), "--backbone", "vgg16", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in result.output
+    assert "--weights PATH" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_needs_a_run_or_savedmodel(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 1 and "neither a run directory" in result.output
+
+
+def test_backbones_table_counts_parameters():
+    result = runner.invoke(app, ["backbones"])
+    assert result.exit_code == 0
+    for fragment in ("23,587,712", "14,714,688", "21,802,784", "61,706", "62,378,344", "inception_v3_weights"):
+        assert fragment in result.stdout
+
+
+def test_dataset_digits_writes_class_folders(tmp_path):
+    result = runner.invoke(app, ["dataset", "digits", str(tmp_path / "digits")])
+    assert result.exit_code == 0 and "1797 images" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == [str(d) for d in range(10)]
+
+
+def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
+    """One step each of both stages of resnet50 --weights none on real photos, then export and serve."""
+    train_dir = few_photos(hymenoptera / "train", tmp_path / "train", per_class=3)
+    val_dir = few_photos(hymenoptera / "val", tmp_path / "val", per_class=2)
+    run = tmp_path / "run"
+    result = runner.invoke(app, [
+        "train", str(train_dir), "--val-dir", str(val_dir), "--backbone", "resnet50", "--weights", "none",
+        "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--finetune-epochs", "1",
+        "--unfreeze", "10", "--out", str(run),
+    ])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["weights"] == "none" and config["finetune_epochs"] == 1
+    history = (run / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["frozen", "finetune"]
+
+    export = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "export")])
+    assert export.exit_code == 0, export.output
+    photo = next((val_dir / "bees").iterdir())
+    served = runner.invoke(app, ["predict", str(tmp_path / "export"), str(photo), "--format", "json", "--top-k", "2"])
+    labels = [p["label"] for p in json.loads(served.stdout)[0]["predictions"]]
+    assert sorted(labels) == ["ants", "bees"]
+
+
+def test_unreadable_image_is_reported_and_others_predicted(tmp_path, hymenoptera):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    data = few_photos(hymenoptera / "train", tmp_path / "data", per_class=4)
+    result = runner.invoke(app, ["train", str(data), "--backbone", "lenet", "--epochs", "1", "--val-split", "0.5", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(next((hymenoptera / "val" / "ants").iterdir()), folder / "ant.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    predicted = runner.invoke(app, ["predict", str(run_dir), str(folder), "--format", "json"])
+    assert predicted.exit_code == 0
+    entries = {e["path"].rsplit("/", 1)[-1]: e for e in json.loads(predicted.stdout)}
+    assert entries["ant.jpg"]["predictions"] and "error" not in entries["ant.jpg"]
+    assert entries["broken.jpg"]["error"] and entries["broken.jpg"]["predictions"] == []
+    assert "could not read" in predicted.stderr and "broken.jpg" in predicted.stderr

@@ -1,0 +1,83 @@
+"""Stage 1 changes only the head; stage 2 changes only the unfrozen backbone layers.
+
+Both stages run the same `transfer.classifier` functions that `transfer.training.train` uses.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from transfer.backbones import get_backbone
+from transfer.classifier import backbone_layers, build_classifier, freeze_backbone, unfreeze_top
+from transfer.errors import InvalidOptionError
+
+SPEC = get_backbone("resnet50")
+
+
+def snapshot(layers):
+    """{variable path: value} of every variable (trainable or not, BN moving statistics included)."""
+    return {w.path: keras.ops.convert_to_numpy(w).copy() for layer in layers for w in layer.weights}
+
+
+def changed(before, after):
+    return {path for path in before if not np.array_equal(before[path], after[path])}
+
+
+def fit_once(model, x, y, learning_rate):
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"), rng.integers(0, 2, 16)
+
+
+def test_frozen_stage_changes_only_the_head_and_bn_statistics_stay(data):
+    keras.utils.set_random_seed(0)
+    model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
+    backbone = backbone_layers(model, SPEC)
+    bn_statistics = [w.path for l in backbone if isinstance(l, keras.layers.BatchNormalization)
+                     for w in l.non_trainable_weights]
+    assert bn_statistics, "ResNet50 has BatchNormalization moving statistics to watch"
+    head = [model.get_layer("predictions")]
+    before_backbone, before_head = snapshot(backbone), snapshot(head)
+
+    freeze_backbone(model, SPEC)
+    fit_once(model, *data, learning_rate=0.1)
+
+    assert changed(before_backbone, snapshot(backbone)) == set()
+    assert changed(before_head, snapshot(head)) == set(before_head)
+
+
+def test_finetune_stage_changes_only_the_unfrozen_layers(data):
+    keras.utils.set_random_seed(0)
+    model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
+    layers = backbone_layers(model, SPEC)
+    top = 12
+    unfrozen = unfreeze_top(model, SPEC, top)
+
+    expected = {w.path for l in layers[-top:] if not isinstance(l, keras.layers.BatchNormalization)
+                for w in l.weights}
+    assert unfrozen and expected, "the top layers include convolutions"
+    assert {w.path for w in model.trainable_weights} >= expected
+    before = snapshot(layers)
+    fit_once(model, *data, learning_rate=0.1)
+
+    assert changed(before, snapshot(layers)) == expected  # BN statistics and lower layers untouched
+
+
+def test_unfreeze_all_keeps_batchnorm_frozen():
+    model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
+    unfreeze_top(model, SPEC, None)
+    layers = backbone_layers(model, SPEC)
+    assert all(not l.trainable for l in layers if isinstance(l, keras.layers.BatchNormalization))
+    assert all(l.trainable for l in layers if isinstance(l, keras.layers.Conv2D))
+
+
+def test_unfreeze_more_layers_than_the_backbone_has():
+    model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
+    count = len(backbone_layers(model, SPEC))
+    with pytest.raises(InvalidOptionError, match=f"between 1 and {count}"):
+        unfreeze_top(model, SPEC, count + 1)
