@@ -23,6 +23,7 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for axis, metric in zip(axes, ("loss", "accuracy")):
@@ -35,6 +36,7 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
                 axis.annotate(f"{stage} starts", (boundary, 0.98), xycoords=("data", "axes fraction"),
                               ha="left", va="top", fontsize=8, color="grey")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
