@@ -78,6 +78,7 @@ def test_weights_path_in_keras3_format(tmp_path):
     _assert_same_weights(source, build_backbone(spec, 32, weights=str(path), num_classes=0))
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras notes each mismatch first
 def test_weights_file_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "vgg16.weights.h5"
     build_backbone(get_backbone("vgg16"), 32, weights=None, num_classes=0).save_weights(path)

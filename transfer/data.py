@@ -178,7 +178,8 @@ def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = 
         for batch in _decoded(paths, image_size, batch_size=32):
             readable.update(batch[0])
             progress.advance(len(batch[0]))
-    failed = [path for path in paths if path not in readable]
+        failed = [path for path in paths if path not in readable]
+        progress.advance(len(failed))
     return {path: image_error(path) for path in failed}
 
 
