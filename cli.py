@@ -123,6 +123,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")] = 42,
     strategy: Annotated[StrategyName, typer.Option(help="auto: MirroredStrategy on more than one GPU, else one device.")] = StrategyName.auto,
     patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = 5,
+    cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = True,
+    cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")] = False,
 ) -> None:
     """Train a classifier on DATA_DIR and write the run to --out."""
@@ -135,7 +137,7 @@ def train(
             optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
             dropout=dropout, head_units=head_units, val_split=val_split,
             val_dir=str(val_dir) if val_dir else None, seed=seed, strategy=strategy.value,
-            patience=patience,
+            patience=patience, cache_features=cache_features, cached_views=cached_views,
         )
         result = run_training(
             data_dir, out, options, force=force, reporter=RichReporter(),

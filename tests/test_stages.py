@@ -41,7 +41,7 @@ def test_frozen_stage_changes_only_the_head_and_bn_statistics_stay(data):
     bn_statistics = [w.path for l in backbone if isinstance(l, keras.layers.BatchNormalization)
                      for w in l.non_trainable_weights]
     assert bn_statistics, "ResNet50 has BatchNormalization moving statistics to watch"
-    head = [model.get_layer("predictions")]
+    head = [model.get_layer("head")]
     before_backbone, before_head = snapshot(backbone), snapshot(head)
 
     freeze_backbone(model, SPEC)

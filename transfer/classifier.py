@@ -3,14 +3,17 @@
 Layout, for a pretrained backbone:
 
     image [0, 255] -> augmentation (training only) -> preprocess -> backbone(training=False)
-                   -> avg_pool -> head_dropout -> [head_dense] -> predictions (softmax)
+                   -> avg_pool -> head: head_dropout -> [head_dense] -> predictions (softmax)
 
 and for a from-scratch baseline, which carries its own classifier:
 
     image [0, 255] -> augmentation (training only) -> preprocess -> lenet | alexnet
 
-The backbone is called with `training=False`, so its BatchNormalization layers always run in
-inference mode with their ImageNet statistics, in the frozen stage and while fine-tuning.
+The backbone is called with `training=False`, and its BatchNormalization layers stay frozen in
+both stages. The second is what guarantees inference mode in Keras 3: a functional model passes the
+`training` flag of its own call down to every layer, overriding the `training=False` recorded at
+construction, but a BatchNormalization layer with `trainable=False` always normalizes with its
+moving (ImageNet) statistics and never updates them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def build_classifier(
     if spec.pretrained:
         backbone.trainable = False
         x = backbone(x, training=False)
-        outputs = classification_head(x, num_classes, dropout_rate, head_units)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units)(x)
     else:
         outputs = backbone(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")

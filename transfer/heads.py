@@ -1,25 +1,31 @@
-"""The new classification head placed on a pretrained backbone's feature map."""
+"""The new classification head placed on a pretrained backbone's pooled features."""
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 
-def classification_head(features, num_classes: int, dropout_rate: float = 0.2, head_units: int = 0):
-    """Global average pooling, dropout, an optional ReLU dense layer, and a softmax dense layer.
+def classification_head(
+    num_features: int, num_classes: int, dropout_rate: float = 0.2, head_units: int = 0
+) -> keras.Sequential:
+    """Dropout, an optional ReLU dense layer with its own dropout, and a softmax dense layer.
+
+    The head is a model of its own, named `head`, that reads the backbone's globally average
+    pooled features; so the frozen stage can train it directly on cached features (see
+    `transfer.features`), sharing its weights with the full classifier.
 
     Args:
-        features: the backbone's `[batch, height, width, channels]` output tensor.
+        num_features: channels of the backbone's output (2048 for ResNet50).
         num_classes: size of the softmax.
         dropout_rate: dropout before each dense layer.
         head_units: units of the hidden dense layer; 0 for none.
-
-    Returns:
-        The `[batch, num_classes]` probabilities tensor.
     """
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(features)
-    x = layers.Dropout(dropout_rate, name="head_dropout")(x)
+    steps = [keras.Input((num_features,), name="features"), layers.Dropout(dropout_rate, name="head_dropout")]
     if head_units:
-        x = layers.Dense(head_units, activation="relu", name="head_dense")(x)
-        x = layers.Dropout(dropout_rate, name="head_dense_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+        steps += [
+            layers.Dense(head_units, activation="relu", name="head_dense"),
+            layers.Dropout(dropout_rate, name="head_dense_dropout"),
+        ]
+    steps.append(layers.Dense(num_classes, activation="softmax", name="predictions"))
+    return keras.Sequential(steps, name="head")

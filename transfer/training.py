@@ -28,6 +28,7 @@ from transfer.data import ImageFolder, list_classes, load_image_folder, make_dat
 from transfer.distribute import STRATEGIES, describe, resolve_strategy, strategy_name
 from transfer.errors import InvalidOptionError
 from transfer.events import SILENT, Reporter
+from transfer.features import extract_features, feature_extractor, features_dataset
 from transfer.reporting import history_frame, plot_curves
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -58,6 +59,10 @@ class TrainOptions:
         seed: seeds the split, initialization, shuffling and augmentation.
         strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
         patience: epochs without validation-loss improvement before a stage stops early.
+        cache_features: in the frozen stage, run the backbone once per image and train the head
+            on its cached features (`transfer.features`), instead of every epoch.
+        cached_views: with augmentation, cache this many augmented views per image; 0 runs the
+            backbone on freshly augmented images every epoch (in the loop).
     """
 
     backbone: str = "resnet50"
@@ -79,6 +84,8 @@ class TrainOptions:
     seed: int = 42
     strategy: str = "auto"
     patience: int = 5
+    cache_features: bool = True
+    cached_views: int = 0
 
     def resolved(self) -> TrainOptions:
         """Validates every value and returns the options with all defaults filled in.
@@ -120,6 +127,13 @@ class TrainOptions:
                 f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
                 f"{weights!r}, which is not a file."
             )
+        _require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
+        if self.cached_views and not (self.augment and self.cache_features):
+            raise InvalidOptionError(
+                f"--cached-views {self.cached_views} caches augmented views, so it needs --augment and "
+                f"--cache-features. Without augmentation every epoch sees the same image and one "
+                f"cached view is exact."
+            )
         if not spec.pretrained and self.finetune_epochs:
             raise InvalidOptionError(
                 f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
@@ -128,6 +142,14 @@ class TrainOptions:
         return dataclasses.replace(
             self, weights=weights, image_size=image_size, finetune_lr=finetune_lr
         )
+
+    @property
+    def frozen_features(self) -> str:
+        """How the frozen stage gets backbone features: `cached` (one view, exact without
+        augmentation), `cached_views` (K augmented views) or `in_loop` (backbone every epoch)."""
+        if not self.cache_features or (self.augment and not self.cached_views):
+            return "in_loop"
+        return "cached_views" if self.augment else "cached"
 
     @property
     def unfreeze_count(self) -> int | None:
@@ -205,12 +227,26 @@ def train(
     val_data = make_dataset(val_paths, val_labels, options.image_size, global_batch, shuffle=False)
 
     staging = rundir.staging_dir(out_dir)
+    frozen_features = options.frozen_features if spec.pretrained else None
     stages = [("frozen" if spec.pretrained else "scratch", options.epochs, options.lr, None)]
     if spec.pretrained and options.finetune_epochs:
         stages.append(("finetune", options.finetune_epochs, options.finetune_lr, options.unfreeze_count))
 
-    histories, best_loss, best_weights, best_stage, epoch = [], float("inf"), None, None, 0
+    histories, stage_seconds, epoch = [], {}, 0
+    best_loss, best_weights, best_stage = float("inf"), None, None
     for stage, epochs, learning_rate, unfreeze in stages:
+        stage_started = time.perf_counter()
+        fit_model, fit_train, fit_val = model, train_data, val_data
+        if stage == "frozen" and frozen_features != "in_loop":
+            fit_model = model.get_layer("head")
+            fit_train, fit_val = _cached_features(
+                model, spec, options, (train_paths, train_labels), (val_paths, val_labels), global_batch, reporter
+            )
+        elif stage == "frozen" and options.augment and options.cache_features:
+            reporter.message(
+                "Augmentation is on, so the frozen backbone runs on every image every epoch; "
+                "--cached-views K caches K augmented views per image instead, much faster."
+            )
         if stage == "finetune":
             unfrozen = unfreeze_top(model, spec, unfreeze)
             reporter.message(
@@ -219,7 +255,7 @@ def train(
             )
         reporter.message(f"Stage {stage}: up to {epochs} epochs at learning rate {learning_rate:g}.")
         with strategy.scope():
-            model.compile(
+            fit_model.compile(
                 optimizer=make_optimizer(options.optimizer, learning_rate),
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
@@ -232,14 +268,14 @@ def train(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.2, patience=max(1, options.patience // 2), min_lr=1e-7
             ),
-            keras.callbacks.ModelCheckpoint(
-                staging / rundir.CHECKPOINT, monitor="val_loss", save_best_only=True,
+            _FullModelCheckpoint(
+                model, staging / rundir.CHECKPOINT, monitor="val_loss", save_best_only=True,
                 initial_value_threshold=None if best_weights is None else best_loss,
             ),
         ]
-        fit = model.fit(
-            train_data, validation_data=val_data, epochs=epoch + epochs, initial_epoch=epoch,
-            callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles itself
+        fit = fit_model.fit(
+            fit_train, validation_data=fit_val, epochs=epoch + epochs, initial_epoch=epoch,
+            callbacks=callbacks, verbose=verbose, shuffle=False,  # the datasets shuffle themselves
         )
         histories.append(history_frame(stage, epoch, fit.history))
         epoch += len(fit.epoch)
@@ -251,7 +287,10 @@ def train(
                 f"the weights of stage {best_stage}."
             )
             model.set_weights(best_weights)
+        stage_seconds[stage] = round(time.perf_counter() - stage_started, 2)
 
+    with strategy.scope():  # the last stage may have compiled only the head
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     evaluation = model.evaluate(val_data, return_dict=True, verbose=0)
     history = pd.concat(histories, ignore_index=True)
     metrics = {
@@ -263,6 +302,7 @@ def train(
         "num_skipped": len(folder.skipped),
         "best_stage": best_stage,
         "epochs_run": epoch,
+        "stage_seconds": stage_seconds,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     config = {
@@ -270,6 +310,7 @@ def train(
         "data_dir": str(data_dir.resolve()),
         "class_names": class_names,
         "pretrained": spec.pretrained,
+        "frozen_features": frozen_features,
         "strategy_resolved": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "global_batch_size": global_batch,
@@ -289,6 +330,36 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
     raise InvalidOptionError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; received {name!r}.")
+
+
+def _cached_features(model, spec, options, train, val, batch_size, reporter):
+    """`(train, val)` datasets of pooled backbone features for training the head alone."""
+    extractor = feature_extractor(model, spec)
+    views = options.cached_views if options.augment else 1
+    train_features = extract_features(
+        extractor, train[0], options.image_size, options.batch_size,
+        augmentation=model.get_layer("augmentation") if options.augment else None, views=views,
+        reporter=reporter, description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
+    )
+    val_features = extract_features(
+        extractor, val[0], options.image_size, options.batch_size,
+        reporter=reporter, description="Backbone features, validation",
+    )
+    return (
+        features_dataset(train_features, train[1], batch_size, shuffle=True, seed=options.seed),
+        features_dataset(val_features, val[1], batch_size, shuffle=False),
+    )
+
+
+class _FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Saves the whole classifier, also while only its head is being fit on cached features."""
+
+    def __init__(self, full_model: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._full_model = full_model
+
+    def set_model(self, model):
+        super().set_model(self._full_model)
 
 
 def _write_run(staging, model, class_names, config, history, folder: ImageFolder, metrics) -> None:
