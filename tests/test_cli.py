@@ -30,6 +30,7 @@ def test_help_lists_every_registered_backbone():
         (["--val-split", "1.5"], "--val-split must be a fraction between 0 and 1"),
         (["--backbone", "lenet", "--finetune-epochs", "2"], "trained from scratch in one stage"),
         (["--backbone", "lenet", "--weights", "imagenet"], "no pretrained weights"),
+        (["--cached-views", "4", "--no-augment"], "--cached-views 4 caches augmented views, so it needs --augment"),
     ],
 )
 def test_invalid_options_fail_before_any_work(tmp_path, options, fragment):

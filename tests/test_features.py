@@ -1,0 +1,76 @@
+"""Cached backbone features: equal to the backbone's output, and training on them is exact."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from transfer.augmentation import build_augmentation
+from transfer.backbones import get_backbone
+from transfer.classifier import build_classifier, unfreeze_top
+from transfer.data import iter_decoded_batches
+from transfer.features import extract_features, feature_extractor, features_dataset
+from transfer.training import TrainOptions, train
+
+from .conftest import few_photos
+
+SPEC = get_backbone("resnet50")
+
+
+@pytest.fixture(scope="module")
+def photos(hymenoptera, tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    return few_photos(hymenoptera / "train", root / "train", 4), few_photos(hymenoptera / "val", root / "val", 3)
+
+
+def test_cached_features_equal_the_backbone_output_on_the_same_batch(photos):
+    paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))
+    model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
+    cached = extract_features(feature_extractor(model, SPEC), paths, 32, batch_size=3)
+    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(paths, 32, batch_size=8)])
+    pooled = keras.Model(model.input, model.get_layer("avg_pool").output)(pixels, training=False)
+    assert cached.shape == (len(paths), 2048)
+    np.testing.assert_allclose(cached, keras.ops.convert_to_numpy(pooled), rtol=1e-4, atol=1e-4)
+
+
+def test_augmented_views_differ(photos):
+    paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))[:4]
+    model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
+    extractor = feature_extractor(model, SPEC)
+    views = extract_features(extractor, paths, 32, 4, augmentation=model.get_layer("augmentation"), views=3)
+    plain = extract_features(extractor, paths, 32, 4)
+    assert views.shape == (4, 3, 2048)
+    assert not np.allclose(views[:, 0], views[:, 1]) and not np.allclose(views[:, 0], plain)
+
+
+def test_each_epoch_draws_a_view_per_image():
+    features = np.arange(6 * 4, dtype="float32").reshape(6, 4, 1)  # 6 images, 4 views
+    dataset = features_dataset(features, np.arange(6), batch_size=6, shuffle=False, seed=0)
+    epochs = [next(iter(dataset))[0].numpy().ravel() for _ in range(8)]
+    for drawn in epochs:
+        assert [int(v) // 4 for v in drawn] == list(range(6))  # every image once, one of its views
+    assert len({tuple(drawn) for drawn in epochs}) > 1
+
+
+def test_frozen_backbone_is_in_inference_mode_even_when_called_in_training_mode():
+    """With its top unfrozen for fine-tuning, the backbone still normalizes with moving statistics."""
+    model = build_classifier(SPEC, 2, 32, None)
+    unfreeze_top(model, SPEC, 20)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+    np.testing.assert_allclose(pooled(pixels, training=True), pooled(pixels, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
+    train_dir, val_dir = photos
+    results = {}
+    for cache in (True, False):
+        options = TrainOptions(
+            backbone="resnet50", weights="none", image_size=32, epochs=2, batch_size=4, augment=False,
+            val_dir=str(val_dir), cache_features=cache, seed=3,
+        )
+        run = train(train_dir, tmp_path / str(cache), options, verbose=0).run_dir
+        results[cache] = pd.read_csv(run / "history.csv")
+        assert pd.read_json(run / "config.json", typ="series")["frozen_features"] == ("cached" if cache else "in_loop")
+    for column in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(results[True][column], results[False][column], rtol=1e-3, atol=1e-3)
