@@ -125,6 +125,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = 5,
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = True,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = 0,
+    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")] = False,
 ) -> None:
     """Train a classifier on DATA_DIR and write the run to --out."""
@@ -138,6 +139,7 @@ def train(
             dropout=dropout, head_units=head_units, val_split=val_split,
             val_dir=str(val_dir) if val_dir else None, seed=seed, strategy=strategy.value,
             patience=patience, cache_features=cache_features, cached_views=cached_views,
+            mixed_precision=mixed_precision,
         )
         result = run_training(
             data_dir, out, options, force=force, reporter=RichReporter(),

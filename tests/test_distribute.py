@@ -31,3 +31,4 @@ def test_mirrored_strategy_on_two_logical_cpus(digits_dir, tmp_path):
     assert config["strategy_resolved"] == "MirroredStrategy"
     assert config["replicas"] == 2 and config["global_batch_size"] == 32
     assert metrics["val_accuracy"] > 0.5  # learned well above chance (0.1) across both replicas
+

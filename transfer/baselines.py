@@ -24,7 +24,7 @@ def lenet(input_shape=(32, 32, 1), num_classes=10, name="lenet") -> keras.Model:
     x = layers.Conv2D(120, 5, activation="tanh", name="c5")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(84, activation="tanh", name="f6")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -49,5 +49,5 @@ def alexnet(input_shape=(227, 227, 3), num_classes=1000, name="alexnet") -> kera
     x = layers.Dropout(0.5, name="dropout6")(x)
     x = layers.Dense(4096, activation="relu", name="fc7")(x)
     x = layers.Dropout(0.5, name="dropout7")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -38,7 +38,7 @@ def build_classifier(
     """Returns an uncompiled classifier; a pretrained backbone starts frozen."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
-    x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, name="preprocess")(x)
+    x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
     backbone = build_backbone(spec, image_size, weights, num_classes)
     if spec.pretrained:
         backbone.trainable = False

@@ -27,5 +27,5 @@ def classification_head(
             layers.Dense(head_units, activation="relu", name="head_dense"),
             layers.Dropout(dropout_rate, name="head_dense_dropout"),
         ]
-    steps.append(layers.Dense(num_classes, activation="softmax", name="predictions"))
+    steps.append(layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
     return keras.Sequential(steps, name="head")

@@ -48,7 +48,7 @@ class RunModel:
         if not model_file.is_file():
             raise ModelLoadError(f"{path} is not a run directory: {model_file} is missing.")
         try:
-            self.model = keras.saving.load_model(model_file)
+            self.model = keras.saving.load_model(model_file, compile=False)  # inference only
         except Exception as error:
             raise ModelLoadError(f"Cannot load {model_file}: {error}") from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
