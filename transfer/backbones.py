@@ -107,6 +107,24 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
+def check_weights(spec: BackboneSpec, weights: str) -> None:
+    """Refuses `weights` (`"imagenet"`, `"none"` or a file path) that cannot apply to `spec`.
+
+    Raises:
+        InvalidOptionError: pretrained weights for a baseline, or a path that is not a file.
+    """
+    if not spec.pretrained and weights != "none":
+        raise InvalidOptionError(
+            f"{spec.name} is a from-scratch baseline with no pretrained weights; received "
+            f"--weights {weights}. Use --weights none (the default for baselines)."
+        )
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise InvalidOptionError(
+            f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
+            f"{weights!r}, which is not a file."
+        )
+
+
 def keras_cache_dir() -> Path:
     """Folder where `keras.utils.get_file` keeps downloaded model weights."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
@@ -126,14 +144,10 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
         WeightsUnavailableError: ImageNet weights that cannot be downloaded, or a weights file
             that does not fit the architecture.
     """
+    check_weights(spec, "none" if weights is None else weights)
     constructor = spec.resolve_constructor()
     input_shape = (image_size, image_size, spec.input_channels)
     if not spec.pretrained:
-        if weights is not None:
-            raise InvalidOptionError(
-                f"{spec.name} is a from-scratch baseline with no pretrained weights; received "
-                f"--weights {weights}. Use --weights none (the default for baselines)."
-            )
         return constructor(input_shape=input_shape, num_classes=num_classes)
 
     if weights == "imagenet":
@@ -149,11 +163,6 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
                 f"or train from random initialization with --weights none."
             ) from error
 
-    if weights is not None and not Path(weights).is_file():
-        raise InvalidOptionError(
-            f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
-            f"{weights!r}, which is not a file."
-        )
     try:
         return constructor(include_top=False, weights=weights, input_shape=input_shape, name=spec.name)
     except (ValueError, OSError, KeyError) as error:

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from transfer import rundir
 from transfer.augmentation import FLIPS, build_augmentation
-from transfer.backbones import BackboneSpec, get_backbone
+from transfer.backbones import BackboneSpec, check_weights, get_backbone
 from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
 from transfer.data import ImageFolder, list_classes, load_image_folder, make_dataset
 from transfer.distribute import STRATEGIES, describe, resolve_strategy, strategy_name
@@ -122,16 +122,7 @@ class TrainOptions:
             self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
-        if not spec.pretrained and weights != "none":
-            raise InvalidOptionError(
-                f"{spec.name} is a from-scratch baseline with no pretrained weights; received "
-                f"--weights {weights}. Use --weights none (the default for baselines)."
-            )
-        if weights not in ("imagenet", "none") and not Path(weights).is_file():
-            raise InvalidOptionError(
-                f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
-                f"{weights!r}, which is not a file."
-            )
+        check_weights(spec, weights)
         _require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
         if self.cached_views and not (self.augment and self.cache_features):
             raise InvalidOptionError(
