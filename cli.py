@@ -100,10 +100,16 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=130) from None
 
 
+class ClassWeight(str, Enum):
+    none = "none"
+    auto = "auto"
+
+
 @app.command()
 def train(
-    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    ctx: typer.Context,
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.", show_default=False)] = None,
     backbone: Annotated[BackboneName, typer.Option(help="Pretrained backbone or from-scratch baseline.")] = "resnet50",
     weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file. Default: imagenet for pretrained backbones, none for baselines.")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")] = 10,
@@ -120,31 +126,55 @@ def train(
     head_units: Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")] = 0,
     val_dir: Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")] = None,
     val_split: Annotated[float, typer.Option(help="Share of each class held out for validation (without --val-dir).")] = 0.2,
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")] = False,
+    class_weight: Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")] = ClassWeight.none,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")] = 42,
     strategy: Annotated[StrategyName, typer.Option(help="auto: MirroredStrategy on more than one GPU, else one device.")] = StrategyName.auto,
     patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = 5,
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = True,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = 0,
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory (or discard an interrupted one).")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
 ) -> None:
-    """Train a classifier on DATA_DIR and write the run to --out."""
+    """Train a classifier on DATA_DIR (or --manifest) and write the run to --out."""
     with user_errors():
-        from transfer.training import TrainOptions, train as run_training
+        from transfer.errors import InvalidOptionError
+        from transfer.training import TrainOptions, resume as resume_training, train as run_training
 
+        verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
+        if resume is not None:
+            given = [name for name in ctx.params if name != "resume" and ctx.get_parameter_source(name).name != "DEFAULT"]
+            if given:
+                raise InvalidOptionError(
+                    f"--resume continues a run with the options it was started with; received "
+                    f"{', '.join(_option_name(name) for name in given)} as well. Pass --resume RUN_DIR alone."
+                )
+            result = resume_training(resume, reporter=RichReporter(), verbose=verbose)
+            _print_trained(result)
+            return
+        if out is None:
+            raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
         options = TrainOptions(
             backbone=backbone.value, weights=weights, image_size=image_size, epochs=epochs,
             finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
             optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
             dropout=dropout, head_units=head_units, val_split=val_split,
-            val_dir=str(val_dir) if val_dir else None, seed=seed, strategy=strategy.value,
+            val_dir=str(val_dir) if val_dir else None, manifest=str(manifest) if manifest else None,
+            dedupe=dedupe, class_weight=class_weight.value, seed=seed, strategy=strategy.value,
             patience=patience, cache_features=cache_features, cached_views=cached_views,
             mixed_precision=mixed_precision,
         )
-        result = run_training(
-            data_dir, out, options, force=force, reporter=RichReporter(),
-            verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
-        )
+        result = run_training(data_dir, out, options, force=force, reporter=RichReporter(), verbose=verbose)
+    _print_trained(result)
+
+
+def _option_name(parameter: str) -> str:
+    return "DATA_DIR" if parameter == "data_dir" else "--" + parameter.replace("_", "-")
+
+
+def _print_trained(result) -> None:
     metrics = result.metrics
     messages.print(
         f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "

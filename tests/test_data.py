@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer.data import (
-    find_unreadable,
-    iter_decoded_batches,
-    list_classes,
-    list_images,
-    load_image_folder,
-)
+from transfer.data import find_unreadable, iter_decoded_batches, prepare
 from transfer.errors import DataError
 from transfer.preprocessing import decode_image
+from transfer.sources import list_classes, list_folder
 
 
 def write_image(path, mode="RGB", size=(20, 16), color=(200, 30, 30), fmt=None):
@@ -57,9 +52,11 @@ def test_hidden_and_non_image_files_are_skipped_and_reported(tmp_path):
     (root / "a_class" / ".DS_Store").write_bytes(b"\0\0")
     (root / "a_class" / "notes.txt").write_text("hi")
     write_image(root / "a_class" / "nested" / "deep.JPG", fmt="JPEG")
-    images, skipped = list_images(root, ["a_class", "b_class"])
+    listing = list_folder(root)
+    images, skipped = listing.files, listing.skipped
     assert len(images) == 11
     assert any(p.endswith("nested/deep.JPG") for p in images["path"])
+    assert set(skipped["label"]) == {"a_class"}
     reasons = dict(zip([p.rsplit("/", 1)[-1] for p in skipped["path"]], skipped["reason"]))
     assert reasons == {".DS_Store": "hidden file", "notes.txt": "not an image file (extension '.txt')"}
 
@@ -112,22 +109,25 @@ def test_streamed_batches_keep_order_and_account_for_every_file(tmp_path):
 
 def test_stratified_split_is_reproducible_and_keeps_every_class(tmp_path):
     root = make_folder(tmp_path, per_class=10)
-    first = load_image_folder(root, ["a_class", "b_class"], image_size=8, val_split=0.2, seed=3)
-    again = load_image_folder(root, ["a_class", "b_class"], image_size=8, val_split=0.2, seed=3)
+    first = prepare(list_folder(root), image_size=8, val_split=0.2, seed=3)
+    again = prepare(list_folder(root), image_size=8, val_split=0.2, seed=3)
     assert first.examples.equals(again.examples)
-    assert first.counts().to_dict() == {"train": {"a_class": 8, "b_class": 8}, "val": {"a_class": 2, "b_class": 2}}
+    assert first.counts().to_dict() == {
+        "train": {"a_class": 8, "b_class": 8}, "val": {"a_class": 2, "b_class": 2}, "skipped": {"a_class": 0, "b_class": 0},
+    }
 
 
 def test_corrupt_file_in_a_class_is_skipped_with_reason(tmp_path):
     root = make_folder(tmp_path, per_class=6)
     (root / "a_class" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    folder = load_image_folder(root, ["a_class", "b_class"], image_size=8, val_split=0.5, seed=0)
+    folder = prepare(list_folder(root), image_size=8, val_split=0.5, seed=0)
     assert len(folder.examples) == 12
     assert folder.skipped["path"].str.endswith("broken.jpg").tolist() == [True]
+    assert folder.counts()["skipped"].to_dict() == {"a_class": 1, "b_class": 0}
 
 
 def test_validation_folder_with_other_classes_is_refused(tmp_path):
     train = make_folder(tmp_path / "train")
     val = make_folder(tmp_path / "val", classes=("a_class", "c_class"))
     with pytest.raises(DataError, match="same class subfolders"):
-        load_image_folder(train, ["a_class", "b_class"], image_size=8, val_dir=val)
+        list_folder(train, val)

@@ -1,27 +1,29 @@
-"""Image folders in: class discovery, the train/validation split, and `tf.data` pipelines.
+"""A listed dataset made ready to train on: checked, split, deduplicated; and `tf.data` pipelines.
 
-A dataset folder has one subfolder per class (the `keras.utils.image_dataset_from_directory`
-layout). Class names are the subfolder names in sorted order; a class's index in that order is its
-output index in every model, and `labels.txt` lists them in that order. Images in nested folders
-below a class folder belong to that class. Hidden files and files without an image extension are
-skipped and reported, as are files that cannot be decoded: nothing is dropped silently.
+`prepare` decodes every listed image once (`transfer.sources` lists them) and moves the files that
+fail to `skipped` with the decoder's reason: nothing is dropped silently. It splits, reports
+validation images that are byte-for-byte copies of training images, and computes class weights.
+The pipelines decode with `transfer.preprocessing.decode_image`, as prediction and export do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 
 from transfer.errors import DataError
 from transfer.events import SILENT, Reporter
-from transfer.preprocessing import IMAGE_EXTENSIONS, decode_image
+from transfer.preprocessing import decode_image
+from transfer.sources import SPLITS, Listing
 
 #: Decoded training images are kept in memory when they fit in this many bytes.
 IN_MEMORY_CACHE_BYTES = 2 * 1024**3
@@ -29,17 +31,22 @@ IN_MEMORY_CACHE_BYTES = 2 * 1024**3
 
 @dataclass
 class ImageFolder:
-    """A dataset, listed and checked.
+    """A dataset, listed, checked and split.
 
     Attributes:
         class_names: sorted class names; index = model output index.
         examples: one row per usable image: `path`, `label` (class name), `split` (train/val).
-        skipped: one row per file that will not be used: `path`, `reason`.
+        skipped: one row per file that will not be used: `path`, `label`, `reason`.
+        duplicates: validation images whose bytes equal a training image's: `val_path`,
+            `val_label`, `train_path`, `train_label`, `removed` (by `dedupe`).
+        source: the folder(s) or manifest the images came from.
     """
 
     class_names: list[str]
     examples: pd.DataFrame
     skipped: pd.DataFrame
+    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DUPLICATE_COLUMNS))
+    source: str = ""
 
     def paths_and_indices(self, split: str) -> tuple[list[str], np.ndarray]:
         rows = self.examples[self.examples["split"] == split]
@@ -47,115 +54,114 @@ class ImageFolder:
         return rows["path"].tolist(), rows["label"].map(index).to_numpy(dtype=np.int32)
 
     def counts(self) -> pd.DataFrame:
-        """Images per class (rows, in class order) and split (columns)."""
+        """Usable images per class (rows, in class order) by split, and skipped files per class."""
         table = pd.crosstab(self.examples["label"], self.examples["split"])
-        return table.reindex(index=self.class_names, columns=["train", "val"], fill_value=0)
+        table = table.reindex(index=self.class_names, columns=list(SPLITS), fill_value=0)
+        skipped = self.skipped["label"].value_counts() if len(self.skipped) else pd.Series(dtype=int)
+        table["skipped"] = [int(skipped.get(name, 0)) for name in self.class_names]
+        return table
+
+    def imbalance(self) -> float:
+        """Largest over smallest number of training images per class."""
+        train = self.counts()["train"]
+        return float(train.max() / max(train.min(), 1))
+
+    def class_weights(self) -> dict[int, float]:
+        """scikit-learn's balanced weights, n_samples / (n_classes * n_class), by class index."""
+        _, labels = self.paths_and_indices("train")
+        classes = np.arange(len(self.class_names))
+        weights = compute_class_weight("balanced", classes=classes, y=labels)
+        return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
-def list_classes(data_dir: Path) -> list[str]:
-    """Sorted names of the class subfolders of `data_dir`.
-
-    Raises:
-        DataError: the folder is missing, has fewer than two class subfolders, or holds images
-            directly instead of in class subfolders.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(
-            f"Data folder {data_dir} does not exist or is not a folder. Expected a folder with one "
-            f"subfolder of images per class, e.g. {data_dir}/cats/*.jpg and {data_dir}/dogs/*.jpg."
-        )
-    loose = sorted(p.name for p in data_dir.iterdir() if p.is_file() and _has_image_suffix(p))
-    if loose:
-        raise DataError(
-            f"{data_dir} holds images directly ({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}); "
-            f"expected one subfolder per class. Move each image into a folder named after its class."
-        )
-    names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
-        raise DataError(
-            f"{data_dir} has {len(names)} class subfolder(s) ({', '.join(names) or 'none'}); a "
-            f"classifier needs at least 2, one subfolder of images per class."
-        )
-    return names
+DUPLICATE_COLUMNS = ["val_path", "val_label", "train_path", "train_label", "removed"]
 
 
-def list_images(data_dir: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Lists image files per class, recursing into nested folders.
-
-    Returns:
-        `(images, skipped)`: images with columns `path, label`; skipped files (hidden, or not an
-        image extension) with columns `path, reason`.
-    """
-    images, skipped = [], []
-    for name in class_names:
-        for path in sorted((Path(data_dir) / name).rglob("*")):
-            if not path.is_file():
-                continue
-            relative = path.relative_to(data_dir)
-            if any(part.startswith(".") for part in relative.parts):
-                skipped.append((os.path.abspath(path), "hidden file"))
-            elif not _has_image_suffix(path):
-                skipped.append((os.path.abspath(path), f"not an image file (extension {path.suffix or 'none'!r})"))
-            else:
-                images.append((os.path.abspath(path), name))
-    return (
-        pd.DataFrame(images, columns=["path", "label"]),
-        pd.DataFrame(skipped, columns=["path", "reason"]),
-    )
-
-
-def load_image_folder(
-    data_dir: Path,
-    class_names: Sequence[str],
+def prepare(
+    listing: Listing,
     *,
     image_size: int,
-    val_dir: Path | None = None,
     val_split: float = 0.2,
     seed: int = 0,
+    dedupe: bool = False,
     reporter: Reporter = SILENT,
 ) -> ImageFolder:
-    """Lists, checks and splits a dataset.
+    """Checks every image, splits and finds duplicates: a `Listing` becomes an `ImageFolder`.
 
-    Every listed image is decoded once to find unreadable files. With `val_dir`, that folder is
-    the validation split and must have the same classes; otherwise a stratified `val_split` share
-    of each class is held out, reproducibly for a given `seed`.
+    Every listed image is decoded once; files that fail are moved to `skipped` with the reason.
+    Where the listing fixes no split, a stratified `val_split` share of each class is held out,
+    reproducibly for a given `seed`. Validation images with the same bytes as a training image are
+    reported in `duplicates`, and removed from validation with `dedupe`.
 
     Raises:
-        DataError: a class without usable images, or classes that differ between the folders.
+        DataError: a class with fewer than 2 usable images (or none in a fixed split).
     """
-    frames, skipped = [], []
-    for folder, split in ((data_dir, "train"), (val_dir, "val")):
-        if folder is None:
-            continue
-        if split == "val":
-            val_classes = list_classes(folder)
-            if val_classes != list(class_names):
-                raise DataError(
-                    f"The validation folder {folder} has classes {val_classes}, but the training "
-                    f"folder {data_dir} has {list(class_names)}. Both need the same class subfolders."
-                )
-        images, skipped_here = list_images(folder, class_names)
-        frames.append(images.assign(split=split))
-        skipped.append(skipped_here)
-    examples = pd.concat(frames, ignore_index=True)
+    files = listing.files.reset_index(drop=True)
+    unreadable = find_unreadable(files["path"].tolist(), image_size, reporter)
+    broken = files["path"].isin(unreadable)
+    skipped = pd.concat(
+        [listing.skipped, files[broken].assign(reason=files[broken]["path"].map(unreadable))[["path", "label", "reason"]]],
+        ignore_index=True,
+    )
+    examples = files[~broken].reset_index(drop=True)
+    _require_usable(examples, skipped, listing)
+    if (examples["split"] == "").any():
+        examples["split"] = _stratified_split(examples, val_split, seed)
+    duplicates = find_duplicates(examples, reporter)
+    if dedupe and len(duplicates):
+        duplicates["removed"] = True
+        examples = examples[~examples["path"].isin(duplicates["val_path"])].reset_index(drop=True)
+        _require_usable(examples, skipped, listing)
+    return ImageFolder(listing.class_names, examples, skipped, duplicates, listing.source)
 
-    unreadable = find_unreadable(examples["path"].tolist(), image_size, reporter)
-    skipped.append(pd.DataFrame(sorted(unreadable.items()), columns=["path", "reason"]))
-    examples = examples[~examples["path"].isin(unreadable)].reset_index(drop=True)
-    skipped = pd.concat(skipped, ignore_index=True)
 
-    for split in examples["split"].unique():
+def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.DataFrame:
+    """Validation images whose file content (SHA-256) equals a training image's."""
+    digests = []
+    with reporter.progress("Hashing images", total=len(examples)) as progress:
+        for path in examples["path"]:
+            digests.append(_sha256(path))
+            progress.advance()
+    hashed = examples.assign(digest=digests)
+    train = hashed[hashed["split"] == "train"].drop_duplicates("digest")
+    val = hashed[hashed["split"] == "val"]
+    pairs = val.merge(train, on="digest", suffixes=("_val", "_train"))
+    return pd.DataFrame({
+        "val_path": pairs["path_val"], "val_label": pairs["label_val"],
+        "train_path": pairs["path_train"], "train_label": pairs["label_train"], "removed": False,
+    }, columns=DUPLICATE_COLUMNS)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: Listing) -> None:
+    """At least 2 usable images per class, and at least 1 per class in each fixed split."""
+    usable = examples["label"].value_counts()
+    lacking = [name for name in listing.class_names if usable.get(name, 0) < 2]
+    if lacking:
+        skipped_per_class = skipped["label"].value_counts()
+        detail = ", ".join(
+            f"{name}: {usable.get(name, 0)} usable, {skipped_per_class.get(name, 0)} skipped" for name in lacking
+        )
+        raise DataError(
+            f"Class(es) with fewer than 2 usable images ({detail}) in {listing.source}. Every class "
+            f"needs at least 2 readable images (one to train on, one to validate); see the skipped "
+            f"files above."
+        )
+    for split in sorted(set(examples["split"]) - {""}):
         counts = examples[examples["split"] == split]["label"].value_counts()
-        empty = [name for name in class_names if counts.get(name, 0) == 0]
+        empty = [name for name in listing.class_names if counts.get(name, 0) == 0]
         if empty:
             raise DataError(
-                f"Class(es) {', '.join(empty)} have no usable images in the {split} folder "
-                f"(see the skipped files). Every class needs images."
+                f"Class(es) {', '.join(empty)} have no usable images in the {split} split of "
+                f"{listing.source}. Every class needs images in both splits."
             )
-    if val_dir is None:
-        examples["split"] = _stratified_split(examples, val_split, seed)
-    return ImageFolder(list(class_names), examples, skipped)
 
 
 def _stratified_split(examples: pd.DataFrame, val_split: float, seed: int) -> list[str]:
@@ -185,11 +191,21 @@ def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = 
 
 def image_error(path: str) -> str:
     """Why `path` cannot be used as an image: the decoder's own message, first line."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
     try:
         decode_image(tf.io.read_file(path), 8)
     except tf.errors.OpError as error:
-        return error.message.splitlines()[0] if error.message else type(error).__name__
+        return decoder_message(error)
     return "unreadable image"
+
+
+def decoder_message(error: Exception) -> str:
+    """A TensorFlow op error as one readable line, without the graph-function and op decorations."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+    return text or type(error).__name__
 
 
 def make_dataset(
@@ -266,5 +282,3 @@ def _decoded(paths: Sequence[str], image_size: int, batch_size: int) -> Iterator
         yield [p.decode() for p in batch_paths], pixels
 
 
-def _has_image_suffix(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS

@@ -31,3 +31,9 @@ class WeightsUnavailableError(TransferError):
 
 class ModelLoadError(TransferError):
     """A run directory or SavedModel is missing, incomplete or inconsistent."""
+
+
+class TrainingInterrupted(TransferError):
+    """Training was stopped by the user; the run can be resumed."""
+
+    exit_code = 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -10,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfer import rundir
-from transfer.data import iter_decoded_batches
+from transfer.data import decoder_message, iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError, ModelLoadError
 from transfer.events import SILENT, Reporter
 from transfer.preprocessing import IMAGE_EXTENSIONS
@@ -45,12 +46,18 @@ class RunModel:
         import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
 
         model_file = Path(path) / rundir.MODEL
+        if not model_file.is_file() and (Path(path) / rundir.CHECKPOINT).is_file():
+            model_file = Path(path) / rundir.CHECKPOINT  # an interrupted run's best checkpoint
         if not model_file.is_file():
             raise ModelLoadError(f"{path} is not a run directory: {model_file} is missing.")
         try:
             self.model = keras.saving.load_model(model_file, compile=False)  # inference only
         except Exception as error:
-            raise ModelLoadError(f"Cannot load {model_file}: {error}") from error
+            reason = _first_line(error) if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
+            raise ModelLoadError(
+                f"Cannot load the model file {model_file} ({reason}). It is damaged or not "
+                f"written by `transfer train`; train the run again."
+            ) from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
         self.image_size = int(self.model.input_shape[1])
         _check_labels(self.labels, int(self.model.output_shape[-1]), path)
@@ -69,8 +76,11 @@ class SavedModel:
     def __init__(self, path: Path):
         try:
             self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelLoadError(f"Cannot load the SavedModel at {path}: {error}") from error
+        except Exception as error:  # protobuf, OpError, OSError, KeyError: all mean the same here
+            raise ModelLoadError(
+                f"Cannot load the SavedModel at {path} ({_first_line(error)}). It is damaged or not "
+                f"written by `transfer export`; export the run again."
+            ) from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
         _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), path)
 
@@ -84,7 +94,7 @@ class SavedModel:
                     try:
                         yield path, self._scores([_read(path)])[0]
                     except (tf.errors.OpError, OSError) as error:
-                        yield path, getattr(error, "message", None) or str(error)
+                        yield path, decoder_message(error)
 
     def _scores(self, contents: list[bytes]) -> np.ndarray:
         return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
@@ -93,7 +103,7 @@ class SavedModel:
 def load_model(path: Path) -> RunModel | SavedModel:
     """Opens a run directory (has `model.keras`) or an exported SavedModel (has `saved_model.pb`)."""
     path = Path(path)
-    if (path / rundir.MODEL).is_file():
+    if (path / rundir.MODEL).is_file() or (path / rundir.CHECKPOINT).is_file():
         return RunModel(path)
     if (path / rundir.SAVED_MODEL).is_file():
         return SavedModel(path)
@@ -158,6 +168,11 @@ def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
             f"{path}: {rundir.LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
             f"The folder mixes files of different runs; train or export it again."
         )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _read(path: str) -> bytes:

@@ -20,9 +20,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     """Decodes one encoded image to float32 RGB pixels in [0, 255], resized to a square.
 
-    JPEG, PNG, BMP and GIF (first frame) are accepted. Grayscale and palette images are expanded to
-    RGB and an alpha channel is dropped. Large JPEGs are decoded at a reduced scale that stays at
-    least `image_size` on the shorter side. Resizing is bilinear with antialiasing and ignores the
+    JPEG, PNG, BMP and GIF (first frame) are accepted, whatever the file's name says. Grayscale,
+    palette and CMYK images become RGB, an alpha channel is dropped, and 16-bit PNGs are scaled to 8
+    bits. A JPEG's EXIF orientation is applied, so a photo taken sideways comes out upright. Large
+    JPEGs are decoded at a reduced scale that stays at least `image_size` on the shorter side. Resizing is bilinear with antialiasing and ignores the
     aspect ratio, as `keras.utils.image_dataset_from_directory` does.
 
     Args:
@@ -37,7 +38,7 @@ def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     """
     image = tf.cond(
         tf.io.is_jpeg(contents),
-        lambda: _decode_jpeg_reduced(contents, image_size),
+        lambda: apply_orientation(_decode_jpeg_reduced(contents, image_size), exif_orientation(contents)),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8),
     )
     image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
@@ -57,6 +58,60 @@ def _decode_jpeg_reduced(contents: tf.Tensor, image_size: int) -> tf.Tensor:
         [(shorter >= image_size * ratio, decode(ratio)) for ratio in (8, 4, 2)],
         default=decode(1),
     )
+
+
+#: EXIF orientation value -> the transform that makes the image upright (as PIL's `exif_transpose`).
+_ORIENTATIONS = {
+    1: lambda image: image,
+    2: lambda image: tf.reverse(image, [1]),  # mirrored
+    3: lambda image: tf.reverse(image, [0, 1]),  # upside down
+    4: lambda image: tf.reverse(image, [0]),  # flipped
+    5: lambda image: tf.transpose(image, [1, 0, 2]),  # transposed
+    6: lambda image: tf.reverse(tf.transpose(image, [1, 0, 2]), [1]),  # rotate 90 clockwise
+    7: lambda image: tf.reverse(tf.transpose(image, [1, 0, 2]), [0, 1]),  # transverse
+    8: lambda image: tf.reverse(tf.transpose(image, [1, 0, 2]), [0]),  # rotate 90 counter-clockwise
+}
+
+
+def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Makes a decoded `[H, W, C]` image upright for its EXIF `orientation` (1-8; 1 = as stored)."""
+    return tf.switch_case(
+        tf.cast(orientation, tf.int32) - 1,
+        [lambda transform=transform: transform(image) for transform in _ORIENTATIONS.values()],
+    )
+
+
+def exif_orientation(contents: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation tag (0x0112) of a JPEG's APP1 segment, or 1 when absent or garbled.
+
+    Graph ops only, so the exported model applies it too: finds the `Exif\\0\\0` header in the
+    first 64 KiB, reads the TIFF byte order and the first IFD, and looks the tag up among its
+    12-byte entries. Every read is bounds-checked; anything out of range counts as no tag.
+    """
+    head = tf.strings.substr(contents, 0, tf.minimum(tf.strings.length(contents), 65536))
+    parts = tf.strings.split(head, sep="Exif\x00\x00", maxsplit=1)
+    tiff = tf.cond(tf.size(parts) > 1, lambda: parts[-1], lambda: tf.constant(b""))
+    data = tf.cast(tf.io.decode_raw(tiff, tf.uint8), tf.int64)
+    size = tf.size(data, out_type=tf.int64)
+    padded = tf.concat([data, tf.zeros([8], tf.int64)], 0)  # reads below stay in range
+    little_endian = tf.reduce_all(tf.equal(padded[:2], [0x49, 0x49]))  # "II"; "MM" is big-endian
+
+    def number(offsets, length):
+        """Unsigned integers of `length` bytes at `offsets` (clipped into the data)."""
+        index = tf.clip_by_value(offsets[..., None] + tf.range(length, dtype=tf.int64), 0, size + 7)
+        digits = tf.gather(padded, index)
+        digits = tf.where(little_endian, tf.reverse(digits, [-1]), digits)
+        return tf.reduce_sum(digits * 256 ** tf.range(length - 1, -1, -1, dtype=tf.int64), -1)
+
+    ifd = number(tf.constant(4, tf.int64), 4)
+    count = number(ifd, 2)
+    count = tf.clip_by_value(tf.minimum(count, (size - ifd - 2) // 12), 0, 1000)
+    entries = ifd + 2 + 12 * tf.range(count)
+    tags, values = number(entries, 2), number(entries + 8, 2)
+    found = tf.boolean_mask(values, tf.equal(tags, 0x0112))
+    orientation = tf.cond(tf.size(found) > 0, lambda: found[0], lambda: tf.constant(1, tf.int64))
+    valid = (size >= 8) & (orientation >= 1) & (orientation <= 8)
+    return tf.where(valid, orientation, tf.constant(1, tf.int64))
 
 
 @keras.saving.register_keras_serializable(package="transfer")

@@ -9,12 +9,17 @@ import pandas as pd
 HISTORY_COLUMNS = ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
-def history_frame(stage: str, first_epoch: int, history: dict[str, list[float]]) -> pd.DataFrame:
-    """One row per epoch of a Keras `History.history`, labelled with its stage (1-based epochs)."""
-    frame = pd.DataFrame(history)
-    frame.insert(0, "epoch", range(first_epoch + 1, first_epoch + 1 + len(frame)))
+def stage_history(stage: str, csv_log: Path) -> pd.DataFrame:
+    """One row per epoch of a stage from its `keras.callbacks.CSVLogger` file (1-based epochs).
+
+    An epoch logged twice (run again after a restart) keeps its last row.
+    """
+    if not Path(csv_log).is_file():
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    frame = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    frame["epoch"] = frame["epoch"] + 1
     frame.insert(0, "stage", stage)
-    return frame.reindex(columns=HISTORY_COLUMNS)
+    return frame.reindex(columns=HISTORY_COLUMNS).reset_index(drop=True)
 
 
 def plot_curves(history: pd.DataFrame, path: Path) -> None:

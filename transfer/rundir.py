@@ -1,9 +1,11 @@
 """The files of a run directory and of an export, and writing them safely.
 
 A run directory holds `model.keras`, `labels.txt`, `config.json`, `history.csv`, `curves.png`,
-`split.csv`, `skipped.csv` and `metrics.json`. Outputs are written into a hidden staging folder
-beside the destination and renamed into place when complete, so a half-written run is never
-mistaken for a finished one, and an existing output is replaced only with `force`.
+`split.csv`, `skipped.csv`, `duplicates.csv`, `metrics.json` and `checkpoint.keras`. Outputs are
+written into a hidden staging folder beside the destination (`.NAME.partial`) and renamed into
+place when complete, so a half-written run is never mistaken for a finished one, and an existing
+output is replaced only with `force`. An interrupted training leaves its staging folder behind,
+with the best checkpoint so far and what `transfer train --resume` needs to go on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ HISTORY = "history.csv"
 CURVES = "curves.png"
 SPLIT = "split.csv"
 SKIPPED = "skipped.csv"
+DUPLICATES = "duplicates.csv"
+RESUME_STATE = "resume.json"
 METRICS = "metrics.json"
 SAVED_MODEL = "saved_model.pb"
 
@@ -52,10 +56,29 @@ def check_destination(path: Path, force: bool) -> None:
         )
 
 
+def partial_dir(path: Path) -> Path:
+    """The hidden staging folder beside `path` where `path` is written until complete."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
+def check_no_interrupted_run(path: Path, force: bool) -> None:
+    """Refuses to start over an interrupted training of `path` unless `force`.
+
+    Raises:
+        OutputExistsError: naming the interrupted run and how to resume it.
+    """
+    partial = partial_dir(path)
+    if (partial / RESUME_STATE).is_file() and not force:
+        raise OutputExistsError(
+            f"An interrupted training of {path} is in {partial}. Continue it with `transfer train "
+            f"--resume {path}`, or pass --force to discard it and start over."
+        )
+
+
 def staging_dir(path: Path) -> Path:
     """An empty hidden folder beside `path` to write into before `publish`."""
-    path = Path(path)
-    staging = path.parent / f".{path.name}.partial"
+    staging = partial_dir(path)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -63,15 +86,28 @@ def staging_dir(path: Path) -> Path:
 
 
 def publish(staging: Path, path: Path) -> None:
-    """Moves a completed staging folder to `path`, replacing what `check_destination` allowed."""
+    """Moves a completed staging folder to `path`, replacing what `check_destination` allowed.
+
+    An existing output is first renamed aside, so at every moment either it or the new one is
+    complete under its name.
+    """
     path = Path(path)
+    old = path.parent / f".{path.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
     if path.is_dir():
-        shutil.rmtree(path)
+        path.rename(old)
     staging.rename(path)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def write_json(path: Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Writes `data` as JSON through a temporary file, so a reader never sees half of it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    temporary.replace(path)
 
 
 def read_json(path: Path) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,18 @@ from transfer import rundir
 from transfer.augmentation import FLIPS, build_augmentation
 from transfer.backbones import BackboneSpec, check_weights, get_backbone
 from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
-from transfer.data import ImageFolder, list_classes, load_image_folder, make_dataset
+from transfer.data import ImageFolder, make_dataset, prepare
 from transfer.distribute import STRATEGIES, describe, resolve_strategy, strategy_name
-from transfer.errors import InvalidOptionError
+from transfer.errors import InvalidOptionError, TrainingInterrupted
 from transfer.events import SILENT, Reporter
 from transfer.features import extract_features, feature_extractor, features_dataset
-from transfer.reporting import history_frame, plot_curves
+from transfer.reporting import plot_curves, stage_history
+from transfer.sources import Listing, list_folder, read_manifest
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+CLASS_WEIGHTS = ("none", "auto")
+#: A largest/smallest class ratio from which the imbalance is reported.
+IMBALANCE_WARNING = 1.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class TrainOptions:
         head_units: hidden dense units in the head; 0 for none.
         val_split: share of each class held out when there is no `val_dir`.
         val_dir: a pre-split validation folder with the same classes.
+        manifest: a `path,label[,split]` CSV file to read instead of a folder.
+        dedupe: remove validation images that are byte-for-byte copies of training images.
+        class_weight: `none`, or `auto` for scikit-learn's balanced class weights in the loss.
         seed: seeds the split, initialization, shuffling and augmentation.
         strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
         patience: epochs without validation-loss improvement before a stage stops early.
@@ -85,6 +93,9 @@ class TrainOptions:
     head_units: int = 0
     val_split: float = 0.2
     val_dir: str | None = None
+    manifest: str | None = None
+    dedupe: bool = False
+    class_weight: str = "none"
     seed: int = 42
     strategy: str = "auto"
     patience: int = 5
@@ -113,6 +124,12 @@ class TrainOptions:
         _require(self.patience >= 1, "--patience", self.patience, "an integer >= 1")
         _require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         _require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
+        _require(self.class_weight in CLASS_WEIGHTS, "--class-weight", self.class_weight, " | ".join(CLASS_WEIGHTS))
+        if self.manifest and self.val_dir:
+            raise InvalidOptionError(
+                f"Received --manifest {self.manifest} and --val-dir {self.val_dir}; a manifest gives the "
+                f"validation images in its split column instead."
+            )
         _require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
         _require(
             image_size >= spec.min_input_size, "--image-size", image_size,
@@ -160,7 +177,7 @@ class TrainResult:
 
 
 def train(
-    data_dir: Path,
+    data_dir: Path | None,
     out_dir: Path,
     options: TrainOptions = TrainOptions(),
     *,
@@ -169,13 +186,13 @@ def train(
     reporter: Reporter = SILENT,
     verbose: int | str = "auto",
 ) -> TrainResult:
-    """Trains a classifier on the image folder `data_dir` and writes the run to `out_dir`.
+    """Trains a classifier on the image folder `data_dir` (or `options.manifest`) into `out_dir`.
 
     Args:
-        data_dir: one subfolder of images per class.
+        data_dir: one subfolder of images per class; `None` with `options.manifest`.
         out_dir: the run directory to create (see `transfer.rundir`).
         options: the run's choices; validated before any heavy work.
-        force: replace an existing run at `out_dir`.
+        force: replace an existing run at `out_dir`, or discard an interrupted one.
         strategy: a ready `tf.distribute.Strategy`, overriding `options.strategy`.
         reporter: receives messages and progress.
         verbose: Keras `fit` verbosity (progress bars).
@@ -185,16 +202,94 @@ def train(
 
     Raises:
         TransferError: bad options, data or weights, or an existing output; nothing is written.
+        TrainingInterrupted: on Ctrl-C; `resume(out_dir)` goes on from the last epoch.
     """
     started = time.perf_counter()
     options = options.resolved()
     spec = get_backbone(options.backbone)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     rundir.check_destination(out_dir, force)
-    class_names = list_classes(data_dir)
-
-    keras.utils.set_random_seed(options.seed)
+    rundir.check_no_interrupted_run(out_dir, force)
+    listing = _list_data(data_dir, options)
     strategy = strategy or resolve_strategy(options.strategy)
+    model = _build_model(spec, options, len(listing.class_names), strategy, reporter)
+    folder = prepare(
+        listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed,
+        dedupe=options.dedupe, reporter=reporter,
+    )
+    staging = rundir.staging_dir(out_dir)
+    rundir.write_labels(staging / rundir.LABELS, folder.class_names)
+    folder.examples.to_csv(staging / rundir.SPLIT, index=False)
+    folder.skipped.to_csv(staging / rundir.SKIPPED, index=False)
+    folder.duplicates.to_csv(staging / rundir.DUPLICATES, index=False)
+    state = {"options": dataclasses.asdict(options), "source": folder.source, "stages_done": []}
+    rundir.write_json(staging / rundir.RESUME_STATE, state)
+    return _run(model, spec, options, folder, staging, out_dir, state, strategy, reporter, verbose, started)
+
+
+def resume(
+    run_dir: Path,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    reporter: Reporter = SILENT,
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Continues an interrupted `train` of `run_dir` from its last completed epoch.
+
+    The options, split and skipped files are the interrupted run's. Finished stages are not run
+    again; the stage in progress restarts from its last epoch's weights and optimizer state
+    (`keras.callbacks.BackupAndRestore`), with its early-stopping record and best checkpoint.
+
+    Raises:
+        InvalidOptionError: `run_dir` has no interrupted training to resume.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    staging = rundir.partial_dir(run_dir)
+    if not (staging / rundir.RESUME_STATE).is_file():
+        finished = (run_dir / rundir.METRICS).is_file()
+        raise InvalidOptionError(
+            f"--resume {run_dir}: " + (
+                "that run finished; there is nothing to resume." if finished else
+                f"no interrupted training found (expected {staging / rundir.RESUME_STATE}). Pass the "
+                f"--out folder of a `transfer train` that was interrupted."
+            )
+        )
+    state = rundir.read_json(staging / rundir.RESUME_STATE)
+    state["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    options = TrainOptions(**state["options"])
+    spec = get_backbone(options.backbone)
+
+    def table(name):
+        return pd.read_csv(staging / name, dtype=str, keep_default_na=False)
+
+    duplicates = table(rundir.DUPLICATES).assign(removed=lambda d: d["removed"] == "True")
+    folder = ImageFolder(
+        rundir.read_labels(staging / rundir.LABELS), table(rundir.SPLIT), table(rundir.SKIPPED), duplicates,
+        state["source"],
+    )
+    done = [entry["stage"] for entry in state["stages_done"]]
+    reporter.message(f"Resuming {run_dir} from {staging}" + (f" (finished stages: {', '.join(done)})" if done else "") + ".")
+    strategy = strategy or resolve_strategy(options.strategy)
+    model = _build_model(spec, options, len(folder.class_names), strategy, reporter)
+    return _run(model, spec, options, folder, staging, run_dir, state, strategy, reporter, verbose, started)
+
+
+def _list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
+    if options.manifest:
+        if data_dir is not None:
+            raise InvalidOptionError(
+                f"Received both DATA_DIR {data_dir} and --manifest {options.manifest}; give one of them."
+            )
+        return read_manifest(Path(options.manifest))
+    if data_dir is None:
+        raise InvalidOptionError("No data given: pass DATA_DIR (one subfolder per class) or --manifest FILE.csv.")
+    return list_folder(Path(data_dir), Path(options.val_dir) if options.val_dir else None)
+
+
+def _build_model(spec, options, num_classes, strategy, reporter) -> keras.Model:
+    """The classifier, seeded, in the strategy's scope, with the options' precision policy."""
+    keras.utils.set_random_seed(options.seed)
     reporter.message(f"Strategy: {describe(strategy)}")
     previous_policy = keras.config.dtype_policy()
     if options.mixed_precision:
@@ -203,7 +298,7 @@ def train(
         with strategy.scope():
             model = build_classifier(
                 spec,
-                num_classes=len(class_names),
+                num_classes=num_classes,
                 image_size=options.image_size,
                 weights=None if options.weights == "none" else options.weights,
                 dropout_rate=options.dropout,
@@ -215,29 +310,51 @@ def train(
     if spec.pretrained and options.finetune_epochs:
         unfreeze_top(model, spec, options.unfreeze_count)  # validates --unfreeze before heavy work
         freeze_backbone(model, spec)
+    return model
 
-    folder = load_image_folder(
-        data_dir, class_names, image_size=options.image_size,
-        val_dir=Path(options.val_dir) if options.val_dir else None,
-        val_split=options.val_split, seed=options.seed, reporter=reporter,
-    )
-    _report_data(folder, reporter)
+
+def _run(model, spec, options, folder, staging, out_dir, state, strategy, reporter, verbose, started) -> TrainResult:
+    try:
+        return _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy, reporter, verbose, started)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"Training interrupted. The best checkpoint so far is {staging / rundir.CHECKPOINT}; "
+            f"continue with `transfer train --resume {out_dir}`."
+        ) from None
+
+
+def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy, reporter, verbose, started) -> TrainResult:
+    _report_data(folder, options, reporter)
+    class_weight = folder.class_weights() if options.class_weight == "auto" else None
+    if class_weight:
+        reporter.message("Class weights (balanced): " + ", ".join(
+            f"{name} {class_weight[i]:.3f}" for i, name in enumerate(folder.class_names)
+        ))
     global_batch = options.batch_size * strategy.num_replicas_in_sync
     train_paths, train_labels = folder.paths_and_indices("train")
     val_paths, val_labels = folder.paths_and_indices("val")
     train_data = make_dataset(train_paths, train_labels, options.image_size, global_batch, shuffle=True, seed=options.seed)
     val_data = make_dataset(val_paths, val_labels, options.image_size, global_batch, shuffle=False)
 
-    staging = rundir.staging_dir(out_dir)
     frozen_features = options.frozen_features if spec.pretrained else None
     stages = [("frozen" if spec.pretrained else "scratch", options.epochs, options.lr, None)]
     if spec.pretrained and options.finetune_epochs:
         stages.append(("finetune", options.finetune_epochs, options.finetune_lr, options.unfreeze_count))
 
-    histories, stage_seconds, epoch = [], {}, 0
-    best_loss, best_weights, best_stage = float("inf"), None, None
+    done = {entry["stage"]: entry for entry in state["stages_done"]}
+    histories = [stage_history(stage, _stage_dir(staging, stage) / rundir.HISTORY) for stage in done]
+    epoch = sum(len(history) for history in histories)
+    best_loss, best_stage, best_weights = state.get("best_loss", float("inf")), state.get("best_stage"), None
+    if done:
+        best_weights = _load_weights(staging / _BEST_WEIGHTS)
+        model.set_weights(best_weights)
+    stage_seconds = {stage: entry["seconds"] for stage, entry in done.items()}
     for stage, epochs, learning_rate, unfreeze in stages:
+        if stage in done:
+            continue
         stage_started = time.perf_counter()
+        stage_dir = _stage_dir(staging, stage)
+        stage_dir.mkdir(parents=True, exist_ok=True)
         fit_model, fit_train, fit_val = model, train_data, val_data
         if stage == "frozen" and frozen_features != "in_loop":
             fit_model = model.get_layer("head")
@@ -262,27 +379,37 @@ def train(
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
-        early_stopping = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=options.patience, restore_best_weights=True
+        early_stopping = _ResumableEarlyStopping(
+            stage_dir, monitor="val_loss", patience=options.patience, restore_best_weights=True
         )
+        stage_best = min(best_loss, early_stopping.saved_best())
         callbacks = [
             early_stopping,
-            keras.callbacks.ReduceLROnPlateau(
+            keras.callbacks.ReduceLROnPlateau(  # adds learning_rate to the logs
                 monitor="val_loss", factor=0.2, patience=max(1, options.patience // 2), min_lr=1e-7
             ),
             _FullModelCheckpoint(
                 model, staging / rundir.CHECKPOINT, monitor="val_loss", save_best_only=True,
-                initial_value_threshold=None if best_weights is None else best_loss,
+                initial_value_threshold=None if stage_best == float("inf") else stage_best,
             ),
+            keras.callbacks.CSVLogger(stage_dir / rundir.HISTORY, append=True),
+            # Last, so that a backup marks an epoch whose other records are written.
+            keras.callbacks.BackupAndRestore(stage_dir / "backup", delete_checkpoint=False),
         ]
-        fit = fit_model.fit(
+        if (stage_dir / "backup").is_dir():
+            reporter.message(f"Stage {stage}: restoring the weights and optimizer of the last completed epoch.")
+        fit_model.fit(
             fit_train, validation_data=fit_val, epochs=epoch + epochs, initial_epoch=epoch,
             callbacks=callbacks, verbose=verbose, shuffle=False,  # the datasets shuffle themselves
+            class_weight=class_weight,
         )
-        histories.append(history_frame(stage, epoch, fit.history))
-        epoch += len(fit.epoch)
-        if best_weights is None or early_stopping.best < best_loss:
-            best_loss, best_weights, best_stage = early_stopping.best, model.get_weights(), stage
+        history = stage_history(stage, stage_dir / rundir.HISTORY)
+        histories.append(history)
+        epoch += len(history)
+        stage_loss = float("inf") if early_stopping.best is None else float(early_stopping.best)
+        if best_weights is None or stage_loss < best_loss:
+            best_loss, best_weights, best_stage = stage_loss, model.get_weights(), stage
+            _save_weights(staging / _BEST_WEIGHTS, best_weights)
         else:
             reporter.message(
                 f"Stage {stage} did not improve the best validation loss ({best_loss:.4f}); keeping "
@@ -290,6 +417,9 @@ def train(
             )
             model.set_weights(best_weights)
         stage_seconds[stage] = round(time.perf_counter() - stage_started, 2)
+        state["stages_done"].append({"stage": stage, "seconds": stage_seconds[stage]})
+        state.update(best_loss=float(best_loss), best_stage=best_stage)
+        rundir.write_json(staging / rundir.RESUME_STATE, state)
 
     val_probabilities = model.predict(val_data.map(lambda pixels, label: pixels), verbose=0)
     val_loss = keras.losses.sparse_categorical_crossentropy(val_labels, val_probabilities)
@@ -297,19 +427,22 @@ def train(
     metrics = {
         "val_accuracy": float(np.mean(np.argmax(val_probabilities, axis=1) == val_labels)),
         "val_loss": float(np.mean(keras.ops.convert_to_numpy(val_loss))),
-        "num_classes": len(class_names),
+        "num_classes": len(folder.class_names),
         "num_train": len(train_paths),
         "num_val": len(val_paths),
         "num_skipped": len(folder.skipped),
+        "num_duplicates": len(folder.duplicates),
         "best_stage": best_stage,
         "epochs_run": epoch,
         "stage_seconds": stage_seconds,
         "train_seconds": round(time.perf_counter() - started, 1),
+        "resumed": "resumed_at" in state,
     }
     config = {
         **dataclasses.asdict(options),
-        "data_dir": str(data_dir.resolve()),
-        "class_names": class_names,
+        "data": folder.source,
+        "class_names": folder.class_names,
+        "class_weights": class_weight,
         "pretrained": spec.pretrained,
         "frozen_features": frozen_features,
         "strategy_resolved": strategy_name(strategy),
@@ -317,9 +450,34 @@ def train(
         "global_batch_size": global_batch,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     }
-    _write_run(staging, model, class_names, config, history, folder, metrics)
+    model.save(staging / rundir.MODEL)
+    rundir.write_json(staging / rundir.METRICS, metrics)
+    history.to_csv(staging / rundir.HISTORY, index=False)
+    plot_curves(history, staging / rundir.CURVES)
+    rundir.write_json(staging / rundir.CONFIG, config)
+    for name in ("stages", _BEST_WEIGHTS, rundir.RESUME_STATE):  # only needed to resume
+        path = staging / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     rundir.publish(staging, out_dir)
     return TrainResult(out_dir, metrics, history)
+
+
+_BEST_WEIGHTS = "best_weights.npz"
+
+
+def _stage_dir(staging: Path, stage: str) -> Path:
+    return staging / "stages" / stage
+
+
+def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(temporary, *weights)
+    temporary.replace(path)
+
+
+def _load_weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -363,25 +521,72 @@ class _FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().set_model(self._full_model)
 
 
-def _write_run(staging, model, class_names, config, history, folder: ImageFolder, metrics) -> None:
-    model.save(staging / rundir.MODEL)
-    rundir.write_labels(staging / rundir.LABELS, class_names)
-    rundir.write_json(staging / rundir.CONFIG, config)
-    rundir.write_json(staging / rundir.METRICS, metrics)
-    history.to_csv(staging / rundir.HISTORY, index=False)
-    plot_curves(history, staging / rundir.CURVES)
-    folder.examples.to_csv(staging / rundir.SPLIT, index=False)
-    folder.skipped.to_csv(staging / rundir.SKIPPED, index=False)
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose best value, patience count and best weights survive a restart.
+
+    After each epoch its record goes to `state_dir` (the best weights whenever they improve);
+    a new instance on the same folder starts from that record instead of from scratch.
+    """
+
+    def __init__(self, state_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self._record = Path(state_dir) / "early_stopping.json"
+        self._weights = Path(state_dir) / "early_stopping_best.npz"
+
+    def saved_best(self) -> float:
+        return rundir.read_json(self._record)["best"] if self._record.is_file() else float("inf")
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._record.is_file():
+            record = rundir.read_json(self._record)
+            self.best, self.wait, self.best_epoch = record["best"], record["wait"], record["best_epoch"]
+            self.best_weights = _load_weights(self._weights)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best is None:
+            return
+        if self.best_epoch == epoch:
+            self._weights.parent.mkdir(parents=True, exist_ok=True)
+            _save_weights(self._weights, self.best_weights)
+        rundir.write_json(self._record, {"best": float(self.best), "wait": self.wait, "best_epoch": self.best_epoch})
 
 
-def _report_data(folder: ImageFolder, reporter: Reporter) -> None:
+def _report_data(folder: ImageFolder, options: TrainOptions, reporter: Reporter) -> None:
     counts = folder.counts()
-    lines = [f"  {name}: {row['train']} train, {row['val']} val" for name, row in counts.iterrows()]
-    reporter.message(f"{len(folder.class_names)} classes, images per class:\n" + "\n".join(lines))
+    lines = [
+        f"  {name}: {row['train']} train, {row['val']} val" + (f", {row['skipped']} skipped" if row["skipped"] else "")
+        for name, row in counts.iterrows()
+    ]
+    reporter.message(f"{len(folder.class_names)} classes, usable images per class:\n" + "\n".join(lines))
     if len(folder.skipped):
-        reporter.warning(f"Skipped {len(folder.skipped)} file(s):")
+        reporter.warning(f"Skipped {len(folder.skipped)} file(s) (listed in {rundir.SKIPPED}):")
         for row in folder.skipped.itertuples():
             reporter.warning(f"  {row.path}: {row.reason}")
+    if len(folder.duplicates):
+        action = (
+            "removed from validation (--dedupe)" if options.dedupe
+            else "kept; they inflate validation accuracy, --dedupe removes them from validation"
+        )
+        reporter.warning(
+            f"{len(folder.duplicates)} validation image(s) are byte-for-byte copies of training images "
+            f"(listed in {rundir.DUPLICATES}); {action}:"
+        )
+        for row in folder.duplicates.head(10).itertuples():
+            reporter.warning(f"  {row.val_path} = {row.train_path}")
+        if len(folder.duplicates) > 10:
+            reporter.warning(f"  ... and {len(folder.duplicates) - 10} more")
+    ratio = folder.imbalance()
+    if ratio >= IMBALANCE_WARNING:
+        train = counts["train"]
+        advice = "class weights are on (--class-weight auto)" if options.class_weight == "auto" else (
+            "--class-weight auto weights the loss to balance them"
+        )
+        reporter.warning(
+            f"Classes are imbalanced: {train.idxmax()} has {train.max()} training images, {train.idxmin()} "
+            f"{train.min()} ({ratio:.1f}x); {advice}."
+        )
 
 
 def _require(condition: bool, option: str, received, allowed: str) -> None:

@@ -1,0 +1,227 @@
+"""Bad input, case by case: what a user types, and what `transfer` answers.
+
+`CASES` drives `tests/test_bad_input.py::test_cli_case` and prints the table of the cases with the
+first line the user sees and the exit code:
+
+    .venv/bin/python -m tests.cli_cases
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+
+def write_png(path: Path, color=(200, 30, 30), size=(40, 40)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="PNG")
+    return path
+
+
+def image_folder(root: Path, classes=("ants", "bees"), per_class=6) -> Path:
+    """Tiny distinct PNGs, `per_class` per class."""
+    for i, name in enumerate(classes):
+        for j in range(per_class):
+            write_png(root / name / f"{j}.png", color=(120 * i, 20 * j, 90))
+    return root
+
+
+class Workspace:
+    """Folders for the cases, made on demand under `root`: a good dataset, a trained run, an export."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def fresh(self, name: str) -> Path:
+        """A path under `root` not handed out before."""
+        self._count = getattr(self, "_count", 0) + 1
+        return self.root / f"{name}-{self._count}"
+
+    @functools.cached_property
+    def data(self) -> Path:
+        return image_folder(self.root / "data")
+
+    @functools.cached_property
+    def run(self) -> Path:
+        from transfer.training import TrainOptions, train
+
+        options = TrainOptions(backbone="lenet", epochs=1, augment=False, val_split=0.5)
+        return train(self.data, self.root / "run", options, verbose=0).run_dir
+
+    @functools.cached_property
+    def export(self) -> Path:
+        from transfer.export import export
+
+        return export(self.run, self.root / "export")
+
+    def copy_of(self, source: Path, name: str) -> Path:
+        destination = self.root / name
+        shutil.copytree(source, destination, symlinks=True)
+        return destination
+
+
+@dataclass
+class Case:
+    name: str
+    argv: Callable[[Workspace], list[str]]
+    exit_code: int
+    fragment: str  # in the first line of the answer
+
+
+def _data_with(ws: Workspace, name: str, change: Callable[[Path], None]) -> Path:
+    root = ws.copy_of(ws.data, name)
+    change(root)
+    return root
+
+
+def _corrupt_some(root: Path) -> None:
+    (root / "ants" / "empty.jpg").write_bytes(b"")
+    (root / "ants" / "truncated.png").write_bytes((root / "ants" / "0.png").read_bytes()[:60])
+    (root / "bees" / "notes.jpg").write_text("not an image at all")
+
+
+def _one_usable_bee(root: Path) -> None:
+    for path in sorted((root / "bees").iterdir())[1:]:
+        path.write_bytes(b"\xff\xd8\xff broken")
+
+
+def _manifest(ws: Workspace, name: str, text: str) -> str:
+    path = ws.path(name)
+    path.write_text(text.format(data=ws.data))
+    return str(path)
+
+
+def _train(data: str, ws: Workspace, *extra: str) -> list[str]:
+    return ["train", data, "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out")), *extra]
+
+
+def _labels_mismatch(ws: Workspace) -> list[str]:
+    run = ws.copy_of(ws.run, "run-labels")
+    (run / "labels.txt").write_text("ants\nbees\nwasps\n")
+    return ["predict", str(run), str(ws.data / "ants" / "0.png")]
+
+
+def _corrupt_model(ws: Workspace) -> list[str]:
+    run = ws.copy_of(ws.run, "run-corrupt")
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    return ["predict", str(run), str(ws.data / "ants" / "0.png")]
+
+
+def _corrupt_savedmodel(ws: Workspace) -> list[str]:
+    export = ws.copy_of(ws.export, "export-corrupt")
+    (export / "saved_model.pb").write_bytes(b"\x08\x01garbage" * 10)
+    return ["predict", str(export), str(ws.data / "ants" / "0.png")]
+
+
+def _interrupted(ws: Workspace) -> list[str]:
+    partial = ws.path(".interrupted.partial")
+    partial.mkdir()
+    (partial / "resume.json").write_text("{}")
+    return _train(str(ws.data), ws)[:-1] + [str(ws.path("interrupted"))]
+
+
+def _unreadable_only(ws: Workspace) -> list[str]:
+    folder = ws.path("new-images")
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8\xff nope")
+    return ["predict", str(ws.run), str(folder)]
+
+
+def _duplicates(root: Path) -> None:
+    # Fixed --val-dir, so the copy is certainly in validation.
+    shutil.copy(root / "train" / "ants" / "0.png", root / "val" / "ants" / "copy.png")
+
+
+def _split_dirs(ws: Workspace, name: str, change=None) -> list[str]:
+    root = ws.path(name)
+    image_folder(root / "train")
+    image_folder(root / "val", per_class=2)
+    if change:
+        change(root)
+    return _train(str(root / "train"), ws, "--val-dir", str(root / "val"))
+
+
+CASES = [
+    # Image folders: structure (exit 2 before any heavy work)
+    Case("data folder missing", lambda ws: _train(str(ws.path("nope")), ws), 2, "does not exist"),
+    Case("no class subfolders", lambda ws: _train(str(_data_with(ws, "flat", lambda r: [shutil.rmtree(r / c) for c in ("ants", "bees")])), ws), 2, "has 0 class subfolder(s)"),
+    Case("a single class", lambda ws: _train(str(_data_with(ws, "single", lambda r: shutil.rmtree(r / "bees"))), ws), 2, "has 1 class subfolder(s) (ants)"),
+    Case("an empty class", lambda ws: _train(str(_data_with(ws, "empty-class", lambda r: (r / "wasps").mkdir())), ws), 2, "has no image files"),
+    Case("images directly in DATA_DIR", lambda ws: _train(str(_data_with(ws, "loose", lambda r: write_png(r / "stray.png"))), ws), 2, "holds images directly"),
+    Case("--val-dir with other classes", lambda ws: _split_dirs(ws, "split-classes", lambda r: (r / "val" / "bees").rename(r / "val" / "wasps")), 2, "The validation folder"),
+    Case("a class with < 2 usable images", lambda ws: _train(str(_data_with(ws, "few", _one_usable_bee)), ws), 2, "fewer than 2 usable images (bees: 1 usable, 5 skipped)"),
+    # Image folders: problems that do not stop training (exit 0, reported)
+    Case("unreadable files (empty, truncated, text)", lambda ws: _train(str(_data_with(ws, "corrupt", _corrupt_some)), ws), 0, "Skipped 3 file(s)"),
+    Case("train/val exact duplicates", lambda ws: _split_dirs(ws, "dupes", _duplicates), 0, "byte-for-byte copies of training images"),
+    Case("imbalanced classes", lambda ws: _train(str(_data_with(ws, "imbalanced", lambda r: image_folder(r, classes=("bees",), per_class=20))), ws), 0, "Classes are imbalanced"),
+    # Manifests
+    Case("manifest missing a column", lambda ws: ["train", "--manifest", _manifest(ws, "m1.csv", "path,class\na.png,ants\n"), "--out", str(ws.fresh("out"))], 2, "lacks label"),
+    Case("manifest naming missing files", lambda ws: ["train", "--manifest", _manifest(ws, "m2.csv", "path,label\n{data}/ants/0.png,ants\nnope.png,bees\n"), "--out", str(ws.fresh("out"))], 2, "1 file(s) listed in manifest"),
+    Case("manifest with a bad split value", lambda ws: ["train", "--manifest", _manifest(ws, "m3.csv", "path,label,split\n{data}/ants/0.png,ants,test\n"), "--out", str(ws.fresh("out"))], 2, "a split other than train or val"),
+    Case("manifest and DATA_DIR both", lambda ws: _train(str(ws.data), ws, "--manifest", _manifest(ws, "m4.csv", "path,label\n")), 2, "give one of them"),
+    # Options (exit 2 before any heavy work)
+    Case("negative epochs", lambda ws: _train(str(ws.data), ws, "--epochs", "-3"), 2, "--epochs must be an integer >= 1; received -3"),
+    Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a number > 0; received 0.0"),
+    Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet51", "--out", str(ws.fresh("out"))], 2, "Invalid value for '--backbone'"),
+    Case("--unfreeze beyond the backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--finetune-epochs", "1", "--unfreeze", "9999", "--out", str(ws.fresh("out"))], 2, "--unfreeze must be 'all' or between 1 and"),
+    Case("image size too small", lambda ws: ["train", str(ws.data), "--backbone", "inceptionv3", "--weights", "none", "--image-size", "64", "--out", str(ws.fresh("out"))], 2, "--image-size must be at least 75 for inceptionv3"),
+    Case("predict --top-k 0", lambda ws: ["predict", str(ws.run), str(ws.data), "--top-k", "0"], 2, "--top-k must be >= 1; received 0"),
+    Case("export --top-k 0", lambda ws: ["export", str(ws.run), "--out", str(ws.path("exp")), "--top-k", "0"], 2, "--top-k must be between 1 and 2"),
+    Case("--class-weight unknown", lambda ws: _train(str(ws.data), ws, "--class-weight", "balanced"), 2, "Invalid value for '--class-weight'"),
+    # Outputs and faults
+    Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists and is not empty"),
+    Case("an interrupted run is in the way", _interrupted, 2, "An interrupted training of"),
+    Case("--resume with nothing to resume", lambda ws: ["train", "--resume", str(ws.path("never"))], 2, "no interrupted training found"),
+    Case("--resume with other options", lambda ws: ["train", "--resume", str(ws.path("never")), "--epochs", "3"], 2, "received --epochs as well"),
+    # Models
+    Case("predict on a folder that is no model", lambda ws: ["predict", str(ws.data), str(ws.data)], 1, "is neither a run directory"),
+    Case("labels.txt does not match the model", _labels_mismatch, 1, "labels.txt lists 3 labels but the model has 2 outputs"),
+    Case("corrupt model.keras", _corrupt_model, 1, "Cannot load the model file"),
+    Case("corrupt saved_model.pb", _corrupt_savedmodel, 1, "Cannot load the SavedModel"),
+    Case("export of a folder that is no run", lambda ws: ["export", str(ws.data), "--out", str(ws.path("exp2"))], 1, "is not a run directory"),
+    Case("predict on a missing image", lambda ws: ["predict", str(ws.run), str(ws.path("missing.jpg"))], 2, "does not exist"),
+    Case("predict where no image decodes", _unreadable_only, 1, "could not read"),
+]
+
+
+def answer(output: str, fragment: str) -> str:
+    """The line of `output` the case is about: the error, or the matching report line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("error:") or "Invalid value" in line or fragment in line:
+            return line
+    return lines[0] if lines else ""
+
+
+def main() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TERMINAL_WIDTH", "200")
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    print("| case | exit code | first line the user sees |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(Path(tmp))
+        for case in CASES:
+            result = runner.invoke(app, case.argv(ws))
+            line = answer(result.output, case.fragment).replace(tmp, "…").replace("|", "\\|")
+            print(f"| {case.name} | {result.exit_code} | `{line}` |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Where a dataset's images come from: a folder of class subfolders, or a CSV manifest.
+
+Both give a `Listing`: the sorted class names, the image files with their labels (and split, where
+the source fixes it) and the files that will not be used, with the reason. Nothing is decoded
+here; `transfer.data.prepare` checks the images, splits and deduplicates.
+
+Folder layout (as `keras.utils.image_dataset_from_directory`): `DATA_DIR/<class>/<image>`. Class
+names are the subfolder names in sorted order; a class's index in that order is its output index in
+every model. Folders nested inside a class folder are recursed into (symbolic links to folders
+too, each real folder once), and their images belong to that class; `transfer predict` recurses
+the same way. Hidden files and files without an image extension are skipped and reported.
+
+Manifest: a CSV file with columns `path,label` and optionally `split` (`train` or `val`). Relative
+paths are relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from transfer.errors import DataError
+from transfer.preprocessing import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "val")
+
+
+@dataclass
+class Listing:
+    """The files of a dataset before any image is decoded.
+
+    Attributes:
+        class_names: sorted class names; index = model output index.
+        files: one row per candidate image: `path` (absolute), `label`, `split` (`train`, `val`,
+            or empty where the source does not fix it).
+        skipped: one row per file that will not be used: `path`, `label`, `reason`.
+        source: where the listing came from, for messages and `config.json`.
+    """
+
+    class_names: list[str]
+    files: pd.DataFrame
+    skipped: pd.DataFrame
+    source: str
+
+
+def list_classes(data_dir: Path) -> list[str]:
+    """Sorted names of the class subfolders of `data_dir`.
+
+    Raises:
+        DataError: the folder is missing, has fewer than two class subfolders, or holds images
+            directly instead of in class subfolders.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"Data folder {data_dir} does not exist or is not a folder. Expected a folder with one "
+            f"subfolder of images per class, e.g. {data_dir}/cats/*.jpg and {data_dir}/dogs/*.jpg."
+        )
+    loose = sorted(p.name for p in data_dir.iterdir() if p.is_file() and has_image_suffix(p))
+    if loose:
+        raise DataError(
+            f"{data_dir} holds images directly ({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}); "
+            f"expected one subfolder per class. Move each image into a folder named after its class."
+        )
+    names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(names) < 2:
+        raise DataError(
+            f"{data_dir} has {len(names)} class subfolder(s) ({', '.join(names) or 'none'}); a "
+            f"classifier needs at least 2, one subfolder of images per class."
+        )
+    return names
+
+
+def list_folder(data_dir: Path, val_dir: Path | None = None) -> Listing:
+    """Lists `data_dir` (and a pre-split `val_dir` with the same classes).
+
+    Raises:
+        DataError: a structure error (see `list_classes`), a class folder without any image file,
+            or a `val_dir` whose classes differ.
+    """
+    class_names = list_classes(data_dir)
+    folders = [(Path(data_dir), "train" if val_dir else "")]
+    if val_dir is not None:
+        val_classes = list_classes(val_dir)
+        if val_classes != class_names:
+            raise DataError(
+                f"The validation folder {val_dir} has classes {val_classes}, but the training folder "
+                f"{data_dir} has {class_names}. Both need the same class subfolders."
+            )
+        folders.append((Path(val_dir), "val"))
+    files, skipped = [], []
+    for folder, split in folders:
+        for name in class_names:
+            images, others = _walk_class(folder / name)
+            if not images:
+                raise DataError(
+                    f"Class folder {folder / name} has no image files ({len(others)} other file(s)); "
+                    f"every class needs images with one of the extensions {', '.join(IMAGE_EXTENSIONS)}. "
+                    f"Add images or remove the folder."
+                )
+            files += [(path, name, split) for path in images]
+            skipped += [(path, name, reason) for path, reason in others]
+    source = str(Path(data_dir).resolve()) + (f" (validation: {Path(val_dir).resolve()})" if val_dir else "")
+    return Listing(
+        class_names,
+        pd.DataFrame(files, columns=["path", "label", "split"]),
+        pd.DataFrame(skipped, columns=["path", "label", "reason"]),
+        source,
+    )
+
+
+def read_manifest(manifest: Path) -> Listing:
+    """Reads a `path,label[,split]` CSV manifest with pandas.
+
+    Raises:
+        DataError: the file is missing or not a CSV, lacks a column, has empty or unknown values,
+            names files that do not exist, or has fewer than two classes.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DataError(f"Manifest {manifest} does not exist; expected a CSV file with columns path,label[,split].")
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"Manifest {manifest} is not a readable CSV file: {error}") from None
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = [column for column in ("path", "label") if column not in table.columns]
+    if missing:
+        raise DataError(
+            f"Manifest {manifest} has columns {list(table.columns)} but lacks {', '.join(missing)}; "
+            f"expected a header line with path,label and optionally split."
+        )
+    has_split = "split" in table.columns
+    table = table[["path", "label"] + (["split"] if has_split else [])].apply(lambda column: column.str.strip())
+    rows = table.index + 2  # line numbers in the file, after the header
+    _refuse_rows(manifest, rows[(table["path"] == "") | (table["label"] == "")], "an empty path or label")
+    if has_split:
+        _refuse_rows(manifest, rows[~table["split"].isin(SPLITS)], f"a split other than {' or '.join(SPLITS)}")
+    if table.empty:
+        raise DataError(f"Manifest {manifest} lists no images; expected one row per image: path,label[,split].")
+
+    base = manifest.resolve().parent
+    paths = [os.path.abspath(base / path) for path in table["path"]]
+    absent = [(row, path) for row, path in zip(rows, paths) if not os.path.isfile(path)]
+    if absent:
+        shown = "; ".join(f"line {row}: {path}" for row, path in absent[:5])
+        raise DataError(
+            f"{len(absent)} file(s) listed in manifest {manifest} do not exist ({shown}"
+            f"{'; ...' if len(absent) > 5 else ''}). Relative paths are read from {base}."
+        )
+    class_names = sorted(table["label"].unique())
+    if len(class_names) < 2:
+        raise DataError(f"Manifest {manifest} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier needs at least 2.")
+    files = pd.DataFrame({"path": paths, "label": table["label"].tolist(), "split": table["split"].tolist() if has_split else ""})
+    return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()))
+
+
+def has_image_suffix(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """`(images, [(path, reason), ...])` below a class folder, sorted, following folder links once."""
+    images, others, seen = [], [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back to a folder already listed
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        hidden_dirs = [d for d in dirs if d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(names) + hidden_dirs:
+            path = os.path.abspath(os.path.join(root, name))
+            if name.startswith("."):
+                others.append((path, "hidden file" if name not in hidden_dirs else "hidden folder (not searched)"))
+            elif not os.path.exists(path):
+                others.append((path, f"broken symbolic link (target {os.readlink(path)} does not exist)"))
+            elif not has_image_suffix(Path(name)):
+                others.append((path, f"not an image file (extension {Path(name).suffix or 'none'!r})"))
+            else:
+                images.append(path)
+    return sorted(images), sorted(others)
+
+
+def _refuse_rows(manifest: Path, rows: pd.Index, problem: str) -> None:
+    if len(rows):
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise DataError(f"Manifest {manifest} has {problem} on {len(rows)} line(s): {shown}.")
