@@ -1,0 +1,111 @@
+"""Interrupted training: Ctrl-C and a killed process leave a usable checkpoint, and --resume goes on."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from cli import app
+from transfer import rundir
+
+from .conftest import ROOT
+
+runner = CliRunner()
+EPOCHS = 12
+
+
+def start_training(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "train", *argv], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_epoch(process: subprocess.Popen, backup: Path, epoch: int, timeout: float = 180) -> int:
+    """Waits until the stage's BackupAndRestore record says `epoch` epochs are complete."""
+    record = backup / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            done = json.loads(record.read_text())["epoch"]
+        except (OSError, ValueError):
+            done = 0
+        if done >= epoch:
+            return done
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"no backup of epoch {epoch} within {timeout} s")
+
+
+def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
+    run = tmp_path / "run"
+    partial = rundir.partial_dir(run)
+    backup = partial / "stages" / "scratch" / "backup"
+
+    # Ctrl-C: a clear message, exit code 130, the staging folder kept.
+    process = start_training(str(digits_dir), "--backbone", "lenet", "--epochs", str(EPOCHS), "--patience", str(EPOCHS), "--flip", "none", "--out", str(run))
+    wait_for_epoch(process, backup, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Training interrupted" in stderr and f"transfer train --resume {run}" in stderr
+    assert not run.exists() and (partial / rundir.CHECKPOINT).is_file()
+
+    # The best checkpoint so far is usable as it is.
+    image = next((digits_dir / "7").iterdir())
+    predicted = runner.invoke(app, ["predict", str(partial), str(image), "--format", "json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(predicted.stdout)[0]["predictions"]) == 3
+
+    # Resume, then kill the process outright (no handler runs) a few epochs later.
+    process = start_training("--resume", str(run))
+    killed_after = wait_for_epoch(process, backup, 5)
+    process.kill()
+    process.communicate()
+    logged = pd.read_csv(partial / "stages" / "scratch" / rundir.HISTORY)
+    assert not run.exists()
+
+    # Resume to the end: every epoch once, the earlier ones as they were logged.
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "restoring the weights and optimizer of the last completed epoch" in result.output
+    assert f"Epoch {killed_after + 1}/{EPOCHS}" in result.output and "Epoch 1/" not in result.output
+    history = pd.read_csv(run / rundir.HISTORY)
+    assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    before = logged.drop_duplicates("epoch", keep="last").set_index("epoch")["val_loss"]
+    after = history.set_index(history["epoch"] - 1)["val_loss"]
+    pd.testing.assert_series_equal(after.loc[before.index], before, check_names=False)
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["resumed"] is True and metrics["epochs_run"] == EPOCHS and metrics["val_accuracy"] > 0.8
+    assert not partial.exists()
+    assert sorted(p.name for p in run.iterdir()) == sorted([
+        rundir.MODEL, rundir.CHECKPOINT, rundir.LABELS, rundir.CONFIG, rundir.HISTORY, rundir.CURVES,
+        rundir.SPLIT, rundir.SKIPPED, rundir.DUPLICATES, rundir.METRICS,
+    ])
+
+
+def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkeypatch):
+    """publish() renames the old output aside before moving the new one in."""
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / rundir.CONFIG).write_text("{}")
+    staging = rundir.staging_dir(old)
+    (staging / rundir.CONFIG).write_text('{"new": true}')
+    seen = []
+    original = Path.rename
+
+    def spy(self, target):
+        seen.append((self.name, Path(target).name))
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "rename", spy)
+    rundir.publish(staging, old)
+    assert json.loads((old / rundir.CONFIG).read_text()) == {"new": True}
+    assert seen == [("run", ".run.old"), (".run.partial", "run")]
+    assert not (tmp_path / ".run.old").exists() and not staging.exists()
