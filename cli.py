@@ -27,7 +27,7 @@ from transfer.errors import TransferError
 from transfer.events import Reporter
 
 app = typer.Typer(
-    help="Transfer learning on small image datasets: train, predict, export.",
+    help="Transfer learning on small image datasets: train, predict, export, evaluate, report, compare.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -219,6 +219,109 @@ def export(
 
         path = run_export(run_dir, out, top_k=top_k, force=force)
     results.print(f"SavedModel written to {path} (signature serving_default: images -> labels, probabilities, scores)", highlight=False)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: MODEL/evaluation.", show_default=False)] = None,
+    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 3,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing evaluation folder.")] = False,
+) -> None:
+    """Accuracy, top-k, log loss, per-class precision/recall/F1, confusion matrix and errors on DATA_DIR."""
+    with user_errors():
+        from transfer.evaluation import evaluate_folder
+
+        evaluation, path = evaluate_folder(model, data_dir, out, top_k=top_k, tta=tta, batch_size=batch_size, force=force, reporter=RichReporter())
+    s = evaluation.summary
+    table = Table("class", "precision", "recall", "f1", "support", title=(
+        f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"
+        f"   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})"
+    ))
+    for name, row in evaluation.per_class.iterrows():
+        table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
+    results.print(table)
+    for row in evaluation.skipped.itertuples():
+        messages.print(f"[yellow]could not read {row.path}: {row.reason}[/yellow]", highlight=False)
+    results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: RUN_DIR/report.html.", show_default=False)] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
+    errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
+    gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
+) -> None:
+    """Write one self-contained report.html: config, data, curves, metrics, errors, Grad-CAM."""
+    with user_errors():
+        from transfer.report import report as write_report
+
+        path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, reporter=RichReporter())
+    results.print(f"Report written to {path}", highlight=False)
+
+
+@app.command()
+def visualize(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    image: Annotated[Optional[Path], typer.Option(help="Image for the feature maps. Default: the run's first validation image.", show_default=False)] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Comma-separated backbone layers for feature maps. Default: the first and last convolutions.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write to. Default: RUN_DIR/visualize.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+) -> None:
+    """Write the first convolution's filters and feature maps of chosen layers as PNG grids."""
+    with user_errors():
+        from transfer.visualize import visualize as run_visualize
+
+        names = [name.strip() for name in layers.split(",") if name.strip()] if layers else []
+        paths = run_visualize(run_dir, out, image=image, layers=names, force=force)
+    for path in paths:
+        results.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def compare(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.")],
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split.")] = "resnet50,vgg16,lenet,alexnet",
+    weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH for the pretrained backbones. Default: imagenet.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of stage 1, the same for every backbone.")] = 10,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs for the pretrained backbones.")] = 0,
+    image_size: Annotated[Optional[int], typer.Option(help="Input side for every backbone. Default: each backbone's own.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step per replica.")] = 32,
+    augment: Annotated[bool, typer.Option(help="Augmentation while training.")] = True,
+    flip: Annotated[Flip, typer.Option(help="Flips used by augmentation.")] = Flip.horizontal,
+    val_dir: Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")] = None,
+    val_split: Annotated[float, typer.Option(help="Share of each class held out (without --val-dir).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the split and every run.")] = 42,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing comparison.")] = False,
+) -> None:
+    """Train several backbones on one split, evaluate each, and write a leaderboard."""
+    with user_errors():
+        from transfer.compare import compare as run_compare
+        from transfer.training import TrainOptions
+
+        options = TrainOptions(
+            weights=weights, epochs=epochs, finetune_epochs=finetune_epochs, image_size=image_size,
+            batch_size=batch_size, augment=augment, flip=flip.value, val_split=val_split, seed=seed,
+        )
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        leaderboard = run_compare(data_dir, out, names, options, val_dir=val_dir, force=force,
+                                  reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    table = Table("backbone", "mode", "parameters", "trainable", "val acc", "top-3", "train s", "images/s", "error")
+    for row in leaderboard.itertuples():
+        failed = bool(row.error)
+        table.add_row(
+            row.backbone, row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
+            "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.top3_accuracy:.4f}",
+            "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
+        )
+    results.print(table)
+    results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
 
 
 @app.command()

@@ -196,7 +196,7 @@ CASES = [
 
 def answer(output: str, fragment: str) -> str:
     """The line of `output` the case is about: the error, or the matching report line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line.strip(" │") for line in output.splitlines() if line.strip(" │")]  # no Typer box
     for line in lines:
         if line.startswith("error:") or "Invalid value" in line or fragment in line:
             return line

@@ -9,11 +9,13 @@ The `serving_default` signature takes `images`, a 1-D `tf.string` tensor of enco
 
 Decoding, resizing (`transfer.preprocessing.decode_image`) and the backbone's preprocessing (the
 model's own `Preprocess` layer) run inside the graph, and the class names are embedded as a
-constant, so serving needs TensorFlow alone. `labels.txt` is copied beside `saved_model.pb`.
+constant, so serving needs TensorFlow alone. `labels.txt` and the run's `config.json` are copied
+beside `saved_model.pb`.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import keras
@@ -67,5 +69,7 @@ def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: boo
     staging = rundir.staging_dir(out_dir)
     archive.write_out(str(staging), verbose=False)
     rundir.write_labels(staging / rundir.LABELS, run.labels)
+    if (Path(run_dir) / rundir.CONFIG).is_file():  # the training options, for evaluation with TTA
+        shutil.copy(Path(run_dir) / rundir.CONFIG, staging / rundir.CONFIG)
     rundir.publish(staging, out_dir)
     return out_dir

@@ -60,7 +60,12 @@ class RunModel:
             ) from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
         self.image_size = int(self.model.input_shape[1])
+        self.config = _read_config(path)
         _check_labels(self.labels, int(self.model.output_shape[-1]), path)
+
+    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax for a batch of decoded images (`decode_image` output at `image_size`)."""
+        return np.asarray(self.model.predict_on_batch(pixels))
 
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
         for batch in iter_decoded_batches(paths, self.image_size, batch_size):
@@ -82,7 +87,16 @@ class SavedModel:
                 f"written by `transfer export`; export the run again."
             ) from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
+        self.config = _read_config(path)
+        self.image_size = self.config.get("image_size")
         _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), path)
+
+    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax for decoded images, sent through the signature as lossless PNGs."""
+        if self.image_size is None:
+            raise ModelLoadError("This SavedModel has no config.json (exported by an older version); export it again.")
+        encoded = [tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(p, 0, 255)), tf.uint8)).numpy() for p in pixels]
+        return self._scores(encoded)
 
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
         for start in range(0, len(paths), batch_size):
@@ -168,6 +182,11 @@ def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
             f"{path}: {rundir.LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
             f"The folder mixes files of different runs; train or export it again."
         )
+
+
+def _read_config(path: Path) -> dict:
+    config = Path(path) / rundir.CONFIG
+    return rundir.read_json(config) if config.is_file() else {}
 
 
 def _first_line(error: Exception) -> str:

@@ -1,9 +1,14 @@
-"""Results a person looks at: training curves as CSV and PNG."""
+"""Results a person looks at, as PNG: training curves, confusion matrices, image grids, leaderboards.
+
+Every figure is drawn with matplotlib's Agg backend (no display needed) and closed after saving.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 HISTORY_COLUMNS = ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
@@ -22,13 +27,20 @@ def stage_history(stage: str, csv_log: Path) -> pd.DataFrame:
     return frame.reindex(columns=HISTORY_COLUMNS).reset_index(drop=True)
 
 
-def plot_curves(history: pd.DataFrame, path: Path) -> None:
-    """Loss and accuracy, train and validation, over both stages, the stage boundary marked."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: pd.DataFrame, path: Path) -> None:
+    """Loss and accuracy, train and validation, over both stages, the stage boundary marked."""
     from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for axis, metric in zip(axes, ("loss", "accuracy")):
@@ -45,5 +57,66 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion_matrix(confusion: pd.DataFrame, path: Path) -> None:
+    """Counts with true classes as rows and predicted classes as columns, each cell annotated."""
+    plt = _pyplot()
+    n = len(confusion)
+    side = min(max(4.0, 0.6 * n + 2), 20)
+    figure, axis = plt.subplots(figsize=(side + 1, side), constrained_layout=True)
+    image = axis.imshow(confusion.to_numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    axis.set_xticks(range(n), confusion.columns, rotation=45, ha="right")
+    axis.set_yticks(range(n), confusion.index)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = confusion.to_numpy().max() / 2
+    if n <= 30:
+        for (i, j), count in np.ndenumerate(confusion.to_numpy()):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > threshold else "black")
+    axis.set_title("confusion matrix")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, *, columns: int = 8,
+                    cmap: str | None = None, title: str | None = None, size: float = 1.6) -> None:
+    """Images (`[H, W]` or `[H, W, 3]`, values in [0, 1]) in a grid, each with a small title."""
+    plt = _pyplot()
+    columns = max(1, min(columns, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + (0.4 if title else 0)),
+                                squeeze=False, constrained_layout=True)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, text in zip(axes.flat, images, titles):
+        axis.imshow(np.clip(image, 0, 1), cmap=cmap, interpolation="nearest")
+        axis.set_title(text, fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_leaderboard(leaderboard: pd.DataFrame, path: Path) -> None:
+    """Validation accuracy per backbone, best first; failed runs shown with their reason."""
+    plt = _pyplot()
+    rows = leaderboard.iloc[::-1]
+    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5), constrained_layout=True)
+    labels = [f"{r.backbone} ({r.mode})" for r in rows.itertuples()]
+    accuracy = rows["val_accuracy"].fillna(0).to_numpy()
+    bars = axis.barh(labels, accuracy, color=["#c44" if isinstance(e, str) and e else "#4a7" for e in rows["error"]])
+    for bar, row in zip(bars, rows.itertuples()):
+        text = f"failed: {row.error[:70]}" if isinstance(row.error, str) and row.error else (
+            f"{row.val_accuracy:.3f}  (top-3 {row.top3_accuracy:.3f}, {row.train_seconds:.0f} s)"
+        )
+        axis.text(max(bar.get_width(), 0) + 0.01, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
+    axis.set_xlim(0, 1.45)
+    axis.set_xlabel("validation accuracy")
+    axis.set_title("leaderboard")
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -174,6 +174,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict
     history: pd.DataFrame
+    model: keras.Model
 
 
 def train(
@@ -459,7 +460,7 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
         path = staging / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     rundir.publish(staging, out_dir)
-    return TrainResult(out_dir, metrics, history)
+    return TrainResult(out_dir, metrics, history, model)
 
 
 _BEST_WEIGHTS = "best_weights.npz"
@@ -567,7 +568,7 @@ def _report_data(folder: ImageFolder, options: TrainOptions, reporter: Reporter)
     if len(folder.duplicates):
         action = (
             "removed from validation (--dedupe)" if options.dedupe
-            else "kept; they inflate validation accuracy, --dedupe removes them from validation"
+            else "they stay in validation and inflate its accuracy; --dedupe removes them"
         )
         reporter.warning(
             f"{len(folder.duplicates)} validation image(s) are byte-for-byte copies of training images "

@@ -1,0 +1,224 @@
+"""`transfer evaluate`: how good a model is on labelled images, and where it fails.
+
+Scores come from the same decoder and model as `transfer predict` (a run directory or an exported
+SavedModel). Metrics are scikit-learn's: accuracy, top-k accuracy, log loss, per-class precision,
+recall, F1 and support with macro and weighted averages, and the confusion matrix.
+
+Test-time augmentation (`tta=True`) averages the softmax over views of each image, the multi-crop
+testing of the AlexNet paper (ten 224 crops of a 256 image: four corners and the centre, each also
+mirrored): the image is decoded at `input / 0.875` and cropped to the input size at the corners and
+the centre, each crop also mirrored left-right unless the run was trained without horizontal flips.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn import metrics as skm
+
+from transfer import rundir
+from transfer.data import iter_decoded_batches
+from transfer.errors import DataError, InvalidOptionError
+from transfer.events import SILENT, Reporter
+from transfer.prediction import RunModel, SavedModel, load_model
+from transfer.reporting import plot_confusion_matrix
+from transfer.sources import list_folder
+
+#: Crop side over decoded side for multi-crop TTA (224 of 256, as in the AlexNet paper).
+CROP_FRACTION = 0.875
+METRICS_CSV = "metrics.csv"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+ERRORS_CSV = "errors.csv"
+
+
+@dataclass
+class Evaluation:
+    """Scores and metrics of a model on labelled images.
+
+    Attributes:
+        class_names: the model's labels, in output order.
+        examples: one row per scored image: `path`, `label`, `predicted`, `confidence`, `top`
+            (the top-3 as "label probability; ..."), `correct`.
+        scores: `[images, classes]` softmax, rows in `examples` order.
+        skipped: files that could not be scored: `path`, `label`, `reason`.
+        summary: accuracy, top-k accuracy, log loss, averages, counts, whether TTA was on.
+        per_class: precision, recall, F1 and support per class, then the macro and weighted rows.
+        confusion: counts, rows the true class and columns the predicted class.
+        seconds: wall time of scoring (decoding and forward passes).
+    """
+
+    class_names: list[str]
+    examples: pd.DataFrame
+    scores: np.ndarray
+    skipped: pd.DataFrame
+    summary: dict
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+    seconds: float
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """The misclassified images, the most confidently wrong first."""
+        wrong = self.examples[~self.examples["correct"]]
+        return wrong.sort_values("confidence", ascending=False, kind="stable")
+
+
+def evaluate_folder(
+    model_path: Path,
+    data_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    top_k: int = 3,
+    tta: bool = False,
+    batch_size: int = 32,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> tuple[Evaluation, Path]:
+    """Evaluates a run or SavedModel on a class folder and writes the results to `out_dir`
+    (default `MODEL/evaluation`). Returns the evaluation and the folder written."""
+    out_dir = Path(out_dir) if out_dir is not None else Path(model_path) / "evaluation"
+    rundir.check_destination(out_dir, force)
+    listing = list_folder(Path(data_dir))
+    evaluation = evaluate(model_path, listing.files[["path", "label"]], top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
+    evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
+    evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped))
+    write_evaluation(evaluation, out_dir)
+    return evaluation, out_dir
+
+
+def evaluate(
+    model_path: Path,
+    data: pd.DataFrame,
+    *,
+    top_k: int = 3,
+    tta: bool = False,
+    batch_size: int = 32,
+    reporter: Reporter = SILENT,
+) -> Evaluation:
+    """Scores the images of `data` (`path`, `label` columns) and computes the metrics.
+
+    Raises:
+        InvalidOptionError: `top_k` < 1 or `batch_size` < 1.
+        DataError: labels the model does not know, or no image that can be scored.
+    """
+    if top_k < 1:
+        raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
+    if batch_size < 1:
+        raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
+    model = load_model(model_path)
+    class_names = model.labels
+    unknown = sorted(set(data["label"]) - set(class_names))
+    if unknown:
+        raise DataError(
+            f"The data has classes the model was not trained on: {', '.join(unknown)}. The model "
+            f"knows {', '.join(class_names)}; evaluate on folders named after those classes."
+        )
+    paths, labels = data["path"].tolist(), dict(zip(data["path"], data["label"]))
+    started = time.perf_counter()
+    scored, failed = [], []
+    with reporter.progress("Evaluating" + (" (TTA)" if tta else ""), total=len(paths)) as progress:
+        stream = _tta_scores(model, paths, batch_size) if tta else model.score_files(paths, batch_size)
+        for path, scores in stream:
+            progress.advance()
+            if isinstance(scores, str):
+                failed.append((path, labels[path], scores))
+            else:
+                scored.append((path, scores))
+    seconds = time.perf_counter() - started
+    if not scored:
+        raise DataError(f"None of the {len(paths)} images could be read; see the reasons above.")
+    return _measure(class_names, scored, labels, failed, top_k, tta, seconds)
+
+
+def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:
+    """`[N, S', S', 3]` images -> `[N, V, size, size, 3]` views: 4 corner and centre crops of
+    `size`, and their mirror images when `mirror` (V = 10, else 5)."""
+    side = int(pixels.shape[1])
+    far, centre = side - size, (side - size) // 2
+    crops = [pixels[:, y : y + size, x : x + size] for y, x in ((0, 0), (0, far), (far, 0), (far, far), (centre, centre))]
+    if mirror:
+        crops += [tf.reverse(crop, axis=[2]) for crop in crops]
+    return tf.stack(crops, axis=1)
+
+
+def _tta_scores(model: RunModel | SavedModel, paths: Sequence[str], batch_size: int):
+    size = model.image_size
+    mirror = model.config.get("flip", "horizontal") in ("horizontal", "horizontal_and_vertical")
+    source = math.ceil(size / CROP_FRACTION)
+    for batch in iter_decoded_batches(paths, source, batch_size):
+        yield from batch.failed
+        if batch.paths:
+            views = tta_views(tf.constant(batch.pixels), size, mirror)
+            count = int(views.shape[1])
+            flat = tf.reshape(views, (-1, size, size, 3))
+            scores = model.score_pixels(flat.numpy()).reshape(len(batch.paths), count, -1)
+            yield from zip(batch.paths, scores.mean(axis=1))
+
+
+def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evaluation:
+    index = {name: i for i, name in enumerate(class_names)}
+    paths = [path for path, _ in scored]
+    scores = np.stack([s for _, s in scored]).astype(np.float64)
+    scores /= scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
+    truth = np.array([index[labels[path]] for path in paths])
+    predicted = scores.argmax(axis=1)
+    classes = np.arange(len(class_names))
+    k = min(top_k, len(class_names))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    examples = pd.DataFrame({
+        "path": paths,
+        "label": [labels[path] for path in paths],
+        "predicted": [class_names[i] for i in predicted],
+        "confidence": scores[np.arange(len(paths)), predicted],
+        "top": ["; ".join(f"{class_names[i]} {row_scores[i]:.3f}" for i in row) for row, row_scores in zip(order, scores)],
+        "correct": predicted == truth,
+    })
+    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
+    per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support}, index=class_names)
+    for average in ("macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(truth, predicted, labels=classes, average=average, zero_division=0)
+        per_class.loc[f"{average} avg"] = [p, r, f, len(truth)]
+    per_class["support"] = per_class["support"].astype(int)
+    per_class.index.name = "class"
+    summary = {
+        "accuracy": float(skm.accuracy_score(truth, predicted)),
+        "top_k_accuracy": float(np.mean((np.argsort(-scores, axis=1, kind="stable")[:, :k] == truth[:, None]).any(axis=1))),
+        "top_k": k,
+        "log_loss": float(skm.log_loss(truth, scores, labels=classes)),
+        "macro_f1": float(per_class.loc["macro avg", "f1"]),
+        "weighted_f1": float(per_class.loc["weighted avg", "f1"]),
+        "num_images": len(truth),
+        "num_skipped": len(failed),
+        "tta": tta,
+        "images_per_second": round(len(paths) / seconds, 2) if seconds > 0 else None,
+    }
+    confusion = pd.DataFrame(
+        skm.confusion_matrix(truth, predicted, labels=classes), index=class_names, columns=class_names
+    )
+    confusion.index.name, confusion.columns.name = "true", "predicted"
+    skipped = pd.DataFrame(failed, columns=["path", "label", "reason"])
+    return Evaluation(class_names, examples, scores, skipped, summary, per_class, confusion, seconds)
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path) -> None:
+    """metrics.json/.csv, confusion_matrix.csv/.png, errors.csv and skipped.csv, atomically."""
+    staging = rundir.staging_dir(out_dir)
+    rundir.write_json(staging / rundir.METRICS, {
+        **evaluation.summary,
+        "per_class": evaluation.per_class.to_dict(orient="index"),
+    })
+    evaluation.per_class.to_csv(staging / METRICS_CSV)
+    evaluation.confusion.to_csv(staging / CONFUSION_CSV)
+    plot_confusion_matrix(evaluation.confusion, staging / CONFUSION_PNG)
+    errors = evaluation.errors.drop(columns="correct").rename(columns={"label": "true_label", "top": "top_3"})
+    errors.to_csv(staging / ERRORS_CSV, index=False)
+    evaluation.skipped.to_csv(staging / rundir.SKIPPED, index=False)
+    rundir.publish(staging, out_dir)

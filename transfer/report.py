@@ -1,0 +1,216 @@
+"""`transfer report RUN_DIR`: one self-contained `report.html` about a training run.
+
+The page embeds every image as a data URI, so it can be mailed or archived as a single file. It
+shows the configuration, the data (images per class, skipped files, duplicates), the training
+curves, the metrics and confusion matrix of the model on the run's validation split (evaluated
+now, as `transfer evaluate` does), the most confident errors with their top-3 predictions, and
+Grad-CAM heatmaps over a few validation images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from transfer import rundir
+from transfer.backbones import get_backbone
+from transfer.data import iter_decoded_batches
+from transfer.errors import ModelLoadError
+from transfer.evaluation import Evaluation, evaluate
+from transfer.events import SILENT, Reporter
+from transfer.prediction import RunModel
+from transfer.reporting import plot_confusion_matrix, plot_image_grid
+from transfer.visualize import grad_cam, overlay
+
+REPORT = "report.html"
+
+
+def report(
+    run_dir: Path,
+    out_file: Path | None = None,
+    *,
+    tta: bool = False,
+    errors: int = 12,
+    gradcam: int = 8,
+    reporter: Reporter = SILENT,
+) -> Path:
+    """Writes the report of the run at `run_dir` to `out_file` (default RUN_DIR/report.html).
+
+    Args:
+        tta: evaluate with test-time augmentation (see `transfer.evaluation`).
+        errors: how many of the most confident errors to show.
+        gradcam: how many validation images to show Grad-CAM heatmaps for.
+    """
+    run_dir = Path(run_dir)
+    out_file = Path(out_file) if out_file is not None else run_dir / REPORT
+    run = RunModel(run_dir)
+    for name in (rundir.CONFIG, rundir.SPLIT):
+        if not (run_dir / name).is_file():
+            raise ModelLoadError(f"{run_dir} lacks {name}; a report needs a run directory written by `transfer train`.")
+    config = rundir.read_json(run_dir / rundir.CONFIG)
+    split = _table(run_dir / rundir.SPLIT)
+    val = split[split["split"] == "val"][["path", "label"]]
+    evaluation = evaluate(run_dir, val, tta=tta, reporter=reporter)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
+        heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
+        sections = [
+            _summary(run_dir, config, evaluation),
+            _section("Data", _data(run_dir, split)),
+            _section("Training curves", _image(run_dir / rundir.CURVES, "training curves")),
+            _section("Metrics on the validation split", _metrics(evaluation)),
+            _section("Confusion matrix", _image(scratch / "confusion.png", "confusion matrix")),
+            _section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
+            _section("Where the model looked (Grad-CAM)", heatmaps),
+            _section("Configuration", _config(config)),
+        ]
+        page = _page(f"transfer report: {run_dir.name}", "\n".join(sections))
+    temporary = out_file.with_name(f".{out_file.name}.tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(out_file)
+    return out_file
+
+
+def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
+    s = evaluation.summary
+    mode = "scratch" if not config.get("pretrained") else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+    facts = {
+        "backbone": f"{config.get('backbone')} ({mode}, weights {config.get('weights')})",
+        "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
+        f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
+        "log loss": f"{s['log_loss']:.4f}",
+        "macro F1": f"{s['macro_f1']:.3f}",
+        "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
+    }
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    return (
+        f'<header><h1>{html.escape(run_dir.name)}</h1>'
+        f'<p class="headline"><span id="accuracy">{s["accuracy"]:.1%}</span> validation accuracy</p>'
+        f"<table class=facts>{rows}</table></header>"
+    )
+
+
+def _data(run_dir: Path, split: pd.DataFrame) -> str:
+    counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
+    parts = [counts.to_html(classes="numbers", border=0)]
+    skipped = _table(run_dir / rundir.SKIPPED) if (run_dir / rundir.SKIPPED).is_file() else pd.DataFrame()
+    if len(skipped):
+        parts.append(f"<h3>Skipped files ({len(skipped)})</h3>" + skipped.head(100).to_html(index=False, border=0))
+    else:
+        parts.append("<p>No file was skipped.</p>")
+    duplicates = _table(run_dir / rundir.DUPLICATES) if (run_dir / rundir.DUPLICATES).is_file() else pd.DataFrame()
+    if len(duplicates):
+        parts.append(f"<h3>Validation images that copy training images ({len(duplicates)})</h3>"
+                     + duplicates.head(50).to_html(index=False, border=0))
+    return "\n".join(parts)
+
+
+def _metrics(evaluation: Evaluation) -> str:
+    return evaluation.per_class.to_html(classes="numbers", border=0, float_format=lambda v: f"{v:.3f}")
+
+
+def _errors(evaluation: Evaluation, count: int) -> str:
+    worst = evaluation.errors.head(count)
+    if worst.empty:
+        return "<p>No validation image was misclassified.</p>"
+    cards = []
+    for row in worst.itertuples():
+        top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
+        cards.append(
+            f'<figure class="card">{_thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label)}</b>'
+            f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
+        )
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _gradcam_figure(run: RunModel, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
+    if count <= 0:
+        return "<p>Not requested.</p>"
+    spec = get_backbone(config["backbone"])
+    chosen = _spread_over_classes(evaluation.examples, count)
+    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), run.image_size, 32)])
+    index = {name: i for i, name in enumerate(run.labels)}
+    heatmaps = grad_cam(run.model, spec.name, spec.pretrained, pixels, [index[p] for p in chosen["predicted"]])
+    images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
+    titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
+    plot_image_grid(images, titles, path, columns=4, size=2.4)
+    return (
+        _image(path, "Grad-CAM heatmaps")
+        + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
+        + ("the backbone's last feature maps" if spec.pretrained else "the last convolutional feature maps")
+        + ").</p>"
+    )
+
+
+def _spread_over_classes(examples: pd.DataFrame, count: int) -> pd.DataFrame:
+    """Up to `count` rows taking the classes in turn, in their order."""
+    ranked = examples.assign(rank=examples.groupby("label").cumcount())
+    return ranked.sort_values(["rank", "label"], kind="stable").head(count)
+
+
+def _config(config: dict) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in sorted(config.items()) if k != "class_names"
+    )
+    return f"<table class=facts>{rows}</table>"
+
+
+def _thumbnail(path: str, side: int = 160) -> str:
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((side, side))
+            if max(image.size) < side // 2:  # small images (digits) enlarged, pixels kept sharp
+                factor = side // max(image.size)
+                image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+    except OSError:
+        return f"<div class=missing>cannot show {html.escape(path)}</div>"
+    return _data_uri(buffer.getvalue(), "thumbnail")
+
+
+def _image(path: Path, alt: str) -> str:
+    return _data_uri(Path(path).read_bytes(), alt)
+
+
+def _data_uri(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
+
+
+def _table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
+h1 {{ margin-bottom: 0; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }}
+.headline {{ font-size: 1.3rem; }} #accuracy {{ font-size: 2.4rem; font-weight: 700; color: #2a7; }}
+table {{ border-collapse: collapse; font-size: .9rem; }} th, td {{ padding: .2rem .6rem; text-align: left; border-bottom: 1px solid #eee; }}
+table.numbers td {{ text-align: right; font-variant-numeric: tabular-nums; }}
+img {{ max-width: 100%; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 1rem; }}
+.card {{ margin: 0; padding: .5rem; border: 1px solid #ddd; border-radius: 6px; }}
+.card ol {{ margin: .3rem 0; padding-left: 1.2rem; }} .card small {{ color: #777; word-break: break-all; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

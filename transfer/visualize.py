@@ -1,0 +1,165 @@
+"""Looking inside a trained model: first-layer filters, feature maps and Grad-CAM heatmaps.
+
+`transfer visualize RUN_DIR` writes the first convolution layer's filters as an image grid and the
+feature maps of chosen layers for one image, as in the lecture notes' visualization chapter.
+`grad_cam` (Selvaraju et al., 2017) weights the last convolutional feature maps by the gradient
+of the class score averaged over space, keeps the positive part and scales it to [0, 1]: where
+the model looked. `transfer report` shows it over validation images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from transfer import rundir
+from transfer.backbones import get_backbone
+from transfer.data import iter_decoded_batches
+from transfer.errors import DataError, InvalidOptionError
+from transfer.prediction import RunModel
+from transfer.reporting import plot_image_grid
+
+FILTERS_PNG = "filters.png"
+
+
+def visualize(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    image: Path | None = None,
+    layers: Sequence[str] = (),
+    force: bool = False,
+) -> list[Path]:
+    """Writes `filters.png` and `feature_maps_<layer>.png` to `out_dir` (default RUN_DIR/visualize).
+
+    Args:
+        image: the input for the feature maps; default the run's first validation image.
+        layers: backbone layers to show; default the first and the last convolutional layers.
+
+    Returns:
+        The PNG files written.
+    """
+    run = RunModel(run_dir)
+    spec = get_backbone(run.config.get("backbone", ""))
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "visualize"
+    rundir.check_destination(out_dir, force)
+    backbone = run.model.get_layer(spec.name)
+    convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
+    names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))
+    known = {layer.name: layer for layer in _layers(backbone)}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidOptionError(
+            f"--layers: {', '.join(unknown)} not in {spec.name}. Convolution layers: "
+            f"{', '.join(layer.name for layer in convolutions[:40])}{', ...' if len(convolutions) > 40 else ''}."
+        )
+    image_path = str(image) if image else _first_validation_image(run_dir)
+    pixels = _decode_one(image_path, run.image_size)
+
+    staging = rundir.staging_dir(out_dir)
+    written = [staging / FILTERS_PNG]
+    filters, titles = first_layer_filters(convolutions[0])
+    plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
+                    title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
+    maps = feature_maps(run.model, spec.name, pixels[None], names)
+    for name, activation in zip(names, maps):
+        channels = activation[0]
+        shown = min(channels.shape[-1], 32)
+        scaled = [_unit(channels[..., c]) for c in range(shown)]
+        written.append(staging / f"feature_maps_{name}.png")
+        plot_image_grid(scaled, [f"{c}" for c in range(shown)], written[-1], columns=8, cmap="viridis",
+                        title=f"{name}: {shown} of {channels.shape[-1]} feature maps for {Path(image_path).name}")
+    rundir.publish(staging, out_dir)
+    return [out_dir / path.name for path in written]
+
+
+def first_layer_filters(layer: keras.layers.Conv2D) -> tuple[list[np.ndarray], list[str]]:
+    """The kernels of a convolution as images scaled to [0, 1] each: RGB for 3 input channels,
+    else the mean over input channels (gray)."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel)  # [h, w, in, out]
+    images = []
+    for index in range(min(kernel.shape[-1], 64)):
+        weights = kernel[..., index]
+        images.append(_unit(weights if weights.shape[-1] == 3 else weights.mean(axis=-1)))
+    return images, [str(i) for i in range(len(images))]
+
+
+def feature_maps(model: keras.Model, backbone_name: str, pixels: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+    """Activations of the named backbone layers for decoded `pixels` (inference mode)."""
+    backbone = model.get_layer(backbone_name)
+    probe = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in names])
+    outputs = probe(model.get_layer("preprocess")(pixels), training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [keras.ops.convert_to_numpy(output) for output in outputs]
+
+
+def grad_cam(model: keras.Model, backbone_name: str, pretrained: bool, pixels: np.ndarray,
+             classes: Sequence[int]) -> np.ndarray:
+    """Grad-CAM heatmaps `[N, H, W]` in [0, 1] at the input size, for class `classes[i]` of image i.
+
+    The feature maps are the backbone's output for pretrained backbones (the head pools them) and,
+    for the from-scratch baselines, those of the last layer whose output is larger than 1x1.
+    """
+    backbone = model.get_layer(backbone_name)
+    x = model.get_layer("preprocess")(tf.constant(pixels))
+    if pretrained:
+        head, pool = model.get_layer("head"), model.get_layer("avg_pool")
+        with tf.GradientTape() as tape:
+            maps = backbone(x, training=False)
+            tape.watch(maps)
+            chosen = tf.gather(head(pool(maps), training=False), list(classes), axis=1, batch_dims=1)
+    else:
+        spatial = [  # the last feature maps that still have a spatial extent (LeNet's C5 is 1x1)
+            layer for layer in _layers(backbone)
+            if len(layer.output.shape) == 4 and layer.output.shape[1] * layer.output.shape[2] > 1
+        ]
+        probe = keras.Model(backbone.inputs, [spatial[-1].output, backbone.output])
+        with tf.GradientTape() as tape:
+            maps, probabilities = probe(x, training=False)
+            chosen = tf.gather(probabilities, list(classes), axis=1, batch_dims=1)
+    gradients = tape.gradient(chosen, maps)
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[..., None]
+    cam = tf.image.resize(cam, pixels.shape[1:3], method="bilinear")[..., 0].numpy()
+    peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0)
+
+
+def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An image ([0, 255]) with a heatmap ([0, 1]) blended over it in the jet colormap, in [0, 1]."""
+    from matplotlib import colormaps
+
+    colored = colormaps["jet"](heatmap)[..., :3]
+    return np.clip((1 - alpha) * pixels / 255.0 + alpha * colored, 0, 1)
+
+
+def _layers(model: keras.Model) -> list[keras.Layer]:
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values, dtype=np.float32)
+
+
+def _first_validation_image(run_dir: Path) -> str:
+    split_file = Path(run_dir) / rundir.SPLIT
+    if split_file.is_file():
+        split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+        val = split[split["split"] == "val"]["path"]
+        if len(val):
+            return val.iloc[0]
+    raise DataError(f"{run_dir} has no validation images listed in {rundir.SPLIT}; pass --image PATH.")
+
+
+def _decode_one(path: str, size: int) -> np.ndarray:
+    for batch in iter_decoded_batches([path], size, 1):
+        if batch.failed:
+            raise DataError(f"Cannot read {path}: {batch.failed[0][1]}")
+        return batch.pixels[0]
+    raise DataError(f"Cannot read {path}.")
