@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEMO   := .demo
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo test clean
+.PHONY: install browser demo test clean
 
 install: $(STAMP)
 
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
 	touch $@
 
-test: install
+# The report test opens report.html in a real headless browser: Debian's chromium and its driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "Installing Debian's chromium and chromium-driver (for the report test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 demo: install

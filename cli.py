@@ -50,6 +50,7 @@ class StrategyName(str, Enum):
     auto = "auto"
     default = "default"
     mirrored = "mirrored"
+    multiworker = "multiworker"
 
 
 class Flip(str, Enum):
@@ -130,7 +131,7 @@ def train(
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")] = False,
     class_weight: Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")] = ClassWeight.none,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")] = 42,
-    strategy: Annotated[StrategyName, typer.Option(help="auto: MirroredStrategy on more than one GPU, else one device.")] = StrategyName.auto,
+    strategy: Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")] = StrategyName.auto,
     patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = 5,
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = True,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = 0,

@@ -101,7 +101,7 @@ def compare(
         })
         keras.backend.clear_session()
 
-    leaderboard = pd.DataFrame(rows, columns=COLUMNS)
+    leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
     leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
     leaderboard = leaderboard.reset_index(drop=True)
     plot_leaderboard(leaderboard, out_dir / LEADERBOARD_PNG)

@@ -231,7 +231,11 @@ def make_dataset(
         dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Under MultiWorkerMirroredStrategy each worker takes every n-th batch. The source is a list
+    # of paths in memory, not files, so sharding by FILE cannot apply: DATA is set explicitly.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 @dataclass

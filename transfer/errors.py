@@ -37,3 +37,7 @@ class TrainingInterrupted(TransferError):
     """Training was stopped by the user; the run can be resumed."""
 
     exit_code = 130
+
+
+class WorkerLostError(TransferError):
+    """Multi-worker training stopped because another worker died or became unreachable."""

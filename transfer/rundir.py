@@ -56,19 +56,23 @@ def check_destination(path: Path, force: bool) -> None:
         )
 
 
-def partial_dir(path: Path) -> Path:
-    """The hidden staging folder beside `path` where `path` is written until complete."""
+def partial_dir(path: Path, worker: int | None = None) -> Path:
+    """The hidden staging folder beside `path` where `path` is written until complete.
+
+    A non-chief worker of a multi-worker run (`worker` = its index) keeps its own copy in
+    `.NAME.worker-K.partial` instead, deleted when training ends; only the chief writes `path`.
+    """
     path = Path(path)
-    return path.parent / f".{path.name}.partial"
+    return path.parent / (f".{path.name}.partial" if worker is None else f".{path.name}.worker-{worker}.partial")
 
 
-def check_no_interrupted_run(path: Path, force: bool) -> None:
+def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None) -> None:
     """Refuses to start over an interrupted training of `path` unless `force`.
 
     Raises:
         OutputExistsError: naming the interrupted run and how to resume it.
     """
-    partial = partial_dir(path)
+    partial = partial_dir(path, worker)
     if (partial / RESUME_STATE).is_file() and not force:
         raise OutputExistsError(
             f"An interrupted training of {path} is in {partial}. Continue it with `transfer train "
@@ -76,9 +80,9 @@ def check_no_interrupted_run(path: Path, force: bool) -> None:
         )
 
 
-def staging_dir(path: Path) -> Path:
-    """An empty hidden folder beside `path` to write into before `publish`."""
-    staging = partial_dir(path)
+def staging_dir(path: Path, worker: int | None = None) -> Path:
+    """An empty hidden folder beside `path` to write into before `publish` (see `partial_dir`)."""
+    staging = partial_dir(path, worker)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)

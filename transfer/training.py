@@ -27,8 +27,16 @@ from transfer.augmentation import FLIPS, build_augmentation
 from transfer.backbones import BackboneSpec, check_weights, get_backbone
 from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
 from transfer.data import ImageFolder, make_dataset, prepare
-from transfer.distribute import STRATEGIES, describe, resolve_strategy, strategy_name
-from transfer.errors import InvalidOptionError, TrainingInterrupted
+from transfer.distribute import (
+    STRATEGIES,
+    describe,
+    is_multi_worker,
+    min_across_workers,
+    resolve_strategy,
+    strategy_name,
+    worker_index,
+)
+from transfer.errors import InvalidOptionError, TrainingInterrupted, WorkerLostError
 from transfer.events import SILENT, Reporter
 from transfer.features import extract_features, feature_extractor, features_dataset
 from transfer.reporting import plot_curves, stage_history
@@ -209,8 +217,10 @@ def train(
     options = options.resolved()
     spec = get_backbone(options.backbone)
     out_dir = Path(out_dir)
-    rundir.check_destination(out_dir, force)
-    rundir.check_no_interrupted_run(out_dir, force)
+    worker = worker_index()  # None on the chief, or on a single machine
+    if worker is None:
+        rundir.check_destination(out_dir, force)
+    rundir.check_no_interrupted_run(out_dir, force, worker)
     listing = _list_data(data_dir, options)
     strategy = strategy or resolve_strategy(options.strategy)
     model = _build_model(spec, options, len(listing.class_names), strategy, reporter)
@@ -218,7 +228,7 @@ def train(
         listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed,
         dedupe=options.dedupe, reporter=reporter,
     )
-    staging = rundir.staging_dir(out_dir)
+    staging = rundir.staging_dir(out_dir, worker)
     rundir.write_labels(staging / rundir.LABELS, folder.class_names)
     folder.examples.to_csv(staging / rundir.SPLIT, index=False)
     folder.skipped.to_csv(staging / rundir.SKIPPED, index=False)
@@ -246,7 +256,7 @@ def resume(
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    staging = rundir.partial_dir(run_dir)
+    staging = rundir.partial_dir(run_dir, worker_index())
     if not (staging / rundir.RESUME_STATE).is_file():
         finished = (run_dir / rundir.METRICS).is_file()
         raise InvalidOptionError(
@@ -322,6 +332,22 @@ def _run(model, spec, options, folder, staging, out_dir, state, strategy, report
             f"Training interrupted. The best checkpoint so far is {staging / rundir.CHECKPOINT}; "
             f"continue with `transfer train --resume {out_dir}`."
         ) from None
+    except _PEER_FAILURES as error:
+        if not is_multi_worker(strategy):
+            raise
+        raise WorkerLostError(
+            f"A worker of the cluster stopped or cannot be reached ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:200]}). Nothing was published; this worker's state "
+            f"is in {staging}. Start every worker again with `transfer train --resume {out_dir}` and "
+            f"its TF_CONFIG: training goes on from the last epoch all of them completed."
+        ) from None
+
+
+#: What a collective operation raises when another worker dies or cannot be reached.
+_PEER_FAILURES = (
+    tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+    tf.errors.CancelledError, tf.errors.InternalError,
+)
 
 
 def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy, reporter, verbose, started) -> TrainResult:
@@ -338,6 +364,12 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
     val_data = make_dataset(val_paths, val_labels, options.image_size, global_batch, shuffle=False)
 
     frozen_features = options.frozen_features if spec.pretrained else None
+    if frozen_features not in (None, "in_loop") and is_multi_worker(strategy):
+        reporter.message(
+            "Feature caching is off under multi-worker training (each worker would cache only its own "
+            "shard); the frozen backbone runs in the loop."
+        )
+        frozen_features = "in_loop"
     stages = [("frozen" if spec.pretrained else "scratch", options.epochs, options.lr, None)]
     if spec.pretrained and options.finetune_epochs:
         stages.append(("finetune", options.finetune_epochs, options.finetune_lr, options.unfreeze_count))
@@ -356,6 +388,7 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
         stage_started = time.perf_counter()
         stage_dir = _stage_dir(staging, stage)
         stage_dir.mkdir(parents=True, exist_ok=True)
+        _agree_on_backup(stage_dir / "backup", strategy)
         fit_model, fit_train, fit_val = model, train_data, val_data
         if stage == "frozen" and frozen_features != "in_loop":
             fit_model = model.get_layer("head")
@@ -395,7 +428,7 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
             ),
             keras.callbacks.CSVLogger(stage_dir / rundir.HISTORY, append=True),
             # Last, so that a backup marks an epoch whose other records are written.
-            keras.callbacks.BackupAndRestore(stage_dir / "backup", delete_checkpoint=False),
+            keras.callbacks.BackupAndRestore(stage_dir / "backup", double_checkpoint=True, delete_checkpoint=False),
         ]
         if (stage_dir / "backup").is_dir():
             reporter.message(f"Stage {stage}: restoring the weights and optimizer of the last completed epoch.")
@@ -456,6 +489,9 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
     history.to_csv(staging / rundir.HISTORY, index=False)
     plot_curves(history, staging / rundir.CURVES)
     rundir.write_json(staging / rundir.CONFIG, config)
+    if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
+        shutil.rmtree(staging)
+        return TrainResult(out_dir, metrics, history, model)
     for name in ("stages", _BEST_WEIGHTS, rundir.RESUME_STATE):  # only needed to resume
         path = staging / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -525,33 +561,83 @@ class _FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
 class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` whose best value, patience count and best weights survive a restart.
 
-    After each epoch its record goes to `state_dir` (the best weights whenever they improve);
-    a new instance on the same folder starts from that record instead of from scratch.
+    After each epoch its record for that epoch goes to `state_dir` (and the best weights whenever
+    they improve). A new instance on the same folder starts from the record of the last epoch the
+    stage's backup holds (`_backup_epoch`), so the two always describe the same epoch.
     """
 
     def __init__(self, state_dir: Path, **kwargs):
         super().__init__(**kwargs)
-        self._record = Path(state_dir) / "early_stopping.json"
-        self._weights = Path(state_dir) / "early_stopping_best.npz"
+        self._dir = Path(state_dir)
+        self._records = self._dir / "early_stopping.json"
+
+    def _restored(self) -> dict | None:
+        last = _backup_epoch(self._dir / "backup") - 1  # the last completed epoch, 0-based
+        if last < 0 or not self._records.is_file():
+            return None
+        return rundir.read_json(self._records).get(str(last))
 
     def saved_best(self) -> float:
-        return rundir.read_json(self._record)["best"] if self._record.is_file() else float("inf")
+        record = self._restored()
+        return record["best"] if record else float("inf")
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self._record.is_file():
-            record = rundir.read_json(self._record)
+        record = self._restored()
+        if record:
             self.best, self.wait, self.best_epoch = record["best"], record["wait"], record["best_epoch"]
-            self.best_weights = _load_weights(self._weights)
+            self.best_weights = _load_weights(self._weights(self.best_epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         if self.best is None:
             return
         if self.best_epoch == epoch:
-            self._weights.parent.mkdir(parents=True, exist_ok=True)
-            _save_weights(self._weights, self.best_weights)
-        rundir.write_json(self._record, {"best": float(self.best), "wait": self.wait, "best_epoch": self.best_epoch})
+            _save_weights(self._weights(epoch), self.best_weights)
+        records = rundir.read_json(self._records) if self._records.is_file() else {}
+        records[str(epoch)] = {"best": float(self.best), "wait": self.wait, "best_epoch": self.best_epoch}
+        rundir.write_json(self._records, records)
+        keep = {self._weights(r["best_epoch"]).name for r in list(records.values())[-2:]}
+        for old in self._dir.glob("early_stopping_best-*.npz"):
+            if old.name not in keep:
+                old.unlink()
+
+    def _weights(self, epoch: int) -> Path:
+        return self._dir / f"early_stopping_best-{epoch}.npz"
+
+
+def _backup_epoch(backup_dir: Path, previous: bool = False) -> int:
+    """Epochs completed in a `BackupAndRestore` folder (its previous backup with `previous`)."""
+    record = Path(backup_dir) / ("training_metadata.json.bkp" if previous else "training_metadata.json")
+    return int(rundir.read_json(record)["epoch"]) if record.is_file() else 0
+
+
+def _agree_on_backup(backup_dir: Path, strategy: tf.distribute.Strategy) -> None:
+    """Makes every worker of a cluster resume a stage from the same epoch.
+
+    Workers run in lockstep, but one can be stopped after finishing an epoch and before saving its
+    backup, so backups can be one epoch apart. All go on from the oldest; a worker one epoch ahead
+    falls back to its previous backup (kept by `double_checkpoint`).
+
+    Raises:
+        WorkerLostError: the backups cannot be brought to one epoch.
+    """
+    if not is_multi_worker(strategy):
+        return
+    mine = _backup_epoch(backup_dir)
+    agreed = min_across_workers(strategy, mine)
+    if mine == agreed:
+        return
+    if agreed == 0:
+        shutil.rmtree(backup_dir)
+    elif _backup_epoch(backup_dir, previous=True) == agreed:
+        for name in ("latest.weights.h5", "training_metadata.json"):
+            shutil.copy(Path(backup_dir) / f"{name}.bkp", Path(backup_dir) / name)
+    else:
+        raise WorkerLostError(
+            f"This worker's backup in {backup_dir} is at epoch {mine} and another's at {agreed}; they "
+            f"cannot be brought together. Start the run again on every worker with --force."
+        )
 
 
 def _report_data(folder: ImageFolder, options: TrainOptions, reporter: Reporter) -> None:

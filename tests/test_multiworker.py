@@ -1,0 +1,120 @@
+"""Two workers on 127.0.0.1 under MultiWorkerMirroredStrategy, each configured by its TF_CONFIG.
+
+Each worker is a process of its own, as on two machines: it runs `transfer train` (or the library)
+with the same arguments and its own TF_CONFIG.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+
+from transfer import rundir
+
+from .conftest import ROOT
+from .test_faults import wait_for_epoch
+
+
+def tf_configs(count: int) -> list[str]:
+    """One TF_CONFIG per worker of a cluster on free 127.0.0.1 ports."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}) for i in range(count)]
+
+
+def start(argv: list[str], tf_config: str, log) -> subprocess.Popen:
+    env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(processes, logs, timeout=300) -> list[str]:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+    return [log.read_text() for log in logs]
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from transfer.events import Reporter
+    from transfer.training import TrainOptions, train
+
+    class Printer(Reporter):
+        def message(self, text):
+            print(text, flush=True)
+
+    data, out, weights = sys.argv[1:4]
+    options = TrainOptions(backbone="lenet", epochs=2, augment=False, batch_size=16, seed=5)
+    result = train(data, out, options, reporter=Printer(), verbose=0)
+    np.savez(weights, *result.model.get_weights())
+    """
+)
+
+
+def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path, digits_dir):
+    run = tmp_path / "runs" / "lenet"
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    processes = [
+        start(["-c", WORKER, str(digits_dir), str(run), str(tmp_path / f"weights-{i}.npz")], config, log.open("w"))
+        for i, (config, log) in enumerate(zip(tf_configs(2), logs))
+    ]
+    outputs = finish(processes, logs)
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+
+    chief, other = np.load(tmp_path / "weights-0.npz"), np.load(tmp_path / "weights-1.npz")
+    assert chief.files == other.files and len(chief.files) == 10
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], other[name])
+
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"], "no worker folder left behind"
+    config = json.loads((run / rundir.CONFIG).read_text())
+    assert config["strategy_resolved"] == "MultiWorkerMirroredStrategy"
+    assert config["replicas"] == 2 and config["global_batch_size"] == 32
+    assert "on 2 workers (this is worker 0, the chief)" in outputs[0]
+    assert "on 2 workers (this is worker 1, the non-chief)" in outputs[1]
+    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert metrics["num_train"] + metrics["num_val"] == 600 and metrics["val_accuracy"] > 0.5
+
+
+def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digits_dir):
+    run = tmp_path / "runs" / "lenet"
+    epochs = "6"
+    argv = ["-m", "cli", "train", str(digits_dir), "--backbone", "lenet", "--epochs", epochs, "--patience", epochs,
+            "--no-augment", "--batch-size", "16", "--out", str(run)]
+    configs = tf_configs(2)
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    processes = [start(argv, config, log.open("w")) for config, log in zip(configs, logs)]
+    wait_for_epoch(processes[0], rundir.partial_dir(run) / "stages" / "scratch" / "backup", 2)
+    processes[1].send_signal(signal.SIGKILL)
+    outputs = finish(processes[:1], logs[:1], timeout=240)
+    assert processes[0].returncode == 1, outputs[0][-3000:]
+    assert "error: A worker of the cluster stopped or cannot be reached" in outputs[0]
+    assert f"transfer train --resume {run}" in outputs[0] and "Traceback" not in outputs[0]
+    assert not run.exists(), "nothing published by a failed run"
+
+    # Both start again with --resume and the same TF_CONFIG: on from the last backup, to the end.
+    logs = [tmp_path / f"resumed-{i}.log" for i in range(2)]
+    resumed = [start(["-m", "cli", "train", "--resume", str(run)], config, log.open("w")) for config, log in zip(configs, logs)]
+    outputs = finish(resumed, logs)
+    assert [p.returncode for p in resumed] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert "restoring the weights and optimizer of the last completed epoch" in outputs[0]
+    history = pd.read_csv(run / rundir.HISTORY)
+    assert history["epoch"].tolist() == list(range(1, int(epochs) + 1))
+    assert json.loads((run / rundir.METRICS).read_text())["resumed"] is True
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"]
