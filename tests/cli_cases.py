@@ -177,6 +177,7 @@ CASES = [
     Case("image size too small", lambda ws: ["train", str(ws.data), "--backbone", "inceptionv3", "--weights", "none", "--image-size", "64", "--out", str(ws.fresh("out"))], 2, "--image-size must be at least 75 for inceptionv3"),
     Case("predict --top-k 0", lambda ws: ["predict", str(ws.run), str(ws.data), "--top-k", "0"], 2, "--top-k must be >= 1; received 0"),
     Case("export --top-k 0", lambda ws: ["export", str(ws.run), "--out", str(ws.path("exp")), "--top-k", "0"], 2, "--top-k must be between 1 and 2"),
+    Case("--strategy multiworker without TF_CONFIG", lambda ws: _train(str(ws.data), ws, "--strategy", "multiworker"), 2, "TF_CONFIG is not set"),
     Case("--class-weight unknown", lambda ws: _train(str(ws.data), ws, "--class-weight", "balanced"), 2, "Invalid value for '--class-weight'"),
     # Outputs and faults
     Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists and is not empty"),

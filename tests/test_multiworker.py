@@ -118,3 +118,23 @@ def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digit
     assert history["epoch"].tolist() == list(range(1, int(epochs) + 1))
     assert json.loads((run / rundir.METRICS).read_text())["resumed"] is True
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"]
+
+
+def test_tf_config_roles_and_errors(monkeypatch):
+    import pytest
+
+    from transfer.distribute import cluster_task, worker_index
+    from transfer.errors import InvalidOptionError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster_task() is None and worker_index() is None
+    cluster = {"worker": ["a:1", "b:1"]}
+    for task, expected in [({"type": "worker", "index": 0}, None), ({"type": "worker", "index": 1}, 1)]:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        assert worker_index() == expected
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:1"], **cluster}, "task": {"type": "worker", "index": 0}}))
+    assert worker_index() == 0  # with a chief task, worker 0 is not the chief
+    for bad in ("not json", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', '{"task": {}}'):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(InvalidOptionError, match="TF_CONFIG is not a valid cluster description"):
+            cluster_task()

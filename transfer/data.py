@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -20,7 +19,7 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
-from transfer.errors import DataError
+from transfer.errors import DataError, op_error_message
 from transfer.events import SILENT, Reporter
 from transfer.preprocessing import decode_image
 from transfer.sources import SPLITS, Listing
@@ -196,16 +195,8 @@ def image_error(path: str) -> str:
     try:
         decode_image(tf.io.read_file(path), 8)
     except tf.errors.OpError as error:
-        return decoder_message(error)
+        return op_error_message(error)
     return "unreadable image"
-
-
-def decoder_message(error: Exception) -> str:
-    """A TensorFlow op error as one readable line, without the graph-function and op decorations."""
-    text = (getattr(error, "message", None) or str(error)).strip()
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
-    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
-    return text or type(error).__name__
 
 
 def make_dataset(

@@ -36,7 +36,11 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         InvalidOptionError: `multiworker` without `TF_CONFIG`, or a malformed `TF_CONFIG`.
     """
     if name == "multiworker" or (name == "auto" and os.environ.get("TF_CONFIG")):
-        cluster_task()  # validates TF_CONFIG with a clear message first
+        if cluster_task() is None:  # also validates TF_CONFIG, with a clear message
+            raise InvalidOptionError(
+                "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
+                "TF_CONFIG is not set. See the README's \"Several machines\" section."
+            )
         return _MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if name == "auto":

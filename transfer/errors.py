@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints their message (no traceback) and exits with `exit_code`."""
 
+import re
+
 
 class TransferError(Exception):
     """Base class: something the user gave us cannot be used as it is."""
@@ -41,3 +43,11 @@ class TrainingInterrupted(TransferError):
 
 class WorkerLostError(TransferError):
     """Multi-worker training stopped because another worker died or became unreachable."""
+
+
+def op_error_message(error: Exception) -> str:
+    """A TensorFlow op error as one readable line, without the graph-function and op decorations."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
+    text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+    return text or type(error).__name__

@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from transfer import rundir
-from transfer.data import decoder_message, iter_decoded_batches
-from transfer.errors import DataError, InvalidOptionError, ModelLoadError
+from transfer.data import iter_decoded_batches
+from transfer.errors import DataError, InvalidOptionError, ModelLoadError, op_error_message
 from transfer.events import SILENT, Reporter
 from transfer.preprocessing import IMAGE_EXTENSIONS
 
@@ -108,7 +108,7 @@ class SavedModel:
                     try:
                         yield path, self._scores([_read(path)])[0]
                     except (tf.errors.OpError, OSError) as error:
-                        yield path, decoder_message(error)
+                        yield path, op_error_message(error)
 
     def _scores(self, contents: list[bytes]) -> np.ndarray:
         return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()

@@ -36,7 +36,7 @@ from transfer.distribute import (
     strategy_name,
     worker_index,
 )
-from transfer.errors import InvalidOptionError, TrainingInterrupted, WorkerLostError
+from transfer.errors import InvalidOptionError, TrainingInterrupted, WorkerLostError, op_error_message
 from transfer.events import SILENT, Reporter
 from transfer.features import extract_features, feature_extractor, features_dataset
 from transfer.reporting import plot_curves, stage_history
@@ -337,7 +337,7 @@ def _run(model, spec, options, folder, staging, out_dir, state, strategy, report
             raise
         raise WorkerLostError(
             f"A worker of the cluster stopped or cannot be reached ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0][:200]}). Nothing was published; this worker's state "
+            f"{op_error_message(error)[:200]}). Nothing was published; this worker's state "
             f"is in {staging}. Start every worker again with `transfer train --resume {out_dir}` and "
             f"its TF_CONFIG: training goes on from the last epoch all of them completed."
         ) from None
