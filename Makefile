@@ -31,6 +31,7 @@ demo: install
 	$(BIN)/transfer export $(DEMO)/lenet --out $(DEMO)/lenet-savedmodel --force
 	$(BIN)/transfer predict $(DEMO)/lenet $(DEMO)/digits/3/0003.png $(DEMO)/digits/5/0005.png $(DEMO)/digits/8/0008.png
 	$(BIN)/transfer predict $(DEMO)/lenet-savedmodel $(DEMO)/digits --format csv > $(DEMO)/predictions.csv
+	$(BIN)/transfer report $(DEMO)/lenet
 	@echo
 	@echo "== Transfer learning: resnet50 with ImageNet weights, frozen, on the same digits =="
 	@if $(BIN)/transfer train $(DEMO)/digits --backbone resnet50 --image-size 64 --epochs 3 --flip none \
@@ -44,6 +45,7 @@ demo: install
 	@echo "== Demo outputs =="
 	@echo "run (model, labels, config, history, curves.png, metrics): $(DEMO)/lenet"
 	@echo "metrics: $$(tr -d '\n ' < $(DEMO)/lenet/metrics.json)"
+	@echo "report (curves, metrics, confusion matrix, errors, Grad-CAM): $(DEMO)/lenet/report.html"
 	@echo "predictions for every digit image, from the SavedModel:  $(DEMO)/predictions.csv"
 	@echo "SavedModel serving raw image bytes:                        $(DEMO)/lenet-savedmodel"
 
