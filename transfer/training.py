@@ -5,6 +5,13 @@ scratch). Stage 2, when `finetune_epochs > 0`, unfreezes the top backbone layers
 stays frozen and in inference mode), recompiles with the smaller fine-tune learning rate and goes on.
 Each stage stops early on a validation-loss plateau and restores its best weights; stage 2's
 result is kept only if it beats stage 1's best validation loss.
+
+Everything needed to go on after an interruption is kept in the run's staging folder while it
+trains (`transfer.rundir`): per stage a `BackupAndRestore` backup of the last two epochs, an
+early-stopping record per epoch and the CSV history; and `resume.json` with the options, the data
+source and the finished stages. `resume` rebuilds the model from those and goes on. Under
+`MultiWorkerMirroredStrategy` every worker keeps such a folder of its own and only the chief
+publishes the run (`transfer.distribute`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -24,7 +30,7 @@ import tensorflow as tf
 
 from transfer import rundir
 from transfer.augmentation import FLIPS, build_augmentation
-from transfer.backbones import BackboneSpec, check_weights, get_backbone
+from transfer.backbones import check_weights, get_backbone
 from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
 from transfer.data import ImageFolder, make_dataset, prepare
 from transfer.distribute import (
