@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from transfer.backbones import BACKBONES
 from transfer.errors import TransferError
@@ -238,7 +238,8 @@ def evaluate(
 
         evaluation, path = evaluate_folder(model, data_dir, out, top_k=top_k, tta=tta, batch_size=batch_size, force=force, reporter=RichReporter())
     s = evaluation.summary
-    table = Table("class", "precision", "recall", "f1", "support", title=(
+    numbers = [Column(name, justify="right") for name in ("precision", "recall", "f1", "support")]
+    table = Table("class", *numbers, title=(
         f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"
         f"   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})"
     ))
@@ -313,7 +314,8 @@ def compare(
         names = [name.strip() for name in backbones.split(",") if name.strip()]
         leaderboard = run_compare(data_dir, out, names, options, val_dir=val_dir, force=force,
                                   reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
-    table = Table("backbone", "mode", "parameters", "trainable", "val acc", "top-3", "train s", "images/s", "error")
+    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", "top-3", "train s", "images/s")]
+    table = Table("backbone", "mode", *numbers, "error")
     for row in leaderboard.itertuples():
         failed = bool(row.error)
         table.add_row(
