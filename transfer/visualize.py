@@ -63,7 +63,7 @@ def visualize(
 
     staging = rundir.staging_dir(out_dir)
     written = [staging / FILTERS_PNG]
-    filters, titles = first_layer_filters(convolutions[0])
+    filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
     plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
                     title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
     maps = feature_maps(run.model, spec.name, pixels[None], names)
@@ -78,14 +78,18 @@ def visualize(
     return [out_dir / path.name for path in written]
 
 
-def first_layer_filters(layer: keras.layers.Conv2D) -> tuple[list[np.ndarray], list[str]]:
-    """The kernels of a convolution as images scaled to [0, 1] each: RGB for 3 input channels,
-    else the mean over input channels (gray)."""
+def first_layer_filters(layer: keras.layers.Conv2D, bgr: bool = False) -> tuple[list[np.ndarray], list[str]]:
+    """The kernels of a convolution as images scaled to [0, 1] each: colour for 3 input channels
+    (`bgr`: the backbone reads BGR, as the caffe-mode ResNet50 and VGG16 do), else the mean over
+    input channels (gray)."""
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # [h, w, in, out]
     images = []
     for index in range(min(kernel.shape[-1], 64)):
         weights = kernel[..., index]
-        images.append(_unit(weights if weights.shape[-1] == 3 else weights.mean(axis=-1)))
+        if weights.shape[-1] == 3:
+            images.append(_unit(weights[..., ::-1] if bgr else weights))
+        else:
+            images.append(_unit(weights.mean(axis=-1)))
     return images, [str(i) for i in range(len(images))]
 
 
