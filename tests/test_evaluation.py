@@ -172,3 +172,17 @@ def test_compare_trains_each_on_one_split_and_reports_failures(tmp_path, hymenop
     assert (out / "leaderboard.png").stat().st_size > 5000
     split = pd.read_csv(out / "runs" / "lenet" / "split.csv")
     assert split.equals(pd.read_csv(out / "split.csv"))
+
+
+def test_first_layer_filters_of_bgr_backbones_are_shown_in_rgb_order():
+    from transfer.visualize import first_layer_filters
+
+    layer = keras.layers.Conv2D(1, 2)
+    layer.build((None, 4, 4, 3))
+    kernel = np.zeros((2, 2, 3, 1), np.float32)
+    kernel[:, :, 0, 0] = 1.0  # the first input channel of a caffe-mode backbone is blue
+    layer.kernel.assign(kernel)
+    (image,), _ = first_layer_filters(layer, bgr=True)
+    assert image[..., 2].min() == 1 and image[..., :2].max() == 0
+    (image,), _ = first_layer_filters(layer, bgr=False)
+    assert image[..., 0].min() == 1
