@@ -247,7 +247,7 @@ def evaluate(
         table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
     results.print(table)
     for row in evaluation.skipped.itertuples():
-        messages.print(f"[yellow]could not read {row.path}: {row.reason}[/yellow]", highlight=False)
+        messages.print(f"[yellow]skipped {row.path}: {row.reason}[/yellow]", highlight=False)
     results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
 
 
