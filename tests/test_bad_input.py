@@ -132,6 +132,9 @@ def test_symlinks_are_followed_once_and_broken_ones_reported(tmp_path):
     listing = list_folder(root)
     ants = listing.files[listing.files["label"] == "ants"]["path"].tolist()
     assert len(ants) == 2 + 1 + 3  # own, a linked file, a linked folder listed once (not via the loop)
+    from transfer.prediction import collect_images
+
+    assert sorted(map(os.path.abspath, collect_images([root / "ants"]))) == sorted(ants)  # predict lists alike
     assert [r for r in listing.skipped["reason"]] == [f"broken symbolic link (target {tmp_path / 'deleted.png'} does not exist)"]
 
 

@@ -15,6 +15,7 @@ from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError, ModelLoadError, op_error_message
 from transfer.events import SILENT, Reporter
 from transfer.preprocessing import IMAGE_EXTENSIONS
+from transfer.sources import walk_images
 
 
 @dataclass
@@ -132,11 +133,7 @@ def collect_images(inputs: Sequence[Path]) -> list[str]:
     paths: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(
-                str(p) for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
+            paths += walk_images(item)[0]  # as training lists a class folder
         elif item.is_file():
             paths.append(str(item))
         else:

@@ -94,7 +94,9 @@ def list_folder(data_dir: Path, val_dir: Path | None = None) -> Listing:
     files, skipped = [], []
     for folder, split in folders:
         for name in class_names:
-            images, others = _walk_class(folder / name)
+            images, others = walk_images(folder / name)
+            images = [os.path.abspath(path) for path in images]
+            others = [(os.path.abspath(path), reason) for path, reason in others]
             if not images:
                 raise DataError(
                     f"Class folder {folder / name} has no image files ({len(others)} other file(s)); "
@@ -162,8 +164,12 @@ def has_image_suffix(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """`(images, [(path, reason), ...])` below a class folder, sorted, following folder links once."""
+def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """`(images, [(path, reason), ...])` below `folder`, sorted, following folder links once.
+
+    Paths start with `folder` as given. Hidden files and folders, broken links and files without an
+    image extension are the second list, with the reason.
+    """
     images, others, seen = [], [], set()
     for root, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -175,7 +181,7 @@ def _walk_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
         hidden_dirs = [d for d in dirs if d.startswith(".")]
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(names) + hidden_dirs:
-            path = os.path.abspath(os.path.join(root, name))
+            path = os.path.join(root, name)
             if name.startswith("."):
                 others.append((path, "hidden file" if name not in hidden_dirs else "hidden folder (not searched)"))
             elif not os.path.exists(path):
