@@ -461,7 +461,7 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
         state.update(best_loss=float(best_loss), best_stage=best_stage)
         rundir.write_json(staging / rundir.RESUME_STATE, state)
 
-    val_probabilities = model.predict(val_data.map(lambda pixels, label: pixels), verbose=0)
+    val_probabilities = model.predict(val_data.map(_pixels_only), verbose=0)
     val_loss = keras.losses.sparse_categorical_crossentropy(val_labels, val_probabilities)
     history = pd.concat(histories, ignore_index=True)
     metrics = {
@@ -506,6 +506,10 @@ def _fit_stages(model, spec, options, folder, staging, out_dir, state, strategy,
 
 
 _BEST_WEIGHTS = "best_weights.npz"
+
+
+def _pixels_only(pixels, label):
+    return pixels
 
 
 def _stage_dir(staging: Path, stage: str) -> Path:
