@@ -108,9 +108,8 @@ def compare(
     rundir.write_json(out_dir / rundir.CONFIG, {
         "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
     })
-    temporary = out_dir / f".{LEADERBOARD_CSV}.tmp"
-    leaderboard.to_csv(temporary, index=False)
-    temporary.replace(out_dir / LEADERBOARD_CSV)  # last: its presence marks a finished comparison
+    with rundir.atomic_path(out_dir / LEADERBOARD_CSV) as temporary:  # last: marks a finished comparison
+        leaderboard.to_csv(temporary, index=False)
     return leaderboard
 
 

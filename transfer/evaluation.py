@@ -172,7 +172,8 @@ def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evalua
     predicted = scores.argmax(axis=1)
     classes = np.arange(len(class_names))
     k = min(top_k, len(class_names))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    ranked = np.argsort(-scores, axis=1, kind="stable")  # classes, most probable first
+    order = ranked[:, :3]
     examples = pd.DataFrame({
         "path": paths,
         "label": [labels[path] for path in paths],
@@ -190,7 +191,7 @@ def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evalua
     per_class.index.name = "class"
     summary = {
         "accuracy": float(skm.accuracy_score(truth, predicted)),
-        "top_k_accuracy": float(np.mean((np.argsort(-scores, axis=1, kind="stable")[:, :k] == truth[:, None]).any(axis=1))),
+        "top_k_accuracy": float(np.mean((ranked[:, :k] == truth[:, None]).any(axis=1))),
         "top_k": k,
         "log_loss": float(skm.log_loss(truth, scores, labels=classes)),
         "macro_f1": float(per_class.loc["macro avg", "f1"]),

@@ -54,7 +54,7 @@ class RunModel:
         try:
             self.model = keras.saving.load_model(model_file, compile=False)  # inference only
         except Exception as error:
-            reason = _first_line(error) if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
+            reason = op_error_message(error)[:300] if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
             raise ModelLoadError(
                 f"Cannot load the model file {model_file} ({reason}). It is damaged or not "
                 f"written by `transfer train`; train the run again."
@@ -84,7 +84,7 @@ class SavedModel:
             self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         except Exception as error:  # protobuf, OpError, OSError, KeyError: all mean the same here
             raise ModelLoadError(
-                f"Cannot load the SavedModel at {path} ({_first_line(error)}). It is damaged or not "
+                f"Cannot load the SavedModel at {path} ({op_error_message(error)[:300]}). It is damaged or not "
                 f"written by `transfer export`; export the run again."
             ) from error
         self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
@@ -184,11 +184,6 @@ def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
 def _read_config(path: Path) -> dict:
     config = Path(path) / rundir.CONFIG
     return rundir.read_json(config) if config.is_file() else {}
-
-
-def _first_line(error: Exception) -> str:
-    text = str(getattr(error, "message", None) or error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _read(path: str) -> bytes:

@@ -55,7 +55,7 @@ def report(
         if not (run_dir / name).is_file():
             raise ModelLoadError(f"{run_dir} lacks {name}; a report needs a run directory written by `transfer train`.")
     config = rundir.read_json(run_dir / rundir.CONFIG)
-    split = _table(run_dir / rundir.SPLIT)
+    split = rundir.read_table(run_dir / rundir.SPLIT)
     val = split[split["split"] == "val"][["path", "label"]]
     evaluation = evaluate(run_dir, val, tta=tta, reporter=reporter)
 
@@ -74,9 +74,8 @@ def report(
             _section("Configuration", _config(config)),
         ]
         page = _page(f"transfer report: {run_dir.name}", "\n".join(sections))
-    temporary = out_file.with_name(f".{out_file.name}.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    temporary.replace(out_file)
+    with rundir.atomic_path(out_file) as temporary:
+        temporary.write_text(page, encoding="utf-8")
     return out_file
 
 
@@ -102,12 +101,12 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
 def _data(run_dir: Path, split: pd.DataFrame) -> str:
     counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
     parts = [counts.to_html(classes="numbers", border=0)]
-    skipped = _table(run_dir / rundir.SKIPPED) if (run_dir / rundir.SKIPPED).is_file() else pd.DataFrame()
+    skipped = rundir.read_table(run_dir / rundir.SKIPPED) if (run_dir / rundir.SKIPPED).is_file() else pd.DataFrame()
     if len(skipped):
         parts.append(f"<h3>Skipped files ({len(skipped)})</h3>" + skipped.head(100).to_html(index=False, border=0))
     else:
         parts.append("<p>No file was skipped.</p>")
-    duplicates = _table(run_dir / rundir.DUPLICATES) if (run_dir / rundir.DUPLICATES).is_file() else pd.DataFrame()
+    duplicates = rundir.read_table(run_dir / rundir.DUPLICATES) if (run_dir / rundir.DUPLICATES).is_file() else pd.DataFrame()
     if len(duplicates):
         parts.append(f"<h3>Validation images that copy training images ({len(duplicates)})</h3>"
                      + duplicates.head(50).to_html(index=False, border=0))
@@ -190,10 +189,6 @@ def _data_uri(png: bytes, alt: str) -> str:
 
 def _section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
-
-
-def _table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def _page(title: str, body: str) -> str:

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
 
 from transfer.errors import ModelLoadError, OutputExistsError
 
@@ -106,12 +110,24 @@ def publish(staging: Path, path: Path) -> None:
         shutil.rmtree(old)
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Writes `data` as JSON through a temporary file, so a reader never sees half of it."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
+    reader never sees half a file."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
+    yield temporary
     temporary.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One of the run's CSV files with every value as written (class names such as `0` stay text)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def read_json(path: Path) -> dict:

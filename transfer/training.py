@@ -278,7 +278,7 @@ def resume(
     spec = get_backbone(options.backbone)
 
     def table(name):
-        return pd.read_csv(staging / name, dtype=str, keep_default_na=False)
+        return rundir.read_table(staging / name)
 
     duplicates = table(rundir.DUPLICATES).assign(removed=lambda d: d["removed"] == "True")
     folder = ImageFolder(
@@ -517,9 +517,8 @@ def _stage_dir(staging: Path, stage: str) -> Path:
 
 
 def _save_weights(path: Path, weights: list[np.ndarray]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(temporary, *weights)
-    temporary.replace(path)
+    with rundir.atomic_path(path) as temporary:
+        np.savez(temporary, *weights)
 
 
 def _load_weights(path: Path) -> list[np.ndarray]:

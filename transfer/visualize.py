@@ -14,7 +14,6 @@ from typing import Sequence
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from transfer import rundir
@@ -154,7 +153,7 @@ def _unit(values: np.ndarray) -> np.ndarray:
 def _first_validation_image(run_dir: Path) -> str:
     split_file = Path(run_dir) / rundir.SPLIT
     if split_file.is_file():
-        split = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+        split = rundir.read_table(split_file)
         val = split[split["split"] == "val"]["path"]
         if len(val):
             return val.iloc[0]
