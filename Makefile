@@ -13,6 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# A .venv made before the distribution was renamed keras-transfer still maps top-level cli and datasets.
+	$(BIN)/python -m pip uninstall --quiet --yes transfer 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
 	touch $@
 

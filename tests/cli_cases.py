@@ -15,21 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
 
-
-def write_png(path: Path, color=(200, 30, 30), size=(40, 40)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, format="PNG")
-    return path
-
-
-def image_folder(root: Path, classes=("ants", "bees"), per_class=6) -> Path:
-    """Tiny distinct PNGs, `per_class` per class."""
-    for i, name in enumerate(classes):
-        for j in range(per_class):
-            write_png(root / name / f"{j}.png", color=(120 * i, 20 * j, 90))
-    return root
+from tests.helpers import image_folder, write_png
 
 
 class Workspace:
@@ -52,7 +39,8 @@ class Workspace:
 
     @functools.cached_property
     def run(self) -> Path:
-        from transfer.training import TrainOptions, train
+        from transfer.options import TrainOptions
+        from transfer.training import train
 
         options = TrainOptions(backbone="lenet", epochs=1, augment=False, val_split=0.5)
         return train(self.data, self.root / "run", options, verbose=0).run_dir
@@ -211,7 +199,7 @@ def main() -> None:
     os.environ.setdefault("TERMINAL_WIDTH", "200")
     from typer.testing import CliRunner
 
-    from cli import app
+    from transfer.cli import app
 
     runner = CliRunner()
     print("| case | exit code | first line the user sees |")

@@ -6,8 +6,7 @@ os.environ.setdefault("TERMINAL_WIDTH", "200")  # Typer help on one line per opt
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
+from tests.helpers import HYMENOPTERA
 
 
 @pytest.fixture(scope="session")
@@ -20,15 +19,16 @@ def hymenoptera() -> Path:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """60 images per digit from scikit-learn's bundled digits, written by the built-in recipe."""
-    from datasets.digits import materialize
+    from transfer.datasets.digits import materialize
 
     return materialize(tmp_path_factory.mktemp("digits"), per_class=60)
 
 
-def few_photos(source: Path, destination: Path, per_class: int) -> Path:
-    """Symlinks the first `per_class` photos of each class of `source` into `destination`."""
-    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-        (destination / class_dir.name).mkdir(parents=True)
-        for photo in sorted(class_dir.iterdir())[:per_class]:
-            (destination / class_dir.name / photo.name).symlink_to(photo)
-    return destination
+@pytest.fixture(scope="session")
+def digits_run(digits_dir, tmp_path_factory) -> Path:
+    """LeNet-5 after 3 epochs on the generated digits: good, but with errors to show."""
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    out = tmp_path_factory.mktemp("digits-run") / "lenet"
+    return train(digits_dir, out, TrainOptions(backbone="lenet", epochs=3, augment=False, seed=3), verbose=0).run_dir

@@ -5,7 +5,6 @@ import pytest
 
 from transfer.backbones import BACKBONES, build_backbone, get_backbone, keras_cache_dir
 from transfer.errors import InvalidOptionError, WeightsUnavailableError
-from transfer.preprocessing import Preprocess
 
 # Parameters as published: keras.applications with include_top=False, LeNet-5 on 32x32x1 with
 # 10 classes, AlexNet on 227x227x3 with 1000 classes.
@@ -17,36 +16,12 @@ EXPECTED_PARAMETERS = {
     "alexnet": 62_378_344,
 }
 
-MATCHING_PREPROCESS = {
-    "resnet50": keras.applications.resnet50.preprocess_input,
-    "vgg16": keras.applications.vgg16.preprocess_input,
-    "inceptionv3": keras.applications.inception_v3.preprocess_input,
-}
-
-
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_parameter_count(name):
     spec = BACKBONES[name]
     size = spec.input_size if not spec.pretrained else spec.min_input_size  # counts do not depend on it
     model = build_backbone(spec, size, weights=None, num_classes=spec.reference_classes or 0)
     assert model.count_params() == EXPECTED_PARAMETERS[name]
-
-
-@pytest.mark.parametrize("name", [n for n, s in BACKBONES.items() if s.pretrained])
-def test_preprocess_layer_matches_keras_applications(name):
-    spec = BACKBONES[name]
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    expected = MATCHING_PREPROCESS[name](pixels.copy())
-    actual = keras.ops.convert_to_numpy(Preprocess(spec.preprocess_mode)(pixels))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
-
-
-def test_grayscale_preprocess_gives_one_channel_in_minus_one_to_one():
-    pixels = np.stack([np.zeros((4, 4, 3)), np.full((4, 4, 3), 255.0)]).astype("float32")
-    out = keras.ops.convert_to_numpy(Preprocess("tf", grayscale=True)(pixels))
-    assert out.shape == (2, 4, 4, 1)
-    np.testing.assert_allclose(out[0], -1.0, atol=1e-5)
-    np.testing.assert_allclose(out[1], 1.0, atol=1e-3)  # luma weights sum to 0.9999
 
 
 def _assert_same_weights(a, b):

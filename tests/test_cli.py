@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from transfer.cli import app
 from transfer.backbones import BACKBONES
 
-from .conftest import few_photos
+from tests.helpers import few_photos
 
 runner = CliRunner()
 

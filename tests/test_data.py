@@ -1,84 +1,25 @@
+"""A listing made ready to train on: images checked, split, deduplicated, weighted; streamed batches."""
+
+import io
+import os
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import image_folder, make_folder, write_image, write_png
 from transfer.data import find_unreadable, iter_decoded_batches, prepare
 from transfer.errors import DataError
-from transfer.preprocessing import decode_image
-from transfer.sources import list_classes, list_folder
+from transfer.sources import list_folder
 
 
-def write_image(path, mode="RGB", size=(20, 16), color=(200, 30, 30), fmt=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.new("RGB", size, color)
-    if mode == "P":
-        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
-    elif mode != "RGB":
-        image = image.convert(mode)
-    image.save(path, format=fmt)
-    return path
-
-
-def make_folder(root, classes=("b_class", "a_class"), per_class=5):
-    for i, name in enumerate(classes):
-        for j in range(per_class):
-            write_image(root / name / f"{j}.png", color=(40 * i, 10 * j, 100))
-    return root
-
-
-def test_classes_are_sorted(tmp_path):
-    assert list_classes(make_folder(tmp_path)) == ["a_class", "b_class"]
-
-
-@pytest.mark.parametrize(
-    "setup, message",
-    [
-        (lambda root: None, "does not exist"),
-        (lambda root: (root / "only").mkdir(parents=True), "1 class subfolder"),
-        (lambda root: write_image(root / "loose.jpg"), "holds images directly"),
-    ],
-)
-def test_structure_errors(tmp_path, setup, message):
-    root = tmp_path / "data"
-    setup(root)
-    with pytest.raises(DataError, match=message):
-        list_classes(root)
-
-
-def test_hidden_and_non_image_files_are_skipped_and_reported(tmp_path):
-    root = make_folder(tmp_path)
-    (root / "a_class" / ".DS_Store").write_bytes(b"\0\0")
-    (root / "a_class" / "notes.txt").write_text("hi")
-    write_image(root / "a_class" / "nested" / "deep.JPG", fmt="JPEG")
-    listing = list_folder(root)
-    images, skipped = listing.files, listing.skipped
-    assert len(images) == 11
-    assert any(p.endswith("nested/deep.JPG") for p in images["path"])
-    assert set(skipped["label"]) == {"a_class"}
-    reasons = dict(zip([p.rsplit("/", 1)[-1] for p in skipped["path"]], skipped["reason"]))
-    assert reasons == {".DS_Store": "hidden file", "notes.txt": "not an image file (extension '.txt')"}
-
-
-FORMATS_AND_MODES = [
-    (fmt, mode)
-    for fmt in ("PNG", "BMP", "GIF", "JPEG")
-    for mode in ("L", "P", "RGBA", "RGB")
-    if not (fmt == "JPEG" and mode in ("P", "RGBA"))  # JPEG files cannot hold palette or alpha
-]
-
-
-@pytest.mark.parametrize("fmt, mode", FORMATS_AND_MODES)
-def test_every_format_and_mode_decodes_to_rgb(tmp_path, fmt, mode):
-    path = write_image(tmp_path / f"x.{fmt.lower()}", mode=mode, fmt=fmt)
-    pixels = decode_image(path.read_bytes(), 12).numpy()
-    assert pixels.shape == (12, 12, 3) and pixels.dtype == np.float32
-    assert 0 <= pixels.min() and pixels.max() <= 255
-
-
-def test_grayscale_becomes_equal_rgb_channels(tmp_path):
-    path = write_image(tmp_path / "g.png", mode="L", color=(90, 90, 90))
-    pixels = decode_image(path.read_bytes(), 4).numpy()
-    np.testing.assert_allclose(pixels, 90, atol=1)
+def jpeg_bytes(side: int) -> bytes:
+    """A noisy JPEG, so that half of it is a truncated file and not a valid smaller one."""
+    pixels = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def test_unreadable_files_are_reported_by_path(tmp_path):
@@ -124,8 +65,51 @@ def test_corrupt_file_in_a_class_is_skipped_with_reason(tmp_path):
     assert folder.counts()["skipped"].to_dict() == {"a_class": 1, "b_class": 0}
 
 
-def test_validation_folder_with_other_classes_is_refused(tmp_path):
-    train = make_folder(tmp_path / "train")
-    val = make_folder(tmp_path / "val", classes=("a_class", "c_class"))
-    with pytest.raises(DataError, match="same class subfolders"):
-        list_folder(train, val)
+def test_unreadable_files_are_listed_by_path_with_reason_per_class(tmp_path):
+    root = image_folder(tmp_path / "data", per_class=4)
+    (root / "ants" / "empty.jpg").write_bytes(b"")
+    photo = jpeg_bytes(200)
+    (root / "ants" / "truncated.jpg").write_bytes(photo[: len(photo) // 2])
+    (root / "bees" / "text.png").write_text("hello")
+    (root / "bees" / ".DS_Store").write_bytes(b"\0")
+    folder = prepare(list_folder(root), image_size=8, val_split=0.5)
+    reasons = {os.path.basename(p): r for p, r in zip(folder.skipped["path"], folder.skipped["reason"])}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["truncated.jpg"] and reasons["text.png"].startswith("Unknown image file format")
+    assert reasons[".DS_Store"] == "hidden file"
+    assert folder.counts()["skipped"].to_dict() == {"ants": 2, "bees": 2}
+    assert len(folder.examples) == 8
+
+
+def test_a_class_left_with_one_usable_image_is_an_error_naming_it(tmp_path):
+    root = image_folder(tmp_path / "data", per_class=3)
+    for name in ("1.png", "2.png"):
+        (root / "bees" / name).write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"bees: 1 usable, 2 skipped"):
+        prepare(list_folder(root), image_size=8)
+
+
+def test_duplicates_across_train_and_val_are_found_and_removed_with_dedupe(tmp_path):
+    train = image_folder(tmp_path / "train", per_class=4)
+    val = tmp_path / "val"
+    for name in ("ants", "bees"):
+        write_png(val / name / "fresh.png", color=(1, 2, 3) if name == "ants" else (3, 2, 1))
+    shutil.copy(train / "bees" / "2.png", val / "bees" / "copy of 2.png")
+    shutil.copy(train / "ants" / "1.png", val / "bees" / "mislabelled.png")
+    kept = prepare(list_folder(train, val), image_size=8)
+    assert sorted(os.path.basename(p) for p in kept.duplicates["val_path"]) == ["copy of 2.png", "mislabelled.png"]
+    assert set(kept.duplicates["train_label"]) == {"ants", "bees"} and not kept.duplicates["removed"].any()
+    assert len(kept.examples[kept.examples["split"] == "val"]) == 4
+    deduped = prepare(list_folder(train, val), image_size=8, dedupe=True)
+    assert deduped.duplicates["removed"].all()
+    assert sorted(os.path.basename(p) for p in deduped.examples[deduped.examples["split"] == "val"]["path"]) == ["fresh.png", "fresh.png"]
+
+
+def test_balanced_class_weights_are_n_over_classes_times_count(tmp_path):
+    """Training counts a: 2, b: 6, c: 2 (N = 10, 3 classes): N / (3 * count) = 10/6, 10/18, 10/6."""
+    train = image_folder(tmp_path / "train", classes=("a", "c"), per_class=2)
+    image_folder(train, classes=("b",), per_class=6)
+    val = image_folder(tmp_path / "val", classes=("a", "b", "c"), per_class=1)
+    folder = prepare(list_folder(train, val), image_size=8)
+    assert folder.class_weights() == pytest.approx({0: 10 / 6, 1: 10 / 18, 2: 10 / 6})
+    assert folder.imbalance() == 3.0

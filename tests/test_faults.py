@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from cli import app
-from transfer import rundir
+from transfer.cli import app
+from transfer import outputs
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 runner = CliRunner()
 EPOCHS = 12
@@ -21,7 +21,7 @@ EPOCHS = 12
 
 def start_training(*argv: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "train", *argv], cwd=ROOT,
+        [sys.executable, "-m", "transfer.cli", "train", *argv], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -45,7 +45,7 @@ def wait_for_epoch(process: subprocess.Popen, backup: Path, epoch: int, timeout:
 
 def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     run = tmp_path / "run"
-    partial = rundir.partial_dir(run)
+    partial = outputs.partial_dir(run)
     backup = partial / "stages" / "scratch" / "backup"
 
     # Ctrl-C: a clear message, exit code 130, the staging folder kept.
@@ -55,7 +55,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Training interrupted" in stderr and f"transfer train --resume {run}" in stderr
-    assert not run.exists() and (partial / rundir.CHECKPOINT).is_file()
+    assert not run.exists() and (partial / outputs.CHECKPOINT).is_file()
 
     # The best checkpoint so far is usable as it is.
     image = next((digits_dir / "7").iterdir())
@@ -68,7 +68,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     killed_after = wait_for_epoch(process, backup, 5)
     process.kill()
     process.communicate()
-    logged = pd.read_csv(partial / "stages" / "scratch" / rundir.HISTORY)
+    logged = pd.read_csv(partial / "stages" / "scratch" / outputs.HISTORY)
     assert not run.exists()
 
     # Resume to the end: every epoch once, the earlier ones as they were logged.
@@ -76,36 +76,15 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     assert result.exit_code == 0, result.output
     assert "restoring the weights and optimizer of the last completed epoch" in result.output
     assert f"Epoch {killed_after + 1}/{EPOCHS}" in result.output and "Epoch 1/" not in result.output
-    history = pd.read_csv(run / rundir.HISTORY)
+    history = pd.read_csv(run / outputs.HISTORY)
     assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))
     before = logged.drop_duplicates("epoch", keep="last").set_index("epoch")["val_loss"]
     after = history.set_index(history["epoch"] - 1)["val_loss"]
     pd.testing.assert_series_equal(after.loc[before.index], before, check_names=False)
-    metrics = json.loads((run / rundir.METRICS).read_text())
+    metrics = json.loads((run / outputs.METRICS).read_text())
     assert metrics["resumed"] is True and metrics["epochs_run"] == EPOCHS and metrics["val_accuracy"] > 0.8
     assert not partial.exists()
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        rundir.MODEL, rundir.CHECKPOINT, rundir.LABELS, rundir.CONFIG, rundir.HISTORY, rundir.CURVES,
-        rundir.SPLIT, rundir.SKIPPED, rundir.DUPLICATES, rundir.METRICS,
+        outputs.MODEL, outputs.CHECKPOINT, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
+        outputs.SPLIT, outputs.SKIPPED, outputs.DUPLICATES, outputs.METRICS,
     ])
-
-
-def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkeypatch):
-    """publish() renames the old output aside before moving the new one in."""
-    old = tmp_path / "run"
-    old.mkdir()
-    (old / rundir.CONFIG).write_text("{}")
-    staging = rundir.staging_dir(old)
-    (staging / rundir.CONFIG).write_text('{"new": true}')
-    seen = []
-    original = Path.rename
-
-    def spy(self, target):
-        seen.append((self.name, Path(target).name))
-        return original(self, target)
-
-    monkeypatch.setattr(Path, "rename", spy)
-    rundir.publish(staging, old)
-    assert json.loads((old / rundir.CONFIG).read_text()) == {"new": True}
-    assert seen == [("run", ".run.old"), (".run.partial", "run")]
-    assert not (tmp_path / ".run.old").exists() and not staging.exists()

@@ -10,9 +10,10 @@ from transfer.backbones import get_backbone
 from transfer.classifier import build_classifier, unfreeze_top
 from transfer.data import iter_decoded_batches
 from transfer.features import extract_features, feature_extractor, features_dataset
-from transfer.training import TrainOptions, train
+from transfer.options import TrainOptions
+from transfer.training import train
 
-from .conftest import few_photos
+from tests.helpers import few_photos
 
 SPEC = get_backbone("resnet50")
 

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from transfer import rundir
+from transfer import outputs
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 from .test_faults import wait_for_epoch
 
 
@@ -52,8 +52,9 @@ def finish(processes, logs, timeout=300) -> list[str]:
 WORKER = textwrap.dedent(
     """
     import sys, numpy as np
-    from transfer.events import Reporter
-    from transfer.training import TrainOptions, train
+    from transfer.progress import Reporter
+    from transfer.options import TrainOptions
+    from transfer.training import train
 
     class Printer(Reporter):
         def message(self, text):
@@ -74,8 +75,8 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path, digit
         start(["-c", WORKER, str(digits_dir), str(run), str(tmp_path / f"weights-{i}.npz")], config, log.open("w"))
         for i, (config, log) in enumerate(zip(tf_configs(2), logs))
     ]
-    outputs = finish(processes, logs)
-    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    printed = finish(processes, logs)
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in printed)
 
     chief, other = np.load(tmp_path / "weights-0.npz"), np.load(tmp_path / "weights-1.npz")
     assert chief.files == other.files and len(chief.files) == 10
@@ -83,40 +84,40 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path, digit
         np.testing.assert_array_equal(chief[name], other[name])
 
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"], "no worker folder left behind"
-    config = json.loads((run / rundir.CONFIG).read_text())
+    config = json.loads((run / outputs.CONFIG).read_text())
     assert config["strategy_resolved"] == "MultiWorkerMirroredStrategy"
     assert config["replicas"] == 2 and config["global_batch_size"] == 32
-    assert "on 2 workers (this is worker 0, the chief)" in outputs[0]
-    assert "on 2 workers (this is worker 1, the non-chief)" in outputs[1]
-    metrics = json.loads((run / rundir.METRICS).read_text())
+    assert "on 2 workers (this is worker 0, the chief)" in printed[0]
+    assert "on 2 workers (this is worker 1, the non-chief)" in printed[1]
+    metrics = json.loads((run / outputs.METRICS).read_text())
     assert metrics["num_train"] + metrics["num_val"] == 600 and metrics["val_accuracy"] > 0.5
 
 
 def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digits_dir):
     run = tmp_path / "runs" / "lenet"
     epochs = "6"
-    argv = ["-m", "cli", "train", str(digits_dir), "--backbone", "lenet", "--epochs", epochs, "--patience", epochs,
+    argv = ["-m", "transfer.cli", "train", str(digits_dir), "--backbone", "lenet", "--epochs", epochs, "--patience", epochs,
             "--no-augment", "--batch-size", "16", "--out", str(run)]
     configs = tf_configs(2)
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     processes = [start(argv, config, log.open("w")) for config, log in zip(configs, logs)]
-    wait_for_epoch(processes[0], rundir.partial_dir(run) / "stages" / "scratch" / "backup", 2)
+    wait_for_epoch(processes[0], outputs.partial_dir(run) / "stages" / "scratch" / "backup", 2)
     processes[1].send_signal(signal.SIGKILL)
-    outputs = finish(processes[:1], logs[:1], timeout=240)
-    assert processes[0].returncode == 1, outputs[0][-3000:]
-    assert "error: A worker of the cluster stopped or cannot be reached" in outputs[0]
-    assert f"transfer train --resume {run}" in outputs[0] and "Traceback" not in outputs[0]
+    printed = finish(processes[:1], logs[:1], timeout=240)
+    assert processes[0].returncode == 1, printed[0][-3000:]
+    assert "error: A worker of the cluster stopped or cannot be reached" in printed[0]
+    assert f"transfer train --resume {run}" in printed[0] and "Traceback" not in printed[0]
     assert not run.exists(), "nothing published by a failed run"
 
     # Both start again with --resume and the same TF_CONFIG: on from the last backup, to the end.
     logs = [tmp_path / f"resumed-{i}.log" for i in range(2)]
-    resumed = [start(["-m", "cli", "train", "--resume", str(run)], config, log.open("w")) for config, log in zip(configs, logs)]
-    outputs = finish(resumed, logs)
-    assert [p.returncode for p in resumed] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
-    assert "restoring the weights and optimizer of the last completed epoch" in outputs[0]
-    history = pd.read_csv(run / rundir.HISTORY)
+    resumed = [start(["-m", "transfer.cli", "train", "--resume", str(run)], config, log.open("w")) for config, log in zip(configs, logs)]
+    printed = finish(resumed, logs)
+    assert [p.returncode for p in resumed] == [0, 0], "\n\n".join(o[-3000:] for o in printed)
+    assert "restoring the weights and optimizer of the last completed epoch" in printed[0]
+    history = pd.read_csv(run / outputs.HISTORY)
     assert history["epoch"].tolist() == list(range(1, int(epochs) + 1))
-    assert json.loads((run / rundir.METRICS).read_text())["resumed"] is True
+    assert json.loads((run / outputs.METRICS).read_text())["resumed"] is True
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+from transfer.options import FLIPS
 
 
 def build_augmentation(flip: str = "horizontal", seed: int | None = None) -> keras.Sequential:
@@ -21,7 +21,7 @@ def build_augmentation(flip: str = "horizontal", seed: int | None = None) -> ker
         seed: base seed for the random layers.
     """
     if flip not in FLIPS:
-        raise ValueError(f"flip must be one of {FLIPS}, received {flip!r}")
+        raise ValueError(f"flip must be one of {FLIPS}; received {flip!r}.")
     steps = [] if flip == "none" else [layers.RandomFlip(flip, seed=seed, name="random_flip")]
     steps += [
         layers.RandomRotation(0.1, fill_mode="reflect", seed=seed, name="random_rotation"),

@@ -18,18 +18,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from transfer import rundir
+from transfer import outputs
 from transfer.backbones import BACKBONES, get_backbone
 from transfer.data import prepare
 from transfer.errors import InvalidOptionError, TransferError
 from transfer.evaluation import evaluate
-from transfer.events import SILENT, Reporter
-from transfer.reporting import plot_leaderboard
+from transfer.options import TrainOptions
+from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
-from transfer.training import TrainOptions, train
+from transfer.training import train
 
-LEADERBOARD_CSV = "leaderboard.csv"
-LEADERBOARD_PNG = "leaderboard.png"
 COLUMNS = [
     "backbone", "mode", "parameters", "trainable_parameters", "val_accuracy", "top3_accuracy",
     "train_seconds", "images_per_second", "run_dir", "error",
@@ -61,29 +59,28 @@ def compare(
             f"--backbones must be a comma-separated list of {', '.join(BACKBONES)}; received {', '.join(backbones) or 'nothing'}."
         )
     for name in backbones:  # every option checked before any training
-        _options_for(name, options, Path("split.csv")).resolved()
+        _options_for(name, options, Path(outputs.SPLIT)).resolved()
     out_dir = Path(out_dir)
-    rundir.check_destination(out_dir, force)
+    outputs.check_destination(out_dir, force)
     listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None)
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # an earlier comparison, which check_destination allowed with force
     # Each run is written atomically by `train`; the leaderboard files are written last.
     out_dir.mkdir(parents=True)
-    manifest = out_dir / rundir.SPLIT
-    folder.examples.to_csv(manifest, index=False)
-    folder.skipped.to_csv(out_dir / rundir.SKIPPED, index=False)
+    comparison = outputs.Comparison(out_dir)
+    comparison.write_data(folder)
     val = folder.examples[folder.examples["split"] == "val"][["path", "label"]]
 
     rows = []
     for name in backbones:
         reporter.message(f"== {name} ==")
-        run_options = _options_for(name, options, manifest)
+        run_options = _options_for(name, options, comparison.split_file)
         spec = get_backbone(name)
         mode = "scratch" if not spec.pretrained else ("fine-tuned" if options.finetune_epochs else "frozen")
-        row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode, "run_dir": str(out_dir / "runs" / name)}
+        row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode, "run_dir": str(comparison.run_dir(name))}
         try:
-            result = train(None, out_dir / "runs" / name, run_options, reporter=reporter, verbose=verbose)
+            result = train(None, comparison.run_dir(name), run_options, reporter=reporter, verbose=verbose)
             evaluation = evaluate(result.run_dir, val, top_k=3, reporter=reporter)
         except TransferError as error:
             reporter.warning(f"{name} failed: {error}")
@@ -104,12 +101,9 @@ def compare(
     leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
     leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
     leaderboard = leaderboard.reset_index(drop=True)
-    plot_leaderboard(leaderboard, out_dir / LEADERBOARD_PNG)
-    rundir.write_json(out_dir / rundir.CONFIG, {
+    comparison.write_leaderboard(leaderboard, {
         "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
     })
-    with rundir.atomic_path(out_dir / LEADERBOARD_CSV) as temporary:  # last: marks a finished comparison
-        leaderboard.to_csv(temporary, index=False)
     return leaderboard
 
 

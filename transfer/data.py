@@ -19,13 +19,16 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
+from transfer import outputs
 from transfer.errors import DataError, op_error_message
-from transfer.events import SILENT, Reporter
+from transfer.progress import SILENT, Reporter
 from transfer.preprocessing import decode_image
 from transfer.sources import SPLITS, Listing
 
 #: Decoded training images are kept in memory when they fit in this many bytes.
 IN_MEMORY_CACHE_BYTES = 2 * 1024**3
+#: A largest/smallest class ratio from which the imbalance is reported.
+IMBALANCE_WARNING = 1.5
 
 
 @dataclass
@@ -112,6 +115,43 @@ def prepare(
         examples = examples[~examples["path"].isin(duplicates["val_path"])].reset_index(drop=True)
         _require_usable(examples, skipped, listing)
     return ImageFolder(listing.class_names, examples, skipped, duplicates, listing.source)
+
+
+def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_weight: str) -> None:
+    """Tells the usable images per class, every skipped file, duplicates and imbalance."""
+    counts = folder.counts()
+    lines = [
+        f"  {name}: {row['train']} train, {row['val']} val" + (f", {row['skipped']} skipped" if row["skipped"] else "")
+        for name, row in counts.iterrows()
+    ]
+    reporter.message(f"{len(folder.class_names)} classes, usable images per class:\n" + "\n".join(lines))
+    if len(folder.skipped):
+        reporter.warning(f"Skipped {len(folder.skipped)} file(s) (listed in {outputs.SKIPPED}):")
+        for row in folder.skipped.itertuples():
+            reporter.warning(f"  {row.path}: {row.reason}")
+    if len(folder.duplicates):
+        action = (
+            "removed from validation (--dedupe)" if dedupe
+            else "they stay in validation and inflate its accuracy; --dedupe removes them"
+        )
+        reporter.warning(
+            f"{len(folder.duplicates)} validation image(s) are byte-for-byte copies of training images "
+            f"(listed in {outputs.DUPLICATES}); {action}:"
+        )
+        for row in folder.duplicates.head(10).itertuples():
+            reporter.warning(f"  {row.val_path} = {row.train_path}")
+        if len(folder.duplicates) > 10:
+            reporter.warning(f"  ... and {len(folder.duplicates) - 10} more")
+    ratio = folder.imbalance()
+    if ratio >= IMBALANCE_WARNING:
+        train = counts["train"]
+        advice = "class weights are on (--class-weight auto)" if class_weight == "auto" else (
+            "--class-weight auto weights the loss to balance them"
+        )
+        reporter.warning(
+            f"Classes are imbalanced: {train.idxmax()} has {train.max()} training images, {train.idxmin()} "
+            f"{train.min()} ({ratio:.1f}x); {advice}."
+        )
 
 
 def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.DataFrame:

@@ -15,8 +15,7 @@ import os
 import tensorflow as tf
 
 from transfer.errors import InvalidOptionError
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+from transfer.options import STRATEGIES
 
 
 def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -90,12 +89,13 @@ def cluster_task() -> tuple[str, int, dict] | None:
         cluster, task = config["cluster"], config["task"]
         task_type, index = str(task["type"]), int(task["index"])
         members = cluster[task_type]
-        assert isinstance(members, list) and 0 <= index < len(members)
-    except (ValueError, KeyError, TypeError, AssertionError):
+    except (ValueError, KeyError, TypeError):
+        members, index = None, -1
+    if not isinstance(members, list) or not 0 <= index < len(members):
         raise InvalidOptionError(
             f"TF_CONFIG is not a valid cluster description; received {text[:300]!r}. Expected JSON like "
             f"{example}, with this machine's entry named by task.type and task.index."
-        ) from None
+        )
     return task_type, index, cluster
 
 

@@ -23,20 +23,15 @@ import pandas as pd
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from transfer import rundir
+from transfer import outputs
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError
-from transfer.events import SILENT, Reporter
-from transfer.prediction import RunModel, SavedModel, load_model
-from transfer.reporting import plot_confusion_matrix
+from transfer.prediction import Scorer, load_scorer
+from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 
 #: Crop side over decoded side for multi-crop TTA (224 of 256, as in the AlexNet paper).
 CROP_FRACTION = 0.875
-METRICS_CSV = "metrics.csv"
-CONFUSION_CSV = "confusion_matrix.csv"
-CONFUSION_PNG = "confusion_matrix.png"
-ERRORS_CSV = "errors.csv"
 
 
 @dataclass
@@ -84,13 +79,13 @@ def evaluate_folder(
 ) -> tuple[Evaluation, Path]:
     """Evaluates a run or SavedModel on a class folder and writes the results to `out_dir`
     (default `MODEL/evaluation`). Returns the evaluation and the folder written."""
-    out_dir = Path(out_dir) if out_dir is not None else Path(model_path) / "evaluation"
-    rundir.check_destination(out_dir, force)
+    out_dir = Path(out_dir) if out_dir is not None else Path(model_path) / outputs.EVALUATION
+    outputs.check_destination(out_dir, force)
     listing = list_folder(Path(data_dir))
     evaluation = evaluate(model_path, listing.files[["path", "label"]], top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped))
-    write_evaluation(evaluation, out_dir)
+    outputs.write_evaluation(evaluation, out_dir)
     return evaluation, out_dir
 
 
@@ -113,7 +108,7 @@ def evaluate(
         raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
     if batch_size < 1:
         raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
-    model = load_model(model_path)
+    model = load_scorer(model_path)
     class_names = model.labels
     unknown = sorted(set(data["label"]) - set(class_names))
     if unknown:
@@ -135,7 +130,13 @@ def evaluate(
     seconds = time.perf_counter() - started
     if not scored:
         raise DataError(f"None of the {len(paths)} images could be read; see the reasons above.")
-    return _measure(class_names, scored, labels, failed, top_k, tta, seconds)
+    evaluation = measure(
+        class_names, [path for path, _ in scored], np.stack([s for _, s in scored]),
+        [labels[path] for path, _ in scored], top_k=top_k, tta=tta, seconds=seconds,
+    )
+    evaluation.skipped = pd.DataFrame(failed, columns=outputs.SKIPPED_COLUMNS)
+    evaluation.summary["num_skipped"] = len(failed)
+    return evaluation
 
 
 def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:
@@ -149,7 +150,7 @@ def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:
     return tf.stack(crops, axis=1)
 
 
-def _tta_scores(model: RunModel | SavedModel, paths: Sequence[str], batch_size: int):
+def _tta_scores(model: Scorer, paths: Sequence[str], batch_size: int):
     size = model.image_size
     mirror = model.config.get("flip", "horizontal") in ("horizontal", "horizontal_and_vertical")
     source = math.ceil(size / CROP_FRACTION)
@@ -163,12 +164,22 @@ def _tta_scores(model: RunModel | SavedModel, paths: Sequence[str], batch_size: 
             yield from zip(batch.paths, scores.mean(axis=1))
 
 
-def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evaluation:
+def measure(
+    class_names: Sequence[str],
+    paths: Sequence[str],
+    scores: np.ndarray,
+    labels: Sequence[str],
+    *,
+    top_k: int = 3,
+    tta: bool = False,
+    seconds: float = 0.0,
+) -> Evaluation:
+    """The metrics of softmax `scores` (`[images, classes]`, in `class_names` order) against the
+    true `labels` (class names) of the images at `paths`."""
     index = {name: i for i, name in enumerate(class_names)}
-    paths = [path for path, _ in scored]
-    scores = np.stack([s for _, s in scored]).astype(np.float64)
-    scores /= scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
-    truth = np.array([index[labels[path]] for path in paths])
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores / scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
+    truth = np.array([index[label] for label in labels])
     predicted = scores.argmax(axis=1)
     classes = np.arange(len(class_names))
     k = min(top_k, len(class_names))
@@ -176,7 +187,7 @@ def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evalua
     order = ranked[:, :3]
     examples = pd.DataFrame({
         "path": paths,
-        "label": [labels[path] for path in paths],
+        "label": list(labels),
         "predicted": [class_names[i] for i in predicted],
         "confidence": scores[np.arange(len(paths)), predicted],
         "top": ["; ".join(f"{class_names[i]} {row_scores[i]:.3f}" for i in row) for row, row_scores in zip(order, scores)],
@@ -197,7 +208,7 @@ def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evalua
         "macro_f1": float(per_class.loc["macro avg", "f1"]),
         "weighted_f1": float(per_class.loc["weighted avg", "f1"]),
         "num_images": len(truth),
-        "num_skipped": len(failed),
+        "num_skipped": 0,
         "tta": tta,
         "images_per_second": round(len(paths) / seconds, 2) if seconds > 0 else None,
     }
@@ -205,21 +216,5 @@ def _measure(class_names, scored, labels, failed, top_k, tta, seconds) -> Evalua
         skm.confusion_matrix(truth, predicted, labels=classes), index=class_names, columns=class_names
     )
     confusion.index.name, confusion.columns.name = "true", "predicted"
-    skipped = pd.DataFrame(failed, columns=["path", "label", "reason"])
-    return Evaluation(class_names, examples, scores, skipped, summary, per_class, confusion, seconds)
-
-
-def write_evaluation(evaluation: Evaluation, out_dir: Path) -> None:
-    """metrics.json/.csv, confusion_matrix.csv/.png, errors.csv and skipped.csv, atomically."""
-    staging = rundir.staging_dir(out_dir)
-    rundir.write_json(staging / rundir.METRICS, {
-        **evaluation.summary,
-        "per_class": evaluation.per_class.to_dict(orient="index"),
-    })
-    evaluation.per_class.to_csv(staging / METRICS_CSV)
-    evaluation.confusion.to_csv(staging / CONFUSION_CSV)
-    plot_confusion_matrix(evaluation.confusion, staging / CONFUSION_PNG)
-    errors = evaluation.errors.drop(columns="correct").rename(columns={"label": "true_label", "top": "top_3"})
-    errors.to_csv(staging / ERRORS_CSV, index=False)
-    evaluation.skipped.to_csv(staging / rundir.SKIPPED, index=False)
-    rundir.publish(staging, out_dir)
+    skipped = pd.DataFrame(columns=outputs.SKIPPED_COLUMNS)
+    return Evaluation(list(class_names), examples, scores, skipped, summary, per_class, confusion, seconds)

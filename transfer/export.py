@@ -15,16 +15,14 @@ beside `saved_model.pb`.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from transfer import rundir
+from transfer import outputs
 from transfer.errors import InvalidOptionError, ModelLoadError
 from transfer.preprocessing import decode_image
-from transfer.prediction import RunModel
 
 
 def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: bool = False) -> Path:
@@ -39,17 +37,19 @@ def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: boo
         OutputExistsError: `out_dir` exists and `force` is not set.
     """
     out_dir = Path(out_dir)
-    if (Path(run_dir) / rundir.SAVED_MODEL).is_file():
+    if (Path(run_dir) / outputs.SAVED_MODEL).is_file():
         raise ModelLoadError(f"{run_dir} is already an exported SavedModel; export takes a run directory.")
-    rundir.check_destination(out_dir, force)
-    run = RunModel(run_dir)
-    classes = len(run.labels)
+    outputs.check_destination(out_dir, force)
+    run = outputs.Run.open(run_dir)
+    class_names = run.labels()
+    classes = len(class_names)
     k = min(3, classes) if top_k is None else top_k
     if not 1 <= k <= classes:
         raise InvalidOptionError(f"--top-k must be between 1 and {classes} (the classes); received {k}.")
 
-    model, size = run.model, run.image_size
-    labels = tf.constant(run.labels)
+    model = run.load_model()
+    size = int(model.input_shape[1])
+    labels = tf.constant(class_names)
 
     def serve(images):
         pixels = tf.map_fn(
@@ -66,10 +66,8 @@ def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: boo
     archive.add_endpoint(
         "serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")]
     )
-    staging = rundir.staging_dir(out_dir)
+    staging = outputs.staging_dir(out_dir)
     archive.write_out(str(staging), verbose=False)
-    rundir.write_labels(staging / rundir.LABELS, run.labels)
-    if (Path(run_dir) / rundir.CONFIG).is_file():  # the training options, for evaluation with TTA
-        shutil.copy(Path(run_dir) / rundir.CONFIG, staging / rundir.CONFIG)
-    rundir.publish(staging, out_dir)
+    outputs.Export(staging).write_metadata(run)
+    outputs.publish(staging, out_dir)
     return out_dir

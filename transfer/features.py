@@ -12,7 +12,7 @@ Validation features are never augmented.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import keras
 import numpy as np
@@ -21,7 +21,10 @@ import tensorflow as tf
 from transfer.backbones import BackboneSpec
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError
-from transfer.events import SILENT, Reporter
+from transfer.progress import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from transfer.stages import RunState
 
 
 def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -81,3 +84,28 @@ def features_dataset(
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """`(train, val)` datasets of pooled backbone features, for fitting the head of `run` alone.
+
+    Training images give one view each, or `options.cached_views` augmented views with
+    augmentation on; validation images are never augmented.
+    """
+    options, model = run.options, run.model
+    extractor = feature_extractor(model, run.spec)
+    views = options.cached_views if options.augment else 1
+    train_features = extract_features(
+        extractor, run.train_paths, options.image_size, options.batch_size,
+        augmentation=model.get_layer("augmentation") if options.augment else None, views=views,
+        reporter=run.reporter,
+        description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
+    )
+    val_features = extract_features(
+        extractor, run.val_paths, options.image_size, options.batch_size,
+        reporter=run.reporter, description="Backbone features, validation",
+    )
+    return (
+        features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
+        features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -10,11 +9,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from transfer import rundir
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError, ModelLoadError, op_error_message
-from transfer.events import SILENT, Reporter
+from transfer.outputs import LABELS, Export, Run, open_model
 from transfer.preprocessing import IMAGE_EXTENSIONS
+from transfer.progress import SILENT, Reporter
 from transfer.sources import walk_images
 
 
@@ -38,31 +37,16 @@ class Prediction:
         return entry if self.error is None else {**entry, "error": self.error}
 
 
-class RunModel:
-    """A trained `model.keras` from a run directory, fed by `transfer.data`'s decoder."""
+class KerasScorer:
+    """Scores images with a run's `model.keras`, fed by `transfer.data`'s decoder."""
 
-    def __init__(self, path: Path):
-        import keras
-
-        import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
-
-        model_file = Path(path) / rundir.MODEL
-        if not model_file.is_file() and (Path(path) / rundir.CHECKPOINT).is_file():
-            model_file = Path(path) / rundir.CHECKPOINT  # an interrupted run's best checkpoint
-        if not model_file.is_file():
-            raise ModelLoadError(f"{path} is not a run directory: {model_file} is missing.")
-        try:
-            self.model = keras.saving.load_model(model_file, compile=False)  # inference only
-        except Exception as error:
-            reason = op_error_message(error)[:300] if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
-            raise ModelLoadError(
-                f"Cannot load the model file {model_file} ({reason}). It is damaged or not "
-                f"written by `transfer train`; train the run again."
-            ) from error
-        self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
+    def __init__(self, run: Run):
+        self.run = run
+        self.model = run.load_model()
+        self.labels = run.labels()
+        self.config = run.config()
         self.image_size = int(self.model.input_shape[1])
-        self.config = _read_config(path)
-        _check_labels(self.labels, int(self.model.output_shape[-1]), path)
+        _check_labels(self.labels, int(self.model.output_shape[-1]), run.path)
 
     def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax for a batch of decoded images (`decode_image` output at `image_size`)."""
@@ -76,21 +60,15 @@ class RunModel:
                 yield from zip(batch.paths, np.asarray(scores))
 
 
-class SavedModel:
-    """An export of `transfer export`, fed with the raw bytes of each file."""
+class SavedModelScorer:
+    """Scores images with an export of `transfer export`, fed with the raw bytes of each file."""
 
-    def __init__(self, path: Path):
-        try:
-            self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-        except Exception as error:  # protobuf, OpError, OSError, KeyError: all mean the same here
-            raise ModelLoadError(
-                f"Cannot load the SavedModel at {path} ({op_error_message(error)[:300]}). It is damaged or not "
-                f"written by `transfer export`; export the run again."
-            ) from error
-        self.labels = rundir.read_labels(Path(path) / rundir.LABELS)
-        self.config = _read_config(path)
+    def __init__(self, export: Export):
+        self.serve = export.load_signature()
+        self.labels = export.labels()
+        self.config = export.config()
         self.image_size = self.config.get("image_size")
-        _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), path)
+        _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), export.path)
 
     def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax for decoded images, sent through the signature as lossless PNGs."""
@@ -115,17 +93,13 @@ class SavedModel:
         return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
 
 
-def load_model(path: Path) -> RunModel | SavedModel:
-    """Opens a run directory (has `model.keras`) or an exported SavedModel (has `saved_model.pb`)."""
-    path = Path(path)
-    if (path / rundir.MODEL).is_file() or (path / rundir.CHECKPOINT).is_file():
-        return RunModel(path)
-    if (path / rundir.SAVED_MODEL).is_file():
-        return SavedModel(path)
-    raise ModelLoadError(
-        f"{path} is neither a run directory (with {rundir.MODEL}) nor an exported SavedModel (with "
-        f"{rundir.SAVED_MODEL}). Pass the --out folder of `transfer train` or `transfer export`."
-    )
+Scorer = KerasScorer | SavedModelScorer
+
+
+def load_scorer(path: Path) -> Scorer:
+    """Scores with a run directory or an exported SavedModel (`transfer.outputs.open_model`)."""
+    model = open_model(path)
+    return KerasScorer(model) if isinstance(model, Run) else SavedModelScorer(model)
 
 
 def collect_images(inputs: Sequence[Path]) -> list[str]:
@@ -158,7 +132,7 @@ def predict(
         raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
     if batch_size < 1:
         raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
-    model = load_model(model_path)
+    model = load_scorer(model_path)
     paths = collect_images(inputs)
     if not paths:
         raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}.")
@@ -176,14 +150,9 @@ def predict(
 def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
     if len(labels) != outputs:
         raise ModelLoadError(
-            f"{path}: {rundir.LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
+            f"{path}: {LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
             f"The folder mixes files of different runs; train or export it again."
         )
-
-
-def _read_config(path: Path) -> dict:
-    config = Path(path) / rundir.CONFIG
-    return rundir.read_json(config) if config.is_file() else {}
 
 
 def _read(path: str) -> bytes:

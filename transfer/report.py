@@ -19,17 +19,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from transfer import rundir
+from transfer import outputs
 from transfer.backbones import get_backbone
 from transfer.data import iter_decoded_batches
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
-from transfer.events import SILENT, Reporter
-from transfer.prediction import RunModel
-from transfer.reporting import plot_confusion_matrix, plot_image_grid
+from transfer.plots import plot_confusion_matrix, plot_image_grid
+from transfer.progress import SILENT, Reporter
 from transfer.visualize import grad_cam, overlay
-
-REPORT = "report.html"
 
 
 def report(
@@ -49,15 +46,13 @@ def report(
         gradcam: how many validation images to show Grad-CAM heatmaps for.
     """
     run_dir = Path(run_dir)
-    out_file = Path(out_file) if out_file is not None else run_dir / REPORT
-    run = RunModel(run_dir)
-    for name in (rundir.CONFIG, rundir.SPLIT):
-        if not (run_dir / name).is_file():
-            raise ModelLoadError(f"{run_dir} lacks {name}; a report needs a run directory written by `transfer train`.")
-    config = rundir.read_json(run_dir / rundir.CONFIG)
-    split = rundir.read_table(run_dir / rundir.SPLIT)
-    val = split[split["split"] == "val"][["path", "label"]]
-    evaluation = evaluate(run_dir, val, tta=tta, reporter=reporter)
+    out_file = Path(out_file) if out_file is not None else run_dir / outputs.REPORT
+    run = outputs.Run.open(run_dir)
+    split = run.split()
+    config = run.config()
+    if not config:
+        raise ModelLoadError(f"{run_dir} lacks {outputs.CONFIG}; a report needs a run directory written by `transfer train`.")
+    evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -65,8 +60,8 @@ def report(
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation),
-            _section("Data", _data(run_dir, split)),
-            _section("Training curves", _image(run_dir / rundir.CURVES, "training curves")),
+            _section("Data", _data(run, split)),
+            _section("Training curves", _image(run.path / outputs.CURVES, "training curves")),
             _section("Metrics on the validation split", _metrics(evaluation)),
             _section("Confusion matrix", _image(scratch / "confusion.png", "confusion matrix")),
             _section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
@@ -74,8 +69,7 @@ def report(
             _section("Configuration", _config(config)),
         ]
         page = _page(f"transfer report: {run_dir.name}", "\n".join(sections))
-    with rundir.atomic_path(out_file) as temporary:
-        temporary.write_text(page, encoding="utf-8")
+    outputs.write_text(out_file, page)
     return out_file
 
 
@@ -98,15 +92,15 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     )
 
 
-def _data(run_dir: Path, split: pd.DataFrame) -> str:
+def _data(run: outputs.Run, split: pd.DataFrame) -> str:
     counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
     parts = [counts.to_html(classes="numbers", border=0)]
-    skipped = rundir.read_table(run_dir / rundir.SKIPPED) if (run_dir / rundir.SKIPPED).is_file() else pd.DataFrame()
+    skipped = run.skipped()
     if len(skipped):
         parts.append(f"<h3>Skipped files ({len(skipped)})</h3>" + skipped.head(100).to_html(index=False, border=0))
     else:
         parts.append("<p>No file was skipped.</p>")
-    duplicates = rundir.read_table(run_dir / rundir.DUPLICATES) if (run_dir / rundir.DUPLICATES).is_file() else pd.DataFrame()
+    duplicates = run.duplicates()
     if len(duplicates):
         parts.append(f"<h3>Validation images that copy training images ({len(duplicates)})</h3>"
                      + duplicates.head(50).to_html(index=False, border=0))
@@ -131,14 +125,15 @@ def _errors(evaluation: Evaluation, count: int) -> str:
     return f'<div class="grid">{"".join(cards)}</div>'
 
 
-def _gradcam_figure(run: RunModel, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
+def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
     if count <= 0:
         return "<p>Not requested.</p>"
     spec = get_backbone(config["backbone"])
+    model = run.load_model()
     chosen = _spread_over_classes(evaluation.examples, count)
-    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), run.image_size, 32)])
-    index = {name: i for i, name in enumerate(run.labels)}
-    heatmaps = grad_cam(run.model, spec.name, spec.pretrained, pixels, [index[p] for p in chosen["predicted"]])
+    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
+    index = {name: i for i, name in enumerate(evaluation.class_names)}
+    heatmaps = grad_cam(model, spec.name, spec.pretrained, pixels, [index[p] for p in chosen["predicted"]])
     images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
     titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
     plot_image_grid(images, titles, path, columns=4, size=2.4)

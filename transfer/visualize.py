@@ -16,14 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer import rundir
+from transfer import outputs
 from transfer.backbones import get_backbone
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError
-from transfer.prediction import RunModel
-from transfer.reporting import plot_image_grid
-
-FILTERS_PNG = "filters.png"
+from transfer.plots import plot_image_grid
 
 
 def visualize(
@@ -43,11 +40,12 @@ def visualize(
     Returns:
         The PNG files written.
     """
-    run = RunModel(run_dir)
-    spec = get_backbone(run.config.get("backbone", ""))
-    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "visualize"
-    rundir.check_destination(out_dir, force)
-    backbone = run.model.get_layer(spec.name)
+    run = outputs.Run.open(run_dir)
+    model = run.load_model()
+    spec = get_backbone(run.config().get("backbone", ""))
+    out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
+    outputs.check_destination(out_dir, force)
+    backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
     names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))
     known = {layer.name: layer for layer in _layers(backbone)}
@@ -57,23 +55,23 @@ def visualize(
             f"--layers: {', '.join(unknown)} not in {spec.name}. Convolution layers: "
             f"{', '.join(layer.name for layer in convolutions[:40])}{', ...' if len(convolutions) > 40 else ''}."
         )
-    image_path = str(image) if image else _first_validation_image(run_dir)
-    pixels = _decode_one(image_path, run.image_size)
+    image_path = str(image) if image else _first_validation_image(run)
+    pixels = _decode_one(image_path, int(model.input_shape[1]))
 
-    staging = rundir.staging_dir(out_dir)
-    written = [staging / FILTERS_PNG]
+    staging = outputs.staging_dir(out_dir)
+    written = [staging / outputs.FILTERS_PNG]
     filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
     plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
                     title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
-    maps = feature_maps(run.model, spec.name, pixels[None], names)
+    maps = feature_maps(model, spec.name, pixels[None], names)
     for name, activation in zip(names, maps):
         channels = activation[0]
         shown = min(channels.shape[-1], 32)
         scaled = [_unit(channels[..., c]) for c in range(shown)]
-        written.append(staging / f"feature_maps_{name}.png")
+        written.append(staging / outputs.feature_maps_png(name))
         plot_image_grid(scaled, [f"{c}" for c in range(shown)], written[-1], columns=8, cmap="viridis",
                         title=f"{name}: {shown} of {channels.shape[-1]} feature maps for {Path(image_path).name}")
-    rundir.publish(staging, out_dir)
+    outputs.publish(staging, out_dir)
     return [out_dir / path.name for path in written]
 
 
@@ -150,19 +148,14 @@ def _unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values, dtype=np.float32)
 
 
-def _first_validation_image(run_dir: Path) -> str:
-    split_file = Path(run_dir) / rundir.SPLIT
-    if split_file.is_file():
-        split = rundir.read_table(split_file)
-        val = split[split["split"] == "val"]["path"]
-        if len(val):
-            return val.iloc[0]
-    raise DataError(f"{run_dir} has no validation images listed in {rundir.SPLIT}; pass --image PATH.")
+def _first_validation_image(run: outputs.Run) -> str:
+    if (run.path / outputs.SPLIT).is_file() and len(run.validation_images()):
+        return run.validation_images()["path"].iloc[0]
+    raise DataError(f"{run.path} has no validation images listed in {outputs.SPLIT}; pass --image PATH.")
 
 
 def _decode_one(path: str, size: int) -> np.ndarray:
-    for batch in iter_decoded_batches([path], size, 1):
-        if batch.failed:
-            raise DataError(f"Cannot read {path}: {batch.failed[0][1]}")
-        return batch.pixels[0]
-    raise DataError(f"Cannot read {path}.")
+    batch = next(iter_decoded_batches([path], size, 1))  # one file: one batch, decoded or failed
+    if batch.failed:
+        raise DataError(f"Cannot read {path}: {batch.failed[0][1]}")
+    return batch.pixels[0]

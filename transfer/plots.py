@@ -11,21 +11,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-HISTORY_COLUMNS = ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
-
-
-def stage_history(stage: str, csv_log: Path) -> pd.DataFrame:
-    """One row per epoch of a stage from its `keras.callbacks.CSVLogger` file (1-based epochs).
-
-    An epoch logged twice (run again after a restart) keeps its last row.
-    """
-    if not Path(csv_log).is_file():
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    frame = pd.read_csv(csv_log).drop_duplicates("epoch", keep="last").sort_values("epoch")
-    frame["epoch"] = frame["epoch"] + 1
-    frame.insert(0, "stage", stage)
-    return frame.reindex(columns=HISTORY_COLUMNS).reset_index(drop=True)
-
 
 def _pyplot():
     import matplotlib

@@ -1,0 +1,51 @@
+"""What several test modules need: the project's paths and small image folders written on the spot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
+
+
+def write_image(path: Path, mode="RGB", size=(20, 16), color=(200, 30, 30), fmt=None) -> Path:
+    """One flat-colour image of `mode` (RGB, L, P, RGBA, CMYK...) in `fmt` (from the suffix when None)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, color)
+    if mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    image.save(path, format=fmt)
+    return path
+
+
+def write_png(path: Path, color=(200, 30, 30), size=(40, 40)) -> Path:
+    return write_image(path, size=size, color=color, fmt="PNG")
+
+
+def image_folder(root: Path, classes=("ants", "bees"), per_class=6) -> Path:
+    """Tiny distinct PNGs, `per_class` per class."""
+    for i, name in enumerate(classes):
+        for j in range(per_class):
+            write_png(root / name / f"{j}.png", color=(120 * i, 20 * j, 90))
+    return root
+
+
+def make_folder(root: Path, classes=("b_class", "a_class"), per_class=5) -> Path:
+    """Tiny distinct PNGs in class folders named out of sorted order."""
+    for i, name in enumerate(classes):
+        for j in range(per_class):
+            write_image(root / name / f"{j}.png", color=(40 * i, 10 * j, 100))
+    return root
+
+
+def few_photos(source: Path, destination: Path, per_class: int) -> Path:
+    """Symlinks the first `per_class` photos of each class of `source` into `destination`."""
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+        (destination / class_dir.name).mkdir(parents=True)
+        for photo in sorted(class_dir.iterdir())[:per_class]:
+            (destination / class_dir.name / photo.name).symlink_to(photo)
+    return destination

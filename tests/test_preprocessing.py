@@ -1,0 +1,138 @@
+"""The one image decoder (formats, modes, EXIF orientation, sizes) and the in-model Preprocess layer."""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from tests.helpers import write_image
+from transfer.backbones import BACKBONES
+from transfer.preprocessing import Preprocess, decode_image
+
+MATCHING_PREPROCESS = {
+    "resnet50": keras.applications.resnet50.preprocess_input,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "inceptionv3": keras.applications.inception_v3.preprocess_input,
+}
+
+
+FORMATS_AND_MODES = [
+    (fmt, mode)
+    for fmt in ("PNG", "BMP", "GIF", "JPEG")
+    for mode in ("L", "P", "RGBA", "RGB")
+    if not (fmt == "JPEG" and mode in ("P", "RGBA"))  # JPEG files cannot hold palette or alpha
+]
+
+
+@pytest.mark.parametrize("fmt, mode", FORMATS_AND_MODES)
+def test_every_format_and_mode_decodes_to_rgb(tmp_path, fmt, mode):
+    path = write_image(tmp_path / f"x.{fmt.lower()}", mode=mode, fmt=fmt)
+    pixels = decode_image(path.read_bytes(), 12).numpy()
+    assert pixels.shape == (12, 12, 3) and pixels.dtype == np.float32
+    assert 0 <= pixels.min() and pixels.max() <= 255
+
+
+def test_grayscale_becomes_equal_rgb_channels(tmp_path):
+    path = write_image(tmp_path / "g.png", mode="L", color=(90, 90, 90))
+    pixels = decode_image(path.read_bytes(), 4).numpy()
+    np.testing.assert_allclose(pixels, 90, atol=1)
+
+
+def blocks(width=48, height=32) -> Image.Image:
+    """An image whose four quadrants differ, so any flip or rotation shows."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[: height // 2, : width // 2] = (250, 20, 20)
+    pixels[: height // 2, width // 2 :] = (20, 250, 20)
+    pixels[height // 2 :, : width // 2] = (20, 20, 250)
+    pixels[height // 2 :, width // 2 :] = (240, 240, 30)
+    return Image.fromarray(pixels)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def resized(image: Image.Image, size: int) -> np.ndarray:
+    pixels = tf.constant(np.asarray(image.convert("RGB"), np.float32))
+    return tf.image.resize(pixels, (size, size), antialias=True).numpy()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pil_does(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(blocks(), "JPEG", quality=95, exif=exif.tobytes())
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    got = decode_image(data, 16).numpy()
+    assert np.abs(got - resized(upright, 16)).mean() < 4
+
+
+def test_little_endian_exif_is_read_too():
+    # TIFF header "II" (Intel byte order), one IFD entry: orientation (0x0112) = 6.
+    tiff = b"II*\x00\x08\x00\x00\x00" + b"\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00" + b"\x00" * 4
+    app1 = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
+    plain = encoded(blocks(), "JPEG", quality=95)
+    rotated = plain[:2] + app1 + plain[2:]
+    expected = resized(blocks().transpose(Image.Transpose.ROTATE_270), 16)
+    assert np.abs(decode_image(rotated, 16).numpy() - expected).mean() < 4
+
+
+def test_cmyk_jpeg_decodes_to_the_same_colours():
+    rgb = Image.new("RGB", (32, 24), (200, 30, 60))
+    pixels = decode_image(encoded(rgb.convert("CMYK"), "JPEG", quality=95), 8).numpy()
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (200, 30, 60), atol=4)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_is_scaled_to_8_bits(channels):
+    values = np.array([60000, 1000, 30000][:channels], np.uint16)
+    png = tf.io.encode_png(tf.constant(np.broadcast_to(values, (12, 10, channels)).copy())).numpy()
+    pixels = decode_image(png, 4).numpy()
+    expected = np.broadcast_to(values / 257.0, (3,)) if channels == 1 else values / 257.0
+    np.testing.assert_allclose(pixels[0, 0], expected, atol=1.5)
+
+
+@pytest.mark.parametrize("actual, named", [("PNG", "jpg"), ("BMP", "png"), ("JPEG", "png"), ("GIF", "jpeg")])
+def test_wrong_extension_is_decoded_by_content(tmp_path, actual, named):
+    image = Image.new("RGB", (20, 20), (10, 200, 90))
+    path = tmp_path / f"photo.{named}"
+    path.write_bytes(encoded(image, actual))
+    pixels = decode_image(path.read_bytes(), 6).numpy()
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (10, 200, 90), atol=6)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_very_large_image_decodes(fmt):
+    big = Image.new("RGB", (6000, 4000), (30, 60, 90))
+    pixels = decode_image(encoded(big, fmt), 32).numpy()
+    assert pixels.shape == (32, 32, 3)
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (30, 60, 90), atol=3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (7, 30)])
+def test_tiny_images_are_upsampled(size):
+    pixels = decode_image(encoded(Image.new("RGB", size, (1, 2, 250)), "PNG"), 32).numpy()
+    assert pixels.shape == (32, 32, 3)
+    np.testing.assert_allclose(pixels, np.broadcast_to((1, 2, 250), (32, 32, 3)), atol=1)
+
+
+@pytest.mark.parametrize("name", [n for n, s in BACKBONES.items() if s.pretrained])
+def test_preprocess_layer_matches_keras_applications(name):
+    spec = BACKBONES[name]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = MATCHING_PREPROCESS[name](pixels.copy())
+    actual = keras.ops.convert_to_numpy(Preprocess(spec.preprocess_mode)(pixels))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_grayscale_preprocess_gives_one_channel_in_minus_one_to_one():
+    pixels = np.stack([np.zeros((4, 4, 3)), np.full((4, 4, 3), 255.0)]).astype("float32")
+    out = keras.ops.convert_to_numpy(Preprocess("tf", grayscale=True)(pixels))
+    assert out.shape == (2, 4, 4, 1)
+    np.testing.assert_allclose(out[0], -1.0, atol=1e-5)
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-3)  # luma weights sum to 0.9999

@@ -1,0 +1,107 @@
+"""Listing a dataset: class folders (sorted, nested, links, hidden files) and CSV manifests."""
+
+import os
+
+import pytest
+
+from tests.helpers import image_folder, make_folder, write_image, write_png
+from transfer.data import prepare
+from transfer.errors import DataError
+from transfer.sources import list_classes, list_folder, read_manifest
+
+
+def test_classes_are_sorted(tmp_path):
+    assert list_classes(make_folder(tmp_path)) == ["a_class", "b_class"]
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: (root / "only").mkdir(parents=True), "1 class subfolder"),
+        (lambda root: write_image(root / "loose.jpg"), "holds images directly"),
+    ],
+)
+def test_structure_errors(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError, match=message):
+        list_classes(root)
+
+
+def test_hidden_and_non_image_files_are_skipped_and_reported(tmp_path):
+    root = make_folder(tmp_path)
+    (root / "a_class" / ".DS_Store").write_bytes(b"\0\0")
+    (root / "a_class" / "notes.txt").write_text("hi")
+    write_image(root / "a_class" / "nested" / "deep.JPG", fmt="JPEG")
+    listing = list_folder(root)
+    images, skipped = listing.files, listing.skipped
+    assert len(images) == 11
+    assert any(p.endswith("nested/deep.JPG") for p in images["path"])
+    assert set(skipped["label"]) == {"a_class"}
+    reasons = dict(zip([p.rsplit("/", 1)[-1] for p in skipped["path"]], skipped["reason"]))
+    assert reasons == {".DS_Store": "hidden file", "notes.txt": "not an image file (extension '.txt')"}
+
+
+def test_validation_folder_with_other_classes_is_refused(tmp_path):
+    train = make_folder(tmp_path / "train")
+    val = make_folder(tmp_path / "val", classes=("a_class", "c_class"))
+    with pytest.raises(DataError, match="same class subfolders"):
+        list_folder(train, val)
+
+
+def test_symlinks_are_followed_once_and_broken_ones_reported(tmp_path):
+    elsewhere = image_folder(tmp_path / "elsewhere", classes=("extra",), per_class=3)
+    root = image_folder(tmp_path / "data", per_class=2)
+    (root / "ants" / "linked.png").symlink_to(root / "bees" / "0.png")
+    (root / "ants" / "more").symlink_to(elsewhere / "extra", target_is_directory=True)
+    (root / "ants" / "more-again").symlink_to(elsewhere / "extra", target_is_directory=True)
+    (root / "ants" / "loop").symlink_to(root / "ants", target_is_directory=True)
+    (root / "bees" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    listing = list_folder(root)
+    ants = listing.files[listing.files["label"] == "ants"]["path"].tolist()
+    assert len(ants) == 2 + 1 + 3  # own, a linked file, a linked folder listed once (not via the loop)
+    from transfer.prediction import collect_images
+
+    assert sorted(map(os.path.abspath, collect_images([root / "ants"]))) == sorted(ants)  # predict lists alike
+    assert [r for r in listing.skipped["reason"]] == [f"broken symbolic link (target {tmp_path / 'deleted.png'} does not exist)"]
+
+
+def test_nested_folders_belong_to_their_class(tmp_path):
+    root = image_folder(tmp_path / "data", per_class=2)
+    write_png(root / "ants" / "2024" / "june" / "deep.png")
+    listing = list_folder(root)
+    assert listing.files.groupby("label").size().to_dict() == {"ants": 3, "bees": 2}
+
+
+def test_manifest_with_relative_paths_and_split(tmp_path):
+    image_folder(tmp_path / "images", per_class=3)
+    rows = [f"images/{c}/{j}.png,{c},{'val' if j == 0 else 'train'}" for c in ("bees", "ants") for j in range(3)]
+    (tmp_path / "list.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    listing = read_manifest(tmp_path / "list.csv")
+    assert listing.class_names == ["ants", "bees"]
+    assert listing.files["path"].map(os.path.isabs).all()
+    folder = prepare(listing, image_size=8)
+    assert folder.counts()[["train", "val"]].to_dict() == {"train": {"ants": 2, "bees": 2}, "val": {"ants": 1, "bees": 1}}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "not a readable CSV file"),
+        ("file,label\nx.png,a\n", "lacks path"),
+        ("path,label\n,a\nx.png,\n", "an empty path or label on 2 line(s): 2, 3"),
+        ("path,label\n", "lists no images"),
+    ],
+)
+def test_manifest_errors(tmp_path, text, message):
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_manifest_with_a_single_label(tmp_path):
+    write_png(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("path,label\na.png,ants\n")
+    with pytest.raises(DataError, match=r"1 label\(s\) \(ants\)"):
+        read_manifest(tmp_path / "m.csv")

@@ -1,0 +1,134 @@
+"""Keras callbacks and epoch backups that let a stage survive a restart, on one machine or several.
+
+- `FullModelCheckpoint` saves the whole classifier while only its head is being fit (on cached
+  features).
+- `ResumableEarlyStopping` keeps its best value, patience count and best weights on disk, so a
+  resumed stage stops where an uninterrupted one would have.
+- `agree_on_backup` brings the `keras.callbacks.BackupAndRestore` folders of all workers of a cluster
+  to one epoch before a stage goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transfer import outputs
+from transfer.distribute import is_multi_worker, min_across_workers
+from transfer.errors import WorkerLostError
+
+#: The `BackupAndRestore` folder inside a stage's folder.
+BACKUP = "backup"
+
+
+class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Saves the whole classifier, also while only its head is being fit on cached features."""
+
+    def __init__(self, full_model: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._full_model = full_model
+
+    def set_model(self, model):
+        super().set_model(self._full_model)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose best value, patience count and best weights survive a restart.
+
+    After each epoch its record for that epoch goes to `state_dir` (and the best weights whenever
+    they improve). A new instance on the same folder starts from the record of the last epoch the
+    stage's backup holds (`backup_epoch`), so the two always describe the same epoch.
+    """
+
+    def __init__(self, state_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        self._dir = Path(state_dir)
+        self._records = self._dir / "early_stopping.json"
+
+    def _restored(self) -> dict | None:
+        last = backup_epoch(self._dir / BACKUP) - 1  # the last completed epoch, 0-based
+        if last < 0 or not self._records.is_file():
+            return None
+        return outputs.read_json(self._records).get(str(last))
+
+    def saved_best(self) -> float:
+        record = self._restored()
+        return record["best"] if record else float("inf")
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        record = self._restored()
+        if record:
+            self.best, self.wait, self.best_epoch = record["best"], record["wait"], record["best_epoch"]
+            self.best_weights = load_weights(self._weights(self.best_epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best is None:
+            return
+        if self.best_epoch == epoch:
+            save_weights(self._weights(epoch), self.best_weights)
+        records = outputs.read_json(self._records) if self._records.is_file() else {}
+        records[str(epoch)] = {"best": float(self.best), "wait": self.wait, "best_epoch": self.best_epoch}
+        outputs.write_json(self._records, records)
+        keep = {self._weights(r["best_epoch"]).name for r in list(records.values())[-2:]}
+        for old in self._dir.glob("early_stopping_best-*.npz"):
+            if old.name not in keep:
+                old.unlink()
+
+    def _weights(self, epoch: int) -> Path:
+        return self._dir / f"early_stopping_best-{epoch}.npz"
+
+
+def backup(stage_dir: Path) -> keras.callbacks.BackupAndRestore:
+    """Weights, optimizer and epoch after every epoch, the previous epoch's kept as well."""
+    return keras.callbacks.BackupAndRestore(Path(stage_dir) / BACKUP, double_checkpoint=True, delete_checkpoint=False)
+
+
+def backup_epoch(backup_dir: Path, previous: bool = False) -> int:
+    """Epochs completed in a `BackupAndRestore` folder (its previous backup with `previous`)."""
+    record = Path(backup_dir) / ("training_metadata.json.bkp" if previous else "training_metadata.json")
+    return int(outputs.read_json(record)["epoch"]) if record.is_file() else 0
+
+
+def agree_on_backup(stage_dir: Path, strategy: tf.distribute.Strategy) -> None:
+    """Makes every worker of a cluster resume a stage from the same epoch.
+
+    Workers run in lockstep, but one can be stopped after finishing an epoch and before saving its
+    backup, so backups can be one epoch apart. All go on from the oldest; a worker one epoch ahead
+    falls back to its previous backup (kept by `double_checkpoint`).
+
+    Raises:
+        WorkerLostError: the backups cannot be brought to one epoch.
+    """
+    if not is_multi_worker(strategy):
+        return
+    backup_dir = Path(stage_dir) / BACKUP
+    mine = backup_epoch(backup_dir)
+    agreed = min_across_workers(strategy, mine)
+    if mine == agreed:
+        return
+    if agreed == 0:
+        shutil.rmtree(backup_dir)
+    elif backup_epoch(backup_dir, previous=True) == agreed:
+        for name in ("latest.weights.h5", "training_metadata.json"):
+            shutil.copy(backup_dir / f"{name}.bkp", backup_dir / name)
+    else:
+        raise WorkerLostError(
+            f"This worker's backup in {backup_dir} is at epoch {mine} and another's at {agreed}; they "
+            f"cannot be brought together. Start the run again on every worker with --force."
+        )
+
+
+def save_weights(path: Path, weights: list[np.ndarray]) -> None:
+    with outputs.atomic_path(path) as temporary:
+        np.savez(temporary, *weights)
+
+
+def load_weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]

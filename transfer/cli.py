@@ -1,0 +1,371 @@
+"""The `transfer` command line: thin commands over the `transfer` library.
+
+Each command gathers its options, calls one library function, and turns the library's
+`TransferError`s into a one-line message and a non-zero exit code, without a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+from transfer.backbones import BACKBONES
+from transfer.datasets import RECIPES
+from transfer.errors import TransferError
+from transfer.options import CLASS_WEIGHTS, FLIPS, OPTIMIZERS, STRATEGIES, TrainOptions
+from transfer.progress import Reporter
+
+app = typer.Typer(
+    help="Transfer learning on small image datasets: train, predict, export, evaluate, report, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# stdout carries what the user asked for; stderr progress, warnings and errors. Neither hard-wraps
+# long lines (paths, URLs) when it is not a terminal.
+results = Console(width=None if sys.stdout.isatty() else 200)
+messages = Console(stderr=True, soft_wrap=True)
+
+
+
+def _choices(name: str, values) -> type[Enum]:
+    """A `str` Enum of the library's own list of values, so the CLI offers exactly what it accepts."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+BackboneName = _choices("BackboneName", BACKBONES)
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+StrategyName = _choices("StrategyName", STRATEGIES)
+Flip = _choices("Flip", FLIPS)
+ClassWeight = _choices("ClassWeight", CLASS_WEIGHTS)
+DatasetName = _choices("DatasetName", RECIPES)
+OutputFormat = _choices("OutputFormat", ("table", "csv", "json"))
+DEFAULTS = TrainOptions()
+
+# Options that `train` and `compare` share, declared once.
+Weights = Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file. Default: imagenet for pretrained backbones, none for baselines.")]
+Epochs = Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")]
+FinetuneEpochs = Annotated[int, typer.Option(help="Epochs of stage 2 (fine-tuning) for pretrained backbones; 0 = frozen only.")]
+ImageSize = Annotated[Optional[int], typer.Option(help="Square input side. Default: the backbone's (224, 299, 32, 227).")]
+BatchSize = Annotated[int, typer.Option(help="Images per step per replica.")]
+Augment = Annotated[bool, typer.Option(help="Random flip, rotation, zoom, translation and contrast while training.")]
+FlipOption = Annotated[Flip, typer.Option("--flip", help="Flips used by augmentation; 'none' for digits or text.")]
+ValDir = Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")]
+ValSplit = Annotated[float, typer.Option(help="Share of each class held out for validation (without --val-dir).")]
+Seed = Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")]
+
+
+class RichReporter(Reporter):
+    """Messages and progress bars on stderr, so stdout carries only results."""
+
+    def message(self, text: str) -> None:
+        messages.print(text, highlight=False)
+
+    def warning(self, text: str) -> None:
+        messages.print(f"[yellow]{text}[/yellow]", highlight=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=messages, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+
+            class _Advance:
+                def advance(self, amount: int = 1) -> None:
+                    bar.advance(task, amount)
+
+            yield _Advance()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Prints a `TransferError` as one clear message and exits with its code."""
+    try:
+        yield
+    except TransferError as error:
+        messages.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        raise typer.Exit(code=error.exit_code) from None
+    except KeyboardInterrupt:
+        messages.print("[bold red]interrupted[/bold red]")
+        raise typer.Exit(code=130) from None
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.", show_default=False)] = None,
+    backbone: Annotated[BackboneName, typer.Option(help="Pretrained backbone or from-scratch baseline.")] = DEFAULTS.backbone,
+    weights: Weights = DEFAULTS.weights,
+    epochs: Epochs = DEFAULTS.epochs,
+    finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
+    unfreeze: Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")] = DEFAULTS.unfreeze,
+    lr: Annotated[float, typer.Option(help="Stage 1 learning rate.")] = DEFAULTS.lr,
+    finetune_lr: Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10.")] = DEFAULTS.finetune_lr,
+    optimizer: Annotated[Optimizer, typer.Option(help="sgd uses Nesterov momentum 0.9.")] = DEFAULTS.optimizer,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    image_size: ImageSize = DEFAULTS.image_size,
+    augment: Augment = DEFAULTS.augment,
+    flip: FlipOption = DEFAULTS.flip,
+    dropout: Annotated[float, typer.Option(help="Dropout rate of the new head.")] = DEFAULTS.dropout,
+    head_units: Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")] = DEFAULTS.head_units,
+    val_dir: ValDir = None,
+    val_split: ValSplit = DEFAULTS.val_split,
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")] = DEFAULTS.dedupe,
+    class_weight: Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")] = DEFAULTS.class_weight,
+    seed: Seed = DEFAULTS.seed,
+    strategy: Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")] = DEFAULTS.strategy,
+    patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = DEFAULTS.patience,
+    cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = DEFAULTS.cache_features,
+    cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = DEFAULTS.cached_views,
+    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = DEFAULTS.mixed_precision,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory (or discard an interrupted one).")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
+) -> None:
+    """Train a classifier on DATA_DIR (or --manifest) and write the run to --out."""
+    with user_errors():
+        from transfer.errors import InvalidOptionError
+        from transfer.training import resume as resume_training, train as run_training
+
+        verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
+        if resume is not None:
+            given = [name for name in ctx.params if name != "resume" and ctx.get_parameter_source(name).name != "DEFAULT"]
+            if given:
+                raise InvalidOptionError(
+                    f"--resume continues a run with the options it was started with; received "
+                    f"{', '.join(_option_name(name) for name in given)} as well. Pass --resume RUN_DIR alone."
+                )
+            result = resume_training(resume, reporter=RichReporter(), verbose=verbose)
+            _print_trained(result)
+            return
+        if out is None:
+            raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
+        options = TrainOptions(
+            backbone=backbone.value, weights=weights, image_size=image_size, epochs=epochs,
+            finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
+            optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
+            dropout=dropout, head_units=head_units, val_split=val_split,
+            val_dir=str(val_dir) if val_dir else None, manifest=str(manifest) if manifest else None,
+            dedupe=dedupe, class_weight=class_weight.value, seed=seed, strategy=strategy.value,
+            patience=patience, cache_features=cache_features, cached_views=cached_views,
+            mixed_precision=mixed_precision,
+        )
+        result = run_training(data_dir, out, options, force=force, reporter=RichReporter(), verbose=verbose)
+    _print_trained(result)
+
+
+def _option_name(parameter: str) -> str:
+    return "DATA_DIR" if parameter == "data_dir" else "--" + parameter.replace("_", "-")
+
+
+def _print_trained(result) -> None:
+    metrics = result.metrics
+    messages.print(
+        f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "
+        f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
+        f"{metrics['epochs_run']} epochs, {metrics['train_seconds']} s)",
+        highlight=False,
+    )
+    results.print(f"Run written to {result.run_dir}", highlight=False)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    top_k: Annotated[int, typer.Option(help="Labels per image, most probable first.")] = 3,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout.")] = OutputFormat.table,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+) -> None:
+    """Print the top-k labels with probabilities for each image."""
+    with user_errors():
+        from transfer.prediction import predict as run_prediction
+
+        predictions = list(run_prediction(model, paths, top_k=top_k, batch_size=batch_size, reporter=RichReporter()))
+    _print_predictions(predictions, format)
+    failed = [p for p in predictions if p.error is not None]
+    for prediction in failed:
+        messages.print(f"[yellow]could not read {prediction.path}: {prediction.error}[/yellow]", highlight=False)
+    if len(failed) == len(predictions):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the SavedModel to.")],
+    top_k: Annotated[Optional[int], typer.Option(help="Labels per image in the signature. Default: min(3, classes).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export.")] = False,
+) -> None:
+    """Write a TensorFlow SavedModel that serves encoded image bytes."""
+    with user_errors():
+        from transfer.export import export as run_export
+
+        path = run_export(run_dir, out, top_k=top_k, force=force)
+    results.print(f"SavedModel written to {path} (signature serving_default: images -> labels, probabilities, scores)", highlight=False)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: MODEL/evaluation.", show_default=False)] = None,
+    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 3,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing evaluation folder.")] = False,
+) -> None:
+    """Accuracy, top-k, log loss, per-class precision/recall/F1, confusion matrix and errors on DATA_DIR."""
+    with user_errors():
+        from transfer.evaluation import evaluate_folder
+
+        evaluation, path = evaluate_folder(model, data_dir, out, top_k=top_k, tta=tta, batch_size=batch_size, force=force, reporter=RichReporter())
+    s = evaluation.summary
+    numbers = [Column(name, justify="right") for name in ("precision", "recall", "f1", "support")]
+    table = Table("class", *numbers, title=(
+        f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"
+        f"   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})"
+    ))
+    for name, row in evaluation.per_class.iterrows():
+        table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
+    results.print(table)
+    for row in evaluation.skipped.itertuples():
+        messages.print(f"[yellow]skipped {row.path}: {row.reason}[/yellow]", highlight=False)
+    results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: RUN_DIR/report.html.", show_default=False)] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
+    errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
+    gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
+) -> None:
+    """Write one self-contained report.html: config, data, curves, metrics, errors, Grad-CAM."""
+    with user_errors():
+        from transfer.report import report as write_report
+
+        path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, reporter=RichReporter())
+    results.print(f"Report written to {path}", highlight=False)
+
+
+@app.command()
+def visualize(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    image: Annotated[Optional[Path], typer.Option(help="Image for the feature maps. Default: the run's first validation image.", show_default=False)] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Comma-separated backbone layers for feature maps. Default: the first and last convolutions.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write to. Default: RUN_DIR/visualize.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+) -> None:
+    """Write the first convolution's filters and feature maps of chosen layers as PNG grids."""
+    with user_errors():
+        from transfer.visualize import visualize as run_visualize
+
+        names = [name.strip() for name in layers.split(",") if name.strip()] if layers else []
+        paths = run_visualize(run_dir, out, image=image, layers=names, force=force)
+    for path in paths:
+        results.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def compare(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.")],
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split.")] = ",".join(BACKBONES),
+    weights: Weights = DEFAULTS.weights,
+    epochs: Epochs = DEFAULTS.epochs,
+    finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
+    image_size: ImageSize = DEFAULTS.image_size,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    augment: Augment = DEFAULTS.augment,
+    flip: FlipOption = DEFAULTS.flip,
+    val_dir: ValDir = None,
+    val_split: ValSplit = DEFAULTS.val_split,
+    seed: Seed = DEFAULTS.seed,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing comparison.")] = False,
+) -> None:
+    """Train several backbones on one split, evaluate each, and write a leaderboard."""
+    with user_errors():
+        from transfer.compare import compare as run_compare
+
+        options = TrainOptions(
+            weights=weights, epochs=epochs, finetune_epochs=finetune_epochs, image_size=image_size,
+            batch_size=batch_size, augment=augment, flip=flip.value, val_split=val_split, seed=seed,
+        )
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        leaderboard = run_compare(data_dir, out, names, options, val_dir=val_dir, force=force,
+                                  reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", "top-3", "train s", "images/s")]
+    table = Table("backbone", "mode", *numbers, "error")
+    for row in leaderboard.itertuples():
+        failed = bool(row.error)
+        table.add_row(
+            row.backbone, row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
+            "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.top3_accuracy:.4f}",
+            "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
+        )
+    results.print(table)
+    results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
+
+
+@app.command()
+def backbones() -> None:
+    """List the backbones: input size, parameters and pretrained weights file."""
+    with user_errors():
+        from transfer.backbones import describe_all
+
+        rows = describe_all()
+    table = Table("backbone", "input", "parameters", "pretrained weights file")
+    for row in rows:
+        table.add_row(row["name"], row["input"], f"{row['parameters']:,} {row['counted']}", row["weights_file"])
+    results.print(table)
+
+
+@app.command()
+def dataset(
+    name: Annotated[DatasetName, typer.Argument(help="Built-in dataset.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the class subfolders into.")],
+) -> None:
+    """Write a built-in dataset as an image folder (no network needed)."""
+    path = RECIPES[name.value](out)
+    count = sum(1 for _ in Path(path).rglob("*.png"))
+    results.print(f"{name}: {count} images in {path}", highlight=False)
+
+
+def _print_predictions(predictions, format: OutputFormat) -> None:
+    if format is OutputFormat.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif format is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "rank", "label", "probability", "error"])
+        for p in predictions:
+            if p.error is not None:
+                writer.writerow([p.path, "", "", "", p.error])
+            for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
+                writer.writerow([p.path, rank, label, f"{probability:.6f}", ""])
+    else:
+        k = max((len(p.labels) for p in predictions), default=0)
+        table = Table("image", *[f"#{rank}" for rank in range(1, k + 1)])
+        for p in predictions:
+            cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
+            table.add_row(p.path, *(cells or [f"[red]{p.error}[/red]"]))
+        results.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,158 @@
+"""Every choice of a training run, the values each may take, and their validation.
+
+The choice lists here (`OPTIMIZERS`, `FLIPS`, `STRATEGIES`, `CLASS_WEIGHTS`) are the ones the command
+line offers, as `--backbone` comes from the registry. This module imports neither TensorFlow nor
+Keras, so the command line answers `--help` at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from transfer.backbones import check_weights, get_backbone
+from transfer.errors import InvalidOptionError
+
+#: `adam`, `sgd` (Nesterov momentum 0.9) or `rmsprop` (see `transfer.stages.make_optimizer`).
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+#: Which random flips augmentation uses; `none` for digits or text, whose mirror image is another.
+FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
+#: `tf.distribute` strategies (see `transfer.distribute.resolve_strategy`).
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+#: `auto` weights the loss by scikit-learn's balanced class weights.
+CLASS_WEIGHTS = ("none", "auto")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Every choice of a training run. `resolved()` fills the defaults that depend on others.
+
+    Attributes:
+        backbone: registry name (`transfer.backbones.BACKBONES`).
+        weights: `"imagenet"`, `"none"` or a weights file path; `None` means `"imagenet"` for
+            pretrained backbones and `"none"` for baselines.
+        image_size: square input side; `None` means the backbone's default.
+        epochs: stage 1 epochs (frozen backbone, or the whole baseline).
+        finetune_epochs: stage 2 epochs; 0 trains the frozen stage only.
+        unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
+        lr: stage 1 learning rate.
+        finetune_lr: stage 2 learning rate; `None` means `lr / 10`.
+        optimizer: `adam`, `sgd` (momentum 0.9, Nesterov) or `rmsprop`.
+        batch_size: images per replica per step.
+        augment: random flip/rotation/zoom/translation/contrast while training.
+        flip: which flips augmentation uses (`transfer.augmentation.FLIPS`).
+        dropout: dropout rate of the head.
+        head_units: hidden dense units in the head; 0 for none.
+        val_split: share of each class held out when there is no `val_dir`.
+        val_dir: a pre-split validation folder with the same classes.
+        manifest: a `path,label[,split]` CSV file to read instead of a folder.
+        dedupe: remove validation images that are byte-for-byte copies of training images.
+        class_weight: `none`, or `auto` for scikit-learn's balanced class weights in the loss.
+        seed: seeds the split, initialization, shuffling and augmentation.
+        strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
+        patience: epochs without validation-loss improvement before a stage stops early.
+        cache_features: in the frozen stage, run the backbone once per image and train the head
+            on its cached features (`transfer.features`), instead of every epoch.
+        cached_views: with augmentation, cache this many augmented views per image; 0 runs the
+            backbone on freshly augmented images every epoch (in the loop).
+        mixed_precision: build the model with the `mixed_float16` policy (float16 compute,
+            float32 weights and softmax, loss scaling); pays off on GPUs with tensor cores. XLA
+            needs no option: Keras compiles with `jit_compile="auto"`, on when a GPU is present.
+    """
+
+    backbone: str = "resnet50"
+    weights: str | None = None
+    image_size: int | None = None
+    epochs: int = 10
+    finetune_epochs: int = 0
+    unfreeze: str = "all"
+    lr: float = 1e-3
+    finetune_lr: float | None = None
+    optimizer: str = "adam"
+    batch_size: int = 32
+    augment: bool = True
+    flip: str = "horizontal"
+    dropout: float = 0.2
+    head_units: int = 0
+    val_split: float = 0.2
+    val_dir: str | None = None
+    manifest: str | None = None
+    dedupe: bool = False
+    class_weight: str = "none"
+    seed: int = 42
+    strategy: str = "auto"
+    patience: int = 5
+    cache_features: bool = True
+    cached_views: int = 0
+    mixed_precision: bool = False
+
+    def resolved(self) -> TrainOptions:
+        """Validates every value and returns the options with all defaults filled in.
+
+        Raises:
+            InvalidOptionError: naming the option, the value received and what is allowed.
+        """
+        spec = get_backbone(self.backbone)
+        weights = self.weights or ("imagenet" if spec.pretrained else "none")
+        image_size = self.image_size or spec.input_size
+        finetune_lr = self.finetune_lr if self.finetune_lr is not None else self.lr / 10
+        require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
+        require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
+        require(self.lr > 0, "--lr", self.lr, "a number > 0")
+        require(finetune_lr > 0, "--finetune-lr", finetune_lr, "a number > 0")
+        require(self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")
+        require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
+        require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
+        require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")
+        require(self.patience >= 1, "--patience", self.patience, "an integer >= 1")
+        require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
+        require(self.class_weight in CLASS_WEIGHTS, "--class-weight", self.class_weight, " | ".join(CLASS_WEIGHTS))
+        if self.manifest and self.val_dir:
+            raise InvalidOptionError(
+                f"Received --manifest {self.manifest} and --val-dir {self.val_dir}; a manifest gives the "
+                f"validation images in its split column instead."
+            )
+        require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
+        require(
+            image_size >= spec.min_input_size, "--image-size", image_size,
+            f"at least {spec.min_input_size} for {spec.name}",
+        )
+        require(
+            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+            "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
+        )
+        check_weights(spec, weights)
+        require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
+        if self.cached_views and not (self.augment and self.cache_features):
+            raise InvalidOptionError(
+                f"--cached-views {self.cached_views} caches augmented views, so it needs --augment and "
+                f"--cache-features. Without augmentation every epoch sees the same image and one "
+                f"cached view is exact."
+            )
+        if not spec.pretrained and self.finetune_epochs:
+            raise InvalidOptionError(
+                f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
+                f"{self.finetune_epochs}. Use --epochs for baselines."
+            )
+        return dataclasses.replace(
+            self, weights=weights, image_size=image_size, finetune_lr=finetune_lr
+        )
+
+    @property
+    def frozen_features(self) -> str:
+        """How the frozen stage gets backbone features: `cached` (one view, exact without
+        augmentation), `cached_views` (K augmented views) or `in_loop` (backbone every epoch)."""
+        if not self.cache_features or (self.augment and not self.cached_views):
+            return "in_loop"
+        return "cached_views" if self.augment else "cached"
+
+    @property
+    def unfreeze_count(self) -> int | None:
+        return None if self.unfreeze == "all" else int(self.unfreeze)
+
+
+def require(condition: bool, option: str, received, allowed: str) -> None:
+    """Raises `InvalidOptionError` naming `option`, the value received and what is allowed."""
+    if not condition:
+        raise InvalidOptionError(f"{option} must be {allowed}; received {received!r}.")

@@ -1,0 +1,432 @@
+"""The layout of every folder `transfer` writes, and writing them safely.
+
+| output | written by | files |
+|---|---|---|
+| run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv`, `checkpoint.keras` |
+| export | `export` | `saved_model.pb` and `variables/` (TensorFlow's), `labels.txt`, `config.json` |
+| evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `errors.csv`, `skipped.csv` |
+| report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file |
+| visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
+| comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
+
+Folders are written into a hidden staging folder beside the destination (`.NAME.partial`) and
+renamed into place when complete, so a half-written output is never mistaken for a finished one; an
+existing output is replaced only with `force`, renamed aside first and deleted last. Single files
+(JSON, CSV, HTML) go through a temporary name and a rename. While training, the run's staging folder
+also holds what `transfer train --resume` needs: `resume.json`, the best weights so far and, per
+stage, the epoch backups, the early-stopping record and the CSV history.
+
+Everything else asks this module where a file goes and how to read it: `Run.open(path)`,
+`Export.open(path)`, `open_model(path)`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from transfer.errors import ModelLoadError, OutputExistsError, op_error_message
+
+# A run directory.
+MODEL = "model.keras"
+CHECKPOINT = "checkpoint.keras"
+LABELS = "labels.txt"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+SPLIT = "split.csv"
+SKIPPED = "skipped.csv"
+DUPLICATES = "duplicates.csv"
+# ... and, while it trains, in its staging folder.
+RESUME_STATE = "resume.json"
+BEST_WEIGHTS = "best_weights.npz"
+STAGES = "stages"
+# An export.
+SAVED_MODEL = "saved_model.pb"
+# An evaluation.
+EVALUATION = "evaluation"
+METRICS_CSV = "metrics.csv"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+ERRORS_CSV = "errors.csv"
+# A report and a visualization.
+REPORT = "report.html"
+VISUALIZATION = "visualize"
+FILTERS_PNG = "filters.png"
+# A comparison.
+RUNS = "runs"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_PNG = "leaderboard.png"
+
+HISTORY_COLUMNS = ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+SKIPPED_COLUMNS = ["path", "label", "reason"]
+
+#: A folder holding one of these files is an output of `transfer` that `force` may replace.
+_MARKERS = (CONFIG, SAVED_MODEL)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory written by `transfer train`, or the staging folder of one in progress."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        """The run at `path`; an interrupted run's staging folder opens on its best checkpoint.
+
+        Raises:
+            ModelLoadError: `path` holds neither `model.keras` nor `checkpoint.keras`.
+        """
+        run = cls(Path(path))
+        if not run.model_file.is_file():
+            raise ModelLoadError(f"{path} is not a run directory: {run.path / MODEL} is missing.")
+        return run
+
+    @property
+    def model_file(self) -> Path:
+        finished = self.path / MODEL
+        return finished if finished.is_file() or not (self.path / CHECKPOINT).is_file() else self.path / CHECKPOINT
+
+    def load_model(self):
+        """The trained classifier, for inference (the optimizer is not restored)."""
+        return load_keras_model(self.model_file)
+
+    def labels(self) -> list[str]:
+        return read_labels(self.path / LABELS)
+
+    def config(self) -> dict:
+        """The run's `config.json` (every option, resolved), or `{}` where it is missing."""
+        return read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
+
+    def metrics(self) -> dict:
+        return read_json(self.path / METRICS)
+
+    def split(self) -> pd.DataFrame:
+        """`path`, `label`, `split` of every image the run used.
+
+        Raises:
+            ModelLoadError: the run has no `split.csv`.
+        """
+        if not (self.path / SPLIT).is_file():
+            raise ModelLoadError(f"{self.path} lacks {SPLIT}; this needs a run directory written by `transfer train`.")
+        return read_table(self.path / SPLIT)
+
+    def validation_images(self) -> pd.DataFrame:
+        split = self.split()
+        return split[split["split"] == "val"][["path", "label"]]
+
+    def skipped(self) -> pd.DataFrame:
+        return _table_or_empty(self.path / SKIPPED, SKIPPED_COLUMNS)
+
+    def duplicates(self) -> pd.DataFrame:
+        from transfer.data import DUPLICATE_COLUMNS
+
+        table = _table_or_empty(self.path / DUPLICATES, DUPLICATE_COLUMNS)
+        return table.assign(removed=table["removed"] == "True")
+
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / HISTORY)
+
+    # What `train` writes, into the staging folder.
+
+    def write_data(self, folder) -> None:
+        """The class names, split, skipped files and duplicates of an `ImageFolder`."""
+        write_labels(self.path / LABELS, folder.class_names)
+        write_table(self.path / SPLIT, folder.examples)
+        write_table(self.path / SKIPPED, folder.skipped)
+        write_table(self.path / DUPLICATES, folder.duplicates)
+
+    def write_results(self, model, *, metrics: dict, config: dict, history: pd.DataFrame) -> None:
+        """The model, its metrics, its options and its per-epoch history with `curves.png`."""
+        from transfer.plots import plot_curves
+
+        model.save(self.path / MODEL)
+        write_json(self.path / METRICS, metrics)
+        write_table(self.path / HISTORY, history)
+        plot_curves(history, self.path / CURVES)
+        write_json(self.path / CONFIG, config)
+
+    # What `train --resume` needs, in the staging folder while training.
+
+    @property
+    def resume_file(self) -> Path:
+        return self.path / RESUME_STATE
+
+    @property
+    def best_weights_file(self) -> Path:
+        return self.path / BEST_WEIGHTS
+
+    def stage_dir(self, stage: str) -> Path:
+        """A stage's epoch backups (`backup/`), early-stopping record and CSV history."""
+        return self.path / STAGES / stage
+
+    def stage_history(self, stage: str) -> pd.DataFrame:
+        """One row per epoch of `stage` from its `keras.callbacks.CSVLogger` file (1-based epochs).
+
+        An epoch logged twice (run again after a restart) keeps its last row.
+        """
+        log = self.stage_dir(stage) / HISTORY
+        if not log.is_file():
+            return pd.DataFrame(columns=HISTORY_COLUMNS)
+        frame = pd.read_csv(log).drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame["epoch"] = frame["epoch"] + 1
+        frame.insert(0, "stage", stage)
+        return frame.reindex(columns=HISTORY_COLUMNS).reset_index(drop=True)
+
+    def drop_resume_state(self) -> None:
+        """Deletes what only resuming needed, before the run is published."""
+        for path in (self.path / STAGES, self.best_weights_file, self.resume_file):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Export:
+    """A SavedModel written by `transfer export`, with the run's `labels.txt` and `config.json`."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: Path) -> Export:
+        export = cls(Path(path))
+        if not (export.path / SAVED_MODEL).is_file():
+            raise ModelLoadError(f"{path} is not an exported SavedModel: {export.path / SAVED_MODEL} is missing.")
+        return export
+
+    def labels(self) -> list[str]:
+        return read_labels(self.path / LABELS)
+
+    def config(self) -> dict:
+        return read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
+
+    def load_signature(self):
+        """The `serving_default` signature (TensorFlow alone, no `transfer` code)."""
+        import tensorflow as tf
+
+        try:
+            return tf.saved_model.load(str(self.path)).signatures["serving_default"]
+        except Exception as error:  # protobuf, OpError, OSError, KeyError: all mean the same here
+            raise ModelLoadError(
+                f"Cannot load the SavedModel at {self.path} ({op_error_message(error)[:300]}). It is damaged or not "
+                f"written by `transfer export`; export the run again."
+            ) from error
+
+    def write_metadata(self, run: Run) -> None:
+        """`labels.txt`, and the run's `config.json` (its options, for evaluation with TTA)."""
+        write_labels(self.path / LABELS, run.labels())
+        if (run.path / CONFIG).is_file():
+            shutil.copy(run.path / CONFIG, self.path / CONFIG)
+
+
+def open_model(path: Path) -> Run | Export:
+    """A run directory (has `model.keras`) or an export (has `saved_model.pb`).
+
+    Raises:
+        ModelLoadError: `path` is neither.
+    """
+    path = Path(path)
+    if (path / MODEL).is_file() or (path / CHECKPOINT).is_file():
+        return Run(path)
+    if (path / SAVED_MODEL).is_file():
+        return Export(path)
+    raise ModelLoadError(
+        f"{path} is neither a run directory (with {MODEL}) nor an exported SavedModel (with "
+        f"{SAVED_MODEL}). Pass the --out folder of `transfer train` or `transfer export`."
+    )
+
+
+def load_keras_model(model_file: Path):
+    """A `model.keras` written by `transfer train`, for inference, with a clear error if damaged."""
+    import keras
+
+    import transfer.preprocessing  # noqa: F401  (registers the in-model Preprocess layer)
+
+    model_file = Path(model_file)
+    try:
+        return keras.saving.load_model(model_file, compile=False)
+    except Exception as error:
+        reason = op_error_message(error)[:300] if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
+        raise ModelLoadError(
+            f"Cannot load the model file {model_file} ({reason}). It is damaged or not "
+            f"written by `transfer train`; train the run again."
+        ) from error
+
+
+def write_evaluation(evaluation, out_dir: Path) -> None:
+    """An `Evaluation` as metrics.json/.csv, confusion_matrix.csv/.png, errors.csv and skipped.csv."""
+    from transfer.plots import plot_confusion_matrix
+
+    staging = staging_dir(out_dir)
+    write_json(staging / METRICS, {**evaluation.summary, "per_class": evaluation.per_class.to_dict(orient="index")})
+    evaluation.per_class.to_csv(staging / METRICS_CSV)
+    evaluation.confusion.to_csv(staging / CONFUSION_CSV)
+    plot_confusion_matrix(evaluation.confusion, staging / CONFUSION_PNG)
+    errors = evaluation.errors.drop(columns="correct").rename(columns={"label": "true_label", "top": "top_3"})
+    write_table(staging / ERRORS_CSV, errors)
+    write_table(staging / SKIPPED, evaluation.skipped)
+    publish(staging, out_dir)
+
+
+def feature_maps_png(layer: str) -> str:
+    return f"feature_maps_{layer}.png"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A folder written by `transfer compare`: one split, one run per backbone, a leaderboard."""
+
+    path: Path
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / SPLIT
+
+    def run_dir(self, backbone: str) -> Path:
+        return self.path / RUNS / backbone
+
+    def write_data(self, folder) -> None:
+        write_table(self.split_file, folder.examples)
+        write_table(self.path / SKIPPED, folder.skipped)
+
+    def write_leaderboard(self, leaderboard: pd.DataFrame, config: dict) -> None:
+        """The leaderboard as PNG and CSV, and the comparison's options; the CSV last, as it marks
+        a finished comparison."""
+        from transfer.plots import plot_leaderboard
+
+        plot_leaderboard(leaderboard, self.path / LEADERBOARD_PNG)
+        write_json(self.path / CONFIG, config)
+        write_table(self.path / LEADERBOARD_CSV, leaderboard)
+
+
+# Replacing outputs safely.
+
+
+def check_destination(path: Path, force: bool) -> None:
+    """Refuses a destination that exists and is not empty, unless `force` and it is ours.
+
+    Raises:
+        OutputExistsError: with what is there and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is a file; choose another output folder.")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not force:
+        raise OutputExistsError(
+            f"{path} already exists and is not empty. Choose another output folder, or pass --force "
+            f"to replace it."
+        )
+    if not any((path / marker).exists() for marker in _MARKERS):
+        raise OutputExistsError(
+            f"{path} is not empty and is not a transfer run or export (no {' or '.join(_MARKERS)}), "
+            f"so --force will not delete it. Choose another output folder."
+        )
+
+
+def partial_dir(path: Path, worker: int | None = None) -> Path:
+    """The hidden staging folder beside `path` where `path` is written until complete.
+
+    A non-chief worker of a multi-worker run (`worker` = its index) keeps its own copy in
+    `.NAME.worker-K.partial` instead, deleted when training ends; only the chief writes `path`.
+    """
+    path = Path(path)
+    return path.parent / (f".{path.name}.partial" if worker is None else f".{path.name}.worker-{worker}.partial")
+
+
+def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None) -> None:
+    """Refuses to start over an interrupted training of `path` unless `force`.
+
+    Raises:
+        OutputExistsError: naming the interrupted run and how to resume it.
+    """
+    partial = partial_dir(path, worker)
+    if (partial / RESUME_STATE).is_file() and not force:
+        raise OutputExistsError(
+            f"An interrupted training of {path} is in {partial}. Continue it with `transfer train "
+            f"--resume {path}`, or pass --force to discard it and start over."
+        )
+
+
+def staging_dir(path: Path, worker: int | None = None) -> Path:
+    """An empty hidden folder beside `path` to write into before `publish` (see `partial_dir`)."""
+    staging = partial_dir(path, worker)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, path: Path) -> None:
+    """Moves a completed staging folder to `path`, replacing what `check_destination` allowed.
+
+    An existing output is first renamed aside, so at every moment either it or the new one is
+    complete under its name.
+    """
+    path = Path(path)
+    old = path.parent / f".{path.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if path.is_dir():
+        path.rename(old)
+    staging.rename(path)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
+    reader never sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
+    yield temporary
+    temporary.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=False)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One of the CSV files written here with every value as written (class names such as `0`
+    stay text)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_labels(path: Path, class_names: list[str]) -> None:
+    write_text(path, "".join(f"{name}\n" for name in class_names))
+
+
+def read_labels(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: a run directory or export needs its {LABELS}.")
+    return [line for line in path.read_text().splitlines() if line]
+
+
+def _table_or_empty(path: Path, columns: list[str]) -> pd.DataFrame:
+    return read_table(path) if path.is_file() else pd.DataFrame(columns=columns)

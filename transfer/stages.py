@@ -1,0 +1,189 @@
+"""Training stages: what a run carries from one to the next, and fitting one of them.
+
+A stage is a name, a number of epochs and a learning rate (`Stage`). `fit_stage` compiles the model
+(or only its head, on cached backbone features), fits it with early stopping on validation loss,
+learning-rate reduction on plateau, the best checkpoint, a CSV history and per-epoch backups
+(`transfer.callbacks`), and keeps its weights only if they beat the best validation loss so far.
+Everything a run carries between stages travels in one `RunState`; after each stage it is written
+to the run's `resume.json`, so a finished stage is never run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from transfer import outputs
+from transfer.backbones import BackboneSpec
+from transfer.callbacks import (
+    BACKUP,
+    FullModelCheckpoint,
+    ResumableEarlyStopping,
+    agree_on_backup,
+    backup,
+    backup_epoch,
+    load_weights,
+    save_weights,
+)
+from transfer.data import ImageFolder, make_dataset
+from transfer.features import cached_feature_datasets
+from transfer.options import TrainOptions
+from transfer.progress import Reporter
+
+
+@dataclass(frozen=True)
+class Stage:
+    """`frozen` (head on a frozen backbone), `finetune` (top layers unfrozen) or `scratch`."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+
+
+@dataclass(kw_only=True)
+class RunState:
+    """One training run, from its first stage to its publication.
+
+    Attributes:
+        model: the full classifier (pixels in, probabilities out).
+        spec, options: the backbone and the run's resolved options.
+        folder: the checked, split data.
+        files: the run's staging folder (`transfer.outputs.Run`), published when training ends.
+        out_dir: where the run is published.
+        record: what `resume.json` holds: options, data source, finished stages, best loss.
+        strategy: the `tf.distribute` strategy the model was built under.
+        reporter, verbose: messages and progress; Keras' `fit` verbosity.
+        started: `time.perf_counter()` when the command started.
+    """
+
+    model: keras.Model
+    spec: BackboneSpec
+    options: TrainOptions
+    folder: ImageFolder
+    files: outputs.Run
+    out_dir: Path
+    record: dict
+    strategy: tf.distribute.Strategy
+    reporter: Reporter
+    verbose: int | str
+    started: float
+    histories: list[pd.DataFrame] = field(default_factory=list)
+    best_weights: list[np.ndarray] | None = None
+
+    def __post_init__(self):
+        self.histories = [self.files.stage_history(stage) for stage in self.stages_done]
+        if self.stages_done:
+            self.best_weights = load_weights(self.files.best_weights_file)
+            self.model.set_weights(self.best_weights)
+        options = self.options
+        self.global_batch = options.batch_size * self.strategy.num_replicas_in_sync
+        self.class_weight = self.folder.class_weights() if options.class_weight == "auto" else None
+        self.train_paths, self.train_labels = self.folder.paths_and_indices("train")
+        self.val_paths, self.val_labels = self.folder.paths_and_indices("val")
+        self.train_data = make_dataset(
+            self.train_paths, self.train_labels, options.image_size, self.global_batch, shuffle=True, seed=options.seed
+        )
+        self.val_data = make_dataset(self.val_paths, self.val_labels, options.image_size, self.global_batch, shuffle=False)
+
+    @property
+    def stages_done(self) -> dict[str, float]:
+        """Finished stages and their seconds, in order."""
+        return {entry["stage"]: entry["seconds"] for entry in self.record["stages_done"]}
+
+    @property
+    def epoch(self) -> int:
+        return sum(len(history) for history in self.histories)
+
+    @property
+    def best_loss(self) -> float:
+        return self.record.get("best_loss", float("inf"))
+
+    @property
+    def best_stage(self) -> str | None:
+        return self.record.get("best_stage")
+
+    def end_stage(self, stage: Stage, stage_loss: float, seconds: float) -> None:
+        """Records a finished stage; its weights stay if they beat the best loss, else the best return."""
+        self.histories.append(self.files.stage_history(stage.name))
+        if self.best_weights is None or stage_loss < self.best_loss:
+            self.best_weights = self.model.get_weights()
+            save_weights(self.files.best_weights_file, self.best_weights)
+            self.record.update(best_loss=float(stage_loss), best_stage=stage.name)
+        else:
+            self.reporter.message(
+                f"Stage {stage.name} did not improve the best validation loss ({self.best_loss:.4f}); keeping "
+                f"the weights of stage {self.best_stage}."
+            )
+            self.model.set_weights(self.best_weights)
+        self.record["stages_done"].append({"stage": stage.name, "seconds": round(seconds, 2)})
+        outputs.write_json(self.files.resume_file, self.record)
+
+
+def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> None:
+    """Fits `stage` on `run`, going on from its last backup; a finished stage is skipped.
+
+    Args:
+        cached_features: fit only the head, on backbone features computed once per image
+            (`transfer.features`); the backbone must be frozen.
+    """
+    if stage.name in run.stages_done:
+        return
+    started = time.perf_counter()
+    options = run.options
+    stage_dir = run.files.stage_dir(stage.name)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    agree_on_backup(stage_dir, run.strategy)
+    model, train_data, val_data = run.model, run.train_data, run.val_data
+    if cached_features:
+        model = run.model.get_layer("head")
+        train_data, val_data = cached_feature_datasets(run)
+    run.reporter.message(f"Stage {stage.name}: up to {stage.epochs} epochs at learning rate {stage.learning_rate:g}.")
+    with run.strategy.scope():
+        model.compile(
+            optimizer=make_optimizer(options.optimizer, stage.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    early_stopping = ResumableEarlyStopping(
+        stage_dir, monitor="val_loss", patience=options.patience, restore_best_weights=True
+    )
+    best_so_far = min(run.best_loss, early_stopping.saved_best())
+    callbacks = [
+        early_stopping,
+        keras.callbacks.ReduceLROnPlateau(  # adds learning_rate to the logs
+            monitor="val_loss", factor=0.2, patience=max(1, options.patience // 2), min_lr=1e-7
+        ),
+        FullModelCheckpoint(
+            run.model, run.files.path / outputs.CHECKPOINT, monitor="val_loss", save_best_only=True,
+            initial_value_threshold=None if best_so_far == float("inf") else best_so_far,
+        ),
+        keras.callbacks.CSVLogger(stage_dir / outputs.HISTORY, append=True),
+        backup(stage_dir),  # last, so that a backup marks an epoch whose other records are written
+    ]
+    if backup_epoch(stage_dir / BACKUP):
+        run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
+    model.fit(
+        train_data, validation_data=val_data, epochs=run.epoch + stage.epochs, initial_epoch=run.epoch,
+        callbacks=callbacks, verbose=run.verbose, shuffle=False,  # the datasets shuffle themselves
+        class_weight=run.class_weight,
+    )
+    stage_loss = float("inf") if early_stopping.best is None else float(early_stopping.best)
+    run.end_stage(stage, stage_loss, time.perf_counter() - started)
+
+
+_OPTIMIZERS = {
+    "adam": lambda rate: keras.optimizers.Adam(rate),
+    "sgd": lambda rate: keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
+    "rmsprop": lambda rate: keras.optimizers.RMSprop(rate),
+}
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """Adam, SGD with Nesterov momentum 0.9, or RMSprop (`transfer.options.OPTIMIZERS`)."""
+    return _OPTIMIZERS[name](learning_rate)
