@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,19 @@ def few_photos(source: Path, destination: Path, per_class: int) -> Path:
         for photo in sorted(class_dir.iterdir())[:per_class]:
             (destination / class_dir.name / photo.name).symlink_to(photo)
     return destination
+
+
+def blocks(width=48, height=32) -> Image.Image:
+    """An image whose four quadrants differ, so any flip or rotation shows."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[: height // 2, : width // 2] = (250, 20, 20)
+    pixels[: height // 2, width // 2 :] = (20, 250, 20)
+    pixels[height // 2 :, : width // 2] = (20, 20, 250)
+    pixels[height // 2 :, width // 2 :] = (240, 240, 30)
+    return Image.fromarray(pixels)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()

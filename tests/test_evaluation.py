@@ -8,6 +8,8 @@ import tensorflow as tf
 from sklearn import metrics as skm
 from typer.testing import CliRunner
 
+from tests.helpers import image_folder
+
 from transfer.cli import app
 from transfer.evaluation import evaluate, tta_views
 
@@ -66,8 +68,6 @@ def test_tta_views_are_corner_and_centre_crops_and_mirrors():
 
 
 def test_evaluate_refuses_classes_the_model_does_not_know(digits_run, tmp_path):
-    from .cli_cases import image_folder
-
     data = image_folder(tmp_path / "other", classes=("0", "cat"), per_class=2)
     result = runner.invoke(app, ["evaluate", str(digits_run), str(data), "--out", str(tmp_path / "e")])
     assert result.exit_code == 2 and "classes the model was not trained on: cat" in result.output

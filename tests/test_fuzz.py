@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from transfer.data import iter_decoded_batches
 from transfer.preprocessing import decode_image
 
-from .cli_cases import Workspace
-from .test_bad_input import blocks, encoded
+from tests.cli_cases import Workspace
+from tests.helpers import blocks, encoded
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from tests.helpers import write_image
+from tests.helpers import blocks, encoded, write_image
 from transfer.backbones import BACKBONES
 from transfer.preprocessing import Preprocess, decode_image
 
@@ -39,22 +39,6 @@ def test_grayscale_becomes_equal_rgb_channels(tmp_path):
     path = write_image(tmp_path / "g.png", mode="L", color=(90, 90, 90))
     pixels = decode_image(path.read_bytes(), 4).numpy()
     np.testing.assert_allclose(pixels, 90, atol=1)
-
-
-def blocks(width=48, height=32) -> Image.Image:
-    """An image whose four quadrants differ, so any flip or rotation shows."""
-    pixels = np.zeros((height, width, 3), np.uint8)
-    pixels[: height // 2, : width // 2] = (250, 20, 20)
-    pixels[: height // 2, width // 2 :] = (20, 250, 20)
-    pixels[height // 2 :, : width // 2] = (20, 20, 250)
-    pixels[height // 2 :, width // 2 :] = (240, 240, 30)
-    return Image.fromarray(pixels)
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def resized(image: Image.Image, size: int) -> np.ndarray:
