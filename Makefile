@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEMO   := .demo
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install browser demo test clean
+.PHONY: install browser demo test test-quick clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# The inner-loop subset: no training of real backbones, no browser, no cluster, no shared photos.
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow and not browser and not multiworker and not shared_data"
 
 demo: install
 	$(BIN)/transfer dataset digits $(DEMO)/digits

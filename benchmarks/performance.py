@@ -29,7 +29,8 @@ EPOCHS = 10
 
 
 def frozen_stage(work: Path) -> dict[str, Path]:
-    from transfer.training import TrainOptions, train
+    from transfer.options import TrainOptions
+    from transfer.training import train
 
     runs = {}
     print(f"1. Frozen stage, resnet50 --weights none, 224x224, {EPOCHS} epochs, no early stop")
@@ -51,10 +52,10 @@ def frozen_stage(work: Path) -> dict[str, Path]:
 
 def predict_throughput(run_dir: Path) -> None:
     from transfer.data import iter_decoded_batches
-    from transfer.prediction import RunModel, collect_images
+    from transfer.prediction import collect_images, load_scorer
 
     paths = collect_images([DATA / "val"])
-    model = RunModel(run_dir)
+    model = load_scorer(run_dir)
     list(model.score_files(paths[:32], 32))  # warm up: trace the model once
     started = time.perf_counter()
     scored = sum(1 for _ in model.score_files(paths, 32))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-
 from tests.helpers import image_folder, write_png
 
 

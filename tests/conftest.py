@@ -32,3 +32,10 @@ def digits_run(digits_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("digits-run") / "lenet"
     return train(digits_dir, out, TrainOptions(backbone="lenet", epochs=3, augment=False, seed=3), verbose=0).run_dir
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the shared photos (the `hymenoptera` fixture, directly or not) say so."""
+    for item in items:
+        if "hymenoptera" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,20 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def wait_for_epoch(process: subprocess.Popen, backup: Path, epoch: int, timeout: float = 180) -> int:
+    """Waits until the stage's BackupAndRestore record says `epoch` epochs are complete."""
+    record = backup / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            done = json.loads(record.read_text())["epoch"]
+        except (OSError, ValueError):
+            done = 0
+        if done >= epoch:
+            return done
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"no backup of epoch {epoch} within {timeout} s")

@@ -8,6 +8,8 @@ from tests.cli_cases import CASES, Workspace, answer
 from tests.helpers import image_folder, write_png
 from transfer.cli import app
 
+pytestmark = pytest.mark.slow  # most cases train or load a model through the CLI
+
 runner = CliRunner()
 
 

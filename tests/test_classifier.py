@@ -11,6 +11,8 @@ from transfer.backbones import get_backbone
 from transfer.classifier import backbone_layers, build_classifier, freeze_backbone, unfreeze_top
 from transfer.errors import InvalidOptionError
 
+pytestmark = pytest.mark.slow  # ResNet50 fit for a step per stage
+
 SPEC = get_backbone("resnet50")
 
 

@@ -5,10 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
-from transfer.backbones import BACKBONES
-
 from tests.helpers import few_photos
+from transfer.backbones import BACKBONES
+from transfer.cli import app
 
 runner = CliRunner()
 
@@ -79,6 +78,7 @@ def test_dataset_digits_writes_class_folders(tmp_path):
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == [str(d) for d in range(10)]
 
 
+@pytest.mark.slow
 def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
     """One step each of both stages of resnet50 --weights none on real photos, then export and serve."""
     train_dir = few_photos(hymenoptera / "train", tmp_path / "train", per_class=3)
@@ -103,6 +103,7 @@ def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
     assert sorted(labels) == ["ants", "bees"]
 
 
+@pytest.mark.slow
 def test_unreadable_image_is_reported_and_others_predicted(tmp_path, hymenoptera):
     import shutil
 

@@ -1,10 +1,13 @@
 """compare: every backbone on one split; a backbone that fails gets a row with the reason."""
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import few_photos
 from transfer.cli import app
+
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
 from transfer import outputs
+from transfer.cli import app
 from transfer.options import TrainOptions
 from transfer.training import train
+
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 

@@ -1,22 +1,23 @@
-"""evaluate, report, visualize, compare: metrics checked against scikit-learn, the report in a browser."""
+"""evaluate: metrics on a hand-computed case, the SavedModel against the run, multi-crop views."""
 
 import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from tests.helpers import image_folder
-
 from transfer.cli import app
-from transfer.evaluation import evaluate, tta_views
+from transfer.evaluation import evaluate, measure, tta_views
 
 runner = CliRunner()
 
 
-def test_evaluate_writes_metrics_that_match_scikit_learn(digits_run, digits_dir, tmp_path):
+@pytest.mark.slow
+def test_evaluate_writes_consistent_metrics_files(digits_run, digits_dir, tmp_path):
     result = runner.invoke(app, ["evaluate", str(digits_run), str(digits_dir), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval"
@@ -35,17 +36,32 @@ def test_evaluate_writes_metrics_that_match_scikit_learn(digits_run, digits_dir,
     assert f"accuracy {metrics['accuracy']:.4f}" in result.stdout
 
 
-def test_evaluation_against_scikit_learn_directly(digits_run, digits_dir):
-    data = pd.DataFrame({"path": [str(p) for p in sorted(digits_dir.rglob("*.png"))]})
-    data["label"] = [p.rsplit("/", 2)[-2] for p in data["path"]]
-    evaluation = evaluate(digits_run, data)
-    truth = data.set_index("path").loc[evaluation.examples["path"], "label"].astype(int).to_numpy()
-    assert evaluation.summary["log_loss"] == pytest.approx(skm.log_loss(truth, evaluation.scores, labels=range(10)))
-    assert evaluation.summary["top_k_accuracy"] == pytest.approx(skm.top_k_accuracy_score(truth, evaluation.scores, k=3, labels=range(10)))
-    f1 = skm.f1_score(truth, evaluation.scores.argmax(1), average=None, labels=range(10))
-    np.testing.assert_allclose(evaluation.per_class["f1"].iloc[:10], f1)
+def test_metrics_of_a_hand_computed_case():
+    """Four images, three classes; every number below is worked out by hand.
+
+    true a [.7 .2 .1] -> a;  true b [.5 .4 .1] -> a (wrong, b second);  true c [.2 .3 .5] -> c;
+    true b [.1 .8 .1] -> b.
+    """
+    scores = np.array([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1]])
+    evaluation = measure(["a", "b", "c"], ["1", "2", "3", "4"], scores, ["a", "b", "c", "b"], top_k=2)
+    s = evaluation.summary
+    assert s["accuracy"] == 0.75 and s["top_k"] == 2 and s["top_k_accuracy"] == 1.0
+    assert s["log_loss"] == pytest.approx(-(math.log(0.7) + math.log(0.4) + math.log(0.5) + math.log(0.8)) / 4)
+    per_class = evaluation.per_class
+    # a: predicted twice, right once (precision 1/2), its one image found (recall 1): F1 2/3.
+    # b: predicted once, right (precision 1), one of its two images found (recall 1/2): F1 2/3.
+    assert per_class.loc["a", ["precision", "recall", "f1"]].tolist() == pytest.approx([0.5, 1, 2 / 3])
+    assert per_class.loc["b", ["precision", "recall", "f1"]].tolist() == pytest.approx([1, 0.5, 2 / 3])
+    assert per_class.loc["c", ["precision", "recall", "f1"]].tolist() == pytest.approx([1, 1, 1])
+    assert per_class["support"].tolist() == [1, 2, 1, 4, 4]
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert s["weighted_f1"] == pytest.approx((1 * 2 / 3 + 2 * 2 / 3 + 1 * 1) / 4)
+    assert evaluation.confusion.to_numpy().tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert evaluation.errors["path"].tolist() == ["2"] and evaluation.errors["confidence"].tolist() == [0.5]
+    assert evaluation.errors["top"].iloc[0] == "a 0.500; b 0.400; c 0.100"
 
 
+@pytest.mark.slow
 def test_savedmodel_evaluates_like_the_run(digits_run, digits_dir, tmp_path):
     export = tmp_path / "export"
     assert runner.invoke(app, ["export", str(digits_run), "--out", str(export)]).exit_code == 0
@@ -67,6 +83,7 @@ def test_tta_views_are_corner_and_centre_crops_and_mirrors():
     assert tta_views(pixels, 8, mirror=False).shape[1] == 5
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_classes_the_model_does_not_know(digits_run, tmp_path):
     data = image_folder(tmp_path / "other", classes=("0", "cat"), per_class=2)
     result = runner.invoke(app, ["evaluate", str(digits_run), str(data), "--out", str(tmp_path / "e")])

@@ -4,16 +4,16 @@ import json
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
-from transfer.cli import app
+from tests.helpers import ROOT, wait_for_epoch
 from transfer import outputs
+from transfer.cli import app
 
-from tests.helpers import ROOT
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 EPOCHS = 12
@@ -24,23 +24,6 @@ def start_training(*argv: str) -> subprocess.Popen:
         [sys.executable, "-m", "transfer.cli", "train", *argv], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def wait_for_epoch(process: subprocess.Popen, backup: Path, epoch: int, timeout: float = 180) -> int:
-    """Waits until the stage's BackupAndRestore record says `epoch` epochs are complete."""
-    record = backup / "training_metadata.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            done = json.loads(record.read_text())["epoch"]
-        except (OSError, ValueError):
-            done = 0
-        if done >= epoch:
-            return done
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"no backup of epoch {epoch} within {timeout} s")
 
 
 def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):

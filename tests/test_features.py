@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import few_photos
 from transfer.augmentation import build_augmentation
 from transfer.backbones import get_backbone
 from transfer.classifier import build_classifier, unfreeze_top
@@ -12,8 +13,6 @@ from transfer.data import iter_decoded_batches
 from transfer.features import extract_features, feature_extractor, features_dataset
 from transfer.options import TrainOptions
 from transfer.training import train
-
-from tests.helpers import few_photos
 
 SPEC = get_backbone("resnet50")
 
@@ -24,6 +23,7 @@ def photos(hymenoptera, tmp_path_factory):
     return few_photos(hymenoptera / "train", root / "train", 4), few_photos(hymenoptera / "val", root / "val", 3)
 
 
+@pytest.mark.slow
 def test_cached_features_equal_the_backbone_output_on_the_same_batch(photos):
     paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))
     model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
@@ -34,6 +34,7 @@ def test_cached_features_equal_the_backbone_output_on_the_same_batch(photos):
     np.testing.assert_allclose(cached, keras.ops.convert_to_numpy(pooled), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_augmented_views_differ(photos):
     paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))[:4]
     model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
@@ -62,6 +63,7 @@ def test_frozen_backbone_is_in_inference_mode_even_when_called_in_training_mode(
     np.testing.assert_allclose(pooled(pixels, training=True), pooled(pixels, training=False), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
     train_dir, val_dir = photos
     results = {}

@@ -16,11 +16,12 @@ import tensorflow as tf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.cli_cases import Workspace
+from tests.helpers import blocks, encoded
 from transfer.data import iter_decoded_batches
 from transfer.preprocessing import decode_image
 
-from tests.cli_cases import Workspace
-from tests.helpers import blocks, encoded
+pytestmark = pytest.mark.slow
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 

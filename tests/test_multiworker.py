@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from tests.helpers import ROOT, wait_for_epoch
 from transfer import outputs
 
-from tests.helpers import ROOT
-from .test_faults import wait_for_epoch
+pytestmark = [pytest.mark.slow, pytest.mark.multiworker]
 
 
 def tf_configs(count: int) -> list[str]:

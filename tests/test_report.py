@@ -3,10 +3,13 @@
 import json
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from transfer import outputs
 from transfer.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 runner = CliRunner()
 

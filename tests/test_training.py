@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_mixed_precision_run_keeps_float32_outputs_and_restores_the_policy(digits_dir, tmp_path):
     import keras

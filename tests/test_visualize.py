@@ -25,6 +25,7 @@ def test_grad_cam_gives_unit_heatmaps_at_input_size(backbone):
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1 + 1e-6 and heatmaps.max() > 0
 
 
+@pytest.mark.slow
 def test_visualize_writes_filters_and_feature_maps(digits_run, tmp_path):
     result = runner.invoke(app, ["visualize", str(digits_run), "--layers", "c1,c3", "--out", str(tmp_path / "vis")])
     assert result.exit_code == 0, result.output

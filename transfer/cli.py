@@ -139,7 +139,8 @@ def train(
     """Train a classifier on DATA_DIR (or --manifest) and write the run to --out."""
     with user_errors():
         from transfer.errors import InvalidOptionError
-        from transfer.training import resume as resume_training, train as run_training
+        from transfer.training import resume as resume_training
+        from transfer.training import train as run_training
 
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
         if resume is not None:

@@ -21,8 +21,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from transfer import outputs
 from transfer.errors import DataError, op_error_message
-from transfer.progress import SILENT, Reporter
 from transfer.preprocessing import decode_image
+from transfer.progress import SILENT, Reporter
 from transfer.sources import SPLITS, Listing
 
 #: Decoded training images are kept in memory when they fit in this many bytes.

@@ -1,0 +1,55 @@
+"""Training options: defaults that depend on the backbone, and every value checked before any work."""
+
+import pytest
+
+from transfer.errors import InvalidOptionError
+from transfer.options import TrainOptions, require
+
+
+def test_defaults_follow_the_backbone():
+    resnet = TrainOptions(backbone="resnet50", lr=0.01).resolved()
+    assert (resnet.weights, resnet.image_size, resnet.finetune_lr) == ("imagenet", 224, pytest.approx(0.001))
+    lenet = TrainOptions(backbone="lenet").resolved()
+    assert (lenet.weights, lenet.image_size) == ("none", 32)
+    inception = TrainOptions(backbone="inceptionv3", finetune_lr=0.5).resolved()
+    assert (inception.image_size, inception.finetune_lr) == (299, 0.5)
+
+
+@pytest.mark.parametrize(
+    "augment, cache_features, cached_views, expected",
+    [
+        (False, True, 0, "cached"),  # one exact view per image
+        (True, True, 0, "in_loop"),  # caching one view would turn augmentation off
+        (True, True, 4, "cached_views"),
+        (False, False, 0, "in_loop"),
+        (True, False, 0, "in_loop"),
+    ],
+)
+def test_frozen_features(augment, cache_features, cached_views, expected):
+    options = TrainOptions(augment=augment, cache_features=cache_features, cached_views=cached_views)
+    assert options.frozen_features == expected
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"optimizer": "adamw"}, "--optimizer must be adam | sgd | rmsprop; received 'adamw'"),
+        ({"flip": "diagonal"}, "--flip must be horizontal | vertical | horizontal_and_vertical | none"),
+        ({"strategy": "tpu"}, "--strategy must be auto | default | mirrored | multiworker"),
+        ({"class_weight": "balanced"}, "--class-weight must be none | auto"),
+        ({"dropout": 1.0}, "--dropout must be a rate in [0, 1)"),
+        ({"unfreeze": "0"}, "--unfreeze must be 'all' or a number of top backbone layers >= 1"),
+        ({"manifest": "m.csv", "val_dir": "v"}, "a manifest gives the validation images"),
+        ({"backbone": "inceptionv3", "image_size": 64}, "--image-size must be at least 75 for inceptionv3"),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(changes, fragment):
+    with pytest.raises(InvalidOptionError) as raised:
+        TrainOptions(**changes).resolved()
+    assert fragment in str(raised.value)
+
+
+def test_require_echoes_the_value_received():
+    require(True, "--epochs", 3, "an integer >= 1")
+    with pytest.raises(InvalidOptionError, match=r"--epochs must be an integer >= 1; received 0\.$"):
+        require(False, "--epochs", 0, "an integer >= 1")
