@@ -54,7 +54,7 @@ def predict_throughput(run_dir: Path) -> None:
     from transfer.data import iter_decoded_batches
     from transfer.prediction import collect_images, load_scorer
 
-    paths = collect_images([DATA / "val"])
+    paths, _ = collect_images([DATA / "val"])
     model = load_scorer(run_dir)
     list(model.score_files(paths[:32], 32))  # warm up: trace the model once
     started = time.perf_counter()

@@ -2,9 +2,25 @@
 
 This folder installs as `transfer.datasets`. `RECIPES` maps a name to a function
 `(out_dir: Path) -> Path` that writes the dataset in the folder layout described in
-`datasets/README.md` and returns the folder to train on.
+`datasets/README.md`; `write_dataset` writes one as an output of `transfer` (it owns the folder).
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from transfer import outputs
 from transfer.datasets.digits import materialize as digits
+from transfer.options import require
 
 RECIPES = {"digits": digits}
+
+
+def write_dataset(name: str, out_dir: Path, *, force: bool = False) -> Path:
+    """Writes the built-in dataset `name` to `out_dir`, a new or empty folder (or, with `force`, an
+    earlier dataset written by `transfer`), and returns `out_dir`."""
+    require(name in RECIPES, "DATASET", name, " | ".join(RECIPES))
+    outputs.check_destination(Path(out_dir), kind="dataset", force=force)
+    with outputs.staged(Path(out_dir), "dataset") as staging:
+        RECIPES[name](staging)
+    return Path(out_dir)

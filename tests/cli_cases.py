@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image
+
 from tests.helpers import image_folder, write_png
 
 
@@ -124,6 +126,53 @@ def _unreadable_only(ws: Workspace) -> list[str]:
     return ["predict", str(ws.run), str(folder)]
 
 
+def _one_good_one_broken(root: Path) -> None:
+    for path in sorted((root / "bees").iterdir())[2:]:
+        path.unlink()
+    (root / "bees" / "1.png").write_bytes(b"")
+
+
+def _two_bees(root: Path) -> None:
+    for path in sorted((root / "bees").iterdir())[2:]:
+        path.unlink()
+
+
+def _export_over_thesis(ws: Workspace) -> list[str]:
+    folder = ws.path("myproj")
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "thesis.tex").write_text("chapter 1")
+    return ["export", str(ws.run), "--out", str(folder), "--force"]
+
+
+def _report_over_notes(ws: Workspace) -> list[str]:
+    notes = ws.path("notes.md")
+    notes.write_text("# my notes")
+    return ["report", str(ws.run), "--out", str(notes), "--force"]
+
+
+def _dataset_twice(ws: Workspace) -> list[str]:
+    from transfer.datasets import write_dataset
+
+    write_dataset("digits", ws.path("digits"))
+    return ["dataset", "digits", str(ws.path("digits")), "--force"]
+
+
+def _evaluate_twice(ws: Workspace) -> list[str]:
+    from transfer.evaluation import evaluate_folder
+
+    evaluate_folder(ws.run, ws.data, ws.path("evaluation-twice"))
+    return ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.path("evaluation-twice")), "--force"]
+
+
+def _mixed_formats(ws: Workspace) -> list[str]:
+    folder = ws.path("formats")
+    folder.mkdir()
+    for fmt, name in (("WEBP", "a.webp"), ("TIFF", "b.tif"), ("PNG", "c.png")):
+        Image.new("RGB", (40, 40), (200, 30, 30)).save(folder / name, format=fmt)
+    return ["predict", str(ws.run), str(folder)]
+
+
 def _duplicates(root: Path) -> None:
     # Fixed --val-dir, so the copy is certainly in validation.
     shutil.copy(root / "train" / "ants" / "0.png", root / "val" / "ants" / "copy.png")
@@ -146,7 +195,10 @@ CASES = [
     Case("an empty class", lambda ws: _train(str(_data_with(ws, "empty-class", lambda r: (r / "wasps").mkdir())), ws), 2, "has no image files"),
     Case("images directly in DATA_DIR", lambda ws: _train(str(_data_with(ws, "loose", lambda r: write_png(r / "stray.png"))), ws), 2, "holds images directly"),
     Case("--val-dir with other classes", lambda ws: _split_dirs(ws, "split-classes", lambda r: (r / "val" / "bees").rename(r / "val" / "wasps")), 2, "The validation folder"),
-    Case("a class with < 2 usable images", lambda ws: _train(str(_data_with(ws, "few", _one_usable_bee)), ws), 2, "fewer than 2 usable images (bees: 1 usable, 5 skipped)"),
+    Case("a class with < 2 usable images", lambda ws: _train(str(_data_with(ws, "few", _one_usable_bee)), ws), 2, "bees: 1 usable, 5 skipped ("),
+    Case("a class of 1 good and 1 broken image: the broken one named", lambda ws: _train(str(_data_with(ws, "one-good", _one_good_one_broken)), ws), 2, "bees: 1 usable, 1 skipped ("),
+    Case("a class of exactly 2 images gets a validation image", lambda ws: _train(str(_data_with(ws, "pair", _two_bees)), ws), 0, "bees: 1 train, 1 val"),
+    Case("--out inside the data folder", lambda ws: ["train", str(ws.data), "--backbone", "lenet", "--out", str(ws.data / "run1")], 2, "is inside the data folder"),
     # Image folders: problems that do not stop training (exit 0, reported)
     Case("unreadable files (empty, truncated, text)", lambda ws: _train(str(_data_with(ws, "corrupt", _corrupt_some)), ws), 0, "Skipped 3 file(s)"),
     Case("train/val exact duplicates", lambda ws: _split_dirs(ws, "dupes", _duplicates), 0, "byte-for-byte copies of training images"),
@@ -161,13 +213,26 @@ CASES = [
     Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a number > 0; received 0.0"),
     Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet51", "--out", str(ws.fresh("out"))], 2, "Invalid value for '--backbone'"),
     Case("--unfreeze beyond the backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--finetune-epochs", "1", "--unfreeze", "9999", "--out", str(ws.fresh("out"))], 2, "--unfreeze must be 'all' or between 1 and"),
-    Case("image size too small", lambda ws: ["train", str(ws.data), "--backbone", "inceptionv3", "--weights", "none", "--image-size", "64", "--out", str(ws.fresh("out"))], 2, "--image-size must be at least 75 for inceptionv3"),
-    Case("predict --top-k 0", lambda ws: ["predict", str(ws.run), str(ws.data), "--top-k", "0"], 2, "--top-k must be >= 1; received 0"),
-    Case("export --top-k 0", lambda ws: ["export", str(ws.run), "--out", str(ws.path("exp")), "--top-k", "0"], 2, "--top-k must be between 1 and 2"),
+    Case("image size far too large", lambda ws: _train(str(ws.data), ws, "--image-size", "100000"), 2, "--image-size must be between 32 and 1024 for lenet; received 100000"),
+    Case("image size too small", lambda ws: ["train", str(ws.data), "--backbone", "inceptionv3", "--weights", "none", "--image-size", "64", "--out", str(ws.fresh("out"))], 2, "--image-size must be between 75 and 1024 for inceptionv3"),
+    Case("predict --top-k 0", lambda ws: ["predict", str(ws.run), str(ws.data), "--top-k", "0"], 2, "--top-k must be an integer >= 1; received 0"),
+    Case("predict --top-k beyond the classes", lambda ws: ["predict", str(ws.run), str(ws.data), "--top-k", "50"], 2, "--top-k must be between 1 and 2 (the classes of this model); received 50"),
+    Case("export --top-k beyond the classes", lambda ws: ["export", str(ws.run), "--out", str(ws.path("exp")), "--top-k", "50"], 2, "--top-k must be between 1 and 2 (the classes of this model); received 50"),
     Case("--strategy multiworker without TF_CONFIG", lambda ws: _train(str(ws.data), ws, "--strategy", "multiworker"), 2, "TF_CONFIG is not set"),
     Case("--class-weight unknown", lambda ws: _train(str(ws.data), ws, "--class-weight", "balanced"), 2, "Invalid value for '--class-weight'"),
     # Outputs and faults
-    Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists and is not empty"),
+    Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists (an earlier transfer run)"),
+    Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),
+    Case("export --force over a run", lambda ws: ["export", str(ws.run), "--out", str(ws.copy_of(ws.run, "run-in-the-way")), "--force"], 2, "is an earlier transfer run; --force replaces only an earlier transfer export"),
+    Case("report --out over the user's notes", _report_over_notes, 2, "not written by transfer (a file)"),
+    Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--out", str(ws.data)], 2, "is a folder; the report is one HTML file"),
+    Case("report --out in a folder not made yet", lambda ws: ["report", str(ws.run), "--out", str(ws.path("new/dir/report.html")), "--gradcam", "2"], 0, "Report written to"),
+    Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),
+    Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
+    Case("evaluate twice, with --force", _evaluate_twice, 0, "written to"),
+    Case("evaluate a run on its own training images", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
+    Case("evaluate an export: results beside it", lambda ws: ["evaluate", str(ws.export), str(ws.data)], 0, "export-evaluation"),
+    Case("a frozen pretrained backbone with --weights none", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out"))], 0, "keeps its random initialization"),
     Case("an interrupted run is in the way", _interrupted, 2, "An interrupted training of"),
     Case("--resume with nothing to resume", lambda ws: ["train", "--resume", str(ws.path("never"))], 2, "no interrupted training found"),
     Case("--resume with other options", lambda ws: ["train", "--resume", str(ws.path("never")), "--epochs", "3"], 2, "received --epochs as well"),
@@ -178,7 +243,8 @@ CASES = [
     Case("corrupt saved_model.pb", _corrupt_savedmodel, 1, "Cannot load the SavedModel"),
     Case("export of a folder that is no run", lambda ws: ["export", str(ws.data), "--out", str(ws.path("exp2"))], 1, "is not a run directory"),
     Case("predict on a missing image", lambda ws: ["predict", str(ws.run), str(ws.path("missing.jpg"))], 2, "does not exist"),
-    Case("predict where no image decodes", _unreadable_only, 1, "could not read"),
+    Case("predict where no image decodes", _unreadable_only, 1, "skipped"),
+    Case("predict a folder with WebP and TIFF files", _mixed_formats, 0, "TIF images are not read"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The command line: help generated from the registry, clear errors, no tracebacks."""
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -24,7 +25,7 @@ def test_help_lists_every_registered_backbone():
     [
         (["--epochs", "-1"], "--epochs must be an integer >= 1; received -1"),
         (["--lr", "0"], "--lr must be a number > 0; received 0.0"),
-        (["--image-size", "16"], "--image-size must be at least 32 for resnet50; received 16"),
+        (["--image-size", "16"], "--image-size must be between 32 and 1024 for resnet50; received 16"),
         (["--unfreeze", "some"], "--unfreeze must be 'all' or a number"),
         (["--val-split", "1.5"], "--val-split must be a fraction between 0 and 1"),
         (["--backbone", "lenet", "--finetune-epochs", "2"], "trained from scratch in one stage"),
@@ -121,3 +122,44 @@ def test_unreadable_image_is_reported_and_others_predicted(tmp_path, hymenoptera
     assert entries["ant.jpg"]["predictions"] and "error" not in entries["ant.jpg"]
     assert entries["broken.jpg"]["error"] and entries["broken.jpg"]["predictions"] == []
     assert "could not read" in predicted.stderr and "broken.jpg" in predicted.stderr
+
+
+def test_help_is_whole_at_80_columns():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    text = subprocess.run([sys.executable, "-m", "transfer.cli", "train", "--help"], capture_output=True, text=True,
+                          env=env, check=True).stdout
+    assert "…" not in text and "--no-cache-features" in text and "--mixed-precision" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_version():
+    from transfer import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"transfer {__version__}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["backbones"],
+    ["train", "data", "--out", "run", "--val-split", "0"],
+    ["train", "data", "--out", "run", "--image-size", "100000"],
+    ["predict", "run", "photo.jpg", "--top-k", "0"],
+    ["evaluate", "run", "data", "--top-k", "0"],
+])
+def test_cheap_commands_and_option_errors_do_not_import_tensorflow(argv, tmp_path):
+    """What keeps them under a second: TensorFlow's import alone takes 4-5 s here."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom transfer.cli import app\n"
+        f"try:\n    app({argv!r})\nexcept SystemExit as end:\n    code = end.code\n"
+        "print('exit', code, 'tensorflow' in sys.modules)"
+    )
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    last = printed.stdout.strip().splitlines()[-1]
+    assert last.split()[2] == "False", printed.stdout + printed.stderr
+    assert last.split()[1] == ("0" if argv == ["backbones"] else "2"), printed.stdout + printed.stderr

@@ -113,3 +113,20 @@ def test_balanced_class_weights_are_n_over_classes_times_count(tmp_path):
     folder = prepare(list_folder(train, val), image_size=8)
     assert folder.class_weights() == pytest.approx({0: 10 / 6, 1: 10 / 18, 2: 10 / 6})
     assert folder.imbalance() == 3.0
+
+
+def test_every_class_gets_a_validation_image(tmp_path):
+    """A class of 2 images gives 1 to validation whatever --val-split; 10 images at 0.2 give 2."""
+    root = image_folder(tmp_path / "data", classes=("big",), per_class=10)
+    image_folder(root, classes=("pair",), per_class=2)
+    for val_split in (0.05, 0.2, 0.9):
+        counts = prepare(list_folder(root), image_size=8, val_split=val_split).counts()
+        assert counts.loc["pair", "val"] == 1 and counts.loc["pair", "train"] == 1
+    assert prepare(list_folder(root), image_size=8, val_split=0.2).counts().loc["big", "val"] == 2
+
+
+def test_a_class_too_small_after_skipping_names_its_skipped_files(tmp_path):
+    root = image_folder(tmp_path / "data", per_class=2)
+    (root / "bees" / "1.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"bees: 1 usable, 1 skipped \(.*bees/1.png: empty file \(0 bytes\)\)"):
+        prepare(list_folder(root), image_size=8)

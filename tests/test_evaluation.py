@@ -88,3 +88,11 @@ def test_evaluate_refuses_classes_the_model_does_not_know(digits_run, tmp_path):
     data = image_folder(tmp_path / "other", classes=("0", "cat"), per_class=2)
     result = runner.invoke(app, ["evaluate", str(digits_run), str(data), "--out", str(tmp_path / "e")])
     assert result.exit_code == 2 and "classes the model was not trained on: cat" in result.output
+
+
+def test_classes_absent_from_the_data_stay_out_of_the_averages():
+    """Classes a, b, c; the data has only a and b, both right: the macro F1 is 1, not (1 + 1 + 0) / 3."""
+    scores = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+    evaluation = measure(["a", "b", "c"], ["1", "2"], scores, ["a", "b"])
+    assert evaluation.summary["macro_f1"] == 1.0 and evaluation.summary["classes_absent"] == ["c"]
+    assert evaluation.per_class.loc["c", "support"] == 0

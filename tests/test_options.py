@@ -40,7 +40,7 @@ def test_frozen_features(augment, cache_features, cached_views, expected):
         ({"dropout": 1.0}, "--dropout must be a rate in [0, 1)"),
         ({"unfreeze": "0"}, "--unfreeze must be 'all' or a number of top backbone layers >= 1"),
         ({"manifest": "m.csv", "val_dir": "v"}, "a manifest gives the validation images"),
-        ({"backbone": "inceptionv3", "image_size": 64}, "--image-size must be at least 75 for inceptionv3"),
+        ({"backbone": "inceptionv3", "image_size": 64}, "--image-size must be between 75 and 1024 for inceptionv3"),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(changes, fragment):

@@ -1,5 +1,6 @@
 """Output folders: staging, publishing, replacing only what `transfer` wrote, reading runs back."""
 
+import errno
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from transfer import outputs
-from transfer.errors import ModelLoadError, OutputExistsError
+from transfer.errors import InvalidOptionError, ModelLoadError, OutputExistsError, OutputLocationError
 
 
 def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkeypatch):
@@ -15,7 +16,7 @@ def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkey
     old = tmp_path / "run"
     old.mkdir()
     (old / outputs.CONFIG).write_text("{}")
-    staging = outputs.staging_dir(old)
+    staging = outputs.staging_dir(old, "run")
     (staging / outputs.CONFIG).write_text('{"new": true}')
     seen = []
     original = Path.rename
@@ -31,20 +32,95 @@ def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkey
     assert not (tmp_path / ".run.old").exists() and not staging.exists()
 
 
-def test_destination_checks(tmp_path):
-    outputs.check_destination(tmp_path / "new", force=False)  # missing: fine
-    (tmp_path / "empty").mkdir()
-    outputs.check_destination(tmp_path / "empty", force=False)
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputExistsError, match="is a file"):
-        outputs.check_destination(tmp_path / "file", force=True)
-    theirs = tmp_path / "theirs"
+def earlier(path, kind):
+    """An output of `kind` as `transfer` leaves it: the marker first, then its files."""
+    outputs.publish(outputs.staging_dir(path, kind), path)
+    (path / "some-result.csv").write_text("x\n")
+    return path
+
+
+def test_marker_is_the_first_file_and_names_the_kind(tmp_path):
+    staging = outputs.staging_dir(tmp_path / "export", "export")
+    assert [p.name for p in staging.iterdir()] == [outputs.MARKER]
+    marker = json.loads((staging / outputs.MARKER).read_text())
+    assert marker["tool"] == "transfer" and marker["kind"] == "export" and marker["version"] and marker["created"]
+
+
+def test_force_replaces_only_an_earlier_output_of_the_same_kind(tmp_path):
+    run = earlier(tmp_path / "run", "run")
+    outputs.check_destination(run, kind="run", force=True)
+    with pytest.raises(OutputExistsError, match=r"already exists \(an earlier transfer run\).*pass --force"):
+        outputs.check_destination(run, kind="run", force=False)
+    with pytest.raises(OutputExistsError, match="is an earlier transfer run; --force replaces only an earlier transfer export"):
+        outputs.check_destination(run, kind="export", force=True)
+
+
+def test_a_folder_the_user_made_is_never_replaced(tmp_path):
+    theirs = tmp_path / "myproj"
     theirs.mkdir()
-    (theirs / "notes.txt").write_text("keep me")
+    (theirs / "config.json").write_text("{}")  # what the old rule took for a run
+    (theirs / "thesis.tex").write_text("chapter 1")
+    with pytest.raises(OutputExistsError, match=r"not written by transfer \(holding config.json, thesis.tex\)"):
+        outputs.check_destination(theirs, kind="export", force=True)
+    assert (theirs / "thesis.tex").read_text() == "chapter 1"
+
+
+def test_missing_and_empty_destinations_and_files_in_the_way(tmp_path):
+    outputs.check_destination(tmp_path / "new" / "deeper", kind="run", force=False)
+    assert (tmp_path / "new").is_dir(), "the parent is created, to know it can be"
+    (tmp_path / "empty").mkdir()
+    outputs.check_destination(tmp_path / "empty", kind="run", force=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputExistsError, match="exists and is a file; the run is a folder"):
+        outputs.check_destination(tmp_path / "file", kind="run", force=True)
+
+
+def test_an_output_inside_the_data_is_refused(tmp_path):
+    (tmp_path / "data" / "ants").mkdir(parents=True)
+    with pytest.raises(InvalidOptionError, match="is inside the data folder"):
+        outputs.check_destination(tmp_path / "data" / "run1", kind="run", force=False, data=(tmp_path / "data", None))
+    outputs.check_destination(tmp_path / "run1", kind="run", force=False, data=(tmp_path / "data",))
+
+
+def test_a_location_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(OutputLocationError, match=f"Cannot write to {tmp_path}: Read-only file system"):
+        outputs.check_destination(tmp_path / "run", kind="run", force=False)
+
+
+def test_a_report_replaces_only_a_report(tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes")
+    with pytest.raises(OutputExistsError, match="not written by transfer"):
+        outputs.check_destination(notes, kind="report", force=True)
+    ours = tmp_path / "report.html"
+    ours.write_text(f'<html><head><meta name="generator" content="{outputs.REPORT_GENERATOR} 0.1.0">')
+    outputs.check_destination(ours, kind="report", force=True)
     with pytest.raises(OutputExistsError, match="pass --force"):
-        outputs.check_destination(theirs, force=False)
-    with pytest.raises(OutputExistsError, match="not a transfer run or export"):
-        outputs.check_destination(theirs, force=True)
+        outputs.check_destination(ours, kind="report", force=False)
+    with pytest.raises(OutputExistsError, match="is a folder; the report is one HTML file"):
+        outputs.check_destination(tmp_path, kind="report", force=True)
+
+
+def test_a_failed_write_leaves_the_earlier_output_and_no_staging(tmp_path):
+    old = earlier(tmp_path / "evaluation", "evaluation")
+    with pytest.raises(OSError):
+        with outputs.staged(old, "evaluation") as staging:
+            (staging / "metrics.json").write_text("{}")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (old / "some-result.csv").is_file() and not (old / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation"]
+
+
+def test_a_failed_single_file_write_leaves_no_temporary(tmp_path):
+    with pytest.raises(OSError):
+        with outputs.atomic_path(tmp_path / "report.html") as temporary:
+            temporary.write_text("<html>")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_reads_back_what_was_written(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import image_folder, make_folder, write_image, write_png
 from transfer.data import prepare
 from transfer.errors import DataError
-from transfer.sources import list_classes, list_folder, read_manifest
+from transfer.sources import list_classes, list_folder, read_manifest, walk_images
 
 
 def test_classes_are_sorted(tmp_path):
@@ -40,7 +40,7 @@ def test_hidden_and_non_image_files_are_skipped_and_reported(tmp_path):
     assert any(p.endswith("nested/deep.JPG") for p in images["path"])
     assert set(skipped["label"]) == {"a_class"}
     reasons = dict(zip([p.rsplit("/", 1)[-1] for p in skipped["path"]], skipped["reason"]))
-    assert reasons == {".DS_Store": "hidden file", "notes.txt": "not an image file (extension '.txt')"}
+    assert reasons[".DS_Store"] == "hidden file" and reasons["notes.txt"].startswith("not an image file (extension '.txt'")
 
 
 def test_validation_folder_with_other_classes_is_refused(tmp_path):
@@ -63,7 +63,7 @@ def test_symlinks_are_followed_once_and_broken_ones_reported(tmp_path):
     assert len(ants) == 2 + 1 + 3  # own, a linked file, a linked folder listed once (not via the loop)
     from transfer.prediction import collect_images
 
-    assert sorted(map(os.path.abspath, collect_images([root / "ants"]))) == sorted(ants)  # predict lists alike
+    assert sorted(map(os.path.abspath, collect_images([root / "ants"])[0])) == sorted(ants)  # predict lists alike
     assert [r for r in listing.skipped["reason"]] == [f"broken symbolic link (target {tmp_path / 'deleted.png'} does not exist)"]
 
 
@@ -105,3 +105,25 @@ def test_manifest_with_a_single_label(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\na.png,ants\n")
     with pytest.raises(DataError, match=r"1 label\(s\) \(ants\)"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_one_rule_for_which_files_are_images(tmp_path):
+    """WebP is read (TensorFlow decodes it in the graph); TIFF and AVIF are named, with what to do."""
+    root = tmp_path / "ants"
+    write_image(root / "a.webp", fmt="WEBP")
+    write_image(root / "b.tif", fmt="TIFF")
+    (root / "c.avif").write_bytes(b"\0\0\0\x1cftypavif")
+    images, others = walk_images(root)
+    assert [os.path.basename(p) for p in images] == ["a.webp"]
+    reasons = {os.path.basename(p): r for p, r in others}
+    assert reasons["b.tif"].startswith("TIF images are not read") and "convert to PNG or JPEG" in reasons["b.tif"]
+    assert reasons["c.avif"].startswith("AVIF images are not read")
+
+
+def test_the_marker_of_a_folder_transfer_wrote_is_not_a_skipped_file(tmp_path):
+    from transfer.outputs import MARKER
+
+    image_folder(tmp_path / "digits", per_class=2)
+    (tmp_path / "digits" / MARKER).write_text("{}")
+    images, others = walk_images(tmp_path / "digits")
+    assert len(images) == 4 and others == []

@@ -1,12 +1,17 @@
 """The `transfer` command line: thin commands over the `transfer` library.
 
 Each command gathers its options, calls one library function, and turns the library's
-`TransferError`s into a one-line message and a non-zero exit code, without a traceback.
+`TransferError`s, and the file system's and memory's errors, into a one-line message and a non-zero
+exit code, without a traceback (`user_errors`). Nothing here imports TensorFlow: the library
+checks options and outputs first and imports it when the work starts, so `--help`, `--version`,
+`backbones` and option errors answer at once. TensorFlow's own start-up lines (written by its C++
+runtime straight to the terminal) are hidden unless `--verbose`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -22,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
+from transfer import __version__
 from transfer.backbones import BACKBONES
 from transfer.datasets import RECIPES
 from transfer.errors import TransferError
@@ -33,12 +39,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # Click's plain help: every option name whole, at any terminal width
 )
 # stdout carries what the user asked for; stderr progress, warnings and errors. Neither hard-wraps
 # long lines (paths, URLs) when it is not a terminal.
 results = Console(width=None if sys.stdout.isatty() else 200)
 messages = Console(stderr=True, soft_wrap=True)
-
 
 
 def _choices(name: str, values) -> type[Enum]:
@@ -92,15 +98,62 @@ class RichReporter(Reporter):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Prints a `TransferError` as one clear message and exits with its code."""
+    """Prints an error as one clear line and exits with its code: a `TransferError` with its own
+    (2 for bad input or options, 1 otherwise), a file-system or out-of-memory error with 1, 130 on
+    Ctrl-C."""
     try:
         yield
     except TransferError as error:
-        messages.print(f"[bold red]error:[/bold red] {error}", highlight=False)
-        raise typer.Exit(code=error.exit_code) from None
+        _error(str(error), error.exit_code)
     except KeyboardInterrupt:
         messages.print("[bold red]interrupted[/bold red]")
         raise typer.Exit(code=130) from None
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        _error(f"cannot write or read{where}: {error.strerror or error}. Free some space, or choose a location "
+               f"you can write to; the earlier output, if any, is unchanged.", 1)
+    except Exception as error:
+        if type(error).__name__ != "ResourceExhaustedError":
+            raise
+        _error("out of memory while training or predicting. Lower --batch-size or --image-size.", 1)
+
+
+def _error(text: str, code: int) -> None:
+    messages.print(f"[bold red]error:[/bold red] {text}", highlight=False)
+    raise typer.Exit(code=code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        results.print(f"transfer {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's own start-up and log lines.")] = False,
+) -> None:
+    """Transfer learning on small image datasets: train, predict, export, evaluate, report, compare."""
+    if not verbose:
+        _hide_native_logs()
+
+
+def _hide_native_logs() -> None:
+    """Sends what TensorFlow's C++ runtime writes to the terminal's stderr (oneDNN, absl, CUDA
+    notices) to /dev/null; this program's own messages and Python's warnings keep the terminal."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # not a real stream (tests)
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
 @app.command()
@@ -133,7 +186,7 @@ def train(
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = DEFAULTS.cache_features,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = DEFAULTS.cached_views,
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = DEFAULTS.mixed_precision,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory (or discard an interrupted one).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier run written by transfer (nothing else), or discard an interrupted one.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
 ) -> None:
     """Train a classifier on DATA_DIR (or --manifest) and write the run to --out."""
@@ -188,20 +241,21 @@ def _print_trained(result) -> None:
 def predict(
     model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
-    top_k: Annotated[int, typer.Option(help="Labels per image, most probable first.")] = 3,
-    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout.")] = OutputFormat.table,
+    top_k: Annotated[Optional[int], typer.Option(help="Labels per image, most probable first. Default: min(3, classes).")] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout (csv and json are written as each batch is scored).")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
 ) -> None:
     """Print the top-k labels with probabilities for each image."""
-    with user_errors():
-        from transfer.prediction import predict as run_prediction
+    from transfer.prediction import predict as run_prediction
 
-        predictions = list(run_prediction(model, paths, top_k=top_k, batch_size=batch_size, reporter=RichReporter()))
-    _print_predictions(predictions, format)
-    failed = [p for p in predictions if p.error is not None]
-    for prediction in failed:
-        messages.print(f"[yellow]could not read {prediction.path}: {prediction.error}[/yellow]", highlight=False)
-    if len(failed) == len(predictions):
+    printer = _PredictionPrinter(format)
+    with user_errors():
+        try:
+            for prediction in run_prediction(model, paths, top_k=top_k, batch_size=batch_size, reporter=RichReporter()):
+                printer.add(prediction)
+        finally:
+            printer.close()  # what was scored is shown, also after Ctrl-C
+    if printer.count and printer.failed == printer.count:
         raise typer.Exit(code=1)
 
 
@@ -210,7 +264,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the SavedModel to.")],
     top_k: Annotated[Optional[int], typer.Option(help="Labels per image in the signature. Default: min(3, classes).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing export.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
 ) -> None:
     """Write a TensorFlow SavedModel that serves encoded image bytes."""
     with user_errors():
@@ -224,11 +278,11 @@ def export(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: MODEL/evaluation.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: RUN/evaluation, or NAME-evaluation beside an export.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 3,
     tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing evaluation folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation written by transfer (nothing else).")] = False,
 ) -> None:
     """Accuracy, top-k, log loss, per-class precision/recall/F1, confusion matrix and errors on DATA_DIR."""
     with user_errors():
@@ -256,12 +310,13 @@ def report(
     tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
     errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
     gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier report written by transfer (nothing else).")] = False,
 ) -> None:
     """Write one self-contained report.html: config, data, curves, metrics, errors, Grad-CAM."""
     with user_errors():
         from transfer.report import report as write_report
 
-        path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, reporter=RichReporter())
+        path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, force=force, reporter=RichReporter())
     results.print(f"Report written to {path}", highlight=False)
 
 
@@ -271,7 +326,7 @@ def visualize(
     image: Annotated[Optional[Path], typer.Option(help="Image for the feature maps. Default: the run's first validation image.", show_default=False)] = None,
     layers: Annotated[Optional[str], typer.Option(help="Comma-separated backbone layers for feature maps. Default: the first and last convolutions.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write to. Default: RUN_DIR/visualize.", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier visualization written by transfer (nothing else).")] = False,
 ) -> None:
     """Write the first convolution's filters and feature maps of chosen layers as PNG grids."""
     with user_errors():
@@ -298,7 +353,7 @@ def compare(
     val_dir: ValDir = None,
     val_split: ValSplit = DEFAULTS.val_split,
     seed: Seed = DEFAULTS.seed,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing comparison.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier comparison written by transfer (nothing else).")] = False,
 ) -> None:
     """Train several backbones on one split, evaluate each, and write a leaderboard."""
     with user_errors():
@@ -340,32 +395,58 @@ def backbones() -> None:
 @app.command()
 def dataset(
     name: Annotated[DatasetName, typer.Argument(help="Built-in dataset.")],
-    out: Annotated[Path, typer.Argument(help="Folder to write the class subfolders into.")],
+    out: Annotated[Path, typer.Argument(help="New or empty folder to write the class subfolders into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier dataset written by transfer (nothing else).")] = False,
 ) -> None:
     """Write a built-in dataset as an image folder (no network needed)."""
-    path = RECIPES[name.value](out)
+    with user_errors():
+        from transfer.datasets import write_dataset
+
+        path = write_dataset(name.value, out, force=force)
     count = sum(1 for _ in Path(path).rglob("*.png"))
-    results.print(f"{name}: {count} images in {path}", highlight=False)
+    results.print(f"{name.value}: {count} images in {path}", highlight=False)
 
 
-def _print_predictions(predictions, format: OutputFormat) -> None:
-    if format is OutputFormat.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    elif format is OutputFormat.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "rank", "label", "probability", "error"])
-        for p in predictions:
+class _PredictionPrinter:
+    """Predictions on stdout as they come (csv, json) or as one table at the end; every file that
+    was not scored is also named on stderr with the reason."""
+
+    def __init__(self, format: OutputFormat):
+        self.format, self.count, self.failed, self.rows = format, 0, 0, []
+        if format is OutputFormat.csv:
+            self.writer = csv.writer(sys.stdout)
+            self.writer.writerow(["path", "rank", "label", "probability", "error"])
+
+    def add(self, p) -> None:
+        self.count += 1
+        if p.error is not None:
+            self.failed += 1
+            messages.print(f"[yellow]skipped {p.path}: {p.error}[/yellow]", highlight=False)
+        if self.format is OutputFormat.csv:
             if p.error is not None:
-                writer.writerow([p.path, "", "", "", p.error])
+                self.writer.writerow([p.path, "", "", "", p.error])
             for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
-                writer.writerow([p.path, rank, label, f"{probability:.6f}", ""])
-    else:
-        k = max((len(p.labels) for p in predictions), default=0)
-        table = Table("image", *[f"#{rank}" for rank in range(1, k + 1)])
-        for p in predictions:
-            cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
-            table.add_row(p.path, *(cells or [f"[red]{p.error}[/red]"]))
-        results.print(table)
+                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", ""])
+            sys.stdout.flush()
+        elif self.format is OutputFormat.json:
+            print(("[\n" if self.count == 1 else ",\n") + _indented(json.dumps(p.to_dict(), indent=2)), end="", flush=True)
+        else:
+            self.rows.append(p)
+
+    def close(self) -> None:
+        if self.format is OutputFormat.json:
+            print("[]" if self.count == 0 else "\n]", flush=True)
+        elif self.format is OutputFormat.table and self.rows:
+            k = max((len(p.labels) for p in self.rows), default=0)
+            table = Table("image", *[f"#{rank}" for rank in range(1, k + 1)])
+            for p in self.rows:
+                cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
+                table.add_row(p.path, *(cells or [f"[red]{p.error}[/red]"]))
+            results.print(table)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 if __name__ == "__main__":

@@ -10,18 +10,15 @@ the others still run.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 
 from transfer import outputs
 from transfer.backbones import BACKBONES, get_backbone
-from transfer.data import prepare
-from transfer.errors import InvalidOptionError, TransferError
+from transfer.errors import ComparisonFailedError, InvalidOptionError, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
 from transfer.progress import SILENT, Reporter
@@ -50,8 +47,14 @@ def compare(
     `options` apply to every backbone, except that baselines always start from random weights and
     train in one stage; an unset `weights` or `image_size` takes each backbone's default.
 
+    The comparison is written in a staging folder and published when every backbone has had its
+    turn, so an earlier comparison stays as it was until then.
+
     Returns:
         The leaderboard, best validation accuracy first (failed runs last).
+
+    Raises:
+        ComparisonFailedError: every backbone failed (the leaderboard, with the reasons, is written).
     """
     unknown = [name for name in backbones if name not in BACKBONES]
     if unknown or not backbones:
@@ -61,50 +64,61 @@ def compare(
     for name in backbones:  # every option checked before any training
         _options_for(name, options, Path(outputs.SPLIT)).resolved()
     out_dir = Path(out_dir)
-    outputs.check_destination(out_dir, force)
+    outputs.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
     listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None)
-    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)  # an earlier comparison, which check_destination allowed with force
-    # Each run is written atomically by `train`; the leaderboard files are written last.
-    out_dir.mkdir(parents=True)
-    comparison = outputs.Comparison(out_dir)
-    comparison.write_data(folder)
-    val = folder.examples[folder.examples["split"] == "val"][["path", "label"]]
 
-    rows = []
-    for name in backbones:
-        reporter.message(f"== {name} ==")
-        run_options = _options_for(name, options, comparison.split_file)
-        spec = get_backbone(name)
-        mode = "scratch" if not spec.pretrained else ("fine-tuned" if options.finetune_epochs else "frozen")
-        row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode, "run_dir": str(comparison.run_dir(name))}
-        try:
-            result = train(None, comparison.run_dir(name), run_options, reporter=reporter, verbose=verbose)
-            evaluation = evaluate(result.run_dir, val, top_k=3, reporter=reporter)
-        except TransferError as error:
-            reporter.warning(f"{name} failed: {error}")
-            rows.append(row | {"error": str(error).splitlines()[0]})
-            continue
-        model = result.model
-        rows.append(row | {
-            "parameters": int(model.count_params()),
-            "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    from transfer.data import prepare
+
+    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    with outputs.staged(out_dir, "comparison") as staging:
+        comparison = outputs.Comparison(staging)
+        comparison.write_data(folder)
+        rows = [_train_one(comparison, name, options, folder, reporter=reporter, verbose=verbose) for name in backbones]
+        leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
+        leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
+        leaderboard = leaderboard.reset_index(drop=True)
+        leaderboard["run_dir"] = [str(outputs.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
+        comparison.write_leaderboard(leaderboard, {
+            "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
+        })
+        comparison.relocate_runs(out_dir)
+    if leaderboard["error"].astype(bool).all():
+        raise ComparisonFailedError(
+            f"Every backbone failed ({'; '.join(f'{r.backbone}: {r.error}' for r in leaderboard.itertuples())}). "
+            f"The leaderboard with the reasons is in {out_dir}."
+        )
+    return leaderboard
+
+
+def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions, folder, *, reporter: Reporter,
+               verbose: int | str) -> dict:
+    """The leaderboard row of `name`: trained on the comparison's split, evaluated on its validation
+    images; or the first line of why it failed."""
+    import keras
+
+    reporter.message(f"== {name} ==")
+    spec = get_backbone(name)
+    mode = "scratch" if not spec.pretrained else ("fine-tuned" if options.finetune_epochs else "frozen")
+    row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode}
+    val = folder.examples[folder.examples["split"] == "val"][["path", "label"]]
+    try:
+        result = train(None, comparison.run_dir(name), _options_for(name, options, comparison.split_file),
+                       reporter=reporter, verbose=verbose)
+        evaluation = evaluate(result.run_dir, val, top_k=3, reporter=reporter)
+        return row | {
+            "parameters": int(result.model.count_params()),
+            "trainable_parameters": int(sum(np.prod(w.shape) for w in result.model.trainable_weights)),
             "val_accuracy": evaluation.summary["accuracy"],
             "top3_accuracy": evaluation.summary["top_k_accuracy"],
             "train_seconds": result.metrics["train_seconds"],
             "images_per_second": evaluation.summary["images_per_second"],
             "error": "",
-        })
+        }
+    except TransferError as error:
+        reporter.warning(f"{name} failed: {error}")
+        return row | {"error": str(error).splitlines()[0]}
+    finally:
         keras.backend.clear_session()
-
-    leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
-    leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
-    leaderboard = leaderboard.reset_index(drop=True)
-    comparison.write_leaderboard(leaderboard, {
-        "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
-    })
-    return leaderboard
 
 
 def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:

@@ -16,7 +16,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 from transfer import outputs
@@ -91,8 +90,8 @@ def prepare(
     """Checks every image, splits and finds duplicates: a `Listing` becomes an `ImageFolder`.
 
     Every listed image is decoded once; files that fail are moved to `skipped` with the reason.
-    Where the listing fixes no split, a stratified `val_split` share of each class is held out,
-    reproducibly for a given `seed`. Validation images with the same bytes as a training image are
+    Where the listing fixes no split, a `val_split` share of each class is held out (at least one
+    image per class), reproducibly for a given `seed`. Validation images with the same bytes as a training image are
     reported in `duplicates`, and removed from validation with `dedupe`.
 
     Raises:
@@ -184,14 +183,15 @@ def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: List
     usable = examples["label"].value_counts()
     lacking = [name for name in listing.class_names if usable.get(name, 0) < 2]
     if lacking:
-        skipped_per_class = skipped["label"].value_counts()
-        detail = ", ".join(
-            f"{name}: {usable.get(name, 0)} usable, {skipped_per_class.get(name, 0)} skipped" for name in lacking
-        )
+        def detail(name: str) -> str:
+            left_out = skipped[skipped["label"] == name]
+            files = "; ".join(f"{row.path}: {row.reason}" for row in left_out.head(5).itertuples())
+            more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+            return f"{name}: {usable.get(name, 0)} usable, {len(left_out)} skipped" + (f" ({files}{more})" if files else "")
+
         raise DataError(
-            f"Class(es) with fewer than 2 usable images ({detail}) in {listing.source}. Every class "
-            f"needs at least 2 readable images (one to train on, one to validate); see the skipped "
-            f"files above."
+            f"Class(es) with fewer than 2 usable images in {listing.source}: {', '.join(map(detail, lacking))}. "
+            f"Every class needs at least 2 readable images (one to train on, one to validate)."
         )
     for split in sorted(set(examples["split"]) - {""}):
         counts = examples[examples["split"] == split]["label"].value_counts()
@@ -204,16 +204,14 @@ def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: List
 
 
 def _stratified_split(examples: pd.DataFrame, val_split: float, seed: int) -> list[str]:
-    try:
-        _, val_index = train_test_split(
-            examples.index, test_size=val_split, random_state=seed, stratify=examples["label"]
-        )
-    except ValueError as error:
-        raise DataError(
-            f"Cannot hold out a stratified {val_split:.0%} of {len(examples)} images for validation: "
-            f"{error} Add images, change --val-split, or pass a --val-dir."
-        ) from None
-    return np.where(examples.index.isin(val_index), "val", "train").tolist()
+    """Holds out `val_split` of each class, rounded, but at least one image, and at least one left
+    to train on (every class has 2 or more): every class is validated."""
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=examples.index)
+    for _, rows in examples.groupby("label", sort=True):
+        held_out = min(len(rows) - 1, max(1, int(np.floor(val_split * len(rows) + 0.5))))
+        split[rng.permutation(rows.index.to_numpy())[:held_out]] = "val"
+    return split.tolist()
 
 
 def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = SILENT) -> dict[str, str]:

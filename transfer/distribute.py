@@ -9,13 +9,12 @@ temporary folders, removed when training ends.
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
 
 from transfer.errors import InvalidOptionError
-from transfer.options import STRATEGIES
+from transfer.options import STRATEGIES, cluster_task, worker_index
 
 
 def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -71,45 +70,6 @@ class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             return parent.reduce(reduce_op, item, None if scalar else axis)
 
         return tf.nest.map_structure(one, value)
-
-
-def cluster_task() -> tuple[str, int, dict] | None:
-    """`(task_type, task_index, cluster)` from `TF_CONFIG`, or `None` when it is not set.
-
-    Raises:
-        InvalidOptionError: `TF_CONFIG` is not JSON with a `cluster` of `host:port` lists and a
-            `task` naming one of its members.
-    """
-    text = os.environ.get("TF_CONFIG", "").strip()
-    if not text:
-        return None
-    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        task_type, index = str(task["type"]), int(task["index"])
-        members = cluster[task_type]
-    except (ValueError, KeyError, TypeError):
-        members, index = None, -1
-    if not isinstance(members, list) or not 0 <= index < len(members):
-        raise InvalidOptionError(
-            f"TF_CONFIG is not a valid cluster description; received {text[:300]!r}. Expected JSON like "
-            f"{example}, with this machine's entry named by task.type and task.index."
-        )
-    return task_type, index, cluster
-
-
-def worker_index() -> int | None:
-    """This process's index among the non-chief workers, or `None` for the chief (or no cluster).
-
-    The chief is the `chief` task, or worker 0 when the cluster has no `chief`, as in TensorFlow.
-    """
-    task = cluster_task()
-    if task is None:
-        return None
-    task_type, index, cluster = task
-    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
-    return None if is_chief else index
 
 
 def min_across_workers(strategy: tf.distribute.Strategy, value: int) -> int:

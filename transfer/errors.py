@@ -27,6 +27,10 @@ class OutputExistsError(TransferError):
     exit_code = 2
 
 
+class OutputLocationError(TransferError):
+    """The output location cannot be written: read-only, no permission, no space left."""
+
+
 class WeightsUnavailableError(TransferError):
     """Pretrained weights could not be downloaded or loaded."""
 
@@ -39,6 +43,10 @@ class TrainingInterrupted(TransferError):
     """Training was stopped by the user; the run can be resumed."""
 
     exit_code = 130
+
+
+class ComparisonFailedError(TransferError):
+    """Every backbone of a comparison failed."""
 
 
 class WorkerLostError(TransferError):

@@ -2,7 +2,9 @@
 
 Scores come from the same decoder and model as `transfer predict` (a run directory or an exported
 SavedModel). Metrics are scikit-learn's: accuracy, top-k accuracy, log loss, per-class precision,
-recall, F1 and support with macro and weighted averages, and the confusion matrix.
+recall, F1 and support with macro and weighted averages over the classes present in the data
+(a class of the model absent from the data is listed with support 0 and left out of the averages),
+and the confusion matrix. Evaluating a run on images it was trained on is reported, with the count.
 
 Test-time augmentation (`tta=True`) averages the softmax over views of each image, the multi-crop
 testing of the AlexNet paper (ten 224 crops of a 256 image: four corners and the centre, each also
@@ -13,22 +15,28 @@ the centre, each crop also mirrored left-right unless the run was trained withou
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import tensorflow as tf
-from sklearn import metrics as skm
 
 from transfer import outputs
-from transfer.data import iter_decoded_batches
-from transfer.errors import DataError, InvalidOptionError
-from transfer.prediction import Scorer, load_scorer
+from transfer.errors import DataError
+from transfer.options import require
+from transfer.prediction import load_scorer
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from transfer.prediction import Scorer
 
 #: Crop side over decoded side for multi-crop TTA (224 of 256, as in the AlexNet paper).
 CROP_FRACTION = 0.875
@@ -78,15 +86,39 @@ def evaluate_folder(
     reporter: Reporter = SILENT,
 ) -> tuple[Evaluation, Path]:
     """Evaluates a run or SavedModel on a class folder and writes the results to `out_dir`
-    (default `MODEL/evaluation`). Returns the evaluation and the folder written."""
-    out_dir = Path(out_dir) if out_dir is not None else Path(model_path) / outputs.EVALUATION
-    outputs.check_destination(out_dir, force)
+    (default `RUN/evaluation`, or `NAME-evaluation` beside an export). Returns the evaluation and
+    the folder written."""
+    _check_options(top_k, batch_size)
+    out_dir = Path(out_dir) if out_dir is not None else outputs.default_evaluation_dir(model_path)
+    outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir))
-    evaluation = evaluate(model_path, listing.files[["path", "label"]], top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
+    data = listing.files[["path", "label"]]
+    seen = _training_images(model_path, data)
+    if seen:
+        reporter.warning(
+            f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
+            f"overstate how the model does on new images (the run's {outputs.SPLIT} lists them)."
+        )
+    evaluation = evaluate(model_path, data, top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
-    evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped))
+    evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     outputs.write_evaluation(evaluation, out_dir)
     return evaluation, out_dir
+
+
+def _check_options(top_k: int, batch_size: int) -> None:
+    require(top_k >= 1, "--top-k", top_k, "an integer >= 1")
+    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+
+
+def _training_images(model_path: Path, data: pd.DataFrame) -> int:
+    """How many of `data`'s images the run (or the run an export came from) was trained on."""
+    split = Path(model_path) / outputs.SPLIT
+    if not split.is_file():
+        return 0
+    table = outputs.read_table(split)
+    trained = {os.path.realpath(path) for path in table.loc[table["split"] == "train", "path"]}
+    return sum(os.path.realpath(path) in trained for path in data["path"])
 
 
 def evaluate(
@@ -104,10 +136,7 @@ def evaluate(
         InvalidOptionError: `top_k` < 1 or `batch_size` < 1.
         DataError: labels the model does not know, or no image that can be scored.
     """
-    if top_k < 1:
-        raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
-    if batch_size < 1:
-        raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
+    _check_options(top_k, batch_size)
     model = load_scorer(model_path)
     class_names = model.labels
     unknown = sorted(set(data["label"]) - set(class_names))
@@ -142,6 +171,8 @@ def evaluate(
 def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:
     """`[N, S', S', 3]` images -> `[N, V, size, size, 3]` views: 4 corner and centre crops of
     `size`, and their mirror images when `mirror` (V = 10, else 5)."""
+    import tensorflow as tf
+
     side = int(pixels.shape[1])
     far, centre = side - size, (side - size) // 2
     crops = [pixels[:, y : y + size, x : x + size] for y, x in ((0, 0), (0, far), (far, 0), (far, far), (centre, centre))]
@@ -151,6 +182,10 @@ def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:
 
 
 def _tta_scores(model: Scorer, paths: Sequence[str], batch_size: int):
+    import tensorflow as tf
+
+    from transfer.data import iter_decoded_batches
+
     size = model.image_size
     mirror = model.config.get("flip", "horizontal") in ("horizontal", "horizontal_and_vertical")
     source = math.ceil(size / CROP_FRACTION)
@@ -176,6 +211,8 @@ def measure(
 ) -> Evaluation:
     """The metrics of softmax `scores` (`[images, classes]`, in `class_names` order) against the
     true `labels` (class names) of the images at `paths`."""
+    from sklearn import metrics as skm
+
     index = {name: i for i, name in enumerate(class_names)}
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores / scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
@@ -196,7 +233,9 @@ def measure(
     precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
     per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support}, index=class_names)
     for average in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(truth, predicted, labels=classes, average=average, zero_division=0)
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            truth, predicted, labels=np.unique(truth), average=average, zero_division=0  # classes in the data
+        )
         per_class.loc[f"{average} avg"] = [p, r, f, len(truth)]
     per_class["support"] = per_class["support"].astype(int)
     per_class.index.name = "class"
@@ -205,6 +244,7 @@ def measure(
         "top_k_accuracy": float(np.mean((ranked[:, :k] == truth[:, None]).any(axis=1))),
         "top_k": k,
         "log_loss": float(skm.log_loss(truth, scores, labels=classes)),
+        "classes_absent": [name for i, name in enumerate(class_names) if i not in set(truth.tolist())],
         "macro_f1": float(per_class.loc["macro avg", "f1"]),
         "weighted_f1": float(per_class.loc["weighted avg", "f1"]),
         "num_images": len(truth),

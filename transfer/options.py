@@ -8,6 +8,8 @@ Keras, so the command line answers `--help` at once.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass
 
 from transfer.backbones import check_weights, get_backbone
@@ -21,6 +23,9 @@ FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 #: `auto` weights the loss by scikit-learn's balanced class weights.
 CLASS_WEIGHTS = ("none", "auto")
+#: The largest input side: 4.5x what the ImageNet backbones were trained at; a batch of 32 at this
+#: size already needs about 400 MB for the pixels alone.
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -115,14 +120,19 @@ class TrainOptions:
             )
         require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
         require(
-            image_size >= spec.min_input_size, "--image-size", image_size,
-            f"at least {spec.min_input_size} for {spec.name}",
+            spec.min_input_size <= image_size <= MAX_IMAGE_SIZE, "--image-size", image_size,
+            f"between {spec.min_input_size} and {MAX_IMAGE_SIZE} for {spec.name}",
         )
         require(
             self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
         check_weights(spec, weights)
+        if self.strategy == "multiworker" and cluster_task() is None:
+            raise InvalidOptionError(
+                "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
+                "TF_CONFIG is not set. See the README's \"Several machines\" section."
+            )
         require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
         if self.cached_views and not (self.augment and self.cache_features):
             raise InvalidOptionError(
@@ -156,3 +166,45 @@ def require(condition: bool, option: str, received, allowed: str) -> None:
     """Raises `InvalidOptionError` naming `option`, the value received and what is allowed."""
     if not condition:
         raise InvalidOptionError(f"{option} must be {allowed}; received {received!r}.")
+
+
+# The cluster, from the standard TF_CONFIG variable (see `transfer.distribute`).
+
+
+def cluster_task() -> tuple[str, int, dict] | None:
+    """`(task_type, task_index, cluster)` from `TF_CONFIG`, or `None` when it is not set.
+
+    Raises:
+        InvalidOptionError: `TF_CONFIG` is not JSON with a `cluster` of `host:port` lists and a
+            `task` naming one of its members.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        task_type, index = str(task["type"]), int(task["index"])
+        members = cluster[task_type]
+    except (ValueError, KeyError, TypeError):
+        members, index = None, -1
+    if not isinstance(members, list) or not 0 <= index < len(members):
+        raise InvalidOptionError(
+            f"TF_CONFIG is not a valid cluster description; received {text[:300]!r}. Expected JSON like "
+            f"{example}, with this machine's entry named by task.type and task.index."
+        )
+    return task_type, index, cluster
+
+
+def worker_index() -> int | None:
+    """This process's index among the non-chief workers, or `None` for the chief (or no cluster).
+
+    The chief is the `chief` task, or worker 0 when the cluster has no `chief`, as in TensorFlow.
+    """
+    task = cluster_task()
+    if task is None:
+        return None
+    task_type, index, cluster = task
+    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
+    return None if is_chief else index

@@ -9,10 +9,16 @@
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
 | comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
 
+**Ownership.** Every output folder's first file is a marker, `.transfer.json` (kind, version,
+creation time); a report carries it as `<meta name="generator" content="transfer report ...">`.
+`force` replaces only an earlier output of the same kind that carries the marker, and refuses
+anything else, naming what is in the way. `check_destination` says so before any long work, and
+also refuses an output inside the data folder and a location that cannot be written.
+
 Folders are written into a hidden staging folder beside the destination (`.NAME.partial`) and
 renamed into place when complete, so a half-written output is never mistaken for a finished one; an
-existing output is replaced only with `force`, renamed aside first and deleted last. Single files
-(JSON, CSV, HTML) go through a temporary name and a rename. While training, the run's staging folder
+existing output is renamed aside first and deleted last, and a failed command removes its staging
+folder. Single files (JSON, CSV, HTML) go through a temporary name and a rename. While training, the run's staging folder
 also holds what `transfer train --resume` needs: `resume.json`, the best weights so far and, per
 stage, the epoch backups, the early-stopping record and the CSV history.
 
@@ -24,15 +30,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import pandas as pd
-
-from transfer.errors import ModelLoadError, OutputExistsError, op_error_message
+from transfer.errors import InvalidOptionError, ModelLoadError, OutputExistsError, OutputLocationError, op_error_message
 
 # A run directory.
 MODEL = "model.keras"
@@ -66,11 +72,12 @@ RUNS = "runs"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"
 
+if TYPE_CHECKING:  # pandas is imported where tables are read: the command line starts without it
+    import pandas as pd
+
 HISTORY_COLUMNS = ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 SKIPPED_COLUMNS = ["path", "label", "reason"]
 
-#: A folder holding one of these files is an output of `transfer` that `force` may replace.
-_MARKERS = (CONFIG, SAVED_MODEL)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ class Run:
         return table.assign(removed=table["removed"] == "True")
 
     def history(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_csv(self.path / HISTORY)
 
     # What `train` writes, into the staging folder.
@@ -174,6 +183,8 @@ class Run:
 
         An epoch logged twice (run again after a restart) keeps its last row.
         """
+        import pandas as pd
+
         log = self.stage_dir(stage) / HISTORY
         if not log.is_file():
             return pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -264,15 +275,20 @@ def write_evaluation(evaluation, out_dir: Path) -> None:
     """An `Evaluation` as metrics.json/.csv, confusion_matrix.csv/.png, errors.csv and skipped.csv."""
     from transfer.plots import plot_confusion_matrix
 
-    staging = staging_dir(out_dir)
-    write_json(staging / METRICS, {**evaluation.summary, "per_class": evaluation.per_class.to_dict(orient="index")})
-    evaluation.per_class.to_csv(staging / METRICS_CSV)
-    evaluation.confusion.to_csv(staging / CONFUSION_CSV)
-    plot_confusion_matrix(evaluation.confusion, staging / CONFUSION_PNG)
-    errors = evaluation.errors.drop(columns="correct").rename(columns={"label": "true_label", "top": "top_3"})
-    write_table(staging / ERRORS_CSV, errors)
-    write_table(staging / SKIPPED, evaluation.skipped)
-    publish(staging, out_dir)
+    with staged(out_dir, "evaluation") as staging:
+        write_json(staging / METRICS, {**evaluation.summary, "per_class": evaluation.per_class.to_dict(orient="index")})
+        evaluation.per_class.to_csv(staging / METRICS_CSV)
+        evaluation.confusion.to_csv(staging / CONFUSION_CSV)
+        plot_confusion_matrix(evaluation.confusion, staging / CONFUSION_PNG)
+        errors = evaluation.errors.drop(columns="correct").rename(columns={"label": "true_label", "top": "top_3"})
+        write_table(staging / ERRORS_CSV, errors)
+        write_table(staging / SKIPPED, evaluation.skipped)
+
+
+def default_evaluation_dir(model: Path) -> Path:
+    """`RUN/evaluation` for a run; `NAME-evaluation` beside an export, whose folder stays TensorFlow's."""
+    model = Path(model)
+    return model.parent / f"{model.name}-{EVALUATION}" if (model / SAVED_MODEL).is_file() else model / EVALUATION
 
 
 def feature_maps_png(layer: str) -> str:
@@ -296,6 +312,13 @@ class Comparison:
         write_table(self.split_file, folder.examples)
         write_table(self.path / SKIPPED, folder.skipped)
 
+    def relocate_runs(self, final: Path) -> None:
+        """Points each run's recorded manifest at the comparison's split where it will be published."""
+        for config_file in (self.path / RUNS).glob(f"*/{CONFIG}"):
+            config = read_json(config_file)
+            config["manifest"] = str(Path(final) / SPLIT)
+            write_json(config_file, config)
+
     def write_leaderboard(self, leaderboard: pd.DataFrame, config: dict) -> None:
         """The leaderboard as PNG and CSV, and the comparison's options; the CSV last, as it marks
         a finished comparison."""
@@ -306,30 +329,86 @@ class Comparison:
         write_table(self.path / LEADERBOARD_CSV, leaderboard)
 
 
-# Replacing outputs safely.
+# Who owns an output, and replacing it safely.
+
+#: Every output folder's first file: which kind of output it is, the tool's version and when.
+MARKER = ".transfer.json"
+#: The output kinds. A report is a single file: its marker is a `<meta name="generator">` tag.
+KINDS = ("run", "export", "evaluation", "visualization", "comparison", "dataset", "report")
+REPORT_GENERATOR = "transfer report"
 
 
-def check_destination(path: Path, force: bool) -> None:
-    """Refuses a destination that exists and is not empty, unless `force` and it is ours.
+def marker_of(path: Path) -> dict | None:
+    """The ownership marker of an output written by `transfer`, or `None` for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            marker = read_json(path / MARKER)
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) and marker.get("tool") == "transfer" else None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            head = file.read(4096)
+    except OSError:
+        return None
+    return {"tool": "transfer", "kind": "report"} if f'<meta name="generator" content="{REPORT_GENERATOR}' in head else None
+
+
+def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | None, ...] = ()) -> None:
+    """Checks, before any long work, that the `kind` output can be written at `path`.
+
+    - It is not inside one of the `data` folders (the next run on that folder would read it).
+    - Nothing is there, or an empty folder; or, with `force`, an earlier output of the same kind
+      written by `transfer` (it carries the marker). Anything else is refused, naming what is there.
+    - The location can be written: its parent folder is created, and a file is created in it.
 
     Raises:
-        OutputExistsError: with what is there and what to do.
+        OutputExistsError: something that is not ours, or ours without `force`, is in the way.
+        InvalidOptionError: the output would be inside the data.
+        OutputLocationError: the location cannot be written (read-only, permissions, no space).
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"{path} exists and is a file; choose another output folder.")
-    if not path.is_dir() or not any(path.iterdir()):
-        return
-    if not force:
-        raise OutputExistsError(
-            f"{path} already exists and is not empty. Choose another output folder, or pass --force "
-            f"to replace it."
-        )
-    if not any((path / marker).exists() for marker in _MARKERS):
-        raise OutputExistsError(
-            f"{path} is not empty and is not a transfer run or export (no {' or '.join(_MARKERS)}), "
-            f"so --force will not delete it. Choose another output folder."
-        )
+    for folder in filter(None, data):
+        if _is_within(path, Path(folder)):
+            raise InvalidOptionError(
+                f"The output {path} is inside the data folder {folder}; the next run on that folder would read "
+                f"it as data. Write it outside, e.g. --out {Path(folder).resolve().parent / path.name}."
+            )
+    single_file = kind == "report"
+    if single_file and path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; the report is one HTML file: pass a file name such as {path / 'report.html'}.")
+    if not single_file and path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is a file; the {kind} is a folder: choose another name.")
+    occupied = path.is_file() if single_file else (path.is_dir() and any(path.iterdir()))
+    if occupied:
+        marker = marker_of(path)
+        what = f"an earlier transfer {marker.get('kind')}" if marker else f"not written by transfer ({_contents(path)})"
+        if marker is None or marker.get("kind") != kind:
+            raise OutputExistsError(
+                f"{path} already exists and is {what}; --force replaces only an earlier transfer {kind}, so it is "
+                f"left as it is. Choose another output name."
+            )
+        if not force:
+            raise OutputExistsError(f"{path} already exists ({what}). Choose another name, or pass --force to replace it.")
+    check_writable(path.parent)
+
+
+def check_writable(folder: Path) -> None:
+    """Creates `folder` if needed and a file in it, to know now that the output can be written.
+
+    Raises:
+        OutputLocationError: naming the folder and the system's reason.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".transfer-probe-"):
+            pass
+    except OSError as error:
+        raise OutputLocationError(
+            f"Cannot write to {folder}: {error.strerror or error}. Choose a writable location for the output."
+        ) from None
 
 
 def partial_dir(path: Path, worker: int | None = None) -> Path:
@@ -356,12 +435,19 @@ def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None)
         )
 
 
-def staging_dir(path: Path, worker: int | None = None) -> Path:
-    """An empty hidden folder beside `path` to write into before `publish` (see `partial_dir`)."""
+def staging_dir(path: Path, kind: str, worker: int | None = None) -> Path:
+    """An empty hidden folder beside `path`, holding only the `kind` marker, to write into before
+    `publish` (see `partial_dir`)."""
     staging = partial_dir(path, worker)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    from transfer import __version__
+
+    write_json(staging / MARKER, {
+        "tool": "transfer", "kind": kind, "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
     return staging
 
 
@@ -369,7 +455,7 @@ def publish(staging: Path, path: Path) -> None:
     """Moves a completed staging folder to `path`, replacing what `check_destination` allowed.
 
     An existing output is first renamed aside, so at every moment either it or the new one is
-    complete under its name.
+    complete under its name; the old one is deleted last.
     """
     path = Path(path)
     old = path.parent / f".{path.name}.old"
@@ -383,13 +469,29 @@ def publish(staging: Path, path: Path) -> None:
 
 
 @contextmanager
+def staged(path: Path, kind: str) -> Iterator[Path]:
+    """A staging folder for the `kind` output at `path`, published when the block succeeds and
+    removed when it fails, so a failed command leaves the earlier output as it was."""
+    staging = staging_dir(path, kind)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, path)
+
+
+@contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
-    reader never sees half a file."""
+    reader never sees half a file; removed when the block fails."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
-    yield temporary
-    temporary.replace(path)
+    try:
+        yield temporary
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -409,6 +511,8 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 def read_table(path: Path) -> pd.DataFrame:
     """One of the CSV files written here with every value as written (class names such as `0`
     stay text)."""
+    import pandas as pd
+
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
@@ -428,5 +532,19 @@ def read_labels(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line]
 
 
+def _is_within(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def _contents(path: Path) -> str:
+    if path.is_file():
+        return "a file"
+    names = sorted(p.name for p in path.iterdir())
+    return f"holding {', '.join(names[:3])}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def _table_or_empty(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     return read_table(path) if path.is_file() else pd.DataFrame(columns=columns)

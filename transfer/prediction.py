@@ -1,4 +1,7 @@
-"""`transfer predict`: top-k labels for image files, from a run directory or an exported SavedModel."""
+"""`transfer predict`: top-k labels for image files, from a run directory or an exported SavedModel.
+
+TensorFlow is imported when a model is loaded, after the options and the inputs are checked.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,12 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from transfer.data import iter_decoded_batches
-from transfer.errors import DataError, InvalidOptionError, ModelLoadError, op_error_message
+from transfer.errors import DataError, ModelLoadError, op_error_message
+from transfer.options import require
 from transfer.outputs import LABELS, Export, Run, open_model
-from transfer.preprocessing import IMAGE_EXTENSIONS
 from transfer.progress import SILENT, Reporter
-from transfer.sources import walk_images
+from transfer.sources import IMAGE_EXTENSIONS, walk_images
 
 
 @dataclass
@@ -53,6 +54,8 @@ class KerasScorer:
         return np.asarray(self.model.predict_on_batch(pixels))
 
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+        from transfer.data import iter_decoded_batches
+
         for batch in iter_decoded_batches(paths, self.image_size, batch_size):
             yield from batch.failed
             if batch.paths:
@@ -74,10 +77,14 @@ class SavedModelScorer:
         """Softmax for decoded images, sent through the signature as lossless PNGs."""
         if self.image_size is None:
             raise ModelLoadError("This SavedModel has no config.json (exported by an older version); export it again.")
+        import tensorflow as tf
+
         encoded = [tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(p, 0, 255)), tf.uint8)).numpy() for p in pixels]
         return self._scores(encoded)
 
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+        import tensorflow as tf
+
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
             try:
@@ -90,6 +97,8 @@ class SavedModelScorer:
                         yield path, op_error_message(error)
 
     def _scores(self, contents: list[bytes]) -> np.ndarray:
+        import tensorflow as tf
+
         return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
 
 
@@ -102,41 +111,62 @@ def load_scorer(path: Path) -> Scorer:
     return KerasScorer(model) if isinstance(model, Run) else SavedModelScorer(model)
 
 
-def collect_images(inputs: Sequence[Path]) -> list[str]:
-    """Image files named directly, and those found recursively in named folders, in sorted order."""
-    paths: list[str] = []
+def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image files named directly, and those found recursively in named folders, in sorted order;
+    and the files of those folders that are not read, with the reason (`transfer.sources`)."""
+    paths, skipped = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += walk_images(item)[0]  # as training lists a class folder
+            images, others = walk_images(item)  # as training lists a class folder
+            paths += images
+            skipped += others
         elif item.is_file():
-            paths.append(str(item))
+            paths.append(str(item))  # named by the user: read whatever its extension says
         else:
             raise DataError(f"{item} does not exist; pass image files or folders of images.")
-    return paths
+    return paths, skipped
+
+
+def resolve_top_k(top_k: int | None, classes: int) -> int:
+    """Labels per image: `top_k`, or min(3, classes) when `None`.
+
+    Raises:
+        InvalidOptionError: `top_k` is not between 1 and the number of classes.
+    """
+    k = min(3, classes) if top_k is None else top_k
+    require(1 <= k <= classes, "--top-k", top_k, f"between 1 and {classes} (the classes of this model)")
+    return k
 
 
 def predict(
     model_path: Path,
     inputs: Sequence[Path],
     *,
-    top_k: int = 3,
+    top_k: int | None = None,
     batch_size: int = 32,
     reporter: Reporter = SILENT,
 ) -> Iterator[Prediction]:
-    """Yields a `Prediction` per image file, in sorted order within each folder.
+    """Yields a `Prediction` per file, as soon as its batch is scored, in sorted order within each folder.
 
     Folders are streamed in batches, so memory is bounded by `batch_size`. Files that cannot be
-    decoded yield a `Prediction` with `error` set.
+    decoded, and files of the folders that are not images, yield a `Prediction` with `error` set.
+
+    Raises:
+        InvalidOptionError: `top_k` or `batch_size` out of range.
+        DataError: an input that does not exist, or no image file at all.
     """
-    if top_k < 1:
-        raise InvalidOptionError(f"--top-k must be >= 1; received {top_k}.")
-    if batch_size < 1:
-        raise InvalidOptionError(f"--batch-size must be >= 1; received {batch_size}.")
-    model = load_scorer(model_path)
-    paths = collect_images(inputs)
+    require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
+    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+    paths, skipped = collect_images(inputs)
     if not paths:
-        raise DataError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}.")
-    k = min(top_k, len(model.labels))
+        raise DataError(
+            f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}"
+            + (f"; {len(skipped)} other file(s) left out, e.g. {skipped[0][0]}: {skipped[0][1]}." if skipped else ".")
+        )
+    model = load_scorer(model_path)
+    k = resolve_top_k(top_k, len(model.labels))
+    for path, reason in skipped:
+        yield Prediction(path, error=reason)
     with reporter.progress("Predicting", total=len(paths)) as progress:
         for path, scores in model.score_files(paths, batch_size):
             progress.advance()

@@ -13,14 +13,10 @@ import keras
 import tensorflow as tf
 from keras.applications import imagenet_utils
 
-#: File name suffixes read as images (compared case-insensitively).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
 def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     """Decodes one encoded image to float32 RGB pixels in [0, 255], resized to a square.
 
-    JPEG, PNG, BMP and GIF (first frame) are accepted, whatever the file's name says. Grayscale,
+    JPEG, PNG, BMP, GIF (first frame) and WebP are accepted, whatever the file's name says. Grayscale,
     palette and CMYK images become RGB, an alpha channel is dropped, and 16-bit PNGs are scaled to 8
     bits. A JPEG's EXIF orientation is applied, so a photo taken sideways comes out upright. Large
     JPEGs are decoded at a reduced scale that stays at least `image_size` on the shorter side. Resizing is bilinear with antialiasing and ignores the
@@ -43,6 +39,22 @@ def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     )
     image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
     return tf.ensure_shape(image, (image_size, image_size, 3))
+
+
+def is_image_format(contents: tf.Tensor) -> tf.Tensor:
+    """Whether encoded bytes start like a JPEG, PNG, GIF, BMP or WebP file (a scalar `tf.bool`)."""
+    head = tf.strings.join([tf.strings.substr(contents, 0, tf.minimum(tf.strings.length(contents), 12)), "\0" * 12])
+
+    def starts(offset, signature):
+        return tf.equal(tf.strings.substr(head, offset, len(signature)), signature)
+
+    return tf.reduce_any(tf.stack([
+        starts(0, b"\xff\xd8\xff"),
+        starts(0, b"\x89PNG\r\n\x1a\n"),
+        starts(0, b"GIF8"),
+        starts(0, b"BM"),
+        tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP")),
+    ]))
 
 
 def _decode_jpeg_reduced(contents: tf.Tensor, image_size: int) -> tf.Tensor:

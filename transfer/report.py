@@ -19,14 +19,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from transfer import outputs
+from transfer import __version__, outputs
 from transfer.backbones import get_backbone
-from transfer.data import iter_decoded_batches
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
 from transfer.plots import plot_confusion_matrix, plot_image_grid
 from transfer.progress import SILENT, Reporter
-from transfer.visualize import grad_cam, overlay
 
 
 def report(
@@ -36,6 +34,7 @@ def report(
     tta: bool = False,
     errors: int = 12,
     gradcam: int = 8,
+    force: bool = False,
     reporter: Reporter = SILENT,
 ) -> Path:
     """Writes the report of the run at `run_dir` to `out_file` (default RUN_DIR/report.html).
@@ -44,10 +43,12 @@ def report(
         tta: evaluate with test-time augmentation (see `transfer.evaluation`).
         errors: how many of the most confident errors to show.
         gradcam: how many validation images to show Grad-CAM heatmaps for.
+        force: replace an earlier report (a file this tool wrote, and nothing else).
     """
     run_dir = Path(run_dir)
     out_file = Path(out_file) if out_file is not None else run_dir / outputs.REPORT
     run = outputs.Run.open(run_dir)
+    outputs.check_destination(out_file, kind="report", force=force)
     split = run.split()
     config = run.config()
     if not config:
@@ -128,6 +129,9 @@ def _errors(evaluation: Evaluation, count: int) -> str:
 def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
     if count <= 0:
         return "<p>Not requested.</p>"
+    from transfer.data import iter_decoded_batches
+    from transfer.visualize import grad_cam, overlay
+
     spec = get_backbone(config["backbone"])
     model = run.load_model()
     chosen = _spread_over_classes(evaluation.examples, count)
@@ -188,7 +192,8 @@ def _section(title: str, body: str) -> str:
 
 def _page(title: str, body: str) -> str:
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{outputs.REPORT_GENERATOR} {__version__}"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
 h1 {{ margin-bottom: 0; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }}

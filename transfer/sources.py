@@ -23,9 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from transfer.errors import DataError
-from transfer.preprocessing import IMAGE_EXTENSIONS
+from transfer.outputs import MARKER
 
 SPLITS = ("train", "val")
+#: The one rule for which files are images, in every command: the formats TensorFlow decodes in the
+#: graph (so the exported model reads them too), by extension, compared case-insensitively.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+#: Image formats that are reported, not read: TensorFlow cannot decode them in the graph.
+UNSUPPORTED_IMAGES = (".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".jp2")
 
 
 @dataclass
@@ -164,11 +169,23 @@ def has_image_suffix(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def not_an_image_reason(path: Path) -> str:
+    """Why a file without an image extension is left out (see `IMAGE_EXTENSIONS`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in UNSUPPORTED_IMAGES:
+        return (
+            f"{suffix[1:].upper()} images are not read (TensorFlow cannot decode them in the exported model); "
+            f"convert to PNG or JPEG"
+        )
+    return f"not an image file (extension {Path(path).suffix or 'none'!r}; images are {', '.join(IMAGE_EXTENSIONS)})"
+
+
 def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """`(images, [(path, reason), ...])` below `folder`, sorted, following folder links once.
 
     Paths start with `folder` as given. Hidden files and folders, broken links and files without an
-    image extension are the second list, with the reason.
+    image extension are the second list, with the reason; the ownership marker of a folder that
+    `transfer` wrote is neither.
     """
     images, others, seen = [], [], set()
     for root, dirs, names in os.walk(folder, followlinks=True):
@@ -182,12 +199,14 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(names) + hidden_dirs:
             path = os.path.join(root, name)
+            if name == MARKER:
+                continue
             if name.startswith("."):
                 others.append((path, "hidden file" if name not in hidden_dirs else "hidden folder (not searched)"))
             elif not os.path.exists(path):
                 others.append((path, f"broken symbolic link (target {os.readlink(path)} does not exist)"))
             elif not has_image_suffix(Path(name)):
-                others.append((path, f"not an image file (extension {Path(name).suffix or 'none'!r})"))
+                others.append((path, not_an_image_reason(Path(name))))
             else:
                 images.append(path)
     return sorted(images), sorted(others)

@@ -10,6 +10,10 @@ Everything needed to go on after an interruption is kept in the run's staging fo
 trains (`transfer.outputs`); `resume` rebuilds the model from it and goes on. Under
 `MultiWorkerMirroredStrategy` every worker keeps such a folder of its own and only the chief
 publishes the run (`transfer.distribute`).
+
+Every option, the data folder's structure and the output location are checked before TensorFlow
+is imported (the modules that need it are imported inside the functions that run the work), so a
+mistake is answered in well under a second and before any image is read.
 """
 
 from __future__ import annotations
@@ -20,23 +24,28 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
-import numpy as np
-import pandas as pd
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from transfer import outputs
-from transfer.augmentation import build_augmentation
 from transfer.backbones import BackboneSpec, get_backbone
-from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
-from transfer.data import ImageFolder, prepare, report_data
-from transfer.distribute import describe, is_multi_worker, resolve_strategy, strategy_name, worker_index
-from transfer.errors import InvalidOptionError, TrainingInterrupted, WorkerLostError, op_error_message
-from transfer.options import TrainOptions
+from transfer.errors import (
+    InvalidOptionError,
+    OutputLocationError,
+    TrainingInterrupted,
+    WorkerLostError,
+    op_error_message,
+)
+from transfer.options import TrainOptions, worker_index
 from transfer.progress import SILENT, Reporter
-from transfer.sources import Listing, list_folder, read_manifest
-from transfer.stages import RunState, Stage, fit_stage
+
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
+    import tensorflow as tf
+
+    from transfer.sources import Listing
+
+    from transfer.stages import RunState
 
 
 @dataclass
@@ -81,19 +90,31 @@ def train(
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
     if worker is None:
-        outputs.check_destination(out_dir, force)
+        data = (data_dir, options.val_dir) if not options.manifest else ()
+        outputs.check_destination(out_dir, kind="run", force=force, data=data)
     outputs.check_no_interrupted_run(out_dir, force, worker)
     listing = _list_data(data_dir, options)
+    if spec.pretrained and options.weights == "none":
+        reporter.warning(
+            f"--weights none: the frozen {spec.name} keeps its random initialization, so the head learns from "
+            f"random features. Leave --weights at imagenet (or a weights file) for transfer learning."
+        )
+
+    from transfer.data import prepare
+    from transfer.distribute import resolve_strategy
+
     strategy = strategy or resolve_strategy(options.strategy)
     model = _build_model(spec, options, len(listing.class_names), strategy, reporter)
     folder = prepare(
         listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed,
         dedupe=options.dedupe, reporter=reporter,
     )
-    files = outputs.Run(outputs.staging_dir(out_dir, worker))
+    files = outputs.Run(outputs.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
     record = {"options": dataclasses.asdict(options), "source": folder.source, "stages_done": []}
     outputs.write_json(files.resume_file, record)
+    from transfer.stages import RunState
+
     return _train_and_publish(RunState(
         model=model, spec=spec, options=options, folder=folder, files=files, out_dir=out_dir, record=record,
         strategy=strategy, reporter=reporter, verbose=verbose, started=started,
@@ -128,6 +149,10 @@ def resume(
                 f"--out folder of a `transfer train` that was interrupted."
             )
         )
+    from transfer.data import ImageFolder
+    from transfer.distribute import resolve_strategy
+    from transfer.stages import RunState
+
     record = outputs.read_json(files.resume_file)
     record["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     options = TrainOptions(**record["options"])
@@ -145,6 +170,9 @@ def resume(
 
 def _fine_tune(run: RunState) -> None:
     """Freeze, fit the head; unfreeze the top, fit at the smaller rate. Baselines: one stage."""
+    from transfer.classifier import unfreeze_top
+    from transfer.stages import Stage, fit_stage
+
     options = run.options
     if not run.spec.pretrained:
         return fit_stage(run, Stage("scratch", options.epochs, options.lr))
@@ -160,6 +188,8 @@ def _fine_tune(run: RunState) -> None:
 
 def _frozen_features(run: RunState) -> str | None:
     """How the frozen stage gets backbone features (`TrainOptions.frozen_features`), as it can here."""
+    from transfer.distribute import is_multi_worker
+
     if not run.spec.pretrained:
         return None
     chosen = run.options.frozen_features
@@ -169,6 +199,11 @@ def _frozen_features(run: RunState) -> str | None:
 
 
 def _train_and_publish(run: RunState) -> TrainResult:
+    import tensorflow as tf
+
+    from transfer.data import report_data
+    from transfer.distribute import is_multi_worker
+
     report_data(run.folder, run.reporter, dedupe=run.options.dedupe, class_weight=run.options.class_weight)
     if run.class_weight:
         run.reporter.message("Class weights (balanced): " + ", ".join(
@@ -192,7 +227,12 @@ def _train_and_publish(run: RunState) -> TrainResult:
             f"Training interrupted. The best checkpoint so far is {run.files.path / outputs.CHECKPOINT}; "
             f"continue with `transfer train --resume {run.out_dir}`."
         ) from None
-    except _PEER_FAILURES as error:
+    except OSError as error:
+        raise _write_failure(run, error) from None
+    except (  # what a collective operation raises when another worker dies or cannot be reached
+        tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+        tf.errors.CancelledError, tf.errors.InternalError,
+    ) as error:
         if not is_multi_worker(run.strategy):
             raise
         raise WorkerLostError(
@@ -201,20 +241,33 @@ def _train_and_publish(run: RunState) -> TrainResult:
             f"is in {run.files.path}. Start every worker again with `transfer train --resume {run.out_dir}` and "
             f"its TF_CONFIG: training goes on from the last epoch all of them completed."
         ) from None
-    return _publish(run)
+    try:
+        return _publish(run)
+    except OSError as error:
+        raise _write_failure(run, error) from None
 
 
-#: What a collective operation raises when another worker dies or cannot be reached.
-_PEER_FAILURES = (
-    tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
-    tf.errors.CancelledError, tf.errors.InternalError,
-)
+def _write_failure(run: RunState, error: OSError) -> OutputLocationError:
+    """A full disk or a lost permission: the earlier run is untouched and this one can go on."""
+    return OutputLocationError(
+        f"Cannot write {error.filename or run.files.path}: {error.strerror or error}. Nothing was published "
+        f"(an earlier run at {run.out_dir} is unchanged); this run's progress is in {run.files.path}. Free some "
+        f"space and continue with `transfer train --resume {run.out_dir}`, or start again with --force."
+    )
 
 
 def _publish(run: RunState) -> TrainResult:
     """Measures the final model on validation and writes the run; only the chief publishes it."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from transfer.distribute import strategy_name
+
     probabilities = run.model.predict(run.val_data.map(lambda pixels, label: pixels), verbose=0)
     loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
+    import pandas as pd
+
     history = pd.concat(run.histories, ignore_index=True)
     folder, options = run.folder, run.options
     metrics = {
@@ -253,6 +306,8 @@ def _publish(run: RunState) -> TrainResult:
 
 
 def _list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
+    from transfer.sources import list_folder, read_manifest
+
     if options.manifest:
         if data_dir is not None:
             raise InvalidOptionError(
@@ -268,6 +323,12 @@ def _build_model(
     spec: BackboneSpec, options: TrainOptions, num_classes: int, strategy: tf.distribute.Strategy, reporter: Reporter
 ) -> keras.Model:
     """The classifier, seeded, in the strategy's scope, with the options' precision policy."""
+    import keras
+
+    from transfer.augmentation import build_augmentation
+    from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
+    from transfer.distribute import describe
+
     keras.utils.set_random_seed(options.seed)
     reporter.message(f"Strategy: {describe(strategy)}")
     previous_policy = keras.config.dtype_policy()

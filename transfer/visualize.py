@@ -41,10 +41,10 @@ def visualize(
         The PNG files written.
     """
     run = outputs.Run.open(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
+    outputs.check_destination(out_dir, kind="visualization", force=force)
     model = run.load_model()
     spec = get_backbone(run.config().get("backbone", ""))
-    out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
-    outputs.check_destination(out_dir, force)
     backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
     names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))
@@ -58,20 +58,19 @@ def visualize(
     image_path = str(image) if image else _first_validation_image(run)
     pixels = _decode_one(image_path, int(model.input_shape[1]))
 
-    staging = outputs.staging_dir(out_dir)
-    written = [staging / outputs.FILTERS_PNG]
-    filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
-    plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
-                    title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
-    maps = feature_maps(model, spec.name, pixels[None], names)
-    for name, activation in zip(names, maps):
-        channels = activation[0]
-        shown = min(channels.shape[-1], 32)
-        scaled = [_unit(channels[..., c]) for c in range(shown)]
-        written.append(staging / outputs.feature_maps_png(name))
-        plot_image_grid(scaled, [f"{c}" for c in range(shown)], written[-1], columns=8, cmap="viridis",
-                        title=f"{name}: {shown} of {channels.shape[-1]} feature maps for {Path(image_path).name}")
-    outputs.publish(staging, out_dir)
+    with outputs.staged(out_dir, "visualization") as staging:
+        written = [staging / outputs.FILTERS_PNG]
+        filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
+        plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
+                        title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
+        maps = feature_maps(model, spec.name, pixels[None], names)
+        for name, activation in zip(names, maps):
+            channels = activation[0]
+            shown = min(channels.shape[-1], 32)
+            scaled = [_unit(channels[..., c]) for c in range(shown)]
+            written.append(staging / outputs.feature_maps_png(name))
+            plot_image_grid(scaled, [f"{c}" for c in range(shown)], written[-1], columns=8, cmap="viridis",
+                            title=f"{name}: {shown} of {channels.shape[-1]} feature maps for {Path(image_path).name}")
     return [out_dir / path.name for path in written]
 
 
