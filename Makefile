@@ -32,7 +32,7 @@ test-quick: install
 	$(BIN)/python -m pytest -m "not slow and not browser and not multiworker and not shared_data"
 
 demo: install
-	$(BIN)/transfer dataset digits $(DEMO)/digits
+	$(BIN)/transfer dataset digits $(DEMO)/digits --force
 	$(BIN)/transfer train $(DEMO)/digits --backbone lenet --epochs 20 --flip none --out $(DEMO)/lenet --force
 	$(BIN)/transfer export $(DEMO)/lenet --out $(DEMO)/lenet-savedmodel --force
 	$(BIN)/transfer predict $(DEMO)/lenet $(DEMO)/digits/3/0003.png $(DEMO)/digits/5/0005.png $(DEMO)/digits/8/0008.png

@@ -163,3 +163,26 @@ def test_cheap_commands_and_option_errors_do_not_import_tensorflow(argv, tmp_pat
     last = printed.stdout.strip().splitlines()[-1]
     assert last.split()[2] == "False", printed.stdout + printed.stderr
     assert last.split()[1] == ("0" if argv == ["backbones"] else "2"), printed.stdout + printed.stderr
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_are_hidden_but_errors_are_not(digits_run, digits_dir, tmp_path):
+    """With TensorFlow's own logging fully on, --verbose shows its native lines and the default does not."""
+    import subprocess
+    import sys
+
+    def native(stderr):
+        return [line for line in stderr.splitlines() if line[:1] in "IWEF" and line[1:5].isdigit() or "absl" in line]
+
+    image = next((digits_dir / "4").iterdir())
+    base = [sys.executable, "-m", "transfer.cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    verbose = subprocess.run([*base, "--verbose", "predict", str(digits_run), str(image)], capture_output=True, text=True, env=env)
+    quiet = subprocess.run([*base, "predict", str(digits_run), str(image)], capture_output=True, text=True, env=env)
+    assert verbose.returncode == quiet.returncode == 0, quiet.stderr
+    assert native(verbose.stderr), "TensorFlow at log level 0 writes start-up lines"
+    assert native(quiet.stderr) == [], quiet.stderr
+    assert "Predicting" in quiet.stderr, "the program's own progress still shows"
+    failed = subprocess.run([*base, "predict", str(digits_run), str(tmp_path / "missing.png")], capture_output=True,
+                            text=True, env=env)
+    assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "missing.png does not exist" in failed.stderr

@@ -37,3 +37,23 @@ def test_compare_trains_each_on_one_split_and_reports_failures(tmp_path, hymenop
     assert (out / "leaderboard.png").stat().st_size > 5000
     split = pd.read_csv(out / "runs" / "lenet" / "split.csv")
     assert split.equals(pd.read_csv(out / "split.csv"))
+
+
+def test_a_comparison_where_every_backbone_fails_says_so(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    from tests.helpers import image_folder
+
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: [Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    data = image_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "compare"
+    result = runner.invoke(app, ["compare", str(data), "--backbones", "resnet50,vgg16", "--epochs", "1",
+                                 "--image-size", "32", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "error: Every backbone failed (resnet50: Could not load the ImageNet weights" in result.output
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    assert board["error"].str.contains("weights_tf_dim_ordering_tf_kernels_notop.h5").all()

@@ -1,5 +1,8 @@
-"""Interrupted training: Ctrl-C and a killed process leave a usable checkpoint, and --resume goes on."""
+"""Faults: Ctrl-C and a killed process during training leave a usable checkpoint and --resume goes
+on; a full disk during training, export and evaluation leaves the earlier output intact; Ctrl-C
+during predict keeps what was scored."""
 
+import errno
 import json
 import signal
 import subprocess
@@ -68,6 +71,71 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     assert metrics["resumed"] is True and metrics["epochs_run"] == EPOCHS and metrics["val_accuracy"] > 0.8
     assert not partial.exists()
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        outputs.MODEL, outputs.CHECKPOINT, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
+        outputs.MARKER, outputs.MODEL, outputs.CHECKPOINT, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
         outputs.SPLIT, outputs.SKIPPED, outputs.DUPLICATES, outputs.METRICS,
     ])
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", "the/file")
+
+
+def earlier_output(path):
+    """What the user had: {file name: bytes}, to compare after the failed command."""
+    return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_a_full_disk_leaves_the_earlier_outputs_intact(digits_run, digits_dir, tmp_path, monkeypatch):
+    import keras
+
+    run, export, evaluation = tmp_path / "run", tmp_path / "export", tmp_path / "evaluation"
+    train = ["train", str(digits_dir), "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(run)]
+    assert runner.invoke(app, train).exit_code == 0
+    assert runner.invoke(app, ["export", str(run), "--out", str(export)]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", str(run), str(digits_dir / "3"), "--out", str(evaluation)]).exit_code != 0  # one class folder
+    assert runner.invoke(app, ["evaluate", str(run), str(digits_dir), "--out", str(evaluation)]).exit_code == 0
+    before = {path: earlier_output(path) for path in (run, export, evaluation)}
+
+    with monkeypatch.context() as patch:  # the disk fills while the model is written
+        patch.setattr(keras.Model, "save", no_space)
+        result = runner.invoke(app, [*train, "--force"])
+    assert result.exit_code == 1, result.output
+    assert "error: Cannot write the/file: No space left on device. Nothing was published" in result.output
+    assert f"transfer train --resume {run}" in result.output and "Traceback" not in result.output
+
+    with monkeypatch.context() as patch:  # the SavedModel is written, then labels.txt does not fit
+        patch.setattr(outputs, "write_labels", no_space)
+        result = runner.invoke(app, ["export", str(run), "--out", str(export), "--force"])
+    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+
+    with monkeypatch.context() as patch:
+        patch.setattr("transfer.plots.plot_confusion_matrix", no_space)
+        result = runner.invoke(app, ["evaluate", str(run), str(digits_dir), "--out", str(evaluation), "--force"])
+    assert result.exit_code == 1 and "No space left on device" in result.output, result.output
+
+    for path, files in before.items():
+        assert earlier_output(path) == files, f"{path} changed"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".run.partial"], (
+        "only the failed training's progress is kept, for --resume"
+    )
+
+
+def test_ctrl_c_during_predict_keeps_what_was_scored(digits_run, digits_dir, tmp_path):
+    many = tmp_path / "many"
+    many.mkdir()
+    for copy in range(20):  # enough images that predict is still running when interrupted
+        (many / f"copy-{copy}").symlink_to(digits_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transfer.cli", "predict", str(digits_run), str(many), "--format", "csv", "--batch-size", "4"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    rows = [process.stdout.readline() for _ in range(41)]  # the header and ten images of three rows... and more
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    lines = [line for line in (rows + rest.splitlines(keepends=True)) if line.strip()]
+    assert lines[0].strip() == "path,rank,label,probability,error"
+    scored = {line.split(",")[0] for line in lines[1:]}
+    assert 10 <= len(scored) < 20 * 600, "some, not all, images were scored and every scored row was printed"
+    assert all(len(line.split(",")) == 5 for line in lines[1:])
+    assert "interrupted" in stderr and "Traceback" not in stderr

@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from transfer.errors import DataError
 from transfer.outputs import MARKER
+
+if TYPE_CHECKING:  # pandas is imported where a listing is made: `predict`'s option checks come first
+    import pandas as pd
 
 SPLITS = ("train", "val")
 #: The one rule for which files are images, in every command: the formats TensorFlow decodes in the
@@ -110,6 +112,8 @@ def list_folder(data_dir: Path, val_dir: Path | None = None) -> Listing:
                 )
             files += [(path, name, split) for path in images]
             skipped += [(path, name, reason) for path, reason in others]
+    import pandas as pd
+
     source = str(Path(data_dir).resolve()) + (f" (validation: {Path(val_dir).resolve()})" if val_dir else "")
     return Listing(
         class_names,
@@ -126,6 +130,8 @@ def read_manifest(manifest: Path) -> Listing:
         DataError: the file is missing or not a CSV, lacks a column, has empty or unknown values,
             names files that do not exist, or has fewer than two classes.
     """
+    import pandas as pd
+
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(f"Manifest {manifest} does not exist; expected a CSV file with columns path,label[,split].")
