@@ -41,10 +41,11 @@ def test_class_weight_auto_is_used_and_recorded(tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(root), "--backbone", "lenet", "--epochs", "1", "--class-weight", "auto", "--out", str(run)])
     assert result.exit_code == 0, result.output
-    assert "Class weights (balanced): ants 2.000, bees 0.667" in result.output
+    # 20% of 4 ants and 12 bees held out: 1 and 2, so 3 and 10 train (N = 13): 13 / (2 * 3), 13 / (2 * 10).
+    assert "Class weights (balanced): ants 2.167, bees 0.650" in result.output
     import json
 
-    assert json.loads((run / "config.json").read_text())["class_weights"] == {"0": 2.0, "1": pytest.approx(0.6667, abs=1e-3)}
+    assert json.loads((run / "config.json").read_text())["class_weights"] == {"0": pytest.approx(13 / 6), "1": 0.65}
 
 
 # --- Manifests --------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ def test_imagenet_unreachable_fails_fast_with_the_way_out(tmp_path, hymenoptera,
 
 
 def test_predict_needs_a_run_or_savedmodel(tmp_path):
-    result = runner.invoke(app, ["predict", str(tmp_path), str(tmp_path)])
+    from tests.helpers import write_png
+
+    result = runner.invoke(app, ["predict", str(tmp_path), str(write_png(tmp_path / "photo.png"))])
     assert result.exit_code == 1 and "neither a run directory" in result.output
 
 
@@ -76,7 +78,9 @@ def test_backbones_table_counts_parameters():
 def test_dataset_digits_writes_class_folders(tmp_path):
     result = runner.invoke(app, ["dataset", "digits", str(tmp_path / "digits")])
     assert result.exit_code == 0 and "1797 images" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == [str(d) for d in range(10)]
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == [".transfer.json", *map(str, range(10))]
+    again = runner.invoke(app, ["dataset", "digits", str(tmp_path / "digits")])
+    assert again.exit_code == 2 and "already exists (an earlier transfer dataset)" in again.output
 
 
 @pytest.mark.slow
@@ -121,7 +125,7 @@ def test_unreadable_image_is_reported_and_others_predicted(tmp_path, hymenoptera
     entries = {e["path"].rsplit("/", 1)[-1]: e for e in json.loads(predicted.stdout)}
     assert entries["ant.jpg"]["predictions"] and "error" not in entries["ant.jpg"]
     assert entries["broken.jpg"]["error"] and entries["broken.jpg"]["predictions"] == []
-    assert "could not read" in predicted.stderr and "broken.jpg" in predicted.stderr
+    assert "skipped" in predicted.stderr and "broken.jpg" in predicted.stderr
 
 
 def test_help_is_whole_at_80_columns():

@@ -78,9 +78,11 @@ def test_predict_top3_json_from_run(lenet_run, digits_dir):
 
 def test_predict_csv_and_table(lenet_run, digits_dir):
     image = digits_dir / "5" / sorted(p.name for p in (digits_dir / "5").iterdir())[0]
-    csv_result = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image), "--format", "csv", "--top-k", "20"])
+    csv_result = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image), "--format", "csv", "--top-k", "10"])
     lines = csv_result.stdout.strip().splitlines()
-    assert lines[0] == "path,rank,label,probability,error" and len(lines) == 11  # top-k capped at 10 classes
+    assert lines[0] == "path,rank,label,probability,error" and len(lines) == 11  # every one of the 10 classes
+    beyond = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image), "--top-k", "11"])
+    assert beyond.exit_code == 2 and "--top-k must be between 1 and 10" in beyond.output
     table = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image)])
     assert table.exit_code == 0 and "#3" in table.stdout
 
@@ -123,5 +125,5 @@ def test_export_serves_bytes_and_agrees_with_predict_in_a_fresh_process(lenet_ru
 def test_export_refuses_existing_folder(lenet_run, tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     result = runner.invoke(app, ["export", str(lenet_run.run_dir), "--out", str(tmp_path), "--force"])
-    assert result.exit_code == 2 and "will not delete it" in result.output
+    assert result.exit_code == 2 and "not written by transfer (holding keep.txt)" in result.output
     assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -29,7 +29,7 @@ def test_grad_cam_gives_unit_heatmaps_at_input_size(backbone):
 def test_visualize_writes_filters_and_feature_maps(digits_run, tmp_path):
     result = runner.invoke(app, ["visualize", str(digits_run), "--layers", "c1,c3", "--out", str(tmp_path / "vis")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["feature_maps_c1.png", "feature_maps_c3.png", "filters.png"]
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == [".transfer.json", "feature_maps_c1.png", "feature_maps_c3.png", "filters.png"]
     bad = runner.invoke(app, ["visualize", str(digits_run), "--layers", "conv9", "--out", str(tmp_path / "vis2")])
     assert bad.exit_code == 2 and "conv9 not in lenet" in bad.output
 
