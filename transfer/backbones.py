@@ -32,6 +32,8 @@ class BackboneSpec:
             a from-scratch baseline that includes its own classifier.
         weights_file: file name of the `include_top=False` ImageNet weights Keras downloads.
         weights_url: where Keras downloads `weights_file` from.
+        classifier_weights_file: file name of the complete ImageNet classifier's weights
+            (`include_top=True`, used by `imagenet:NAME`); downloaded from beside `weights_url`.
         grayscale: the baseline reads one luminance channel.
         reference_classes: for baselines, the class count of the published configuration.
         parameters: parameters without the top (pretrained backbones) or in the published
@@ -46,6 +48,7 @@ class BackboneSpec:
     pretrained: bool
     weights_file: str | None = None
     weights_url: str | None = None
+    classifier_weights_file: str | None = None
     grayscale: bool = False
     reference_classes: int | None = None
     parameters: int = 0
@@ -69,6 +72,7 @@ def _keras_application(name, constructor, size, min_size, mode, folder, weights_
         pretrained=True,
         weights_file=weights_file,
         weights_url=f"{KERAS_WEIGHTS_URL}{folder}/{weights_file}",
+        classifier_weights_file=weights_file.replace("_notop.h5", ".h5"),
         parameters=parameters,
     )
 
@@ -150,31 +154,43 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
             that does not fit the architecture.
     """
     check_weights(spec, "none" if weights is None else weights)
-    constructor = spec.resolve_constructor()
     input_shape = (image_size, image_size, spec.input_channels)
     if not spec.pretrained:
-        return constructor(input_shape=input_shape, num_classes=num_classes)
+        return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes)
+    return load_application(spec, include_top=False, weights=weights, input_shape=input_shape)
 
+
+def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | None, input_shape: tuple):
+    """The `keras.applications` model of `spec`, without its top (a backbone) or with it (the
+    ImageNet classifier as it comes), with `weights` `"imagenet"`, `None` or a file path.
+
+    Raises:
+        WeightsUnavailableError: the ImageNet weights cannot be downloaded, naming the file, the cache
+            folder and the URL; or a weights file does not fit the architecture.
+    """
+    constructor = spec.resolve_constructor()
+    weights_file = spec.classifier_weights_file if include_top else spec.weights_file
+    url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
     if weights == "imagenet":
         try:
-            return constructor(include_top=False, weights="imagenet", input_shape=input_shape, name=spec.name)
+            return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
             raise WeightsUnavailableError(
                 f"Could not load the ImageNet weights of {spec.name}: {error}\n"
-                f"Keras looks for the file {spec.weights_file} in {keras_cache_dir()} and downloads "
-                f"it from {spec.weights_url} when it is missing.\n"
+                f"Keras looks for the file {weights_file} in {keras_cache_dir()} and downloads "
+                f"it from {url} when it is missing.\n"
                 f"Fix: download that file on a machine with internet access and either put it in "
-                f"{keras_cache_dir()} or pass --weights PATH/TO/{spec.weights_file}; "
-                f"or train from random initialization with --weights none."
+                f"{keras_cache_dir()} or pass --weights PATH/TO/{weights_file}"
+                + ("; or train from random initialization with --weights none." if not include_top else ".")
             ) from error
-
     try:
-        return constructor(include_top=False, weights=weights, input_shape=input_shape, name=spec.name)
+        return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
     except (ValueError, OSError, KeyError) as error:
+        top = "with its top" if include_top else "without its top"
         raise WeightsUnavailableError(
-            f"Could not load the weights file {weights} into {spec.name} (include_top=False, input "
-            f"{image_size}x{image_size}): {error}\nExpected a Keras weights file of this "
-            f"architecture without its top, such as {spec.weights_file}."
+            f"Could not load the weights file {weights} into {spec.name} (include_top={include_top}, input "
+            f"{input_shape[0]}x{input_shape[1]}): {error}\nExpected a Keras weights file of this "
+            f"architecture {top}, such as {weights_file}."
         ) from error
 
 

@@ -239,11 +239,12 @@ def _print_trained(result) -> None:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    model: Annotated[str, typer.Argument(help="A run directory, an exported SavedModel, or imagenet:resnet50|vgg16|inceptionv3 (the ImageNet classifier as it comes).")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     top_k: Annotated[Optional[int], typer.Option(help="Labels per image, most probable first. Default: min(3, classes).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout (csv and json are written as each batch is scored).")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
     """Print the top-k labels with probabilities for each image."""
     from transfer.prediction import predict as run_prediction
@@ -251,7 +252,7 @@ def predict(
     printer = _PredictionPrinter(format)
     with user_errors():
         try:
-            for prediction in run_prediction(model, paths, top_k=top_k, batch_size=batch_size, reporter=RichReporter()):
+            for prediction in run_prediction(model, paths, top_k=top_k, batch_size=batch_size, weights=weights, reporter=RichReporter()):
                 printer.add(prediction)
         finally:
             printer.close()  # what was scored is shown, also after Ctrl-C
@@ -261,16 +262,17 @@ def predict(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
+    run_dir: Annotated[str, typer.Argument(help="A run directory written by `transfer train`, or imagenet:resnet50|vgg16|inceptionv3.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the SavedModel to.")],
     top_k: Annotated[Optional[int], typer.Option(help="Labels per image in the signature. Default: min(3, classes).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
+    weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
     """Write a TensorFlow SavedModel that serves encoded image bytes."""
     with user_errors():
         from transfer.export import export as run_export
 
-        path = run_export(run_dir, out, top_k=top_k, force=force)
+        path = run_export(run_dir, out, top_k=top_k, force=force, weights=weights)
     results.print(f"SavedModel written to {path} (signature serving_default: images -> labels, probabilities, scores)", highlight=False)
 
 

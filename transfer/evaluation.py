@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from transfer import outputs
-from transfer.errors import DataError
+from transfer.errors import DataError, InvalidOptionError
+from transfer.imagenet import is_imagenet
 from transfer.options import require
 from transfer.prediction import load_scorer
 from transfer.progress import SILENT, Reporter
@@ -89,6 +90,8 @@ def evaluate_folder(
     (default `RUN/evaluation`, or `NAME-evaluation` beside an export). Returns the evaluation and
     the folder written."""
     _check_options(top_k, batch_size)
+    if out_dir is None and is_imagenet(model_path):
+        raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
     out_dir = Path(out_dir) if out_dir is not None else outputs.default_evaluation_dir(model_path)
     outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir))

@@ -20,13 +20,19 @@ from pathlib import Path
 
 from transfer import outputs
 from transfer.errors import ModelLoadError
+from transfer.imagenet import ImageNetClassifier, is_imagenet
+from transfer.options import require
 from transfer.prediction import resolve_top_k
 
 
-def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: bool = False) -> Path:
-    """Writes the SavedModel of the run at `run_dir` to `out_dir` and returns `out_dir`.
+def export(
+    run_dir: Path | str, out_dir: Path, *, top_k: int | None = None, force: bool = False, weights: str | None = None
+) -> Path:
+    """Writes the SavedModel of the run at `run_dir` (or of `imagenet:NAME`) to `out_dir` and
+    returns `out_dir`.
 
     Args:
+        weights: for `imagenet:NAME`, its `include_top` weights file; `None` lets Keras download them.
         top_k: labels per image in the `labels`/`probabilities` outputs; default min(3, classes).
         force: replace an earlier export at `out_dir`.
 
@@ -38,7 +44,11 @@ def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: boo
     out_dir = Path(out_dir)
     if (Path(run_dir) / outputs.SAVED_MODEL).is_file():
         raise ModelLoadError(f"{run_dir} is already an exported SavedModel; export takes a run directory.")
-    run = outputs.Run.open(run_dir)
+    if is_imagenet(run_dir):
+        run = ImageNetClassifier.open(run_dir, weights)
+    else:
+        require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
+        run = outputs.Run.open(run_dir)
     class_names = run.labels()
     k = resolve_top_k(top_k, len(class_names))
     outputs.check_destination(out_dir, kind="export", force=force)
@@ -80,5 +90,5 @@ def export(run_dir: Path, out_dir: Path, *, top_k: int | None = None, force: boo
     )
     with outputs.staged(out_dir, "export") as staging:
         archive.write_out(str(staging), verbose=False)
-        outputs.Export(staging).write_metadata(run)
+        outputs.Export(staging).write_metadata(class_names, run.config())
     return out_dir

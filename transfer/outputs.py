@@ -230,11 +230,10 @@ class Export:
                 f"written by `transfer export`; export the run again."
             ) from error
 
-    def write_metadata(self, run: Run) -> None:
-        """`labels.txt`, and the run's `config.json` (its options, for evaluation with TTA)."""
-        write_labels(self.path / LABELS, run.labels())
-        if (run.path / CONFIG).is_file():
-            shutil.copy(run.path / CONFIG, self.path / CONFIG)
+    def write_metadata(self, labels: list[str], config: dict) -> None:
+        """`labels.txt`, and the model's `config.json` (its options, for evaluation with TTA)."""
+        write_labels(self.path / LABELS, labels)
+        write_json(self.path / CONFIG, config)
 
 
 def open_model(path: Path) -> Run | Export:

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from transfer.errors import DataError, ModelLoadError, op_error_message
+from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.options import require
 from transfer.outputs import LABELS, Export, Run, open_model
 from transfer.progress import SILENT, Reporter
@@ -39,9 +40,10 @@ class Prediction:
 
 
 class KerasScorer:
-    """Scores images with a run's `model.keras`, fed by `transfer.data`'s decoder."""
+    """Scores images with a run's `model.keras` (or the ImageNet classifier), fed by
+    `transfer.data`'s decoder."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run | ImageNetClassifier):
         self.run = run
         self.model = run.load_model()
         self.labels = run.labels()
@@ -105,8 +107,16 @@ class SavedModelScorer:
 Scorer = KerasScorer | SavedModelScorer
 
 
-def load_scorer(path: Path) -> Scorer:
-    """Scores with a run directory or an exported SavedModel (`transfer.outputs.open_model`)."""
+def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
+    """Scores with a run directory, an exported SavedModel (`transfer.outputs.open_model`), or the
+    ImageNet classifier as it comes (`imagenet:NAME`, `weights` its `include_top` file or `None`).
+
+    Raises:
+        InvalidOptionError: `weights` given for anything but `imagenet:NAME`.
+    """
+    if is_imagenet(path):
+        return KerasScorer(ImageNetClassifier.open(path, weights))
+    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run or an export has its own)")
     model = open_model(path)
     return KerasScorer(model) if isinstance(model, Run) else SavedModelScorer(model)
 
@@ -144,6 +154,7 @@ def predict(
     *,
     top_k: int | None = None,
     batch_size: int = 32,
+    weights: str | None = None,
     reporter: Reporter = SILENT,
 ) -> Iterator[Prediction]:
     """Yields a `Prediction` per file, as soon as its batch is scored, in sorted order within each folder.
@@ -163,7 +174,7 @@ def predict(
             f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}"
             + (f"; {len(skipped)} other file(s) left out, e.g. {skipped[0][0]}: {skipped[0][1]}." if skipped else ".")
         )
-    model = load_scorer(model_path)
+    model = load_scorer(model_path, weights)
     k = resolve_top_k(top_k, len(model.labels))
     for path, reason in skipped:
         yield Prediction(path, error=reason)
