@@ -62,7 +62,7 @@ def test_weights_file_of_another_architecture_is_a_clear_error(tmp_path):
 
 
 def test_missing_weights_path_is_an_invalid_option(tmp_path):
-    with pytest.raises(InvalidOptionError, match="not a file"):
+    with pytest.raises(InvalidOptionError, match="the path of a weights file or a run directory; received .*nope.h5., which is neither"):
         build_backbone(get_backbone("resnet50"), 32, weights=str(tmp_path / "nope.h5"), num_classes=0)
 
 

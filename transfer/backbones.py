@@ -38,6 +38,8 @@ class BackboneSpec:
         reference_classes: for baselines, the class count of the published configuration.
         parameters: parameters without the top (pretrained backbones) or in the published
             configuration (baselines); a test builds each model and counts them.
+        feature_layer: for baselines, the last layer of the feature extractor kept when a trained
+            run is reused as a backbone (`--weights RUN_DIR`); the dense layers after it are replaced.
     """
 
     name: str
@@ -52,6 +54,7 @@ class BackboneSpec:
     grayscale: bool = False
     reference_classes: int | None = None
     parameters: int = 0
+    feature_layer: str | None = None
 
     @property
     def input_channels(self) -> int:
@@ -95,12 +98,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="lenet", constructor="transfer.baselines.lenet", input_size=32,
             min_input_size=32, preprocess_mode="tf", pretrained=False, grayscale=True,
-            reference_classes=10, parameters=61_706,
+            reference_classes=10, parameters=61_706, feature_layer="c5",
         ),
         BackboneSpec(
             name="alexnet", constructor="transfer.baselines.alexnet", input_size=227,
             min_input_size=67, preprocess_mode="tf", pretrained=False, reference_classes=1000,
-            parameters=62_378_344,
+            parameters=62_378_344, feature_layer="pool5",
         ),
     )
 }
@@ -129,8 +132,8 @@ def check_weights(spec: BackboneSpec, weights: str) -> None:
         )
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise InvalidOptionError(
-            f"--weights must be 'imagenet', 'none' or the path of a weights file; received "
-            f"{weights!r}, which is not a file."
+            f"--weights must be 'imagenet', 'none', the path of a weights file or a run directory; received "
+            f"{weights!r}, which is neither."
         )
 
 

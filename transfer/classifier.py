@@ -5,9 +5,15 @@ Layout, for a pretrained backbone:
     image [0, 255] -> augmentation (training only) -> preprocess -> backbone(training=False)
                    -> avg_pool -> head: head_dropout -> [head_dense] -> predictions (softmax)
 
-and for a from-scratch baseline, which carries its own classifier:
+for a from-scratch baseline, which carries its own classifier:
 
     image [0, 255] -> augmentation (training only) -> preprocess -> lenet | alexnet
+
+and for a baseline whose convolutional layers come from an earlier run (`source`), the layers up to
+its registry `feature_layer` under a new head, as the pretrained backbones:
+
+    image [0, 255] -> augmentation (training only) -> preprocess -> lenet | alexnet (C1..C5 | conv1..pool5,
+                      training=False) -> flatten_features -> head
 
 The backbone is called with `training=False`, and its BatchNormalization layers stay frozen in
 both stages. The second is what guarantees inference mode in Keras 3: a functional model passes the
@@ -21,9 +27,14 @@ from __future__ import annotations
 import keras
 
 from transfer.backbones import BackboneSpec, build_backbone
-from transfer.errors import InvalidOptionError
+from transfer.errors import InvalidOptionError, ModelLoadError
 from transfer.heads import classification_head
 from transfer.preprocessing import Preprocess
+
+
+#: The layer between the backbone and the head: global average pooling for the pretrained backbones,
+#: flattening for a baseline's convolutional layers (AlexNet's pool5 keeps its 6x6 layout, as FC6 reads it).
+POOLING_LAYERS = ("avg_pool", "flatten_features")
 
 
 def build_classifier(
@@ -34,20 +45,60 @@ def build_classifier(
     dropout_rate: float = 0.2,
     head_units: int = 0,
     augmentation: keras.Layer | None = None,
+    source: keras.Model | None = None,
 ) -> keras.Model:
-    """Returns an uncompiled classifier; a pretrained backbone starts frozen."""
+    """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen.
+
+    Args:
+        weights: the pretrained backbone's weights (`"imagenet"`, a file, or `None`).
+        source: a model trained by `transfer train` whose backbone (for a baseline: its layers up
+            to `spec.feature_layer`) is reused here, weights included, under a new head.
+    """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
-    backbone = build_backbone(spec, image_size, weights, num_classes)
-    if spec.pretrained:
-        backbone.trainable = False
-        x = backbone(x, training=False)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units)(x)
-    else:
-        outputs = backbone(x)
+    if not spec.pretrained and source is None:
+        return keras.Model(inputs, build_backbone(spec, image_size, None, num_classes)(x), name=f"{spec.name}_classifier")
+    backbone = _feature_extractor(spec, image_size, weights if source is None else None)
+    if source is not None:
+        copy_weights(source.get_layer(spec.name), backbone)
+    backbone.trainable = False
+    x = backbone(x, training=False)
+    pool = keras.layers.GlobalAveragePooling2D(name="avg_pool") if spec.pretrained else keras.layers.Flatten(name="flatten_features")
+    x = pool(x)
+    outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units)(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+
+
+def _feature_extractor(spec: BackboneSpec, image_size: int, weights: str | None) -> keras.Model:
+    if spec.pretrained:
+        return build_backbone(spec, image_size, weights, 0)
+    full = build_backbone(spec, image_size, None, spec.reference_classes or 2)
+    return keras.Model(full.inputs, full.get_layer(spec.feature_layer).output, name=spec.name)
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Each layer of `target` that has weights takes those of the layer of the same name in `source`.
+
+    Raises:
+        ModelLoadError: `source` lacks a layer or its weights have other shapes.
+    """
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+        except ValueError as error:
+            raise ModelLoadError(
+                f"The source run's {target.name} does not fit this one at layer {layer.name} ({str(error).splitlines()[0]}); "
+                f"train with the source run's own image size and backbone."
+            ) from None
+
+
+def pooling_layer(model: keras.Model) -> keras.Layer:
+    """The layer that turns the backbone's feature maps into the head's feature vector."""
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(next(name for name in POOLING_LAYERS if name in names))
 
 
 def backbone_layers(model: keras.Model, spec: BackboneSpec) -> list[keras.Layer]:

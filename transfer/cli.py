@@ -62,7 +62,7 @@ OutputFormat = _choices("OutputFormat", ("table", "csv", "json"))
 DEFAULTS = TrainOptions()
 
 # Options that `train` and `compare` share, declared once.
-Weights = Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file. Default: imagenet for pretrained backbones, none for baselines.")]
+Weights = Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file | RUN_DIR of an earlier run, whose backbone (a baseline's convolutional layers) is reused under a new head. Default: imagenet for pretrained backbones, none for baselines.")]
 Epochs = Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")]
 FinetuneEpochs = Annotated[int, typer.Option(help="Epochs of stage 2 (fine-tuning) for pretrained backbones; 0 = frozen only.")]
 ImageSize = Annotated[Optional[int], typer.Option(help="Square input side. Default: the backbone's (224, 299, 32, 227).")]
@@ -161,7 +161,7 @@ def train(
     ctx: typer.Context,
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.", show_default=False)] = None,
-    backbone: Annotated[BackboneName, typer.Option(help="Pretrained backbone or from-scratch baseline.")] = DEFAULTS.backbone,
+    backbone: Annotated[Optional[BackboneName], typer.Option(help="Pretrained backbone or from-scratch baseline. Default: resnet50, or the backbone of the --weights run.", show_default=False)] = None,
     weights: Weights = DEFAULTS.weights,
     epochs: Epochs = DEFAULTS.epochs,
     finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
@@ -209,7 +209,7 @@ def train(
         if out is None:
             raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
         options = TrainOptions(
-            backbone=backbone.value, weights=weights, image_size=image_size, epochs=epochs,
+            backbone=backbone.value if backbone else None, weights=weights, image_size=image_size, epochs=epochs,
             finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
             optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
             dropout=dropout, head_units=head_units, val_split=val_split,

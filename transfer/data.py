@@ -8,7 +8,6 @@ The pipelines decode with `transfer.preprocessing.decode_image`, as prediction a
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -158,7 +157,7 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
     digests = []
     with reporter.progress("Hashing images", total=len(examples)) as progress:
         for path in examples["path"]:
-            digests.append(_sha256(path))
+            digests.append(outputs.sha256(path))
             progress.advance()
     hashed = examples.assign(digest=digests)
     train = hashed[hashed["split"] == "train"].drop_duplicates("digest")
@@ -168,14 +167,6 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
         "val_path": pairs["path_val"], "val_label": pairs["label_val"],
         "train_path": pairs["path_train"], "train_label": pairs["label_train"], "removed": False,
     }, columns=DUPLICATE_COLUMNS)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: Listing) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfer.backbones import BackboneSpec
+from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError
 from transfer.progress import SILENT, Reporter
@@ -32,7 +33,7 @@ def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
     inputs = keras.Input(model.input_shape[1:], name="image")
     x = model.get_layer("preprocess")(inputs)
     x = model.get_layer(spec.name)(x, training=False)
-    return keras.Model(inputs, model.get_layer("avg_pool")(x), name=f"{spec.name}_features")
+    return keras.Model(inputs, pooling_layer(model)(x), name=f"{spec.name}_features")
 
 
 def extract_features(

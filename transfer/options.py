@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from transfer.backbones import check_weights, get_backbone
 from transfer.errors import InvalidOptionError
@@ -26,6 +27,7 @@ CLASS_WEIGHTS = ("none", "auto")
 #: The largest input side: 4.5x what the ImageNet backbones were trained at; a batch of 32 at this
 #: size already needs about 400 MB for the pixels alone.
 MAX_IMAGE_SIZE = 1024
+DEFAULT_BACKBONE = "resnet50"
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,13 @@ class TrainOptions:
     """Every choice of a training run. `resolved()` fills the defaults that depend on others.
 
     Attributes:
-        backbone: registry name (`transfer.backbones.BACKBONES`).
-        weights: `"imagenet"`, `"none"` or a weights file path; `None` means `"imagenet"` for
-            pretrained backbones and `"none"` for baselines.
-        image_size: square input side; `None` means the backbone's default.
+        backbone: registry name (`transfer.backbones.BACKBONES`); `None` means `resnet50`, or the
+            backbone of the `weights` run.
+        weights: `"imagenet"`, `"none"`, a weights file path, or a run directory written by
+            `transfer train` whose backbone is reused (for a baseline, its convolutional layers);
+            `None` means `"imagenet"` for pretrained backbones and `"none"` for baselines.
+        image_size: square input side; `None` means the backbone's default (the run's, with a run
+            as `weights`).
         epochs: stage 1 epochs (frozen backbone, or the whole baseline).
         finetune_epochs: stage 2 epochs; 0 trains the frozen stage only.
         unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
@@ -65,7 +70,7 @@ class TrainOptions:
             needs no option: Keras compiles with `jit_compile="auto"`, on when a GPU is present.
     """
 
-    backbone: str = "resnet50"
+    backbone: str | None = None
     weights: str | None = None
     image_size: int | None = None
     epochs: int = 10
@@ -97,9 +102,13 @@ class TrainOptions:
         Raises:
             InvalidOptionError: naming the option, the value received and what is allowed.
         """
-        spec = get_backbone(self.backbone)
+        backbone, image_size = self.backbone, self.image_size
+        source = self.source_run
+        if source is not None:
+            backbone, image_size = _from_source_run(source, backbone, image_size)
+        spec = get_backbone(backbone or DEFAULT_BACKBONE)
         weights = self.weights or ("imagenet" if spec.pretrained else "none")
-        image_size = self.image_size or spec.input_size
+        image_size = image_size or spec.input_size
         finetune_lr = self.finetune_lr if self.finetune_lr is not None else self.lr / 10
         require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
         require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
@@ -127,7 +136,8 @@ class TrainOptions:
             self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
-        check_weights(spec, weights)
+        if source is None:
+            check_weights(spec, weights)
         if self.strategy == "multiworker" and cluster_task() is None:
             raise InvalidOptionError(
                 "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
@@ -140,14 +150,25 @@ class TrainOptions:
                 f"--cache-features. Without augmentation every epoch sees the same image and one "
                 f"cached view is exact."
             )
-        if not spec.pretrained and self.finetune_epochs:
+        if not (spec.pretrained or source) and self.finetune_epochs:
             raise InvalidOptionError(
                 f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
-                f"{self.finetune_epochs}. Use --epochs for baselines."
+                f"{self.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
             )
         return dataclasses.replace(
-            self, weights=weights, image_size=image_size, finetune_lr=finetune_lr
+            self, backbone=spec.name, weights=weights, image_size=image_size, finetune_lr=finetune_lr
         )
+
+    @property
+    def source_run(self) -> str | None:
+        """The run directory given as `weights`, whose backbone this run reuses."""
+        return self.weights if self.weights and Path(self.weights).is_dir() else None
+
+    @property
+    def transfers(self) -> bool:
+        """Whether the model is a backbone (pretrained, or from a run) under a new head, trained in
+        the frozen stage and then fine-tuned; else a baseline trained from scratch in one stage."""
+        return get_backbone(self.backbone or DEFAULT_BACKBONE).pretrained or self.source_run is not None
 
     @property
     def frozen_features(self) -> str:
@@ -160,6 +181,26 @@ class TrainOptions:
     @property
     def unfreeze_count(self) -> int | None:
         return None if self.unfreeze == "all" else int(self.unfreeze)
+
+
+def _from_source_run(source: str, backbone: str | None, image_size: int | None) -> tuple[str, int]:
+    """The backbone and image size of the run at `source`, which this run's must not contradict."""
+    from transfer.outputs import Run
+
+    config = Run.open(source).config()
+    if "backbone" not in config or "image_size" not in config:
+        raise InvalidOptionError(f"--weights {source}: a run directory needs its config.json (written by `transfer train`).")
+    if backbone and backbone != config["backbone"]:
+        raise InvalidOptionError(
+            f"--backbone {backbone} differs from the backbone of the run in --weights {source} "
+            f"({config['backbone']}); omit --backbone, the run's is used."
+        )
+    if image_size and image_size != config["image_size"]:
+        raise InvalidOptionError(
+            f"--image-size {image_size} differs from the run in --weights {source} ({config['image_size']}); "
+            f"omit --image-size, the run's is used."
+        )
+    return config["backbone"], config["image_size"]
 
 
 def require(condition: bool, option: str, received, allowed: str) -> None:

@@ -28,6 +28,7 @@ Everything else asks this module where a file goes and how to read it: `Run.open
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -491,6 +492,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         temporary.replace(path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -77,8 +77,10 @@ def report(
 def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     s = evaluation.summary
     mode = "scratch" if not config.get("pretrained") else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+    source = config.get("source_run")
     facts = {
-        "backbone": f"{config.get('backbone')} ({mode}, weights {config.get('weights')})",
+        "backbone": f"{config.get('backbone')} ({mode}, weights {'of the source run' if source else config.get('weights')})",
+        **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
         "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
         f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
         "log loss": f"{s['log_loss']:.4f}",
@@ -137,14 +139,14 @@ def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, coun
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
     index = {name: i for i, name in enumerate(evaluation.class_names)}
-    heatmaps = grad_cam(model, spec.name, spec.pretrained, pixels, [index[p] for p in chosen["predicted"]])
+    heatmaps = grad_cam(model, spec.name, bool(config.get("pretrained")), pixels, [index[p] for p in chosen["predicted"]])
     images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
     titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
     plot_image_grid(images, titles, path, columns=4, size=2.4)
     return (
         _image(path, "Grad-CAM heatmaps")
         + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
-        + ("the backbone's last feature maps" if spec.pretrained else "the last convolutional feature maps")
+        + ("the backbone's last feature maps" if config.get("pretrained") else "the last convolutional feature maps")
         + ").</p>"
     )
 

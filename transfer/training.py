@@ -174,7 +174,7 @@ def _fine_tune(run: RunState) -> None:
     from transfer.stages import Stage, fit_stage
 
     options = run.options
-    if not run.spec.pretrained:
+    if not options.transfers:
         return fit_stage(run, Stage("scratch", options.epochs, options.lr))
     fit_stage(run, Stage("frozen", options.epochs, options.lr), cached_features=_frozen_features(run) != "in_loop")
     if options.finetune_epochs:
@@ -190,7 +190,7 @@ def _frozen_features(run: RunState) -> str | None:
     """How the frozen stage gets backbone features (`TrainOptions.frozen_features`), as it can here."""
     from transfer.distribute import is_multi_worker
 
-    if not run.spec.pretrained:
+    if not run.options.transfers:
         return None
     chosen = run.options.frozen_features
     if chosen != "in_loop" and is_multi_worker(run.strategy):
@@ -289,7 +289,8 @@ def _publish(run: RunState) -> TrainResult:
         "data": folder.source,
         "class_names": folder.class_names,
         "class_weights": run.class_weight,
-        "pretrained": run.spec.pretrained,
+        "pretrained": options.transfers,  # a backbone under a new head (pretrained, or from source_run)
+        "source_run": _source_record(options.source_run),
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
         "replicas": run.strategy.num_replicas_in_sync,
@@ -303,6 +304,14 @@ def _publish(run: RunState) -> TrainResult:
         run.files.drop_resume_state()
         outputs.publish(run.files.path, run.out_dir)
     return TrainResult(run.out_dir, metrics, history, run.model)
+
+
+def _source_record(source: str | None) -> dict | None:
+    """Where the reused backbone came from: the run's path and the SHA-256 of its model file."""
+    if source is None:
+        return None
+    run = outputs.Run.open(source)
+    return {"path": str(Path(source).resolve()), "model_sha256": outputs.sha256(run.model_file)}
 
 
 def _list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
@@ -334,20 +343,24 @@ def _build_model(
     previous_policy = keras.config.dtype_policy()
     if options.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")  # layers take the policy when built
+    source = outputs.Run.open(options.source_run).load_model() if options.source_run else None
+    if source is not None:
+        reporter.message(f"Backbone: the {spec.name} of {options.source_run}, under a new head for {num_classes} classes.")
     try:
         with strategy.scope():
             model = build_classifier(
                 spec,
                 num_classes=num_classes,
                 image_size=options.image_size,
-                weights=None if options.weights == "none" else options.weights,
+                weights=None if options.weights in ("none", options.source_run) else options.weights,
                 dropout_rate=options.dropout,
                 head_units=options.head_units,
                 augmentation=build_augmentation(options.flip, options.seed) if options.augment else None,
+                source=source,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    if spec.pretrained and options.finetune_epochs:
+    if options.transfers and options.finetune_epochs:
         unfreeze_top(model, spec, options.unfreeze_count)  # validates --unfreeze before heavy work
         freeze_backbone(model, spec)
     return model

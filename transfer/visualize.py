@@ -108,7 +108,9 @@ def grad_cam(model: keras.Model, backbone_name: str, pretrained: bool, pixels: n
     backbone = model.get_layer(backbone_name)
     x = model.get_layer("preprocess")(tf.constant(pixels))
     if pretrained:
-        head, pool = model.get_layer("head"), model.get_layer("avg_pool")
+        from transfer.classifier import pooling_layer
+
+        head, pool = model.get_layer("head"), pooling_layer(model)
         with tf.GradientTape() as tape:
             maps = backbone(x, training=False)
             tape.watch(maps)

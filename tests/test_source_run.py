@@ -1,0 +1,68 @@
+"""A run as the backbone of the next: its backbone (a baseline's convolutional layers) under a new head."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.helpers import image_folder
+from transfer import outputs
+from transfer.backbones import get_backbone
+from transfer.classifier import build_classifier
+from transfer.cli import app
+from transfer.errors import InvalidOptionError
+from transfer.options import TrainOptions
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name, kept", [("lenet", ["c1", "c3", "c5"]), ("alexnet", ["conv1", "conv2", "conv3", "conv4", "conv5"])])
+def test_a_baseline_keeps_its_convolutions_and_gets_new_dense_layers(name, kept):
+    spec = get_backbone(name)
+    size = 32 if name == "lenet" else 67
+    keras.utils.set_random_seed(0)
+    source = build_classifier(spec, num_classes=10, image_size=size, weights=None)
+    model = build_classifier(spec, num_classes=3, image_size=size, weights=None, source=source)
+    backbone = model.get_layer(name)
+    assert [layer.name for layer in backbone.layers if layer.weights] == kept, "the feature extractor ends at the last convolution"
+    for layer in kept:
+        for new, old in zip(backbone.get_layer(layer).get_weights(), source.get_layer(name).get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(new, old)
+    assert not backbone.trainable and model.output_shape == (None, 3)
+    assert model.get_layer("head").get_layer("predictions").kernel.shape[0] == backbone.output_shape[-1] * (
+        backbone.output_shape[1] * backbone.output_shape[2]
+    )
+
+
+def test_the_backbone_and_size_come_from_the_run(digits_run):
+    options = TrainOptions(weights=str(digits_run)).resolved()
+    assert (options.backbone, options.image_size, options.transfers) == ("lenet", 32, True)
+    with pytest.raises(InvalidOptionError, match="--backbone resnet50 differs from the backbone of the run"):
+        TrainOptions(backbone="resnet50", weights=str(digits_run)).resolved()
+    with pytest.raises(InvalidOptionError, match="--image-size 64 differs from the run"):
+        TrainOptions(image_size=64, weights=str(digits_run)).resolved()
+
+
+@pytest.mark.slow
+def test_train_on_a_run_then_fine_tune(digits_run, tmp_path):
+    data = image_folder(tmp_path / "small", classes=("circle", "square", "star"), per_class=6)
+    run = tmp_path / "small-run"
+    result = runner.invoke(app, ["train", str(data), "--weights", str(digits_run), "--epochs", "2", "--finetune-epochs", "1",
+                                 "--no-augment", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"] == "lenet" and config["pretrained"] is True
+    assert config["source_run"]["path"] == str(digits_run.resolve())
+    assert config["source_run"]["model_sha256"] == outputs.sha256(digits_run / "model.keras")
+    history = (run / "history.csv").read_text()
+    assert "frozen" in history and "finetune" in history
+    model = outputs.Run.open(run).load_model()
+    source = outputs.Run.open(digits_run).load_model()
+    assert model.output_shape == (None, 3)
+    c1 = model.get_layer("lenet").get_layer("c1").get_weights()[0]
+    assert c1.shape == source.get_layer("lenet").get_layer("c1").get_weights()[0].shape
+    page = runner.invoke(app, ["report", str(run), "--gradcam", "2"])
+    assert page.exit_code == 0, page.output
+    assert "source run" in (run / "report.html").read_text()
