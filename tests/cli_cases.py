@@ -225,7 +225,7 @@ CASES = [
     Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),
     Case("export --force over a run", lambda ws: ["export", str(ws.run), "--out", str(ws.copy_of(ws.run, "run-in-the-way")), "--force"], 2, "is an earlier transfer run; --force replaces only an earlier transfer export"),
     Case("report --out over the user's notes", _report_over_notes, 2, "not written by transfer (a file)"),
-    Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--out", str(ws.data)], 2, "is a folder; the report is one HTML file"),
+    Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--out", str(ws.data)], 2, "is a folder; the report output is one file"),
     Case("report --out in a folder not made yet", lambda ws: ["report", str(ws.run), "--out", str(ws.path("new/dir/report.html")), "--gradcam", "2"], 0, "Report written to"),
     Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),

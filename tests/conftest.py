@@ -1,8 +1,11 @@
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TERMINAL_WIDTH", "200")  # Typer help on one line per option
+# The feature cache of the tests' own runs stays out of the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="transfer-tests-cache-")
 
 import pytest
 

@@ -77,3 +77,33 @@ def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
         assert pd.read_json(run / "config.json", typ="series")["frozen_features"] == ("cached" if cache else "in_loop")
     for column in ("loss", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(results[True][column], results[False][column], rtol=1e-3, atol=1e-3)
+
+
+def test_the_disk_cache_serves_unchanged_images_and_never_a_stale_entry(tmp_path):
+    """A counting extractor: a second pass computes nothing; a changed file, size or weight is new."""
+    from tests.helpers import write_png
+    from transfer.features import FeatureCache
+
+    paths = [str(write_png(tmp_path / "images" / f"{i}.png", color=(40 * i, 10, 200))) for i in range(4)]
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    calls = []
+
+    class Counting(keras.Model):
+        def predict_on_batch(self, x):
+            calls.append(len(x))
+            return model.predict_on_batch(x)
+
+    counting = Counting(model.inputs, model.outputs)
+    cache = FeatureCache(tmp_path / "cache", counting, 8)
+    first = extract_features(counting, paths, 8, 2, cache=cache)
+    assert sum(calls) == 4
+    again = extract_features(counting, paths, 8, 2, cache=FeatureCache(tmp_path / "cache", counting, 8))
+    assert sum(calls) == 4 and np.array_equal(first, again), "all four from the cache"
+
+    write_png(tmp_path / "images" / "2.png", color=(1, 2, 3))  # a changed image
+    changed = extract_features(counting, paths, 8, 2, cache=cache)
+    assert sum(calls) == 5 and not np.allclose(changed[2], first[2]) and np.array_equal(changed[[0, 1, 3]], first[[0, 1, 3]])
+
+    assert FeatureCache(tmp_path / "cache", counting, 16).folder != cache.folder, "another input size"
+    model.layers[-1].set_weights([w + 1 for w in model.layers[-1].get_weights()])
+    assert FeatureCache(tmp_path / "cache", counting, 8).folder != cache.folder, "other weights"

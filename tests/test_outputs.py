@@ -101,7 +101,7 @@ def test_a_report_replaces_only_a_report(tmp_path):
     outputs.check_destination(ours, kind="report", force=True)
     with pytest.raises(OutputExistsError, match="pass --force"):
         outputs.check_destination(ours, kind="report", force=False)
-    with pytest.raises(OutputExistsError, match="is a folder; the report is one HTML file"):
+    with pytest.raises(OutputExistsError, match="is a folder; the report output is one file"):
         outputs.check_destination(tmp_path, kind="report", force=True)
 
 

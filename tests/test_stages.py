@@ -1,6 +1,9 @@
 """What a stage is compiled with."""
 
+import json
+
 import keras
+import numpy as np
 import pytest
 
 from transfer.options import OPTIMIZERS
@@ -15,3 +18,60 @@ def test_every_optimizer_the_options_offer_is_built():
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9 and sgd.nesterov
     for optimizer in built.values():
         assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_logistic_regression_is_a_softmax_layer(classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from transfer.stages import softmax_weights
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)), np.arange(60) % classes
+    regression = LogisticRegression(C=0.5).fit(x + y[:, None], y)
+    kernel, bias = softmax_weights(regression, classes)
+    layer = keras.layers.Dense(classes, activation="softmax")
+    layer.build((None, 5))
+    layer.set_weights([kernel, bias])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), regression.predict_proba(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_dir, tmp_path):
+    """Train --head logistic on a run's features; refit scikit-learn on `transfer features` of the same
+    images: the exported SavedModel gives its predict_proba."""
+    import shutil
+
+    import pandas as pd
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegressionCV
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+
+    runner = CliRunner()
+    data = tmp_path / "digits"
+    for digit in ("1", "7"):  # a small new task: ones and sevens
+        (data / digit).mkdir(parents=True)
+        for path in sorted((digits_dir / digit).iterdir())[:15]:
+            shutil.copy(path, data / digit / path.name)
+    run, export = tmp_path / "run", tmp_path / "export"
+    result = runner.invoke(app, ["train", str(data), "--weights", str(digits_run), "--head", "logistic", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"] == "logistic" and config["logistic"]["folds"] == 5 and config["logistic"]["C"] > 0
+    assert runner.invoke(app, ["export", str(run), "--out", str(export)]).exit_code == 0
+    features = tmp_path / "features.parquet"
+    result = runner.invoke(app, ["features", str(run), str(data), "--out", str(features)])
+    assert result.exit_code == 0 and "30 images x 120 features" in result.stdout, result.output
+
+    table = pd.read_parquet(features).set_index("path")
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    train, val = split[split["split"] == "train"], split[split["split"] == "val"]
+    x = table.filter(like="f")
+    regression = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42)
+    regression.fit(x.loc[train["path"]].to_numpy(), (train["label"] == "7").astype(int))
+    expected = regression.predict_proba(x.loc[val["path"]].to_numpy())
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    scores = serve(images=tf.constant([open(p, "rb").read() for p in val["path"]]))["scores"].numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-4)

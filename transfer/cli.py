@@ -31,7 +31,7 @@ from transfer import __version__
 from transfer.backbones import BACKBONES
 from transfer.datasets import RECIPES
 from transfer.errors import TransferError
-from transfer.options import CLASS_WEIGHTS, FLIPS, OPTIMIZERS, STRATEGIES, TrainOptions
+from transfer.options import CLASS_WEIGHTS, FLIPS, HEADS, OPTIMIZERS, STRATEGIES, TrainOptions
 from transfer.progress import Reporter
 
 app = typer.Typer(
@@ -58,6 +58,7 @@ StrategyName = _choices("StrategyName", STRATEGIES)
 Flip = _choices("Flip", FLIPS)
 ClassWeight = _choices("ClassWeight", CLASS_WEIGHTS)
 DatasetName = _choices("DatasetName", RECIPES)
+HeadName = _choices("HeadName", HEADS)
 OutputFormat = _choices("OutputFormat", ("table", "csv", "json"))
 DEFAULTS = TrainOptions()
 
@@ -72,6 +73,7 @@ FlipOption = Annotated[Flip, typer.Option("--flip", help="Flips used by augmenta
 ValDir = Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")]
 ValSplit = Annotated[float, typer.Option(help="Share of each class held out for validation (without --val-dir).")]
 Seed = Annotated[int, typer.Option(help="Seed for the split, initialization, shuffling and augmentation.")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Where backbone features are kept between runs. Default: ~/.cache/transfer/features.", show_default=False)]
 
 
 class RichReporter(Reporter):
@@ -186,6 +188,8 @@ def train(
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = DEFAULTS.cache_features,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = DEFAULTS.cached_views,
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = DEFAULTS.mixed_precision,
+    head: Annotated[HeadName, typer.Option(help="dense: the softmax layer trained by gradient descent; logistic: fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features.")] = DEFAULTS.head,
+    cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier run written by transfer (nothing else), or discard an interrupted one.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
 ) -> None:
@@ -216,7 +220,7 @@ def train(
             val_dir=str(val_dir) if val_dir else None, manifest=str(manifest) if manifest else None,
             dedupe=dedupe, class_weight=class_weight.value, seed=seed, strategy=strategy.value,
             patience=patience, cache_features=cache_features, cached_views=cached_views,
-            mixed_precision=mixed_precision,
+            mixed_precision=mixed_precision, head=head.value, cache_dir=str(cache_dir) if cache_dir else None,
         )
         result = run_training(data_dir, out, options, force=force, reporter=RichReporter(), verbose=verbose)
     _print_trained(result)
@@ -379,6 +383,28 @@ def compare(
         )
     results.print(table)
     results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
+
+
+@app.command()
+def features(
+    model: Annotated[str, typer.Argument(help="A run directory, or imagenet:resnet50|vgg16|inceptionv3 (the backbone without its top).")],
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write: path, label, f0000, f0001, ...")],
+    weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its weights file without top. Default: downloaded by Keras.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    cache_dir: CacheDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier features file written by transfer (nothing else).")] = False,
+) -> None:
+    """Write each image's pooled backbone features as Parquet, for pandas and scikit-learn."""
+    with user_errors():
+        from transfer.features import write_features
+
+        table = write_features(model, data_dir, out, weights=weights, batch_size=batch_size, cache_dir=cache_dir,
+                               force=force, reporter=RichReporter())
+    for row in table.attrs["skipped"].itertuples():
+        messages.print(f"[yellow]skipped {row.path}: {row.reason}[/yellow]", highlight=False)
+    width = sum(column.startswith("f") for column in table.columns)
+    results.print(f"{len(table)} images x {width} features written to {out}", highlight=False)
 
 
 @app.command()

@@ -45,6 +45,10 @@ class TrainingInterrupted(TransferError):
     exit_code = 130
 
 
+class DependencyMissingError(TransferError):
+    """An optional part of transfer is not installed."""
+
+
 class ComparisonFailedError(TransferError):
     """Every backbone of a comparison failed."""
 

@@ -8,10 +8,20 @@ With augmentation the backbone sees a different image every epoch, so caching on
 would silently turn augmentation off. `views > 1` instead caches that many augmented views per
 image (decoded once, augmented `views` times) and each epoch draws one of them at random per image.
 Validation features are never augmented.
+
+Unaugmented features are also kept on disk (`FeatureCache`, under `~/.cache/transfer/features` or
+`--cache-dir`), one file per image, keyed by the feature extractor (its backbone, input size,
+preprocessing and every weight) and by the image file's content, so a second `train`, `compare`
+or `features` over the same images skips the backbone; a changed image, weight or size is a new key.
+`transfer features` writes them as Parquet, and `--head logistic` fits scikit-learn's logistic
+regression on them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import keras
@@ -21,6 +31,7 @@ import tensorflow as tf
 from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
+from transfer import outputs
 from transfer.errors import DataError
 from transfer.progress import SILENT, Reporter
 
@@ -36,6 +47,45 @@ def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
     return keras.Model(inputs, pooling_layer(model)(x), name=f"{spec.name}_features")
 
 
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/transfer/features`, or `~/.cache/transfer/features`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transfer" / "features"
+
+
+class FeatureCache:
+    """Pooled features on disk: `ROOT/<extractor key>/<image sha256>.npy`."""
+
+    def __init__(self, root: Path, extractor: keras.Model, image_size: int):
+        self.folder = Path(root) / extractor_key(extractor, image_size)
+
+    def get(self, digest: str) -> np.ndarray | None:
+        path = self.folder / f"{digest}.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError):  # absent, or cut short by a crash: computed again
+            return None
+
+    def put(self, digest: str, features: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with outputs.atomic_path(self.folder / f"{digest}.npy") as temporary:
+            np.save(temporary, features)
+
+
+def extractor_key(extractor: keras.Model, image_size: int) -> str:
+    """What the features depend on: the layers (names, configuration), every weight and the input size."""
+    digest = hashlib.sha256(f"{image_size}".encode())
+    for layer in extractor.layers:
+        digest.update(f"{layer.name}:{type(layer).__name__}".encode())
+        config = layer.get_config() if hasattr(layer, "get_config") else {}
+        for key in ("mode", "grayscale"):  # the Preprocess layer's convention
+            digest.update(f"{key}={config.get(key)}".encode())
+    for weight in extractor.weights:
+        value = keras.ops.convert_to_numpy(weight)
+        digest.update(str(value.shape).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def extract_features(
     extractor: keras.Model,
     paths: Sequence[str],
@@ -44,6 +94,7 @@ def extract_features(
     *,
     augmentation: keras.Layer | None = None,
     views: int = 1,
+    cache: FeatureCache | None = None,
     reporter: Reporter = SILENT,
     description: str = "Extracting features",
 ) -> np.ndarray:
@@ -51,10 +102,24 @@ def extract_features(
 
     Each batch is decoded once; with `augmentation`, each of the `views` is a fresh random
     augmentation of it (the layers run in training mode), else the images are used as decoded.
+    With a `cache` (unaugmented features only), images already there skip the backbone.
 
     Raises:
         DataError: an image that decoded when the dataset was checked no longer does.
     """
+    if cache is not None and augmentation is None:
+        digest_of = {path: outputs.sha256(path) for path in paths}
+        digests = [digest_of[path] for path in paths]
+        found = {digest: cache.get(digest) for digest in set(digests)}
+        missing = sorted({path for path in paths if found[digest_of[path]] is None})
+        if missing:
+            computed = extract_features(extractor, missing, image_size, batch_size, reporter=reporter, description=description)
+            for path, features in zip(missing, computed):
+                cache.put(digest_of[path], features)
+                found[digest_of[path]] = features
+        elif paths:
+            reporter.message(f"{description}: all {len(paths)} from the feature cache.")
+        return np.stack([found[digest] for digest in digests]) if paths else np.zeros((0, 0), np.float32)
     batches = []
     with reporter.progress(description, total=len(paths) * views) as progress:
         for batch in iter_decoded_batches(paths, image_size, batch_size):
@@ -93,20 +158,117 @@ def cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Dat
     Training images give one view each, or `options.cached_views` augmented views with
     augmentation on; validation images are never augmented.
     """
-    options, model = run.options, run.model
-    extractor = feature_extractor(model, run.spec)
-    views = options.cached_views if options.augment else 1
-    train_features = extract_features(
-        extractor, run.train_paths, options.image_size, options.batch_size,
-        augmentation=model.get_layer("augmentation") if options.augment else None, views=views,
-        reporter=run.reporter,
-        description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
-    )
-    val_features = extract_features(
-        extractor, run.val_paths, options.image_size, options.batch_size,
-        reporter=run.reporter, description="Backbone features, validation",
-    )
+    options = run.options
+    train_features, val_features = run_features(run, views=options.cached_views if options.augment else 1)
     return (
         features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
         features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),
     )
+
+
+def run_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features of the run's training and validation images; unaugmented ones through the
+    disk cache, `views` augmented views of each training image when `views > 1`."""
+    options, model = run.options, run.model
+    extractor = feature_extractor(model, run.spec)
+    cache = FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
+    train_features = extract_features(
+        extractor, run.train_paths, options.image_size, options.batch_size,
+        augmentation=model.get_layer("augmentation") if views > 1 else None, views=views, cache=cache,
+        reporter=run.reporter,
+        description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
+    )
+    val_features = extract_features(
+        extractor, run.val_paths, options.image_size, options.batch_size, cache=cache,
+        reporter=run.reporter, description="Backbone features, validation",
+    )
+    return train_features, val_features
+
+
+def model_feature_extractor(model_ref: str | Path, weights: str | None = None) -> tuple[keras.Model, int]:
+    """`(pixels -> pooled features, input size)` of a run (its backbone, or a from-scratch baseline's
+    layers up to its `feature_layer`, flattened) or of `imagenet:NAME` (the backbone without its top,
+    globally average pooled)."""
+    from transfer.backbones import get_backbone, load_application
+    from transfer.imagenet import ImageNetClassifier, is_imagenet
+    from transfer.options import require
+    from transfer.preprocessing import Preprocess
+
+    if is_imagenet(model_ref):
+        spec = ImageNetClassifier.open(model_ref, weights).spec
+        size = spec.input_size
+        backbone = load_application(spec, include_top=False, weights=weights or "imagenet", input_shape=(size, size, 3))
+        inputs = keras.Input((size, size, 3), name="image")
+        x = Preprocess(spec.preprocess_mode, dtype="float32", name="preprocess")(inputs)
+        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(x, training=False))
+        return keras.Model(inputs, pooled, name=f"imagenet_{spec.name}_features"), size
+    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
+    run = outputs.Run.open(model_ref)
+    model, spec = run.load_model(), get_backbone(run.config().get("backbone", ""))
+    size = int(model.input_shape[1])
+    if run.config().get("pretrained"):
+        return feature_extractor(model, spec), size
+    baseline = model.get_layer(spec.name)
+    convolutions = keras.Model(baseline.inputs, baseline.get_layer(spec.feature_layer).output)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = convolutions(model.get_layer("preprocess")(inputs), training=False)
+    return keras.Model(inputs, keras.layers.Flatten(name="flatten_features")(x), name=f"{spec.name}_features"), size
+
+
+def write_features(
+    model_ref: str | Path,
+    data_dir: Path,
+    out_file: Path,
+    *,
+    weights: str | None = None,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+):
+    """`transfer features`: one Parquet row per image of `data_dir`: `path`, `label`, and the
+    pooled features as columns `f0000`, `f0001`, ... (`pandas.read_parquet`, then
+    `table.filter(like="f")` is scikit-learn's `X`). Returns the table; skipped files are listed in
+    its `skipped` attribute.
+
+    Raises:
+        DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
+    """
+    from transfer.data import find_unreadable
+    from transfer.errors import DependencyMissingError
+    from transfer.options import require
+    from transfer.sources import list_folder
+
+    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DependencyMissingError(
+            "Writing Parquet needs pyarrow, an optional part of transfer: pip install 'keras-transfer[features]'."
+        ) from None
+    out_file = Path(out_file)
+    outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
+    listing = list_folder(Path(data_dir))
+    extractor, size = model_feature_extractor(model_ref, weights)
+    paths = listing.files["path"].tolist()
+    unreadable = find_unreadable(paths, size, reporter)
+    kept = listing.files[~listing.files["path"].isin(unreadable)]
+    features = extract_features(
+        extractor, kept["path"].tolist(), size, batch_size, reporter=reporter, description="Features",
+        cache=FeatureCache(cache_dir or default_cache_dir(), extractor, size),
+    )
+    import pandas as pd
+
+    columns = {f"f{i:04d}": features[:, i] for i in range(features.shape[1])}
+    table = pd.concat([kept[["path", "label"]].reset_index(drop=True), pd.DataFrame(columns)], axis=1)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), outputs.PARQUET_MARKER: outputs.marker_json("features")})
+    with outputs.atomic_path(out_file) as temporary:
+        pq.write_table(arrow, temporary)
+    skipped = pd.concat([listing.skipped, pd.DataFrame(
+        [(path, label, unreadable[path]) for path, label in zip(listing.files["path"], listing.files["label"]) if path in unreadable],
+        columns=outputs.SKIPPED_COLUMNS,
+    )], ignore_index=True)
+    table.attrs["skipped"] = skipped
+    return table

@@ -24,6 +24,9 @@ FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 #: `auto` weights the loss by scikit-learn's balanced class weights.
 CLASS_WEIGHTS = ("none", "auto")
+#: The new head: a dense softmax layer trained by gradient descent, or scikit-learn's multinomial
+#: logistic regression fitted on the pooled features (the same layer, fitted in closed form).
+HEADS = ("dense", "logistic")
 #: The largest input side: 4.5x what the ImageNet backbones were trained at; a batch of 32 at this
 #: size already needs about 400 MB for the pixels alone.
 MAX_IMAGE_SIZE = 1024
@@ -65,6 +68,10 @@ class TrainOptions:
             on its cached features (`transfer.features`), instead of every epoch.
         cached_views: with augmentation, cache this many augmented views per image; 0 runs the
             backbone on freshly augmented images every epoch (in the loop).
+        head: `dense`, or `logistic` to fit the frozen stage's softmax layer with scikit-learn's
+            logistic regression (regularization chosen by cross-validation) on the pooled features.
+        cache_dir: where unaugmented features are kept between runs; `None` for
+            `~/.cache/transfer/features`.
         mixed_precision: build the model with the `mixed_float16` policy (float16 compute,
             float32 weights and softmax, loss scaling); pays off on GPUs with tensor cores. XLA
             needs no option: Keras compiles with `jit_compile="auto"`, on when a GPU is present.
@@ -95,6 +102,8 @@ class TrainOptions:
     cache_features: bool = True
     cached_views: int = 0
     mixed_precision: bool = False
+    head: str = "dense"
+    cache_dir: str | None = None
 
     def resolved(self) -> TrainOptions:
         """Validates every value and returns the options with all defaults filled in.
@@ -150,6 +159,14 @@ class TrainOptions:
                 f"--cache-features. Without augmentation every epoch sees the same image and one "
                 f"cached view is exact."
             )
+        require(self.head in HEADS, "--head", self.head, " | ".join(HEADS))
+        if self.head == "logistic" and not (spec.pretrained or source):
+            raise InvalidOptionError(
+                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
+                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
+            )
+        require(self.head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
+                "0 with --head logistic (a logistic regression is the softmax layer alone)")
         if not (spec.pretrained or source) and self.finetune_epochs:
             raise InvalidOptionError(
                 f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "

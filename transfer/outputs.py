@@ -334,8 +334,11 @@ class Comparison:
 #: Every output folder's first file: which kind of output it is, the tool's version and when.
 MARKER = ".transfer.json"
 #: The output kinds. A report is a single file: its marker is a `<meta name="generator">` tag.
-KINDS = ("run", "export", "evaluation", "visualization", "comparison", "dataset", "report")
+KINDS = ("run", "export", "evaluation", "visualization", "comparison", "dataset", "report", "features")
+#: The single-file outputs: a report (HTML) and features (Parquet, the marker in its schema metadata).
+SINGLE_FILES = ("report", "features")
 REPORT_GENERATOR = "transfer report"
+PARQUET_MARKER = b"transfer"
 
 
 def marker_of(path: Path) -> dict | None:
@@ -347,12 +350,30 @@ def marker_of(path: Path) -> dict | None:
         except (OSError, ValueError):
             return None
         return marker if isinstance(marker, dict) and marker.get("tool") == "transfer" else None
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            marker = json.loads(pq.read_schema(path).metadata[PARQUET_MARKER])
+        except Exception:  # no pyarrow, not Parquet, no marker: not ours either way
+            return None
+        return marker if marker.get("tool") == "transfer" else None
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
             head = file.read(4096)
     except OSError:
         return None
     return {"tool": "transfer", "kind": "report"} if f'<meta name="generator" content="{REPORT_GENERATOR}' in head else None
+
+
+def marker_json(kind: str) -> str:
+    """The ownership marker of a `kind` output, as JSON (kind, tool version, creation time)."""
+    from transfer import __version__
+
+    return json.dumps({
+        "tool": "transfer", "kind": kind, "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
 
 
 def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | None, ...] = ()) -> None:
@@ -375,9 +396,10 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
                 f"The output {path} is inside the data folder {folder}; the next run on that folder would read "
                 f"it as data. Write it outside, e.g. --out {Path(folder).resolve().parent / path.name}."
             )
-    single_file = kind == "report"
+    single_file = kind in SINGLE_FILES
     if single_file and path.is_dir():
-        raise OutputExistsError(f"{path} is a folder; the report is one HTML file: pass a file name such as {path / 'report.html'}.")
+        example = path / ("report.html" if kind == "report" else "features.parquet")
+        raise OutputExistsError(f"{path} is a folder; the {kind} output is one file: pass a file name such as {example}.")
     if not single_file and path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is a file; the {kind} is a folder: choose another name.")
     occupied = path.is_file() if single_file else (path.is_dir() and any(path.iterdir()))
@@ -442,12 +464,7 @@ def staging_dir(path: Path, kind: str, worker: int | None = None) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    from transfer import __version__
-
-    write_json(staging / MARKER, {
-        "tool": "transfer", "kind": kind, "version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    write_text(staging / MARKER, marker_json(kind) + "\n")
     return staging
 
 

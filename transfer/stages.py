@@ -11,6 +11,7 @@ to the run's `resume.json`, so a finished stage is never run again.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from transfer.callbacks import (
     save_weights,
 )
 from transfer.data import ImageFolder, make_dataset
-from transfer.features import cached_feature_datasets
+from transfer.features import cached_feature_datasets, run_features
 from transfer.options import TrainOptions
 from transfer.progress import Reporter
 
@@ -175,6 +176,60 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     )
     stage_loss = float("inf") if early_stopping.best is None else float(early_stopping.best)
     run.end_stage(stage, stage_loss, time.perf_counter() - started)
+
+
+def fit_logistic(run: RunState) -> None:
+    """The frozen stage in closed form: scikit-learn's multinomial logistic regression on the pooled
+    (unaugmented) features, its inverse regularization C chosen by stratified cross-validation on the
+    training split (log loss), becomes the head's softmax layer. A finished stage is skipped."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import log_loss
+
+    stage = Stage("logistic", 1, 0.0)
+    if stage.name in run.stages_done:
+        return
+    started = time.perf_counter()
+    if run.options.augment:
+        run.reporter.message("--head logistic: the regression is fitted on unaugmented features.")
+    train_x, val_x = run_features(run)
+    classes = np.arange(len(run.folder.class_names))
+    folds = int(min(5, np.bincount(run.train_labels, minlength=len(classes)).min()))
+    balanced = "balanced" if run.options.class_weight == "auto" else None
+    if folds >= 2:
+        with warnings.catch_warnings():  # scikit-learn 1.8 announces renamed parameters and attributes
+            warnings.simplefilter("ignore", FutureWarning)
+            regression = LogisticRegressionCV(
+                Cs=10, cv=folds, scoring="neg_log_loss", max_iter=5000, class_weight=balanced, random_state=run.options.seed
+            ).fit(train_x, run.train_labels)
+            strength = float(np.ravel(regression.C_)[0])
+    else:  # a class with one training image: nothing to cross-validate
+        strength = 1.0
+        regression = LogisticRegression(C=strength, max_iter=5000, class_weight=balanced).fit(train_x, run.train_labels)
+    run.reporter.message(f"Stage logistic: C = {strength:g} ({f'{folds}-fold cross-validation' if folds >= 2 else 'no cross-validation possible'}).")
+    run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
+    train_p, val_p = regression.predict_proba(train_x), regression.predict_proba(val_x)
+    row = {
+        "epoch": 0, "accuracy": float(np.mean(train_p.argmax(1) == run.train_labels)),
+        "loss": float(log_loss(run.train_labels, train_p, labels=classes)),
+        "val_accuracy": float(np.mean(val_p.argmax(1) == run.val_labels)),
+        "val_loss": float(log_loss(run.val_labels, val_p, labels=classes)), "learning_rate": float("nan"),
+    }
+    stage_dir = run.files.stage_dir(stage.name)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    outputs.write_table(stage_dir / outputs.HISTORY, pd.DataFrame([row]))
+    run.model.save(run.files.path / outputs.CHECKPOINT)
+    run.record["logistic"] = {"C": strength, "folds": folds}
+    run.end_stage(stage, row["val_loss"], time.perf_counter() - started)
+
+
+def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:
+    """`[kernel, bias]` of a softmax layer with the probabilities of a fitted scikit-learn logistic
+    regression: its coefficients for several classes; for two, `[0, w]` and `[0, b]`, since
+    softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]."""
+    coef, intercept = regression.coef_, regression.intercept_
+    if num_classes == 2:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return [coef.T.astype(np.float32), intercept.astype(np.float32)]
 
 
 _OPTIMIZERS = {

@@ -171,12 +171,15 @@ def resume(
 def _fine_tune(run: RunState) -> None:
     """Freeze, fit the head; unfreeze the top, fit at the smaller rate. Baselines: one stage."""
     from transfer.classifier import unfreeze_top
-    from transfer.stages import Stage, fit_stage
+    from transfer.stages import Stage, fit_logistic, fit_stage
 
     options = run.options
     if not options.transfers:
         return fit_stage(run, Stage("scratch", options.epochs, options.lr))
-    fit_stage(run, Stage("frozen", options.epochs, options.lr), cached_features=_frozen_features(run) != "in_loop")
+    if options.head == "logistic":
+        fit_logistic(run)
+    else:
+        fit_stage(run, Stage("frozen", options.epochs, options.lr), cached_features=_frozen_features(run) != "in_loop")
     if options.finetune_epochs:
         unfrozen = unfreeze_top(run.model, run.spec, options.unfreeze_count)
         run.reporter.message(
@@ -291,6 +294,7 @@ def _publish(run: RunState) -> TrainResult:
         "class_weights": run.class_weight,
         "pretrained": options.transfers,  # a backbone under a new head (pretrained, or from source_run)
         "source_run": _source_record(options.source_run),
+        "logistic": run.record.get("logistic"),
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
         "replicas": run.strategy.num_replicas_in_sync,
