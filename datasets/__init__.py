@@ -11,9 +11,10 @@ from pathlib import Path
 
 from transfer import outputs
 from transfer.datasets.digits import materialize as digits
+from transfer.datasets.shapes import materialize as shapes
 from transfer.options import require
 
-RECIPES = {"digits": digits}
+RECIPES = {"digits": digits, "shapes": shapes}
 
 
 def write_dataset(name: str, out_dir: Path, *, force: bool = False) -> Path:

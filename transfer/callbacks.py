@@ -23,6 +23,36 @@ from transfer.errors import WorkerLostError
 
 #: The `BackupAndRestore` folder inside a stage's folder.
 BACKUP = "backup"
+#: What chooses the epoch a stage keeps, the stage a run keeps, and when a stage stops: lower is better.
+SELECTION = "val_selection"
+
+
+def selection_score(val_accuracy: float, val_loss: float) -> float:
+    """`1 - val_accuracy`, with `val_loss / 1000` to break ties: the epoch kept is the one with the
+    best validation accuracy and, among equal ones, the lowest validation loss.
+
+    On a few dozen validation images the loss alone is a poor judge: it rises as soon as the model
+    grows confident on the images it gets wrong, often while accuracy is still climbing, so keeping
+    the lowest-loss epoch keeps an early, underfit model.
+    """
+    return (1.0 - float(val_accuracy)) + min(float(val_loss), 100.0) / 1000.0
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the learning rate of the epoch's last step to its logs (for `history.csv` and the curves)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            optimizer = self.model.optimizer
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class SelectionScore(keras.callbacks.Callback):
+    """Adds `val_selection` (`selection_score`) to each epoch's logs, for the callbacks after it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_accuracy" in logs and "val_loss" in logs:
+            logs[SELECTION] = selection_score(logs["val_accuracy"], logs["val_loss"])
 
 
 class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -184,7 +184,7 @@ def train(
     class_weight: Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")] = DEFAULTS.class_weight,
     seed: Seed = DEFAULTS.seed,
     strategy: Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")] = DEFAULTS.strategy,
-    patience: Annotated[int, typer.Option(help="Epochs without val_loss improvement before a stage stops.")] = DEFAULTS.patience,
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)] = DEFAULTS.patience,
     cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = DEFAULTS.cache_features,
     cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = DEFAULTS.cached_views,
     mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = DEFAULTS.mixed_precision,

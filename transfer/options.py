@@ -63,7 +63,8 @@ class TrainOptions:
         class_weight: `none`, or `auto` for scikit-learn's balanced class weights in the loss.
         seed: seeds the split, initialization, shuffling and augmentation.
         strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
-        patience: epochs without validation-loss improvement before a stage stops early.
+        patience: epochs without a better validation score (`transfer.callbacks.selection_score`)
+            before a stage stops early; `None` for a third of the stage's epochs, at least 5.
         cache_features: in the frozen stage, run the backbone once per image and train the head
             on its cached features (`transfer.features`), instead of every epoch.
         cached_views: with augmentation, cache this many augmented views per image; 0 runs the
@@ -98,7 +99,7 @@ class TrainOptions:
     class_weight: str = "none"
     seed: int = 42
     strategy: str = "auto"
-    patience: int = 5
+    patience: int | None = None
     cache_features: bool = True
     cached_views: int = 0
     mixed_precision: bool = False
@@ -127,7 +128,7 @@ class TrainOptions:
         require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
         require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
         require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")
-        require(self.patience >= 1, "--patience", self.patience, "an integer >= 1")
+        require(self.patience is None or self.patience >= 1, "--patience", self.patience, "an integer >= 1")
         require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
         require(self.class_weight in CLASS_WEIGHTS, "--class-weight", self.class_weight, " | ".join(CLASS_WEIGHTS))

@@ -10,6 +10,7 @@ to the run's `resume.json`, so a finished stage is never run again.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,8 +25,12 @@ from transfer import outputs
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
+    SELECTION,
     FullModelCheckpoint,
     ResumableEarlyStopping,
+    LearningRateLog,
+    SelectionScore,
+    selection_score,
     agree_on_backup,
     backup,
     backup_epoch,
@@ -145,23 +150,25 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         model = run.model.get_layer("head")
         train_data, val_data = cached_feature_datasets(run)
     run.reporter.message(f"Stage {stage.name}: up to {stage.epochs} epochs at learning rate {stage.learning_rate:g}.")
+    steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(stage.learning_rate, decay_steps=steps, alpha=0.01)
     with run.strategy.scope():
         model.compile(
-            optimizer=make_optimizer(options.optimizer, stage.learning_rate),
+            optimizer=make_optimizer(options.optimizer, schedule),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+    patience = options.patience or max(5, stage.epochs // 3)
     early_stopping = ResumableEarlyStopping(
-        stage_dir, monitor="val_loss", patience=options.patience, restore_best_weights=True
+        stage_dir, monitor=SELECTION, mode="min", patience=patience, restore_best_weights=True
     )
     best_so_far = min(run.best_loss, early_stopping.saved_best())
     callbacks = [
+        SelectionScore(),  # first: the callbacks after it read it from the logs
         early_stopping,
-        keras.callbacks.ReduceLROnPlateau(  # adds learning_rate to the logs
-            monitor="val_loss", factor=0.2, patience=max(1, options.patience // 2), min_lr=1e-7
-        ),
+        LearningRateLog(),
         FullModelCheckpoint(
-            run.model, run.files.path / outputs.CHECKPOINT, monitor="val_loss", save_best_only=True,
+            run.model, run.files.path / outputs.CHECKPOINT, monitor=SELECTION, mode="min", save_best_only=True,
             initial_value_threshold=None if best_so_far == float("inf") else best_so_far,
         ),
         keras.callbacks.CSVLogger(stage_dir / outputs.HISTORY, append=True),
@@ -219,7 +226,7 @@ def fit_logistic(run: RunState) -> None:
     outputs.write_table(stage_dir / outputs.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / outputs.CHECKPOINT)
     run.record["logistic"] = {"C": strength, "folds": folds}
-    run.end_stage(stage, row["val_loss"], time.perf_counter() - started)
+    run.end_stage(stage, selection_score(row["val_accuracy"], row["val_loss"]), time.perf_counter() - started)
 
 
 def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:

@@ -1,0 +1,83 @@
+"""From-scratch LeNet-5 on small data: `transfer train`'s recipe against a plain Keras loop.
+
+    .venv/bin/python benchmarks/baselines.py [--seeds 3] [--epochs 30] [--plain-epochs 100]
+
+For each seed, the built-in `shapes` set (4 classes of coloured shapes on noisy backgrounds, 50
+images each, 64x64, drawn from that seed) is split once by `transfer train` (20% of each class for
+validation). On that split: `transfer train --backbone lenet --epochs E` with its defaults, and a
+plain Keras loop over the same LeNet-5 (the same decoder and preprocessing, Adam at 1e-3, batch 32,
+no augmentation, no early stopping, the last epoch's weights) for the plain number of epochs. Prints
+validation accuracy per seed, and the mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def plain_keras(run_dir: Path, epochs: int, seed: int) -> float:
+    import keras
+    import numpy as np
+
+    from transfer import outputs
+    from transfer.baselines import lenet
+    from transfer.data import iter_decoded_batches
+    from transfer.preprocessing import Preprocess
+
+    split = outputs.Run.open(run_dir).split()
+    labels = sorted(split["label"].unique())
+
+    def arrays(part):
+        rows = split[split["split"] == part]
+        pixels = np.concatenate([b.pixels for b in iter_decoded_batches(rows["path"].tolist(), 32, 64)])
+        return pixels, rows["label"].map(labels.index).to_numpy()
+
+    (x, y), (vx, vy) = arrays("train"), arrays("val")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((32, 32, 3)), Preprocess("tf", grayscale=True), lenet((32, 32, 1), len(labels))])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return float(model.evaluate(vx, vy, verbose=0)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--plain-epochs", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=None, help="transfer train's --lr (default: its own)")
+    args = parser.parse_args()
+
+    from transfer.datasets.shapes import materialize
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    ours, plain = [], []
+    print(f"shapes, 4 classes x 50 images; LeNet-5; validation accuracy (40 images) per seed")
+    print(f"{'seed':>4}  {'transfer train, ' + str(args.epochs) + ' epochs':>28}  {'plain Keras loop, ' + str(args.plain_epochs) + ' epochs':>30}")
+    with tempfile.TemporaryDirectory() as work:
+        for seed in range(args.seeds):
+            data = materialize(Path(work) / f"shapes-{seed}", seed=seed)
+            started = time.perf_counter()
+            result = train(data, Path(work) / f"run-{seed}", TrainOptions(backbone="lenet", epochs=args.epochs, seed=seed, **({"lr": args.lr} if args.lr else {})), verbose=0)
+            seconds = time.perf_counter() - started
+            ours.append(result.metrics["val_accuracy"])
+            started = time.perf_counter()
+            plain.append(plain_keras(result.run_dir, args.plain_epochs, seed))
+            plain_seconds = time.perf_counter() - started
+            print(f"{seed:>4}  {ours[-1]:>20.3f} ({seconds:4.0f} s)  {plain[-1]:>22.3f} ({plain_seconds:4.0f} s)", flush=True)
+    spread = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+    print(f"mean  {statistics.mean(ours):>20.3f} +- {spread(ours):.3f}  {statistics.mean(plain):>16.3f} +- {spread(plain):.3f}")
+
+
+if __name__ == "__main__":
+    main()
