@@ -62,7 +62,7 @@ def main() -> None:
     from transfer.training import train
 
     ours, plain = [], []
-    print(f"shapes, 4 classes x 50 images; LeNet-5; validation accuracy (40 images) per seed")
+    print("shapes, 4 classes x 50 images; LeNet-5; validation accuracy (40 images) per seed")
     print(f"{'seed':>4}  {'transfer train, ' + str(args.epochs) + ' epochs':>28}  {'plain Keras loop, ' + str(args.plain_epochs) + ' epochs':>30}")
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.seeds):

@@ -137,6 +137,12 @@ def _two_bees(root: Path) -> None:
         path.unlink()
 
 
+def _data_inside_run(ws: Workspace) -> list[str]:
+    run = ws.copy_of(ws.run, "run-with-data")
+    shutil.copytree(ws.data, run / "mydata")
+    return ["train", str(run / "mydata"), "--backbone", "lenet", "--epochs", "1", "--out", str(run), "--force"]
+
+
 def _export_over_thesis(ws: Workspace) -> list[str]:
     folder = ws.path("myproj")
     folder.mkdir()
@@ -210,7 +216,11 @@ CASES = [
     Case("manifest and DATA_DIR both", lambda ws: _train(str(ws.data), ws, "--manifest", _manifest(ws, "m4.csv", "path,label\n")), 2, "give one of them"),
     # Options (exit 2 before any heavy work)
     Case("negative epochs", lambda ws: _train(str(ws.data), ws, "--epochs", "-3"), 2, "--epochs must be an integer >= 1; received -3"),
-    Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a number > 0; received 0.0"),
+    Case("learning rate infinite", lambda ws: _train(str(ws.data), ws, "--lr", "inf"), 2, "--lr must be a finite number > 0; received inf"),
+    Case("a seed out of range", lambda ws: _train(str(ws.data), ws, "--seed", "-1"), 2, "--seed must be an integer between 0 and 2**32 - 1"),
+    Case("an enormous batch size", lambda ws: ["predict", str(ws.run), str(ws.data), "--batch-size", "99999999999999999999"], 2, "--batch-size must be an integer between 1 and 65536"),
+    Case("compare the same backbone twice", lambda ws: ["compare", str(ws.data), "--backbones", "lenet,lenet", "--out", str(ws.fresh("cmp"))], 2, "--backbones names one twice"),
+    Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a finite number > 0; received 0.0"),
     Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet51", "--out", str(ws.fresh("out"))], 2, "Invalid value for '--backbone'"),
     Case("--unfreeze beyond the backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--finetune-epochs", "1", "--unfreeze", "9999", "--out", str(ws.fresh("out"))], 2, "--unfreeze must be 'all' or between 1 and"),
     Case("image size far too large", lambda ws: _train(str(ws.data), ws, "--image-size", "100000"), 2, "--image-size must be between 32 and 1024 for lenet; received 100000"),
@@ -225,6 +235,9 @@ CASES = [
     Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),
     Case("export --force over a run", lambda ws: ["export", str(ws.run), "--out", str(ws.copy_of(ws.run, "run-in-the-way")), "--force"], 2, "is an earlier transfer run; --force replaces only an earlier transfer export"),
     Case("report --out over the user's notes", _report_over_notes, 2, "not written by transfer (a file)"),
+    Case("visualize --out inside the run's data", lambda ws: ["visualize", str(ws.run), "--out", str(ws.data / "ants" / "vis")], 2, "is inside the data folder"),
+    Case("report --out inside the run's data", lambda ws: ["report", str(ws.run), "--out", str(ws.data / "report.html")], 2, "is inside the data folder"),
+    Case("train --force over a run that holds the user's data", _data_inside_run, 2, "also holds what transfer did not write (mydata/ants/0.png"),
     Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--out", str(ws.data)], 2, "is a folder; the report output is one file"),
     Case("report --out in a folder not made yet", lambda ws: ["report", str(ws.run), "--out", str(ws.path("new/dir/report.html")), "--gradcam", "2"], 0, "Report written to"),
     Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),

@@ -24,7 +24,7 @@ def test_help_lists_every_registered_backbone():
     "options, fragment",
     [
         (["--epochs", "-1"], "--epochs must be an integer >= 1; received -1"),
-        (["--lr", "0"], "--lr must be a number > 0; received 0.0"),
+        (["--lr", "0"], "--lr must be a finite number > 0; received 0.0"),
         (["--image-size", "16"], "--image-size must be between 32 and 1024 for resnet50; received 16"),
         (["--unfreeze", "some"], "--unfreeze must be 'all' or a number"),
         (["--val-split", "1.5"], "--val-split must be a fraction between 0 and 1"),

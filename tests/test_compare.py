@@ -57,3 +57,18 @@ def test_a_comparison_where_every_backbone_fails_says_so(tmp_path, monkeypatch):
     assert "error: Every backbone failed (resnet50: Could not load the ImageNet weights" in result.output
     board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
     assert board["error"].str.contains("weights_tf_dim_ordering_tf_kernels_notop.h5").all()
+
+
+def test_ctrl_c_stops_the_comparison_and_publishes_nothing(tmp_path, monkeypatch):
+    import transfer.compare
+    from tests.helpers import image_folder
+    from transfer.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("Training interrupted.")
+
+    monkeypatch.setattr(transfer.compare, "train", interrupted)
+    data = image_folder(tmp_path / "data", per_class=4)
+    result = runner.invoke(app, ["compare", str(data), "--backbones", "lenet,alexnet", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 130 and "Training interrupted" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no comparison, no staging folder left"

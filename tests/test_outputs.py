@@ -34,9 +34,33 @@ def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkey
 
 def earlier(path, kind):
     """An output of `kind` as `transfer` leaves it: the marker first, then its files."""
-    outputs.publish(outputs.staging_dir(path, kind), path)
-    (path / "some-result.csv").write_text("x\n")
+    staging = outputs.staging_dir(path, kind)
+    (staging / "some-result.csv").write_text("x\n")
+    (staging / "variables").mkdir()
+    (staging / "variables" / "data-0").write_text("weights")
+    outputs.publish(staging, path)
     return path
+
+
+def test_force_refuses_an_output_that_holds_what_the_user_put_there(tmp_path):
+    """A data folder, an export, notes: anything in an earlier run that transfer did not write."""
+    run = earlier(tmp_path / "run", "run")
+    earlier(run / "evaluation", "evaluation")  # transfer's own, nested: fine
+    (run / "report.html").write_text(f'<meta name="generator" content="{outputs.REPORT_GENERATOR} 0.1.0">')
+    outputs.check_destination(run, kind="run", force=True)
+    (run / "mydata" / "ants").mkdir(parents=True)
+    (run / "mydata" / "ants" / "1.jpg").write_bytes(b"photo")
+    (run / "variables" / "mine.txt").write_text("notes")
+    (run / "evaluation" / "extra.csv").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"also holds what transfer did not write \(evaluation/extra.csv, mydata/ants/1.jpg, variables/mine.txt\)"):
+        outputs.check_destination(run, kind="run", force=True)
+
+
+def test_a_symbolic_link_as_output_is_refused(tmp_path):
+    real = earlier(tmp_path / "real", "run")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OutputExistsError, match="is a symbolic link"):
+        outputs.check_destination(tmp_path / "link", kind="run", force=True)
 
 
 def test_marker_is_the_first_file_and_names_the_kind(tmp_path):
@@ -148,3 +172,13 @@ def test_opening_what_is_not_a_model(tmp_path):
         outputs.open_model(tmp_path)
     with pytest.raises(ModelLoadError, match="labels.txt is missing"):
         outputs.read_labels(tmp_path / "labels.txt")
+
+
+def test_an_export_put_inside_a_run_is_not_the_runs_to_delete(tmp_path):
+    run = earlier(tmp_path / "run", "run")
+    earlier(run / "export", "export")
+    with pytest.raises(OutputExistsError, match=r"also holds what transfer did not write \(export\)"):
+        outputs.check_destination(run, kind="run", force=True)
+    comparison = earlier(tmp_path / "comparison", "comparison")
+    earlier(comparison / "runs" / "lenet", "run")  # a comparison's own runs are its own
+    outputs.check_destination(comparison, kind="comparison", force=True)

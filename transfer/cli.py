@@ -20,8 +20,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
-
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -106,10 +104,13 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except TransferError as error:
-        _error(str(error), error.exit_code)
+        _error(" ".join(str(error).split("\n")), error.exit_code)
     except KeyboardInterrupt:
         messages.print("[bold red]interrupted[/bold red]")
         raise typer.Exit(code=130) from None
+    except BrokenPipeError:  # the reader of stdout (`| head`) has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(code=0) from None
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
         _error(f"cannot write or read{where}: {error.strerror or error}. Free some space, or choose a location "
@@ -117,6 +118,9 @@ def user_errors() -> Iterator[None]:
     except Exception as error:
         if type(error).__name__ != "ResourceExhaustedError":
             raise
+        if "space" in str(error).lower():  # TensorFlow's file system reports a full disk so too
+            _error(f"no space left to write ({str(error).splitlines()[0][:200]}). Free some space; the earlier "
+                   f"output, if any, is unchanged.", 1)
         _error("out of memory while training or predicting. Lower --batch-size or --image-size.", 1)
 
 
@@ -139,6 +143,8 @@ def main(
     """Transfer learning on small image datasets: train, predict, export, evaluate, report, compare."""
     if not verbose:
         _hide_native_logs()
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 
 
 def _hide_native_logs() -> None:
@@ -285,7 +291,7 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: RUN/evaluation, or NAME-evaluation beside an export.", show_default=False)] = None,
-    top_k: Annotated[int, typer.Option(help="k of the top-k accuracy.")] = 3,
+    top_k: Annotated[Optional[int], typer.Option(help="k of the top-k accuracy. Default: min(3, classes).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation written by transfer (nothing else).")] = False,

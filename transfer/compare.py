@@ -18,7 +18,7 @@ import pandas as pd
 
 from transfer import outputs
 from transfer.backbones import BACKBONES, get_backbone
-from transfer.errors import ComparisonFailedError, InvalidOptionError, TransferError
+from transfer.errors import ComparisonFailedError, InvalidOptionError, TrainingInterrupted, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
 from transfer.progress import SILENT, Reporter
@@ -57,6 +57,8 @@ def compare(
         ComparisonFailedError: every backbone failed (the leaderboard, with the reasons, is written).
     """
     unknown = [name for name in backbones if name not in BACKBONES]
+    if len(set(backbones)) != len(backbones):
+        raise InvalidOptionError(f"--backbones names one twice ({', '.join(backbones)}); each backbone is trained once.")
     if unknown or not backbones:
         raise InvalidOptionError(
             f"--backbones must be a comma-separated list of {', '.join(BACKBONES)}; received {', '.join(backbones) or 'nothing'}."
@@ -104,7 +106,7 @@ def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions,
     try:
         result = train(None, comparison.run_dir(name), _options_for(name, options, comparison.split_file),
                        reporter=reporter, verbose=verbose)
-        evaluation = evaluate(result.run_dir, val, top_k=3, reporter=reporter)
+        evaluation = evaluate(result.run_dir, val, reporter=reporter)  # top-3, or all classes when fewer
         return row | {
             "parameters": int(result.model.count_params()),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in result.model.trainable_weights)),
@@ -114,6 +116,8 @@ def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions,
             "images_per_second": evaluation.summary["images_per_second"],
             "error": "",
         }
+    except TrainingInterrupted:
+        raise  # Ctrl-C stops the comparison, not only this backbone
     except TransferError as error:
         reporter.warning(f"{name} failed: {error}")
         return row | {"error": str(error).splitlines()[0]}

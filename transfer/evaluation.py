@@ -29,8 +29,8 @@ import pandas as pd
 from transfer import outputs
 from transfer.errors import DataError, InvalidOptionError
 from transfer.imagenet import is_imagenet
-from transfer.options import require
-from transfer.prediction import load_scorer
+from transfer.options import MAX_BATCH_SIZE, require
+from transfer.prediction import load_scorer, model_labels, resolve_top_k
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 
@@ -80,7 +80,7 @@ def evaluate_folder(
     data_dir: Path,
     out_dir: Path | None = None,
     *,
-    top_k: int = 3,
+    top_k: int | None = None,
     tta: bool = False,
     batch_size: int = 32,
     force: bool = False,
@@ -93,7 +93,7 @@ def evaluate_folder(
     if out_dir is None and is_imagenet(model_path):
         raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
     out_dir = Path(out_dir) if out_dir is not None else outputs.default_evaluation_dir(model_path)
-    outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir,))
+    outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *outputs.data_folders(model_path)))
     listing = list_folder(Path(data_dir))
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
@@ -109,9 +109,9 @@ def evaluate_folder(
     return evaluation, out_dir
 
 
-def _check_options(top_k: int, batch_size: int) -> None:
-    require(top_k >= 1, "--top-k", top_k, "an integer >= 1")
-    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+def _check_options(top_k: int | None, batch_size: int) -> None:
+    require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
+    require(1 <= batch_size <= MAX_BATCH_SIZE, "--batch-size", batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
 
 
 def _training_images(model_path: Path, data: pd.DataFrame) -> int:
@@ -128,7 +128,7 @@ def evaluate(
     model_path: Path,
     data: pd.DataFrame,
     *,
-    top_k: int = 3,
+    top_k: int | None = None,
     tta: bool = False,
     batch_size: int = 32,
     reporter: Reporter = SILENT,
@@ -140,14 +140,15 @@ def evaluate(
         DataError: labels the model does not know, or no image that can be scored.
     """
     _check_options(top_k, batch_size)
-    model = load_scorer(model_path)
-    class_names = model.labels
+    class_names = model_labels(model_path)  # the classes are checked before the model is loaded
+    top_k = resolve_top_k(top_k, len(class_names))
     unknown = sorted(set(data["label"]) - set(class_names))
     if unknown:
         raise DataError(
             f"The data has classes the model was not trained on: {', '.join(unknown)}. The model "
             f"knows {', '.join(class_names)}; evaluate on folders named after those classes."
         )
+    model = load_scorer(model_path)
     paths, labels = data["path"].tolist(), dict(zip(data["path"], data["label"]))
     started = time.perf_counter()
     scored, failed = [], []
@@ -161,7 +162,8 @@ def evaluate(
                 scored.append((path, scores))
     seconds = time.perf_counter() - started
     if not scored:
-        raise DataError(f"None of the {len(paths)} images could be read; see the reasons above.")
+        reasons = "; ".join(f"{path}: {reason}" for path, _, reason in failed[:3])
+        raise DataError(f"None of the {len(paths)} images could be read ({reasons}{'; ...' if len(failed) > 3 else ''}).")
     evaluation = measure(
         class_names, [path for path, _ in scored], np.stack([s for _, s in scored]),
         [labels[path] for path, _ in scored], top_k=top_k, tta=tta, seconds=seconds,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ HEADS = ("dense", "logistic")
 #: size already needs about 400 MB for the pixels alone.
 MAX_IMAGE_SIZE = 1024
 DEFAULT_BACKBONE = "resnet50"
+#: Images per step per replica at most (beyond, a batch of the smallest images no longer fits in memory).
+MAX_BATCH_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,10 @@ class TrainOptions:
         finetune_lr = self.finetune_lr if self.finetune_lr is not None else self.lr / 10
         require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
         require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
-        require(self.lr > 0, "--lr", self.lr, "a number > 0")
-        require(finetune_lr > 0, "--finetune-lr", finetune_lr, "a number > 0")
-        require(self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")
+        require(0 < self.lr < math.inf, "--lr", self.lr, "a finite number > 0")
+        require(0 < finetune_lr < math.inf, "--finetune-lr", finetune_lr, "a finite number > 0")
+        require(1 <= self.batch_size <= MAX_BATCH_SIZE, "--batch-size", self.batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
+        require(0 <= self.seed < 2**32, "--seed", self.seed, "an integer between 0 and 2**32 - 1")
         require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
         require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
         require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")

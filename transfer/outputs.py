@@ -390,18 +390,15 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
         OutputLocationError: the location cannot be written (read-only, permissions, no space).
     """
     path = Path(path)
-    for folder in filter(None, data):
-        if _is_within(path, Path(folder)):
-            raise InvalidOptionError(
-                f"The output {path} is inside the data folder {folder}; the next run on that folder would read "
-                f"it as data. Write it outside, e.g. --out {Path(folder).resolve().parent / path.name}."
-            )
+    check_outside(path, data)
     single_file = kind in SINGLE_FILES
     if single_file and path.is_dir():
         example = path / ("report.html" if kind == "report" else "features.parquet")
         raise OutputExistsError(f"{path} is a folder; the {kind} output is one file: pass a file name such as {example}.")
     if not single_file and path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is a file; the {kind} is a folder: choose another name.")
+    if path.is_symlink():
+        raise OutputExistsError(f"{path} is a symbolic link; pass the folder it points to, or another name.")
     occupied = path.is_file() if single_file else (path.is_dir() and any(path.iterdir()))
     if occupied:
         marker = marker_of(path)
@@ -413,7 +410,65 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
             )
         if not force:
             raise OutputExistsError(f"{path} already exists ({what}). Choose another name, or pass --force to replace it.")
+        foreign = [] if single_file else foreign_files(path)
+        if foreign:
+            shown = ", ".join(str(p.relative_to(path)) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise OutputExistsError(
+                f"{path} is an earlier transfer {kind}, but it also holds what transfer did not write ({shown}); "
+                f"--force would delete it, so nothing is replaced. Move those out first, or choose another name."
+            )
     check_writable(path.parent)
+
+
+#: The outputs of `transfer` that may sit inside another: a run's evaluation and visualization
+#: (their default places), a comparison's runs.
+NESTED_KINDS = {"run": ("evaluation", "visualization"), "comparison": ("run",)}
+
+
+def check_outside(path: Path, data: tuple[Path | str | None, ...]) -> None:
+    """Refuses an output inside one of the `data` folders, where the next run on them would read it.
+
+    Raises:
+        InvalidOptionError: naming the folder and a place outside it.
+    """
+    for folder in filter(None, data):
+        if _is_within(Path(path), Path(folder)):
+            outside = Path(folder).resolve().parent / f"{Path(folder).resolve().name}-outputs" / Path(path).name
+            raise InvalidOptionError(
+                f"The output {path} is inside the data folder {folder}; the next run on that folder would read "
+                f"it as data. Write it outside, e.g. {outside}."
+            )
+
+
+def data_folders(run: Path) -> list[str]:
+    """The folders a run's images came from (`config.json`), where none of its outputs may go."""
+    config = read_json(Path(run) / CONFIG) if (Path(run) / CONFIG).is_file() else {}
+    return list(config.get("data_folders", []))
+
+
+def foreign_files(path: Path) -> list[Path]:
+    """The files under an output folder that `transfer` did not write there: not listed in its
+    marker, and not inside an output that may sit in it (`NESTED_KINDS`) or a report of its own."""
+    marker = marker_of(path) or {}
+    return _foreign(Path(path), Path(path), set(marker.get("files", [])), NESTED_KINDS.get(marker.get("kind"), ()))
+
+
+def _foreign(folder: Path, root: Path, written: set[str], inside: tuple[str, ...]) -> list[Path]:
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            nested = marker_of(entry)
+            if nested is None:
+                found += _foreign(entry, root, written, inside)
+            elif nested.get("kind") in inside:
+                found += foreign_files(entry)
+            else:
+                found.append(entry)  # another output put there: not this one's to delete
+        elif str(entry.relative_to(root)) not in written and entry != root / MARKER and not (
+            entry.suffix == ".html" and marker_of(entry)
+        ):
+            found.append(entry)
+    return found
 
 
 def check_writable(folder: Path) -> None:
@@ -475,6 +530,7 @@ def publish(staging: Path, path: Path) -> None:
     complete under its name; the old one is deleted last.
     """
     path = Path(path)
+    _list_written_files(staging)
     old = path.parent / f".{path.name}.old"
     if old.exists():
         shutil.rmtree(old)
@@ -483,6 +539,21 @@ def publish(staging: Path, path: Path) -> None:
     staging.rename(path)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _list_written_files(staging: Path) -> None:
+    """Records in the marker every file written under `staging`, except inside nested outputs
+    (which list their own), so that `--force` can tell them from anything added later."""
+    marker_file = Path(staging) / MARKER
+    if not marker_file.is_file():
+        return
+    nested = [p.parent for p in Path(staging).rglob(MARKER) if p.parent != Path(staging)]
+    files = sorted(
+        str(p.relative_to(staging)) for p in Path(staging).rglob("*")
+        if (p.is_file() or p.is_symlink()) and p != marker_file and not any(n in p.parents for n in nested)
+    )
+    marker = read_json(marker_file)
+    write_text(marker_file, json.dumps({**marker, "files": files}) + "\n")
 
 
 @contextmanager

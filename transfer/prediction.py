@@ -13,7 +13,7 @@ import numpy as np
 
 from transfer.errors import DataError, ModelLoadError, op_error_message
 from transfer.imagenet import ImageNetClassifier, is_imagenet
-from transfer.options import require
+from transfer.options import MAX_BATCH_SIZE, require
 from transfer.outputs import LABELS, Export, Run, open_model
 from transfer.progress import SILENT, Reporter
 from transfer.sources import IMAGE_EXTENSIONS, walk_images
@@ -96,7 +96,7 @@ class SavedModelScorer:
                     try:
                         yield path, self._scores([_read(path)])[0]
                     except (tf.errors.OpError, OSError) as error:
-                        yield path, op_error_message(error)
+                        yield path, _reason(path, error)
 
     def _scores(self, contents: list[bytes]) -> np.ndarray:
         import tensorflow as tf
@@ -105,6 +105,13 @@ class SavedModelScorer:
 
 
 Scorer = KerasScorer | SavedModelScorer
+
+
+def model_labels(path: Path | str) -> list[str]:
+    """The class names of a run, an export or `imagenet:NAME`, without loading the model."""
+    from transfer.imagenet import class_names
+
+    return class_names() if is_imagenet(path) else open_model(path).labels()
 
 
 def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
@@ -167,15 +174,17 @@ def predict(
         DataError: an input that does not exist, or no image file at all.
     """
     require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
-    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+    require(1 <= batch_size <= MAX_BATCH_SIZE, "--batch-size", batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
     paths, skipped = collect_images(inputs)
     if not paths:
         raise DataError(
             f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}"
             + (f"; {len(skipped)} other file(s) left out, e.g. {skipped[0][0]}: {skipped[0][1]}." if skipped else ".")
         )
+    require(weights is None or is_imagenet(model_path), "--weights", weights,
+            "given only with imagenet:NAME (a run or an export has its own)")
+    k = resolve_top_k(top_k, len(model_labels(model_path)))  # before the model is loaded: labels.txt says
     model = load_scorer(model_path, weights)
-    k = resolve_top_k(top_k, len(model.labels))
     for path, reason in skipped:
         yield Prediction(path, error=reason)
     with reporter.progress("Predicting", total=len(paths)) as progress:
@@ -194,6 +203,15 @@ def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
             f"{path}: {LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
             f"The folder mixes files of different runs; train or export it again."
         )
+
+
+def _reason(path: str, error: Exception) -> str:
+    """Why the signature refused a file: the shared decoder's own words (the SavedModel decodes with
+    it), or the signature's message when the decoder reads the file."""
+    from transfer.data import image_error
+
+    reason = image_error(path)
+    return reason if reason != "unreadable image" else op_error_message(error)
 
 
 def _read(path: str) -> bytes:

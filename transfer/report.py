@@ -48,7 +48,7 @@ def report(
     run_dir = Path(run_dir)
     out_file = Path(out_file) if out_file is not None else run_dir / outputs.REPORT
     run = outputs.Run.open(run_dir)
-    outputs.check_destination(out_file, kind="report", force=force)
+    outputs.check_destination(out_file, kind="report", force=force, data=tuple(outputs.data_folders(run_dir)))
     split = run.split()
     config = run.config()
     if not config:

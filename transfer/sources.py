@@ -17,7 +17,7 @@ paths are relative to the manifest's folder.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,12 +45,15 @@ class Listing:
             or empty where the source does not fix it).
         skipped: one row per file that will not be used: `path`, `label`, `reason`.
         source: where the listing came from, for messages and `config.json`.
+        folders: the data folders (for a manifest, the folder above each image's folder), where
+            no output may go: the next run on them would read it.
     """
 
     class_names: list[str]
     files: pd.DataFrame
     skipped: pd.DataFrame
     source: str
+    folders: list[str] = field(default_factory=list)
 
 
 def list_classes(data_dir: Path) -> list[str]:
@@ -120,6 +123,7 @@ def list_folder(data_dir: Path, val_dir: Path | None = None) -> Listing:
         pd.DataFrame(files, columns=["path", "label", "split"]),
         pd.DataFrame(skipped, columns=["path", "label", "reason"]),
         source,
+        [str(Path(folder).resolve()) for folder in (data_dir, val_dir) if folder is not None],
     )
 
 
@@ -168,7 +172,8 @@ def read_manifest(manifest: Path) -> Listing:
     if len(class_names) < 2:
         raise DataError(f"Manifest {manifest} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier needs at least 2.")
     files = pd.DataFrame({"path": paths, "label": table["label"].tolist(), "split": table["split"].tolist() if has_split else ""})
-    return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()))
+    folders = sorted({os.path.dirname(os.path.dirname(path)) for path in paths})
+    return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()), folders)
 
 
 def has_image_suffix(path: Path) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from transfer import outputs
 from transfer.backbones import BackboneSpec, get_backbone
 from transfer.errors import (
+    DataError,
     InvalidOptionError,
     OutputLocationError,
     TrainingInterrupted,
@@ -94,6 +95,8 @@ def train(
         outputs.check_destination(out_dir, kind="run", force=force, data=data)
     outputs.check_no_interrupted_run(out_dir, force, worker)
     listing = _list_data(data_dir, options)
+    if worker is None:
+        outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
     if spec.pretrained and options.weights == "none":
         reporter.warning(
             f"--weights none: the frozen {spec.name} keeps its random initialization, so the head learns from "
@@ -111,7 +114,7 @@ def train(
     )
     files = outputs.Run(outputs.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
-    record = {"options": dataclasses.asdict(options), "source": folder.source, "stages_done": []}
+    record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": []}
     outputs.write_json(files.resume_file, record)
     from transfer.stages import RunState
 
@@ -232,6 +235,11 @@ def _train_and_publish(run: RunState) -> TrainResult:
         ) from None
     except OSError as error:
         raise _write_failure(run, error) from None
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:  # an image gone or changed
+        raise DataError(
+            f"An image of the run can no longer be read ({op_error_message(error)[:300]}); the data changed "
+            f"since the run's split was made. Restore it, or start again with --force. Progress is in {run.files.path}."
+        ) from None
     except (  # what a collective operation raises when another worker dies or cannot be reached
         tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
         tf.errors.CancelledError, tf.errors.InternalError,
@@ -252,10 +260,11 @@ def _train_and_publish(run: RunState) -> TrainResult:
 
 def _write_failure(run: RunState, error: OSError) -> OutputLocationError:
     """A full disk or a lost permission: the earlier run is untouched and this one can go on."""
+    earlier = f" (the earlier run at {run.out_dir} is unchanged)" if Path(run.out_dir).is_dir() else ""
     return OutputLocationError(
-        f"Cannot write {error.filename or run.files.path}: {error.strerror or error}. Nothing was published "
-        f"(an earlier run at {run.out_dir} is unchanged); this run's progress is in {run.files.path}. Free some "
-        f"space and continue with `transfer train --resume {run.out_dir}`, or start again with --force."
+        f"Cannot write {error.filename or run.files.path}: {error.strerror or error}. Nothing was published"
+        f"{earlier}; this run's progress is in {run.files.path}. Free some space and continue with "
+        f"`transfer train --resume {run.out_dir}`, or start again with --force."
     )
 
 
@@ -290,6 +299,7 @@ def _publish(run: RunState) -> TrainResult:
     config = {
         **dataclasses.asdict(options),
         "data": folder.source,
+        "data_folders": run.record.get("data_folders", []),
         "class_names": folder.class_names,
         "class_weights": run.class_weight,
         "pretrained": options.transfers,  # a backbone under a new head (pretrained, or from source_run)

@@ -42,7 +42,9 @@ def visualize(
     """
     run = outputs.Run.open(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
-    outputs.check_destination(out_dir, kind="visualization", force=force)
+    outputs.check_destination(out_dir, kind="visualization", force=force, data=tuple(outputs.data_folders(run.path)))
+    if image is not None and not Path(image).is_file():
+        raise DataError(f"--image {image} is not an image file; pass the path of one image.")
     model = run.load_model()
     spec = get_backbone(run.config().get("backbone", ""))
     backbone = model.get_layer(spec.name)
