@@ -85,7 +85,9 @@ def test_dataset_digits_writes_class_folders(tmp_path):
 
 @pytest.mark.slow
 def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
-    """One step each of both stages of resnet50 --weights none on real photos, then export and serve."""
+    """One step each of both stages of resnet50 --weights none on real photos, then predict.
+
+    (A ResNet50 export served is tested with the ImageNet classifier, `tests/test_imagenet.py`.)"""
     train_dir = few_photos(hymenoptera / "train", tmp_path / "train", per_class=3)
     val_dir = few_photos(hymenoptera / "val", tmp_path / "val", per_class=2)
     run = tmp_path / "run"
@@ -100,11 +102,9 @@ def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
     history = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["frozen", "finetune"]
 
-    export = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "export")])
-    assert export.exit_code == 0, export.output
     photo = next((val_dir / "bees").iterdir())
-    served = runner.invoke(app, ["predict", str(tmp_path / "export"), str(photo), "--format", "json", "--top-k", "2"])
-    labels = [p["label"] for p in json.loads(served.stdout)[0]["predictions"]]
+    predicted = runner.invoke(app, ["predict", str(run), str(photo), "--format", "json", "--top-k", "2"])
+    labels = [p["label"] for p in json.loads(predicted.stdout)[0]["predictions"]]
     assert sorted(labels) == ["ants", "bees"]
 
 
@@ -190,3 +190,16 @@ def test_tensorflow_start_up_lines_are_hidden_but_errors_are_not(digits_run, dig
     failed = subprocess.run([*base, "predict", str(digits_run), str(tmp_path / "missing.png")], capture_output=True,
                             text=True, env=env)
     assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "missing.png does not exist" in failed.stderr
+
+
+def test_a_frozen_pretrained_backbone_without_weights_is_warned_about(tmp_path):
+    """The warning comes before any image is read (here a class of one image then stops the run)."""
+    from tests.helpers import image_folder
+
+    data = image_folder(tmp_path / "data", per_class=3)
+    for extra in ("1.png", "2.png"):
+        (data / "bees" / extra).unlink()
+    result = runner.invoke(app, ["train", str(data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "fewer than 2 usable images" in result.output
+    assert "--weights none: the frozen resnet50 keeps its random initialization" in result.output

@@ -69,7 +69,7 @@ def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
     results = {}
     for cache in (True, False):
         options = TrainOptions(
-            backbone="resnet50", weights="none", image_size=32, epochs=2, batch_size=4, augment=False,
+            backbone="resnet50", weights="none", image_size=32, epochs=1, batch_size=4, augment=False,
             val_dir=str(val_dir), cache_features=cache, seed=3,
         )
         run = train(train_dir, tmp_path / str(cache), options, verbose=0).run_dir

@@ -101,7 +101,7 @@ def test_decoder_never_crashes(data):
     check_decodes_or_refuses(data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
 @given(st.lists(IMAGE_BYTES, min_size=1, max_size=6))
 def test_loader_accounts_for_every_file(tmp_path, files):
     paths = []

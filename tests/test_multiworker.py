@@ -96,7 +96,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path, digit
 
 def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digits_dir):
     run = tmp_path / "runs" / "lenet"
-    epochs = "6"
+    epochs = "5"
     argv = ["-m", "transfer.cli", "train", str(digits_dir), "--backbone", "lenet", "--epochs", epochs, "--patience", epochs,
             "--no-augment", "--batch-size", "16", "--out", str(run)]
     configs = tf_configs(2)
