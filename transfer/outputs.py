@@ -115,9 +115,6 @@ class Run:
         """The run's `config.json` (every option, resolved), or `{}` where it is missing."""
         return read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
 
-    def metrics(self) -> dict:
-        return read_json(self.path / METRICS)
-
     def split(self) -> pd.DataFrame:
         """`path`, `label`, `split` of every image the run used.
 
@@ -140,11 +137,6 @@ class Run:
 
         table = _table_or_empty(self.path / DUPLICATES, DUPLICATE_COLUMNS)
         return table.assign(removed=table["removed"] == "True")
-
-    def history(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.read_csv(self.path / HISTORY)
 
     # What `train` writes, into the staging folder.
 
@@ -333,8 +325,6 @@ class Comparison:
 
 #: Every output folder's first file: which kind of output it is, the tool's version and when.
 MARKER = ".transfer.json"
-#: The output kinds. A report is a single file: its marker is a `<meta name="generator">` tag.
-KINDS = ("run", "export", "evaluation", "visualization", "comparison", "dataset", "report", "features")
 #: The single-file outputs: a report (HTML) and features (Parquet, the marker in its schema metadata).
 SINGLE_FILES = ("report", "features")
 REPORT_GENERATOR = "transfer report"
