@@ -66,7 +66,7 @@ def test_frozen_backbone_is_in_inference_mode_even_when_called_in_training_mode(
 @pytest.mark.slow
 def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
     train_dir, val_dir = photos
-    results = {}
+    results, metrics = {}, {}
     for cache in (True, False):
         options = TrainOptions(
             backbone="resnet50", weights="none", image_size=32, epochs=1, batch_size=4, augment=False,
@@ -74,9 +74,14 @@ def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
         )
         run = train(train_dir, tmp_path / str(cache), options, verbose=0).run_dir
         results[cache] = pd.read_csv(run / "history.csv")
+        metrics[cache] = pd.read_json(run / "metrics.json", typ="series")
         assert pd.read_json(run / "config.json", typ="series")["frozen_features"] == ("cached" if cache else "in_loop")
     for column in ("loss", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(results[True][column], results[False][column], rtol=1e-3, atol=1e-3)
+    # The cached run's final metrics come from its head on cached features, the other's from the
+    # whole model on the images: the same numbers.
+    assert metrics[True]["val_accuracy"] == metrics[False]["val_accuracy"]
+    assert metrics[True]["val_loss"] == pytest.approx(metrics[False]["val_loss"], abs=1e-4)
 
 
 def test_the_disk_cache_serves_unchanged_images_and_never_a_stale_entry(tmp_path):

@@ -15,6 +15,31 @@ def test_defaults_follow_the_backbone():
     assert (inception.image_size, inception.finetune_lr) == (299, 0.5)
 
 
+def test_optimizer_and_rate_follow_what_trains_first(digits_run):
+    """A new head starts from Adam at 1e-3; a baseline from scratch from SGD at its published-style
+    rate; a baseline reused as a backbone (a run as --weights) gets a new head, so Adam again."""
+    resnet = TrainOptions(backbone="resnet50").resolved()
+    assert (resnet.optimizer, resnet.lr, resnet.finetune_lr) == ("adam", 1e-3, pytest.approx(1e-4))
+    lenet, alexnet = TrainOptions(backbone="lenet").resolved(), TrainOptions(backbone="alexnet").resolved()
+    assert (lenet.optimizer, lenet.lr, alexnet.optimizer, alexnet.lr) == ("sgd", 0.03, "sgd", 0.01)
+    chosen = TrainOptions(backbone="lenet", optimizer="rmsprop", lr=0.5).resolved()
+    assert (chosen.optimizer, chosen.lr) == ("rmsprop", 0.5)
+    reused = TrainOptions(weights=str(digits_run)).resolved()
+    assert (reused.backbone, reused.optimizer, reused.lr) == ("lenet", "adam", 1e-3)
+
+
+def test_baselines_augment_with_flips_and_translations_only():
+    from transfer.augmentation import TRANSFORMS, build_augmentation
+    from transfer.backbones import BACKBONES
+
+    names = lambda block: [layer.name for layer in block.layers]  # noqa: E731
+    assert names(build_augmentation("horizontal", 0, BACKBONES["lenet"].augmentations)) == ["random_flip", "random_translation"]
+    assert names(build_augmentation("none", 0, BACKBONES["alexnet"].augmentations)) == ["random_translation"]
+    assert len(names(build_augmentation("vertical", 0, BACKBONES["resnet50"].augmentations))) == len(TRANSFORMS)
+    with pytest.raises(ValueError, match="shear"):
+        build_augmentation("none", 0, ("shear",))
+
+
 @pytest.mark.parametrize(
     "augment, cache_features, cached_views, expected",
     [
@@ -53,3 +78,11 @@ def test_require_echoes_the_value_received():
     require(True, "--epochs", 3, "an integer >= 1")
     with pytest.raises(InvalidOptionError, match=r"--epochs must be an integer >= 1; received 0\.$"):
         require(False, "--epochs", 0, "an integer >= 1")
+
+
+@pytest.mark.parametrize("num_train, expected", [(25, 8), (80, 8), (160, 16), (244, 24), (320, 32), (5000, 32)])
+def test_default_batch_size_gives_small_data_ten_steps_an_epoch(num_train, expected):
+    from transfer.options import default_batch_size
+
+    assert default_batch_size(num_train) == expected
+    assert expected == 32 or num_train // expected >= 10 or expected == 8

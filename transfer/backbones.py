@@ -40,6 +40,14 @@ class BackboneSpec:
             configuration (baselines); a test builds each model and counts them.
         feature_layer: for baselines, the last layer of the feature extractor kept when a trained
             run is reused as a backbone (`--weights RUN_DIR`); the dense layers after it are replaced.
+        optimizer, learning_rate: the defaults when the network's own layers are trained from
+            scratch: for the baselines, SGD with momentum, as both were published (README,
+            "Baselines that learn"). A new head on transferred features always starts from Adam at
+            1e-3, as in the Keras transfer-learning guide (`transfer.options.HEAD_OPTIMIZER`).
+        augmentations: the random transforms of `--augment` (`transfer.augmentation.TRANSFORMS`).
+            A baseline learns its features from a few hundred images in a few dozen epochs and
+            gets flips and translations only: with rotation, zoom and contrast as well it had not
+            learned after 30 epochs (measured in the README).
     """
 
     name: str
@@ -55,6 +63,9 @@ class BackboneSpec:
     reference_classes: int | None = None
     parameters: int = 0
     feature_layer: str | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    augmentations: tuple[str, ...] = ("flip", "rotation", "zoom", "translation", "contrast")
 
     @property
     def input_channels(self) -> int:
@@ -99,11 +110,13 @@ BACKBONES: dict[str, BackboneSpec] = {
             name="lenet", constructor="transfer.baselines.lenet", input_size=32,
             min_input_size=32, preprocess_mode="tf", pretrained=False, grayscale=True,
             reference_classes=10, parameters=61_706, feature_layer="c5",
+            optimizer="sgd", learning_rate=0.03, augmentations=("flip", "translation"),
         ),
         BackboneSpec(
             name="alexnet", constructor="transfer.baselines.alexnet", input_size=227,
             min_input_size=67, preprocess_mode="tf", pretrained=False, reference_classes=1000,
             parameters=62_378_344, feature_layer="pool5",
+            optimizer="sgd", learning_rate=0.01, augmentations=("flip", "translation"),
         ),
     )
 }

@@ -65,8 +65,8 @@ Weights = Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to 
 Epochs = Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")]
 FinetuneEpochs = Annotated[int, typer.Option(help="Epochs of stage 2 (fine-tuning) for pretrained backbones; 0 = frozen only.")]
 ImageSize = Annotated[Optional[int], typer.Option(help="Square input side. Default: the backbone's (224, 299, 32, 227).")]
-BatchSize = Annotated[int, typer.Option(help="Images per step per replica.")]
-Augment = Annotated[bool, typer.Option(help="Random flip, rotation, zoom, translation and contrast while training.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Images per step per replica. Default: 32, or fewer (down to 8) so that an epoch has at least 10 steps.", show_default=False)]
+Augment = Annotated[bool, typer.Option(help="Random flip, rotation, zoom, translation and contrast while training (baselines: flip and translation).")]
 FlipOption = Annotated[Flip, typer.Option("--flip", help="Flips used by augmentation; 'none' for digits or text.")]
 ValDir = Annotated[Optional[Path], typer.Option(help="Pre-split validation folder with the same classes.")]
 ValSplit = Annotated[float, typer.Option(help="Share of each class held out for validation (without --val-dir).")]
@@ -174,9 +174,9 @@ def train(
     epochs: Epochs = DEFAULTS.epochs,
     finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
     unfreeze: Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")] = DEFAULTS.unfreeze,
-    lr: Annotated[float, typer.Option(help="Stage 1 learning rate.")] = DEFAULTS.lr,
+    lr: Annotated[Optional[float], typer.Option(help="Stage 1 learning rate. Default: 1e-3 for a new head; for a baseline from scratch its own (lenet 0.03, alexnet 0.01).", show_default=False)] = DEFAULTS.lr,
     finetune_lr: Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10.")] = DEFAULTS.finetune_lr,
-    optimizer: Annotated[Optimizer, typer.Option(help="sgd uses Nesterov momentum 0.9.")] = DEFAULTS.optimizer,
+    optimizer: Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)] = DEFAULTS.optimizer,
     batch_size: BatchSize = DEFAULTS.batch_size,
     image_size: ImageSize = DEFAULTS.image_size,
     augment: Augment = DEFAULTS.augment,
@@ -221,7 +221,7 @@ def train(
         options = TrainOptions(
             backbone=backbone.value if backbone else None, weights=weights, image_size=image_size, epochs=epochs,
             finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
-            optimizer=optimizer.value, batch_size=batch_size, augment=augment, flip=flip.value,
+            optimizer=optimizer.value if optimizer else None, batch_size=batch_size, augment=augment, flip=flip.value,
             dropout=dropout, head_units=head_units, val_split=val_split,
             val_dir=str(val_dir) if val_dir else None, manifest=str(manifest) if manifest else None,
             dedupe=dedupe, class_weight=class_weight.value, seed=seed, strategy=strategy.value,

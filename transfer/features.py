@@ -178,11 +178,24 @@ def run_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]
         reporter=run.reporter,
         description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
     )
-    val_features = extract_features(
-        extractor, run.val_paths, options.image_size, options.batch_size, cache=cache,
+    return train_features, _val_features(run, extractor, cache)
+
+
+def head_val_probabilities(run: RunState) -> np.ndarray:
+    """The run's validation probabilities from its head on the pooled validation features, served
+    by the disk cache: the same numbers as the whole model on the images, while the backbone is
+    still the frozen one, without running it again."""
+    extractor = feature_extractor(run.model, run.spec)
+    cache = FeatureCache(run.options.cache_dir or default_cache_dir(), extractor, run.options.image_size)
+    head = run.model.get_layer("head")
+    return head.predict(_val_features(run, extractor, cache), batch_size=run.global_batch, verbose=0)
+
+
+def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) -> np.ndarray:
+    return extract_features(
+        extractor, run.val_paths, run.options.image_size, run.options.batch_size, cache=cache,
         reporter=run.reporter, description="Backbone features, validation",
     )
-    return train_features, val_features
 
 
 def model_feature_extractor(model_ref: str | Path, weights: str | None = None) -> tuple[keras.Model, int]:

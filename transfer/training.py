@@ -36,7 +36,7 @@ from transfer.errors import (
     WorkerLostError,
     op_error_message,
 )
-from transfer.options import TrainOptions, worker_index
+from transfer.options import TrainOptions, default_batch_size, worker_index
 from transfer.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
@@ -112,6 +112,9 @@ def train(
         listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed,
         dedupe=options.dedupe, reporter=reporter,
     )
+    if options.batch_size is None:
+        options = dataclasses.replace(options, batch_size=default_batch_size(len(folder.paths_and_indices("train")[0])))
+        reporter.message(f"Batch size {options.batch_size} per replica (at most 32, at least 10 steps an epoch, at least 8).")
     files = outputs.Run(outputs.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
     record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": []}
@@ -276,7 +279,12 @@ def _publish(run: RunState) -> TrainResult:
 
     from transfer.distribute import strategy_name
 
-    probabilities = run.model.predict(run.val_data.map(lambda pixels, label: pixels), verbose=0)
+    if run.best_stage == "logistic" or (run.best_stage == "frozen" and _frozen_features(run) != "in_loop"):
+        from transfer.features import head_val_probabilities
+
+        probabilities = head_val_probabilities(run)  # the backbone is the frozen one: its features are cached
+    else:
+        probabilities = run.model.predict(run.val_data.map(lambda pixels, label: pixels), verbose=0)
     loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
     import pandas as pd
 
@@ -369,7 +377,7 @@ def _build_model(
                 weights=None if options.weights in ("none", options.source_run) else options.weights,
                 dropout_rate=options.dropout,
                 head_units=options.head_units,
-                augmentation=build_augmentation(options.flip, options.seed) if options.augment else None,
+                augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
                 source=source,
             )
     finally:
