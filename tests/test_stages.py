@@ -20,15 +20,18 @@ def test_every_optimizer_the_options_offer_is_built():
         assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("classes", [2, 3])
-def test_a_logistic_regression_is_a_softmax_layer(classes):
+@pytest.mark.parametrize("classes, scaled", [(2, False), (3, False), (2, True), (3, True)])
+def test_a_logistic_regression_is_a_softmax_layer(classes, scaled):
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from transfer.stages import softmax_weights
 
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(60, 5)), np.arange(60) % classes
-    regression = LogisticRegression(C=0.5).fit(x + y[:, None], y)
+    x, y = rng.normal(size=(60, 5)) * [1, 10, 0.1, 3, 1] + [0, 5, -2, 0, 1], np.arange(60) % classes
+    regression = make_pipeline(StandardScaler(), LogisticRegression(C=0.5)) if scaled else LogisticRegression(C=0.5)
+    regression.fit(x + y[:, None], y)
     kernel, bias = softmax_weights(regression, classes)
     layer = keras.layers.Dense(classes, activation="softmax")
     layer.build((None, 5))
@@ -45,6 +48,8 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
     import pandas as pd
     import tensorflow as tf
     from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
     from typer.testing import CliRunner
 
     from transfer.cli import app
@@ -69,7 +74,7 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
     split = pd.read_csv(run / "split.csv", dtype=str)
     train, val = split[split["split"] == "train"], split[split["split"] == "val"]
     x = table.filter(like="f")
-    regression = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42)
+    regression = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42))
     regression.fit(x.loc[train["path"]].to_numpy(), (train["label"] == "7").astype(int))
     expected = regression.predict_proba(x.loc[val["path"]].to_numpy())
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]

@@ -187,10 +187,17 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
 
 def fit_logistic(run: RunState) -> None:
     """The frozen stage in closed form: scikit-learn's multinomial logistic regression on the pooled
-    (unaugmented) features, its inverse regularization C chosen by stratified cross-validation on the
-    training split (log loss), becomes the head's softmax layer. A finished stage is skipped."""
+    (unaugmented) features, standardized with the training split's mean and deviation, its inverse
+    regularization C chosen by stratified cross-validation on the training split (log loss),
+    becomes the head's softmax layer, the standardization folded into its weights. A finished stage
+    is skipped.
+
+    Standardizing makes C weigh every feature alike and the solver converge: on ResNet50 features
+    of 244 photos (random weights) the cross-validation took 17 s raw and 3 s standardized."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     stage = Stage("logistic", 1, 0.0)
     if stage.name in run.stages_done:
@@ -205,13 +212,14 @@ def fit_logistic(run: RunState) -> None:
     if folds >= 2:
         with warnings.catch_warnings():  # scikit-learn 1.8 announces renamed parameters and attributes
             warnings.simplefilter("ignore", FutureWarning)
-            regression = LogisticRegressionCV(
+            regression = make_pipeline(StandardScaler(), LogisticRegressionCV(
                 Cs=10, cv=folds, scoring="neg_log_loss", max_iter=5000, class_weight=balanced, random_state=run.options.seed
-            ).fit(train_x, run.train_labels)
-            strength = float(np.ravel(regression.C_)[0])
+            )).fit(train_x, run.train_labels)
+            strength = float(np.ravel(regression[-1].C_)[0])
     else:  # a class with one training image: nothing to cross-validate
         strength = 1.0
-        regression = LogisticRegression(C=strength, max_iter=5000, class_weight=balanced).fit(train_x, run.train_labels)
+        regression = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=5000, class_weight=balanced))
+        regression.fit(train_x, run.train_labels)
     run.reporter.message(f"Stage logistic: C = {strength:g} ({f'{folds}-fold cross-validation' if folds >= 2 else 'no cross-validation possible'}).")
     run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
     train_p, val_p = regression.predict_proba(train_x), regression.predict_proba(val_x)
@@ -231,9 +239,16 @@ def fit_logistic(run: RunState) -> None:
 
 def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:
     """`[kernel, bias]` of a softmax layer with the probabilities of a fitted scikit-learn logistic
-    regression: its coefficients for several classes; for two, `[0, w]` and `[0, b]`, since
-    softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]."""
-    coef, intercept = regression.coef_, regression.intercept_
+    regression, alone or after a `StandardScaler` in a pipeline: its coefficients for several
+    classes; for two, `[0, w]` and `[0, b]`, since softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)].
+    A scaler's z = (x - mean) / scale is folded in: w.z + b = (w / scale).x + b - w.(mean / scale)."""
+    steps = getattr(regression, "steps", [(None, regression)])
+    model = steps[-1][1]
+    coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+    if len(steps) == 2:
+        scaler = steps[0][1]
+        coef = coef / scaler.scale_
+        intercept = intercept - coef @ scaler.mean_
     if num_classes == 2:
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     return [coef.T.astype(np.float32), intercept.astype(np.float32)]
