@@ -1,6 +1,6 @@
 """Transfer beats scratch: LeNet-5 trained on digits 0-4, reused for digits 5-9 with few images.
 
-    .venv/bin/python benchmarks/transfer_vs_scratch.py [--seeds 3] [--shots 5,10,20]
+    .venv/bin/python benchmarks/transfer_vs_scratch.py [--seeds 3] [--shots 2,5,10,20]
 
 Offline, from scikit-learn's digits (the built-in `digits` dataset): a source run, LeNet-5 on all
 images of 0-4 (20 epochs). Then, for each number of training images per class of 5-9 and each seed
@@ -42,7 +42,7 @@ def subset(source: Path, destination: Path, classes, picks: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--shots", default="5,10,20")
+    parser.add_argument("--shots", default="2,5,10,20")
     args = parser.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
 
