@@ -34,11 +34,11 @@ def build_augmentation(
     if unknown:
         raise ValueError(f"transforms must be among {TRANSFORMS}; received {sorted(unknown)}.")
     make = {
-        "flip": lambda: None if flip == "none" else layers.RandomFlip(flip, seed=seed, name="random_flip"),
+        "flip": lambda: layers.RandomFlip(flip, seed=seed, name="random_flip"),
         "rotation": lambda: layers.RandomRotation(0.1, fill_mode="reflect", seed=seed, name="random_rotation"),
         "zoom": lambda: layers.RandomZoom(0.1, fill_mode="reflect", seed=seed, name="random_zoom"),
         "translation": lambda: layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed, name="random_translation"),
         "contrast": lambda: layers.RandomContrast(0.2, value_range=(0, 255), seed=seed, name="random_contrast"),
     }
-    steps = [make[name]() for name in TRANSFORMS if name in transforms]
-    return keras.Sequential([step for step in steps if step is not None], name="augmentation")
+    chosen = [name for name in TRANSFORMS if name in transforms and not (name == "flip" and flip == "none")]
+    return keras.Sequential([make[name]() for name in chosen], name="augmentation")

@@ -170,25 +170,30 @@ def run_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]
     """Pooled features of the run's training and validation images; unaugmented ones through the
     disk cache, `views` augmented views of each training image when `views > 1`."""
     options, model = run.options, run.model
-    extractor = feature_extractor(model, run.spec)
-    cache = FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
+    extractor, cache = _extractor_and_cache(run)
     train_features = extract_features(
         extractor, run.train_paths, options.image_size, options.batch_size,
         augmentation=model.get_layer("augmentation") if views > 1 else None, views=views, cache=cache,
         reporter=run.reporter,
         description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
     )
-    return train_features, _val_features(run, extractor, cache)
+    run.val_features = _val_features(run, extractor, cache)
+    return train_features, run.val_features
 
 
 def head_val_probabilities(run: RunState) -> np.ndarray:
-    """The run's validation probabilities from its head on the pooled validation features, served
-    by the disk cache: the same numbers as the whole model on the images, while the backbone is
-    still the frozen one, without running it again."""
+    """The run's validation probabilities from its head on the pooled validation features (those of
+    this process's frozen stage, else from the disk cache): the same numbers as the whole model on
+    the images while the backbone is still the frozen one, without running it again."""
+    features = run.val_features
+    if features is None:  # a resumed run whose frozen stage finished before
+        features = _val_features(run, *_extractor_and_cache(run))
+    return run.model.get_layer("head").predict(features, batch_size=run.global_batch, verbose=0)
+
+
+def _extractor_and_cache(run: RunState) -> tuple[keras.Model, FeatureCache]:
     extractor = feature_extractor(run.model, run.spec)
-    cache = FeatureCache(run.options.cache_dir or default_cache_dir(), extractor, run.options.image_size)
-    head = run.model.get_layer("head")
-    return head.predict(_val_features(run, extractor, cache), batch_size=run.global_batch, verbose=0)
+    return extractor, FeatureCache(run.options.cache_dir or default_cache_dir(), extractor, run.options.image_size)
 
 
 def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) -> np.ndarray:

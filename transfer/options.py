@@ -173,14 +173,14 @@ class TrainOptions:
                 f"cached view is exact."
             )
         require(self.head in HEADS, "--head", self.head, " | ".join(HEADS))
-        if self.head == "logistic" and not (spec.pretrained or source):
+        if self.head == "logistic" and scratch:
             raise InvalidOptionError(
                 f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
                 f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
             )
         require(self.head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
                 "0 with --head logistic (a logistic regression is the softmax layer alone)")
-        if not (spec.pretrained or source) and self.finetune_epochs:
+        if scratch and self.finetune_epochs:
             raise InvalidOptionError(
                 f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
                 f"{self.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."

@@ -432,8 +432,7 @@ def check_outside(path: Path, data: tuple[Path | str | None, ...]) -> None:
 
 def data_folders(run: Path) -> list[str]:
     """The folders a run's images came from (`config.json`), where none of its outputs may go."""
-    config = read_json(Path(run) / CONFIG) if (Path(run) / CONFIG).is_file() else {}
-    return list(config.get("data_folders", []))
+    return list(Run(Path(run)).config().get("data_folders", []))
 
 
 def foreign_files(path: Path) -> list[Path]:

@@ -81,6 +81,8 @@ class RunState:
     started: float
     histories: list[pd.DataFrame] = field(default_factory=list)
     best_weights: list[np.ndarray] | None = None
+    #: The pooled validation features, once a stage on the frozen backbone has computed them.
+    val_features: np.ndarray | None = None
 
     def __post_init__(self):
         self.histories = [self.files.stage_history(stage) for stage in self.stages_done]
