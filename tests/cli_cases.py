@@ -210,6 +210,7 @@ CASES = [
     Case("a class of 1 good and 1 broken image: the broken one named", lambda ws: _train(str(_data_with(ws, "one-good", _one_good_one_broken)), ws), 2, "bees: 1 usable, 1 skipped ("),
     Case("a class of exactly 2 images gets a validation image", lambda ws: _train(str(_data_with(ws, "pair", _two_bees)), ws), 0, "bees: 1 train, 1 val"),
     Case("--out inside the data folder", lambda ws: ["train", str(ws.data), "--backbone", "lenet", "--out", str(ws.data / "run1")], 2, "is inside the data folder"),
+    Case("--out under a file", lambda ws: ["train", str(ws.data), "--backbone", "lenet", "--out", str(_manifest(ws, "a-file.txt", "x\n")) + "/run"], 1, "a-file.txt is a file, not a folder"),
     # Image folders: problems that do not stop training (exit 0, reported)
     Case("unreadable files (empty, truncated, text)", lambda ws: _train(str(_data_with(ws, "corrupt", _corrupt_some)), ws), 0, "Skipped 3 file(s)"),
     Case("train/val exact duplicates", lambda ws: _split_dirs(ws, "dupes", _duplicates), 0, "byte-for-byte copies of training images"),

@@ -472,8 +472,10 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".transfer-probe-"):
             pass
     except OSError as error:
+        in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a folder" if in_the_way else error.strerror or error
         raise OutputLocationError(
-            f"Cannot write to {folder}: {error.strerror or error}. Choose a writable location for the output."
+            f"Cannot write to {folder}: {reason}. Choose a writable location for the output."
         ) from None
 
 
