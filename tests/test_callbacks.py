@@ -57,3 +57,62 @@ def test_agreeing_on_a_backup_is_for_clusters_only(tmp_path):
     write_backup(tmp_path, 2, previous=1)
     agree_on_backup(tmp_path, tf.distribute.get_strategy())
     assert backup_epoch(tmp_path / BACKUP) == 2
+
+
+def small_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_ctrl_c_during_a_backup_waits_for_the_whole_backup(tmp_path, monkeypatch):
+    """A SIGINT arriving while the weights are written is raised once the backup is complete: the
+    weights file loads whole and the epoch record names the epoch those weights belong to."""
+    import os
+    import signal
+
+    from transfer.callbacks import backup
+
+    model = small_model()
+    callback = backup(tmp_path)
+    callback.set_model(model)
+    save_weights = model.save_weights
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of writing
+        save_weights(*args, **kwargs)
+
+    monkeypatch.setattr(model, "save_weights", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(3)
+    assert backup_epoch(tmp_path / BACKUP) == 4
+    restored = small_model()
+    restored.load_weights(tmp_path / BACKUP / "latest.weights.h5")
+    for mine, theirs in zip(model.get_weights(), restored.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_backup_that_fails_midway_leaves_the_last_one_whole(tmp_path, monkeypatch):
+    from transfer.callbacks import backup
+
+    model = small_model()
+    callback = backup(tmp_path)
+    callback.set_model(model)
+    callback.on_epoch_end(0)
+    saved = [w.copy() for w in model.get_weights()]
+    model.set_weights([w + 1 for w in saved])
+
+    def dies_midway(filepath, **kwargs):
+        with open(filepath, "wb") as file:
+            file.write(b"\x89HDF half a file")
+        raise OSError("killed")
+
+    monkeypatch.setattr(model, "save_weights", dies_midway)
+    with pytest.raises(OSError):
+        callback.on_epoch_end(1)
+    assert backup_epoch(tmp_path / BACKUP) == 1
+    restored = small_model()
+    restored.load_weights(tmp_path / BACKUP / "latest.weights.h5")
+    for mine, theirs in zip(saved, restored.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert not [p.name for p in (tmp_path / BACKUP).iterdir() if p.name.startswith(".tmp-")]

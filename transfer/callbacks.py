@@ -4,14 +4,21 @@
   features).
 - `ResumableEarlyStopping` keeps its best value, patience count and best weights on disk, so a
   resumed stage stops where an uninterrupted one would have.
+- `WholeBackupAndRestore` writes each epoch's backup so that a Ctrl-C or a kill never leaves half
+  of it.
 - `agree_on_backup` brings the `keras.callbacks.BackupAndRestore` folders of all workers of a cluster
   to one epoch before a stage goes on.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -65,6 +72,10 @@ class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def set_model(self, model):
         super().set_model(self._full_model)
 
+    def _save_model(self, epoch, batch, logs):
+        with sigint_deferred():  # a Ctrl-C leaves the checkpoint whole, for `predict` and `--resume`
+            super()._save_model(epoch, batch, logs)
+
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` whose best value, patience count and best weights survive a restart.
@@ -116,7 +127,48 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 def backup(stage_dir: Path) -> keras.callbacks.BackupAndRestore:
     """Weights, optimizer and epoch after every epoch, the previous epoch's kept as well."""
-    return keras.callbacks.BackupAndRestore(Path(stage_dir) / BACKUP, double_checkpoint=True, delete_checkpoint=False)
+    return WholeBackupAndRestore(Path(stage_dir) / BACKUP, double_checkpoint=True, delete_checkpoint=False)
+
+
+class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup files are never half written.
+
+    Keras writes the weights in place, so a Ctrl-C or a kill during the write left a file that
+    loads with layers missing, and `--resume` failed. Here each file is written under a temporary
+    name and renamed (`transfer.outputs.atomic_path`), and Ctrl-C waits until the whole backup is
+    written (`sigint_deferred`).
+    """
+
+    def _save_model(self):
+        with sigint_deferred():
+            os.makedirs(self.backup_dir, exist_ok=True)
+            if self.double_checkpoint:
+                for current, previous in (
+                    (self._weights_path, self._prev_weights_path),
+                    (self._training_metadata_path, self._prev_training_metadata_path),
+                ):
+                    if os.path.exists(current):
+                        with outputs.atomic_path(Path(previous)) as temporary:
+                            shutil.copyfile(current, temporary)
+            with outputs.atomic_path(Path(self._weights_path)) as temporary:
+                self.model.save_weights(filepath=str(temporary), overwrite=True)
+            outputs.write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Holds a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then raises it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def backup_epoch(backup_dir: Path, previous: bool = False) -> int:

@@ -563,9 +563,10 @@ def staged(path: Path, kind: str) -> Iterator[Path]:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
-    reader never sees half a file; removed when the block fails."""
+    reader never sees half a file; removed when the block fails. The name ends as `path` does
+    (writers such as Keras' `save_weights` insist on their suffix)."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
+    temporary = path.with_name(f".tmp-{path.name}")
     try:
         yield temporary
         temporary.replace(path)
