@@ -52,7 +52,8 @@ def frozen_stage(work: Path) -> dict[str, Path]:
 
 def predict_throughput(run_dir: Path) -> None:
     from transfer.data import iter_decoded_batches
-    from transfer.prediction import collect_images, load_scorer
+    from transfer.prediction import collect_images
+    from transfer.scorers import load_scorer
 
     paths, _ = collect_images([DATA / "val"])
     model = load_scorer(run_dir)

@@ -1,7 +1,8 @@
 """Training-time augmentation as Keras preprocessing layers.
 
-The layers live inside the model, act only when it is called with `training=True`, and pass
-images through unchanged at prediction and in the exported SavedModel.
+The layers live inside the model as one block named `AUGMENTATION`, act only when it is called
+with `training=True`, and pass images through unchanged at prediction. Exports leave the block out
+(`transfer.classifier.inference_model`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from keras import layers
 
 from transfer.options import FLIPS
 
+
+#: The name of the block of augmentation layers in every classifier.
+AUGMENTATION = "augmentation"
 
 #: The random transforms, in the order they apply: flip, rotation (+-10%), zoom (+-10%),
 #: translation (+-10%) and contrast (+-20%).
@@ -41,4 +45,4 @@ def build_augmentation(
         "contrast": lambda: layers.RandomContrast(0.2, value_range=(0, 255), seed=seed, name="random_contrast"),
     }
     chosen = [name for name in TRANSFORMS if name in transforms and not (name == "flip" and flip == "none")]
-    return keras.Sequential([make[name]() for name in chosen], name="augmentation")
+    return keras.Sequential([make[name]() for name in chosen], name=AUGMENTATION)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import keras
 
+from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec, build_backbone
 from transfer.errors import InvalidOptionError, ModelLoadError
 from transfer.heads import classification_head
@@ -93,6 +94,24 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
                 f"The source run's {target.name} does not fit this one at layer {layer.name} ({str(error).splitlines()[0]}); "
                 f"train with the source run's own image size and backbone."
             ) from None
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The classifier as it predicts: the same layers and weights (shared, not copied) without the
+    augmentation block. Exporters trace this one, so no random op of augmentation, which runs only
+    in training, ends up in an exported graph."""
+    if AUGMENTATION not in {layer.name for layer in model.layers}:
+        return model
+    return keras.models.clone_model(
+        model, clone_function=lambda layer: _PassThrough(name=layer.name) if layer.name == AUGMENTATION else layer
+    )
+
+
+class _PassThrough(keras.layers.Layer):
+    """Stands in for the augmentation block in `inference_model`."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
 
 
 def pooling_layer(model: keras.Model) -> keras.Layer:

@@ -29,7 +29,7 @@ from transfer import __version__
 from transfer.backbones import BACKBONES
 from transfer.datasets import RECIPES
 from transfer.errors import TransferError
-from transfer.options import CLASS_WEIGHTS, FLIPS, HEADS, OPTIMIZERS, STRATEGIES, TrainOptions
+from transfer.options import CLASS_WEIGHTS, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, STRATEGIES, TrainOptions
 from transfer.progress import Reporter
 
 app = typer.Typer(
@@ -58,6 +58,8 @@ ClassWeight = _choices("ClassWeight", CLASS_WEIGHTS)
 DatasetName = _choices("DatasetName", RECIPES)
 HeadName = _choices("HeadName", HEADS)
 OutputFormat = _choices("OutputFormat", ("table", "csv", "json"))
+ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
+Quantization = _choices("Quantization", QUANTIZATIONS)
 DEFAULTS = TrainOptions()
 
 # Options that `train` and `compare` share, declared once.
@@ -249,11 +251,12 @@ def _print_trained(result) -> None:
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Argument(help="A run directory, an exported SavedModel, or imagenet:resnet50|vgg16|inceptionv3 (the ImageNet classifier as it comes).")],
+    model: Annotated[str, typer.Argument(help="A run directory, an export (SavedModel folder, .tflite or .onnx), or imagenet:resnet50|vgg16|inceptionv3 (the ImageNet classifier as it comes).")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     top_k: Annotated[Optional[int], typer.Option(help="Labels per image, most probable first. Default: min(3, classes).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout (csv and json are written as each batch is scored).")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    min_confidence: Annotated[Optional[float], typer.Option(help="The answer is 'unknown' where the top probability is below this. Default: the export's, else 0.", show_default=False)] = None,
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
     """Print the top-k labels with probabilities for each image."""
@@ -262,7 +265,11 @@ def predict(
     printer = _PredictionPrinter(format)
     with user_errors():
         try:
-            for prediction in run_prediction(model, paths, top_k=top_k, batch_size=batch_size, weights=weights, reporter=RichReporter()):
+            predictions = run_prediction(
+                model, paths, top_k=top_k, batch_size=batch_size, min_confidence=min_confidence, weights=weights,
+                reporter=RichReporter(),
+            )
+            for prediction in predictions:
                 printer.add(prediction)
         finally:
             printer.close()  # what was scored is shown, also after Ctrl-C
@@ -273,22 +280,59 @@ def predict(
 @app.command()
 def export(
     run_dir: Annotated[str, typer.Argument(help="A run directory written by `transfer train`, or imagenet:resnet50|vgg16|inceptionv3.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the SavedModel to.")],
-    top_k: Annotated[Optional[int], typer.Option(help="Labels per image in the signature. Default: min(3, classes).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export to.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="savedmodel (TensorFlow, TF Serving; takes image bytes) | litert (.tflite) | onnx (.onnx); the last two take decoded pixels.")] = ExportFormat.savedmodel,
+    quantize: Annotated[Quantization, typer.Option(help="LiteRT only: none | float16 | dynamic (int8 weights) | int8 (full integer, calibrated on the training split).")] = Quantization.none,
+    min_agreement: Annotated[Optional[float], typer.Option(help="Refuse the export when its top-1 label matches the Keras model's on fewer of the validation images. Default: 0.98 for int8, 0.999 otherwise.", show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Images to check the export on (and calibrate int8 with) instead of the run's own split; required for imagenet:NAME other than savedmodel.", show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="SavedModel: labels per image in the signature. Default: min(3, classes).")] = None,
+    min_confidence: Annotated[float, typer.Option(help="SavedModel: its `answer` output is 'unknown' where the top probability is below this.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
-    """Write a TensorFlow SavedModel that serves encoded image bytes."""
+    """Write the model as a SavedModel, a LiteRT (.tflite) or an ONNX file, checked against the Keras model."""
     with user_errors():
         from transfer.export import export as run_export
 
-        path = run_export(run_dir, out, top_k=top_k, force=force, weights=weights)
-    results.print(f"SavedModel written to {path} (signature serving_default: images -> labels, probabilities, scores)", highlight=False)
+        done = run_export(
+            run_dir, out, format=format.value, quantize=quantize.value, top_k=top_k, min_agreement=min_agreement,
+            min_confidence=min_confidence, images=images, weights=weights, force=force, reporter=RichReporter(),
+        )
+    results.print(
+        f"{done.format}{f' ({done.quantize})' if done.quantize != 'none' else ''} export written to {done.path}: "
+        f"{done.size_bytes / 1e6:.2f} MB, top-1 agreement with the Keras model {done.agreement:.4f} on {done.images_checked} "
+        f"images (max probability difference {done.max_difference:.2g})",
+        highlight=False,
+    )
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="A run directory, an export (SavedModel, .tflite or .onnx), or imagenet:resnet50|vgg16|inceptionv3.")],
+    host: Annotated[str, typer.Option(help="Address to listen on. Another than 127.0.0.1 exposes the model beyond this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (TF Serving's REST port by default).")] = 8501,
+    model_name: Annotated[Optional[str], typer.Option(help="NAME in /v1/models/NAME:predict. Default: the MODEL folder's name.", show_default=False)] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding a key every request must send ('Authorization: Bearer KEY' or 'X-API-Key: KEY').", show_default=False)] = None,
+    min_confidence: Annotated[Optional[float], typer.Option(help="The answer is 'unknown' where the top probability is below this. Default: the export's, else 0.", show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Labels per image. Default: min(3, classes).", show_default=False)] = None,
+    max_instances: Annotated[int, typer.Option(help="Images per request at most.")] = 64,
+    max_body_mb: Annotated[float, typer.Option(help="Request body size limit in MB.")] = 16.0,
+    weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
+) -> None:
+    """Serve the model over HTTP with TF Serving's REST predict API, and a page to try it on."""
+    with user_errors():
+        from transfer.serving import ServerOptions, serve as run_server
+
+        options = ServerOptions(
+            host=host, port=port, model_name=model_name, api_key_file=api_key_file, min_confidence=min_confidence,
+            top_k=top_k, max_instances=max_instances, max_body_mb=max_body_mb,
+        )
+        run_server(model, options, weights=weights, reporter=RichReporter())
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A run directory or an exported SavedModel.")],
+    model: Annotated[Path, typer.Argument(help="A run directory or an export (SavedModel folder, .tflite or .onnx).")],
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: RUN/evaluation, or NAME-evaluation beside an export.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="k of the top-k accuracy. Default: min(3, classes).")] = None,
@@ -449,7 +493,7 @@ class _PredictionPrinter:
         self.format, self.count, self.failed, self.rows = format, 0, 0, []
         if format is OutputFormat.csv:
             self.writer = csv.writer(sys.stdout)
-            self.writer.writerow(["path", "rank", "label", "probability", "error"])
+            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error"])
 
     def add(self, p) -> None:
         self.count += 1
@@ -458,9 +502,9 @@ class _PredictionPrinter:
             messages.print(f"[yellow]skipped {p.path}: {p.error}[/yellow]", highlight=False)
         if self.format is OutputFormat.csv:
             if p.error is not None:
-                self.writer.writerow([p.path, "", "", "", p.error])
+                self.writer.writerow([p.path, "", "", "", "", p.error])
             for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
-                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", ""])
+                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", p.answer, ""])
             sys.stdout.flush()
         elif self.format is OutputFormat.json:
             print(("[\n" if self.count == 1 else ",\n") + _indented(json.dumps(p.to_dict(), indent=2)), end="", flush=True)
@@ -472,10 +516,14 @@ class _PredictionPrinter:
             print("[]" if self.count == 0 else "\n]", flush=True)
         elif self.format is OutputFormat.table and self.rows:
             k = max((len(p.labels) for p in self.rows), default=0)
-            table = Table("image", *[f"#{rank}" for rank in range(1, k + 1)])
+            from transfer.prediction import UNKNOWN
+
+            unknown = any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
+            table = Table("image", *(["answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
             for p in self.rows:
                 cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
-                table.add_row(p.path, *(cells or [f"[red]{p.error}[/red]"]))
+                answer = [p.answer or ""] if unknown else []
+                table.add_row(p.path, *(answer + cells if cells else [f"[red]{p.error}[/red]"]))
             results.print(table)
 
 

@@ -8,6 +8,7 @@ The pipelines decode with `transfer.preprocessing.decode_image`, as prediction a
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -18,7 +19,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from transfer import outputs
-from transfer.errors import DataError, op_error_message
+from transfer.errors import BadImageError, DataError, op_error_message
 from transfer.preprocessing import decode_image
 from transfer.progress import SILENT, Reporter
 from transfer.sources import SPLITS, Listing
@@ -226,6 +227,29 @@ def image_error(path: str) -> str:
     except tf.errors.OpError as error:
         return op_error_message(error)
     return "unreadable image"
+
+
+def decode_encoded(contents: Sequence[bytes], image_size: int) -> np.ndarray:
+    """Encoded image files (as a server receives them) -> `[N, S, S, 3]` pixels, by `decode_image`.
+
+    Raises:
+        BadImageError: the first of them that is not a decodable image, by index.
+    """
+    decode = _contents_decoder(image_size)
+    pixels = []
+    for index, content in enumerate(contents):
+        if not content:
+            raise BadImageError(index, "empty file (0 bytes)")
+        try:
+            pixels.append(decode(tf.constant(content)).numpy())
+        except tf.errors.OpError as error:
+            raise BadImageError(index, op_error_message(error)) from None
+    return np.stack(pixels) if pixels else np.zeros((0, image_size, image_size, 3), np.float32)
+
+
+@functools.cache
+def _contents_decoder(image_size: int):
+    return tf.function(lambda contents: decode_image(contents, image_size), input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def make_dataset(

@@ -21,6 +21,14 @@ class DataError(TransferError):
     exit_code = 2
 
 
+class BadImageError(DataError):
+    """One of several encoded images sent together cannot be decoded."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"image {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
 class OutputExistsError(TransferError):
     """The output location holds something we would overwrite."""
 
@@ -47,6 +55,10 @@ class TrainingInterrupted(TransferError):
 
 class DependencyMissingError(TransferError):
     """An optional part of transfer is not installed."""
+
+
+class ExportCheckError(TransferError):
+    """An export does not agree with the model it was made from."""
 
 
 class ComparisonFailedError(TransferError):

@@ -30,14 +30,15 @@ from transfer import outputs
 from transfer.errors import DataError, InvalidOptionError
 from transfer.imagenet import is_imagenet
 from transfer.options import MAX_BATCH_SIZE, require
-from transfer.prediction import load_scorer, model_labels, resolve_top_k
+from transfer.prediction import resolve_top_k
+from transfer.scorers import load_scorer, model_labels
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from transfer.prediction import Scorer
+    from transfer.scorers import Scorer
 
 #: Crop side over decoded side for multi-crop TTA (224 of 256, as in the AlexNet paper).
 CROP_FRACTION = 0.875

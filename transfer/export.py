@@ -1,64 +1,217 @@
-"""`transfer export`: a TensorFlow SavedModel that serves encoded image files.
+"""`transfer export`: a run (or `imagenet:NAME`) as a file to ship, checked against the run.
 
-The `serving_default` signature takes `images`, a 1-D `tf.string` tensor of encoded image files
-(JPEG, PNG, BMP, GIF, WebP), and returns:
+| `--format` | file | runtime | input | output |
+|---|---|---|---|---|
+| `savedmodel` | `saved_model.pb`, `variables/` | TensorFlow, TF Serving | `images`: `tf.string [N]`, encoded image files | `labels`, `probabilities` (top k), `scores`, `answer` |
+| `litert` | `model.tflite` | LiteRT (`ai-edge-litert`), TFLite on devices | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255; `uint8` with `--quantize int8` | `scores`: `[N, classes]` softmax |
+| `onnx` | `model.onnx` | ONNX Runtime | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255 | `scores`: `[N, classes]` softmax |
 
-- `labels`: `tf.string [N, k]`, the k most probable class names, most probable first;
-- `probabilities`: `float32 [N, k]`, their probabilities;
-- `scores`: `float32 [N, classes]`, the full softmax in `labels.txt` order.
+Every format carries the model's own preprocessing (its `Preprocess` layer) and none carries the
+augmentation block (`transfer.classifier.inference_model`). The SavedModel also decodes and resizes
+the image bytes in its graph, with the decoder of training (`transfer.preprocessing.decode_image`);
+for LiteRT and ONNX the caller decodes and resizes to S x S (bilinear). `labels.txt` (the output
+order) and `config.json` are written beside the model; an ONNX file also holds the labels in its
+metadata (`labels`, a JSON list).
 
-Decoding, resizing (`transfer.preprocessing.decode_image`) and the backbone's preprocessing (the
-model's own `Preprocess` layer) run inside the graph, and the class names are embedded as a
-constant, so serving needs TensorFlow alone. `labels.txt` and the run's `config.json` are copied
-beside `saved_model.pb`. An empty batch gets empty outputs; a file that is not an image in a
-known format fails the call with an error naming its index (`images[3] is not ...`).
+LiteRT quantization (`--quantize`): `dynamic` (int8 weights, float activations), `float16` (float16
+weights), `int8` (full integer: weights and activations int8, uint8 pixels in and uint8 scores out,
+calibrated on up to `CALIBRATION_IMAGES` images of the run's training split).
+
+Each export is checked before it is published: the artifact runs in its own runtime on the run's
+validation images (or the images of `images`), and its top-1 answers are compared with the Keras
+model's. Below `min_agreement` nothing is written.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from transfer import outputs
-from transfer.errors import ModelLoadError
+import numpy as np
+
+from transfer import extras, outputs
+from transfer.errors import DataError, ExportCheckError, ModelLoadError
 from transfer.imagenet import ImageNetClassifier, is_imagenet
-from transfer.options import require
-from transfer.prediction import resolve_top_k
+from transfer.options import EXPORT_FORMATS, QUANTIZATIONS, require
+from transfer.prediction import UNKNOWN, collect_images, resolve_min_confidence, resolve_top_k
+from transfer.progress import SILENT, Reporter
+
+#: Export format -> the extra its converter and runtime come from.
+FORMAT_EXTRAS = {"litert": "litert", "onnx": "onnx"}
+#: The agreement with the Keras model an export must reach by default.
+MIN_AGREEMENT = 0.999
+MIN_AGREEMENT_INT8 = 0.98
+#: Images of the training split that calibrate full-integer quantization.
+CALIBRATION_IMAGES = 200
+#: At most this many images check an export.
+CHECK_IMAGES = 1000
+
+
+@dataclass
+class Exported:
+    """What `export` wrote, and how it compares with the Keras model."""
+
+    path: Path
+    format: str
+    quantize: str
+    size_bytes: int
+    agreement: float
+    images_checked: int
+    max_difference: float
+    min_agreement: float
 
 
 def export(
-    run_dir: Path | str, out_dir: Path, *, top_k: int | None = None, force: bool = False, weights: str | None = None
-) -> Path:
-    """Writes the SavedModel of the run at `run_dir` (or of `imagenet:NAME`) to `out_dir` and
-    returns `out_dir`.
+    model_ref: Path | str,
+    out_dir: Path,
+    *,
+    format: str = "savedmodel",
+    quantize: str = "none",
+    top_k: int | None = None,
+    min_agreement: float | None = None,
+    min_confidence: float = 0.0,
+    images: Path | None = None,
+    weights: str | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> Exported:
+    """Writes the run at `model_ref` (or `imagenet:NAME`) to `out_dir` in `format`, checked.
 
     Args:
+        quantize: LiteRT only: one of `QUANTIZATIONS`.
+        top_k: SavedModel only: labels per image in its `labels`/`probabilities` outputs; default min(3, classes).
+        min_agreement: the share of check images whose top-1 label must match the Keras model's;
+            default `MIN_AGREEMENT_INT8` for int8, else `MIN_AGREEMENT`.
+        min_confidence: the SavedModel's `answer` is `unknown` where the top probability is below it.
+        images: a folder of images to calibrate and check on, instead of the run's own split
+            (required for `imagenet:NAME` in a format other than the SavedModel).
         weights: for `imagenet:NAME`, its `include_top` weights file; `None` lets Keras download them.
-        top_k: labels per image in the `labels`/`probabilities` outputs; default min(3, classes).
         force: replace an earlier export at `out_dir`.
 
     Raises:
-        ModelLoadError: `run_dir` is not a complete run.
+        InvalidOptionError: an option out of range, or one that does not apply to `format`.
+        DependencyMissingError: the format's extra is not installed.
+        ModelLoadError: `model_ref` is not a complete run.
         OutputExistsError: something is at `out_dir` (`force` replaces only an earlier export).
-        InvalidOptionError: `top_k` out of range.
+        ExportCheckError: the export agrees with the Keras model on fewer images than `min_agreement`.
     """
     out_dir = Path(out_dir)
-    if (Path(run_dir) / outputs.SAVED_MODEL).is_file():
-        raise ModelLoadError(f"{run_dir} is already an exported SavedModel; export takes a run directory.")
-    if is_imagenet(run_dir):
-        run = ImageNetClassifier.open(run_dir, weights)
-    else:
-        require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
-        run = outputs.Run.open(run_dir)
-    class_names = run.labels()
+    require(format in EXPORT_FORMATS, "--format", format, " | ".join(EXPORT_FORMATS))
+    require(quantize in QUANTIZATIONS, "--quantize", quantize, " | ".join(QUANTIZATIONS))
+    require(quantize == "none" or format == "litert", "--quantize", quantize, "given only with --format litert")
+    require(top_k is None or format == "savedmodel", "--top-k", top_k, "given only with --format savedmodel (the others output every score)")
+    if min_agreement is None:
+        min_agreement = MIN_AGREEMENT_INT8 if quantize == "int8" else MIN_AGREEMENT
+    require(0 <= min_agreement <= 1, "--min-agreement", min_agreement, "a share between 0 and 1")
+    if format in FORMAT_EXTRAS:
+        extras.require(FORMAT_EXTRAS[format])
+    source = _open_source(model_ref, weights)
+    class_names = source.labels()
+    min_confidence = resolve_min_confidence(min_confidence, class_names, {})
     k = resolve_top_k(top_k, len(class_names))
-    outputs.check_destination(out_dir, kind="export", force=force)
+    check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
+    outputs.check_destination(out_dir, kind="export", force=force, data=(images,))
 
+    from transfer.classifier import inference_model
+    from transfer.scorers import EXPORT_SCORERS, KerasScorer
+
+    keras_scorer = KerasScorer(source)
+    model = inference_model(keras_scorer.model)
+    config = {**source.config(), "export": {"format": format, "quantize": quantize, "min_confidence": min_confidence}}
+    with outputs.staged(out_dir, "export") as staging:
+        reporter.message(f"Converting to {format}" + (f" ({quantize})" if quantize != "none" else ""))
+        if format == "savedmodel":
+            _write_savedmodel(model, staging, class_names, k, min_confidence)
+        elif format == "litert":
+            _write_litert(model, staging / outputs.LITERT_MODEL, quantize, calibration_paths)
+        else:
+            _write_onnx(model, staging / outputs.ONNX_MODEL, class_names)
+        outputs.Export(staging).write_metadata(class_names, config)
+        exported = outputs.Export.open(staging)
+        agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter)
+        size = _size(exported.model_file)
+        if agreement < min_agreement:
+            raise ExportCheckError(
+                f"The {format}{f' {quantize}' if quantize != 'none' else ''} export agrees with the Keras model on "
+                f"{agreement:.1%} of {checked} images, below --min-agreement {min_agreement}; nothing was written. "
+                + ("Try --quantize dynamic or float16, or lower --min-agreement." if quantize == "int8" else
+                   "Lower --min-agreement only if that difference is acceptable.")
+            )
+        summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference,
+                   "min_agreement": min_agreement, "size_bytes": size}
+        outputs.write_json(staging / outputs.CONFIG, {**config, "export": {**config["export"], **summary}})
+    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement)
+
+
+def _open_source(model_ref: Path | str, weights: str | None):
+    if is_imagenet(model_ref):
+        return ImageNetClassifier.open(model_ref, weights)
+    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
+    if not (Path(model_ref) / outputs.MODEL).is_file() and not (Path(model_ref) / outputs.CHECKPOINT).is_file():
+        try:
+            outputs.Export.open(model_ref)
+        except ModelLoadError:
+            pass
+        else:
+            raise ModelLoadError(f"{model_ref} is already an export; export takes a run directory.")
+    return outputs.Run.open(model_ref)
+
+
+def _check_and_calibration_images(source, images: Path | None, format: str, quantize: str) -> tuple[list[str], list[str]]:
+    """The images that check the export, and those that calibrate int8 (empty otherwise)."""
+    if images is not None:
+        paths, _ = collect_images([Path(images)])
+        if not paths:
+            raise DataError(f"--images {images} holds no image file to check the export on.")
+        return paths[:CHECK_IMAGES], paths[:CALIBRATION_IMAGES] if quantize == "int8" else []
+    if isinstance(source, ImageNetClassifier):
+        raise DataError(
+            f"{source.path} has no validation images to check the export on; pass --images FOLDER (photos of the "
+            f"kind it will see; int8 also calibrates on them)."
+        )
+    split = source.split()
+    check = split.loc[split["split"] == "val", "path"].tolist()[:CHECK_IMAGES]
+    calibration = split.loc[split["split"] == "train", "path"].tolist() if quantize == "int8" else []
+    if calibration:  # spread over the classes: split.csv is grouped by class
+        calibration = calibration[:: max(1, len(calibration) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
+    return check, calibration
+
+
+def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) -> tuple[float, int, float]:
+    """Top-1 agreement of two scorers on `paths`, the number of images both scored, and the largest
+    absolute difference of their probabilities."""
+    with reporter.progress("Checking against the Keras model", total=2 * len(paths)) as progress:
+        scores = []
+        for scorer in (reference, exported):
+            scored = {}
+            for path, row in scorer.score_files(paths, batch_size=32):
+                progress.advance()
+                if not isinstance(row, str):
+                    scored[path] = row
+            scores.append(scored)
+    common = [path for path in paths if path in scores[0] and path in scores[1]]
+    if not common:
+        raise DataError(
+            f"None of the {len(paths)} check images could be read (the first: {paths[0] if paths else 'none'}); "
+            f"if the data moved, pass --images FOLDER."
+        )
+    a, b = (np.stack([scored[path] for path in common]) for scored in scores)
+    return float(np.mean(a.argmax(1) == b.argmax(1))), len(common), float(np.abs(a - b).max())
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_confidence: float) -> None:
+    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training."""
     import keras
     import tensorflow as tf
 
     from transfer.preprocessing import decode_image, is_image_format
 
-    model = run.load_model()
     size, classes = int(model.input_shape[1]), len(class_names)
     labels = tf.constant(class_names)
 
@@ -75,20 +228,64 @@ def export(
         pixels = tf.map_fn(decode, (indices, images), fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
         scores = tf.cast(model(pixels, training=False), tf.float32)
         top = tf.math.top_k(scores, k=k)
-        return {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores}
+        answer = tf.where(top.values[:, 0] >= min_confidence, tf.gather(labels, top.indices[:, 0]), UNKNOWN)
+        return {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores, "answer": answer}
 
     def serve(images):
         nothing = {  # an empty batch gets empty answers of the same shapes
             "labels": tf.zeros([0, k], tf.string), "probabilities": tf.zeros([0, k]), "scores": tf.zeros([0, classes]),
+            "answer": tf.zeros([0], tf.string),
         }
         return tf.cond(tf.size(images) > 0, lambda: classify(images), lambda: nothing)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")]
-    )
-    with outputs.staged(out_dir, "export") as staging:
-        archive.write_out(str(staging), verbose=False)
-        outputs.Export(staging).write_metadata(class_names, run.config())
-    return out_dir
+    archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    archive.write_out(str(folder), verbose=False)
+
+
+def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[str]) -> None:
+    """A `.tflite` file by TensorFlow's converter; pixels in, the softmax out as `scores`."""
+    import tensorflow as tf
+
+    from transfer.data import iter_decoded_batches
+
+    import keras
+
+    size = int(model.input_shape[1])
+    # From the Keras model, which freezes its variables into the file; the dict names the output.
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(model.inputs, {"scores": model.outputs[0]}))
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        def calibration():
+            for batch in iter_decoded_batches(calibration_paths, size, batch_size=16):
+                for pixels in batch.pixels:
+                    yield [pixels[None]]
+
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    file.write_bytes(converter.convert())
+
+
+def _write_onnx(model, file: Path, class_names: list[str]) -> None:
+    """A `.onnx` file by Keras' exporter (tf2onnx), with the labels in its metadata and the output
+    named `scores`."""
+    import onnx
+
+    size = int(model.input_shape[1])
+    model(np.zeros((1, size, size, 3), np.float32))  # a loaded model is built before Keras can trace it
+    model.export(str(file), format="onnx", verbose=False)
+    proto = onnx.load(str(file))
+    output = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = ["scores" if name == output else name for name in node.output]
+    proto.graph.output[0].name = "scores"
+    for key, value in {"labels": json.dumps(class_names), "producer": "transfer export"}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(file))

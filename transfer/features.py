@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
@@ -173,7 +174,7 @@ def run_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]
     extractor, cache = _extractor_and_cache(run)
     train_features = extract_features(
         extractor, run.train_paths, options.image_size, options.batch_size,
-        augmentation=model.get_layer("augmentation") if views > 1 else None, views=views, cache=cache,
+        augmentation=model.get_layer(AUGMENTATION) if views > 1 else None, views=views, cache=cache,
         reporter=run.reporter,
         description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
     )
@@ -252,19 +253,16 @@ def write_features(
     Raises:
         DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
     """
+    from transfer import extras
     from transfer.data import find_unreadable
-    from transfer.errors import DependencyMissingError
     from transfer.options import require
     from transfer.sources import list_folder
 
     require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DependencyMissingError(
-            "Writing Parquet needs pyarrow, an optional part of transfer: pip install 'keras-transfer[features]'."
-        ) from None
+    extras.require("features")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     out_file = Path(out_file)
     outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir))

@@ -30,6 +30,9 @@ CLASS_WEIGHTS = ("none", "auto")
 #: The new head: a dense softmax layer trained by gradient descent, or scikit-learn's multinomial
 #: logistic regression fitted on the pooled features (the same layer, fitted in closed form).
 HEADS = ("dense", "logistic")
+#: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.export`).
+EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 #: The largest input side: 4.5x what the ImageNet backbones were trained at; a batch of 32 at this
 #: size already needs about 400 MB for the pixels alone.
 MAX_IMAGE_SIZE = 1024

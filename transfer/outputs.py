@@ -3,7 +3,7 @@
 | output | written by | files |
 |---|---|---|
 | run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv`, `checkpoint.keras` |
-| export | `export` | `saved_model.pb` and `variables/` (TensorFlow's), `labels.txt`, `config.json` |
+| export | `export` | by `--format`: `saved_model.pb` and `variables/` (TensorFlow's), `model.tflite` or `model.onnx`; and `labels.txt`, `config.json` (the run's, with an `export` section: format, quantization, the check's agreement) |
 | evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `errors.csv`, `skipped.csv` |
 | report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file |
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
@@ -56,8 +56,11 @@ DUPLICATES = "duplicates.csv"
 RESUME_STATE = "resume.json"
 BEST_WEIGHTS = "best_weights.npz"
 STAGES = "stages"
-# An export.
+# An export: one of these, by format.
 SAVED_MODEL = "saved_model.pb"
+LITERT_MODEL = "model.tflite"
+ONNX_MODEL = "model.onnx"
+EXPORT_FILES = {"savedmodel": SAVED_MODEL, "litert": LITERT_MODEL, "onnx": ONNX_MODEL}
 # An evaluation.
 EVALUATION = "evaluation"
 METRICS_CSV = "metrics.csv"
@@ -194,16 +197,35 @@ class Run:
 
 @dataclass(frozen=True)
 class Export:
-    """A SavedModel written by `transfer export`, with the run's `labels.txt` and `config.json`."""
+    """An export of `transfer export`: a SavedModel folder, or a folder holding `model.tflite` or
+    `model.onnx`; each with `labels.txt` and `config.json` beside the model."""
 
     path: Path
+    format: str = "savedmodel"
+    file: Path | None = None  # the .tflite or .onnx file; None for a SavedModel, which is its folder
 
     @classmethod
     def open(cls, path: Path) -> Export:
-        export = cls(Path(path))
-        if not (export.path / SAVED_MODEL).is_file():
-            raise ModelLoadError(f"{path} is not an exported SavedModel: {export.path / SAVED_MODEL} is missing.")
-        return export
+        """An export folder, or a `.tflite` or `.onnx` file with `labels.txt` beside it.
+
+        Raises:
+            ModelLoadError: `path` is none of these.
+        """
+        path = Path(path)
+        formats = {Path(name).suffix: format for format, name in EXPORT_FILES.items() if format != "savedmodel"}
+        if path.is_file() and path.suffix in formats:
+            return cls(path.parent, formats[path.suffix], path)
+        for format, name in EXPORT_FILES.items():
+            if (path / name).is_file():
+                return cls(path, format, None if format == "savedmodel" else path / name)
+        raise ModelLoadError(
+            f"{path} is not an export: it holds none of {', '.join(EXPORT_FILES.values())}. "
+            f"Pass the --out folder of `transfer export`, or its .tflite or .onnx file."
+        )
+
+    @property
+    def model_file(self) -> Path:
+        return self.file if self.file is not None else self.path
 
     def labels(self) -> list[str]:
         return read_labels(self.path / LABELS)
@@ -230,7 +252,7 @@ class Export:
 
 
 def open_model(path: Path) -> Run | Export:
-    """A run directory (has `model.keras`) or an export (has `saved_model.pb`).
+    """A run directory (has `model.keras`) or an export (`Export.open`).
 
     Raises:
         ModelLoadError: `path` is neither.
@@ -238,12 +260,13 @@ def open_model(path: Path) -> Run | Export:
     path = Path(path)
     if (path / MODEL).is_file() or (path / CHECKPOINT).is_file():
         return Run(path)
-    if (path / SAVED_MODEL).is_file():
-        return Export(path)
-    raise ModelLoadError(
-        f"{path} is neither a run directory (with {MODEL}) nor an exported SavedModel (with "
-        f"{SAVED_MODEL}). Pass the --out folder of `transfer train` or `transfer export`."
-    )
+    try:
+        return Export.open(path)
+    except ModelLoadError:
+        raise ModelLoadError(
+            f"{path} is neither a run directory (with {MODEL}) nor an export (with {', '.join(EXPORT_FILES.values())}). "
+            f"Pass the --out folder of `transfer train` or `transfer export`, or an exported .tflite or .onnx file."
+        ) from None
 
 
 def load_keras_model(model_file: Path):
@@ -278,9 +301,10 @@ def write_evaluation(evaluation, out_dir: Path) -> None:
 
 
 def default_evaluation_dir(model: Path) -> Path:
-    """`RUN/evaluation` for a run; `NAME-evaluation` beside an export, whose folder stays TensorFlow's."""
-    model = Path(model)
-    return model.parent / f"{model.name}-{EVALUATION}" if (model / SAVED_MODEL).is_file() else model / EVALUATION
+    """`RUN/evaluation` for a run; `NAME-evaluation` beside an export folder (of a file: its folder),
+    which holds only what its runtime reads."""
+    opened = open_model(model)
+    return opened.path / EVALUATION if isinstance(opened, Run) else opened.path.parent / f"{opened.path.name}-{EVALUATION}"
 
 
 def feature_maps_png(layer: str) -> str:

@@ -1,4 +1,5 @@
-"""`transfer predict`: top-k labels for image files, from a run directory or an exported SavedModel.
+"""`transfer predict`: top-k labels for image files, from a run directory, an export of any format
+(`transfer.scorers`) or `imagenet:NAME`.
 
 TensorFlow is imported when a model is loaded, after the options and the inputs are checked.
 """
@@ -11,26 +12,33 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from transfer.errors import DataError, ModelLoadError, op_error_message
-from transfer.imagenet import ImageNetClassifier, is_imagenet
+from transfer.errors import DataError
+from transfer.imagenet import is_imagenet
 from transfer.options import MAX_BATCH_SIZE, require
-from transfer.outputs import LABELS, Export, Run, open_model
 from transfer.progress import SILENT, Reporter
+from transfer.scorers import load_scorer, model_labels
 from transfer.sources import IMAGE_EXTENSIONS, walk_images
+
+
+#: The answer for an image whose top probability is below the minimum confidence.
+UNKNOWN = "unknown"
 
 
 @dataclass
 class Prediction:
-    """The most probable labels for one file, most probable first; or why it has none."""
+    """The most probable labels for one file, most probable first, and the answer (the top label,
+    or `UNKNOWN` below the minimum confidence); or why it has none."""
 
     path: str
     labels: list[str] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
+    answer: str | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
         entry = {
             "path": self.path,
+            "answer": self.answer,
             "predictions": [
                 {"label": label, "probability": probability}
                 for label, probability in zip(self.labels, self.probabilities)
@@ -39,93 +47,24 @@ class Prediction:
         return entry if self.error is None else {**entry, "error": self.error}
 
 
-class KerasScorer:
-    """Scores images with a run's `model.keras` (or the ImageNet classifier), fed by
-    `transfer.data`'s decoder."""
-
-    def __init__(self, run: Run | ImageNetClassifier):
-        self.run = run
-        self.model = run.load_model()
-        self.labels = run.labels()
-        self.config = run.config()
-        self.image_size = int(self.model.input_shape[1])
-        _check_labels(self.labels, int(self.model.output_shape[-1]), run.path)
-
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Softmax for a batch of decoded images (`decode_image` output at `image_size`)."""
-        return np.asarray(self.model.predict_on_batch(pixels))
-
-    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
-        from transfer.data import iter_decoded_batches
-
-        for batch in iter_decoded_batches(paths, self.image_size, batch_size):
-            yield from batch.failed
-            if batch.paths:
-                scores = self.model.predict_on_batch(batch.pixels)
-                yield from zip(batch.paths, np.asarray(scores))
-
-
-class SavedModelScorer:
-    """Scores images with an export of `transfer export`, fed with the raw bytes of each file."""
-
-    def __init__(self, export: Export):
-        self.serve = export.load_signature()
-        self.labels = export.labels()
-        self.config = export.config()
-        self.image_size = self.config.get("image_size")
-        _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), export.path)
-
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Softmax for decoded images, sent through the signature as lossless PNGs."""
-        if self.image_size is None:
-            raise ModelLoadError("This SavedModel has no config.json (exported by an older version); export it again.")
-        import tensorflow as tf
-
-        encoded = [tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(p, 0, 255)), tf.uint8)).numpy() for p in pixels]
-        return self._scores(encoded)
-
-    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
-        import tensorflow as tf
-
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            try:
-                yield from zip(batch, self._scores([_read(p) for p in batch]))
-            except (tf.errors.OpError, OSError):
-                for path in batch:  # isolate the file(s) that failed
-                    try:
-                        yield path, self._scores([_read(path)])[0]
-                    except (tf.errors.OpError, OSError) as error:
-                        yield path, _reason(path, error)
-
-    def _scores(self, contents: list[bytes]) -> np.ndarray:
-        import tensorflow as tf
-
-        return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
-
-
-Scorer = KerasScorer | SavedModelScorer
-
-
-def model_labels(path: Path | str) -> list[str]:
-    """The class names of a run, an export or `imagenet:NAME`, without loading the model."""
-    from transfer.imagenet import class_names
-
-    return class_names() if is_imagenet(path) else open_model(path).labels()
-
-
-def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
-    """Scores with a run directory, an exported SavedModel (`transfer.outputs.open_model`), or the
-    ImageNet classifier as it comes (`imagenet:NAME`, `weights` its `include_top` file or `None`).
+def resolve_min_confidence(min_confidence: float | None, labels: Sequence[str], config: dict) -> float:
+    """The threshold below which the answer is `UNKNOWN`: `min_confidence`, else the one an export
+    was made with (its `config.json`), else 0.
 
     Raises:
-        InvalidOptionError: `weights` given for anything but `imagenet:NAME`.
+        InvalidOptionError: out of [0, 1), or a threshold for a model that has a class named `UNKNOWN`.
     """
-    if is_imagenet(path):
-        return KerasScorer(ImageNetClassifier.open(path, weights))
-    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run or an export has its own)")
-    model = open_model(path)
-    return KerasScorer(model) if isinstance(model, Run) else SavedModelScorer(model)
+    if min_confidence is None:
+        min_confidence = config.get("export", {}).get("min_confidence", 0.0)
+    require(0 <= min_confidence < 1, "--min-confidence", min_confidence, "a probability from 0 up to 1 (not included)")
+    require(min_confidence == 0 or UNKNOWN not in labels, "--min-confidence", min_confidence,
+            f"0 for this model: it has a class named {UNKNOWN!r}, the answer for images below the threshold")
+    return float(min_confidence)
+
+
+def answer(label: str, probability: float, min_confidence: float) -> str:
+    """The top `label`, or `UNKNOWN` where its `probability` is below `min_confidence`."""
+    return label if probability >= min_confidence else UNKNOWN
 
 
 def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -161,6 +100,7 @@ def predict(
     *,
     top_k: int | None = None,
     batch_size: int = 32,
+    min_confidence: float | None = None,
     weights: str | None = None,
     reporter: Reporter = SILENT,
 ) -> Iterator[Prediction]:
@@ -170,10 +110,12 @@ def predict(
     decoded, and files of the folders that are not images, yield a `Prediction` with `error` set.
 
     Raises:
-        InvalidOptionError: `top_k` or `batch_size` out of range.
+        InvalidOptionError: `top_k`, `batch_size` or `min_confidence` out of range.
         DataError: an input that does not exist, or no image file at all.
     """
     require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
+    require(min_confidence is None or 0 <= min_confidence < 1, "--min-confidence", min_confidence,
+            "a probability from 0 up to 1 (not included)")
     require(1 <= batch_size <= MAX_BATCH_SIZE, "--batch-size", batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
     paths, skipped = collect_images(inputs)
     if not paths:
@@ -185,6 +127,7 @@ def predict(
             "given only with imagenet:NAME (a run or an export has its own)")
     k = resolve_top_k(top_k, len(model_labels(model_path)))  # before the model is loaded: labels.txt says
     model = load_scorer(model_path, weights)
+    threshold = resolve_min_confidence(min_confidence, model.labels, model.config)
     for path, reason in skipped:
         yield Prediction(path, error=reason)
     with reporter.progress("Predicting", total=len(paths)) as progress:
@@ -194,25 +137,5 @@ def predict(
                 yield Prediction(path, error=scores)
                 continue
             order = np.argsort(-scores, kind="stable")[:k]
-            yield Prediction(path, [model.labels[i] for i in order], [float(scores[i]) for i in order])
-
-
-def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
-    if len(labels) != outputs:
-        raise ModelLoadError(
-            f"{path}: {LABELS} lists {len(labels)} labels but the model has {outputs} outputs. "
-            f"The folder mixes files of different runs; train or export it again."
-        )
-
-
-def _reason(path: str, error: Exception) -> str:
-    """Why the signature refused a file: the shared decoder's own words (the SavedModel decodes with
-    it), or the signature's message when the decoder reads the file."""
-    from transfer.data import image_error
-
-    reason = image_error(path)
-    return reason if reason != "unreadable image" else op_error_message(error)
-
-
-def _read(path: str) -> bytes:
-    return Path(path).read_bytes()
+            labels, probabilities = [model.labels[i] for i in order], [float(scores[i]) for i in order]
+            yield Prediction(path, labels, probabilities, answer(labels[0], probabilities[0], threshold))
