@@ -50,7 +50,7 @@ class Workspace:
     def export(self) -> Path:
         from transfer.export import export
 
-        return export(self.run, self.root / "export")
+        return export(self.run, self.root / "export").path
 
     def copy_of(self, source: Path, name: str) -> Path:
         destination = self.root / name
@@ -198,6 +198,27 @@ def _split_dirs(ws: Workspace, name: str, change=None) -> list[str]:
     return _train(str(root / "train"), ws, "--val-dir", str(root / "val"))
 
 
+def _lone_tflite(ws: Workspace) -> list[str]:
+    """A .tflite file copied away from its export folder, without labels.txt."""
+    lone = ws.fresh("lone")
+    lone.mkdir()
+    (lone / "model.tflite").write_bytes(b"TFL3 not read: labels.txt is checked first")
+    return ["predict", str(lone / "model.tflite"), str(ws.data)]
+
+
+_LISTENING: list = []  # sockets kept open while their case runs
+
+
+def _port_in_use(ws: Workspace) -> list[str]:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    _LISTENING.append(listener)
+    return ["serve", str(ws.run), "--port", str(listener.getsockname()[1])]
+
+
 CASES = [
     # Image folders: structure (exit 2 before any heavy work)
     Case("data folder missing", lambda ws: _train(str(ws.path("nope")), ws), 2, "does not exist"),
@@ -260,6 +281,20 @@ CASES = [
     Case("corrupt model.keras", _corrupt_model, 1, "Cannot load the model file"),
     Case("corrupt saved_model.pb", _corrupt_savedmodel, 1, "Cannot load the SavedModel"),
     Case("export of a folder that is no run", lambda ws: ["export", str(ws.data), "--out", str(ws.path("exp2"))], 1, "is not a run directory"),
+    Case("export of an export", lambda ws: ["export", str(ws.export), "--out", str(ws.path("exp3"))], 1, "is already an export"),
+    Case("export --quantize other than LiteRT", lambda ws: ["export", str(ws.run), "--format", "onnx", "--quantize", "int8", "--out", str(ws.path("exp4"))], 2, "--quantize must be given only with --format litert; received 'int8'"),
+    Case("export --top-k other than SavedModel", lambda ws: ["export", str(ws.run), "--format", "litert", "--top-k", "1", "--out", str(ws.path("exp5"))], 2, "--top-k must be given only with --format savedmodel"),
+    Case("export --min-agreement above 1", lambda ws: ["export", str(ws.run), "--min-agreement", "1.5", "--out", str(ws.path("exp6"))], 2, "--min-agreement must be a share between 0 and 1; received 1.5"),
+    Case("export --min-confidence 1", lambda ws: ["export", str(ws.run), "--min-confidence", "1", "--out", str(ws.path("exp7"))], 2, "--min-confidence must be a probability from 0 up to 1 (not included); received 1.0"),
+    Case("export imagenet:NAME to LiteRT without images to check on", lambda ws: ["export", "imagenet:resnet50", "--format", "litert", "--out", str(ws.path("exp8"))], 2, "has no validation images to check the export on; pass --images FOLDER"),
+    Case("export --images with no image in it", lambda ws: ["export", str(ws.run), "--images", str(_folder(ws, "no-images")), "--out", str(ws.path("exp9"))], 2, "holds no image file to check the export on"),
+    Case("predict --min-confidence negative", lambda ws: ["predict", str(ws.run), str(ws.data), "--min-confidence", "-0.5"], 2, "--min-confidence must be a probability from 0 up to 1"),
+    Case("predict a .tflite file without its labels.txt", _lone_tflite, 1, "labels.txt is missing"),
+    Case("serve on port 0", lambda ws: ["serve", str(ws.run), "--port", "0"], 2, "--port must be a TCP port between 1 and 65535; received 0"),
+    Case("serve with a model name unfit for a URL", lambda ws: ["serve", str(ws.run), "--model-name", "my model"], 2, "--model-name must be letters, digits"),
+    Case("serve with a missing API key file", lambda ws: ["serve", str(ws.run), "--api-key-file", str(ws.path("no-key.txt"))], 2, "--api-key-file"),
+    Case("serve with an empty API key file", lambda ws: ["serve", str(ws.run), "--api-key-file", _manifest(ws, "key.txt", "\n")], 2, "must hold one key on one line; it holds nothing"),
+    Case("serve on a port in use", _port_in_use, 1, "Cannot listen on 127.0.0.1:"),
     Case("predict on a missing image", lambda ws: ["predict", str(ws.run), str(ws.path("missing.jpg"))], 2, "does not exist"),
     Case("predict where no image decodes", _unreadable_only, 1, "skipped"),
     Case("predict a folder with WebP and TIFF files", _mixed_formats, 0, "TIF images are not read"),

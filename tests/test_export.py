@@ -1,21 +1,29 @@
-"""The SavedModel's serving signature at its edges: no image, and a file that is not one."""
+"""Exports: the SavedModel's serving signature at its edges (no image, a file that is not one), and
+every format through its own runtime against the Keras model."""
 
 import io
+import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from typer.testing import CliRunner
 
 from transfer import outputs
+from transfer.cli import app
 from transfer.export import export
 
 pytestmark = pytest.mark.slow
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def serve(digits_run, tmp_path_factory):
-    path = export(digits_run, tmp_path_factory.mktemp("export") / "digits")
+    path = export(digits_run, tmp_path_factory.mktemp("export") / "digits").path
     assert outputs.marker_of(path)["kind"] == "export"
     return tf.saved_model.load(str(path)).signatures["serving_default"]
 
@@ -38,3 +46,176 @@ def test_a_file_that_is_not_an_image_is_named_by_its_index(serve):
     answer = serve(images=tf.constant([png(0), png(255)]))
     assert answer["labels"].shape == (2, 3)
     np.testing.assert_allclose(answer["scores"].numpy().sum(axis=1), 1, atol=1e-5)
+
+
+# --- Every format, through its own runtime -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def augmented_run(digits_dir, tmp_path_factory):
+    """LeNet-5 with its augmentation block (flips off, translations on), one epoch: exports must leave
+    the block's random ops out."""
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    out = tmp_path_factory.mktemp("augmented") / "lenet"
+    return train(digits_dir, out, TrainOptions(backbone="lenet", epochs=1, flip="none", seed=5), verbose=0).run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(augmented_run):
+    """The run's validation images, decoded by PIL (not the project's decoder: they are 32x32 PNGs
+    already, so no resizing is involved), and the Keras model's softmax on them."""
+    import keras
+
+    import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
+
+    paths = outputs.Run.open(augmented_run).validation_images()["path"].tolist()
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p in paths])
+    assert pixels.shape[1:] == (32, 32, 3)
+    model = keras.saving.load_model(augmented_run / outputs.MODEL, compile=False)
+    assert "augmentation" in [layer.name for layer in model.layers]
+    return paths, pixels, np.asarray(model(pixels, training=False))
+
+
+RANDOM_OPS = ("Random", "ImageProjectiveTransform")
+
+# format, quantize, largest probability difference allowed, least top-1 agreement
+FORMATS = [
+    ("savedmodel", "none", 1e-5, 1.0),
+    ("onnx", "none", 1e-4, 1.0),
+    ("litert", "none", 1e-4, 1.0),
+    ("litert", "float16", 5e-3, 0.99),
+    ("litert", "dynamic", 5e-2, 0.98),
+    ("litert", "int8", 1e-1, 0.98),
+]
+
+
+@pytest.mark.parametrize("format, quantize, tolerance, least", FORMATS, ids=[f"{f}-{q}" for f, q, _, _ in FORMATS])
+def test_each_format_round_trips_through_its_runtime(augmented_run, reference, tmp_path, format, quantize, tolerance, least):
+    from transfer.scorers import load_scorer
+
+    paths, pixels, expected = reference
+    done = export(augmented_run, tmp_path / "export", format=format, quantize=quantize)
+    assert done.images_checked == len(paths) and done.agreement >= done.min_agreement
+    assert done.min_agreement == (0.98 if quantize == "int8" else 0.999)
+    assert outputs.marker_of(done.path)["kind"] == "export"
+    assert (done.path / outputs.LABELS).read_text().split() == [str(d) for d in range(10)]
+    config = json.loads((done.path / outputs.CONFIG).read_text())["export"]
+    assert config["format"] == format and config["quantize"] == quantize and config["agreement"] == done.agreement
+
+    scorer = load_scorer(done.path)  # the export's own runtime
+    scores = scorer.score_pixels(pixels) if format != "savedmodel" else np.stack(
+        [s for _, s in scorer.score_files(paths, batch_size=64)]
+    )
+    assert np.abs(scores - expected).max() <= tolerance
+    assert np.mean(scores.argmax(1) == expected.argmax(1)) >= least
+    assert not [op for op in _ops(done.path, format) if op.startswith(RANDOM_OPS)], "augmentation traced into the export"
+
+
+def _ops(path: Path, format: str) -> set[str]:
+    """The operation types in an exported graph."""
+    if format == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path / outputs.ONNX_MODEL)).graph
+        return {node.op_type for node in graph.node}
+    if format == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        return {op["op_name"] for op in Interpreter(model_path=str(path / outputs.LITERT_MODEL))._get_ops_details()}
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((path / outputs.SAVED_MODEL).read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+
+
+def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, tmp_path):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    int8 = export(augmented_run, tmp_path / "int8", format="litert", quantize="int8")
+    interpreter = Interpreter(model_path=str(int8.path / outputs.LITERT_MODEL))
+    (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert given["dtype"] == np.uint8 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.uint8
+    float32 = export(augmented_run, tmp_path / "float32", format="litert")
+    assert int8.size_bytes < 0.4 * float32.size_bytes  # int8 weights are a quarter of float32 ones
+
+    onnx_export = export(augmented_run, tmp_path / "onnx", format="onnx")
+    proto = onnx.load(str(onnx_export.path / outputs.ONNX_MODEL))
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"]) == [str(d) for d in range(10)]
+    assert [o.name for o in proto.graph.output] == ["scores"] and proto.graph.input[0].name == "image"
+
+
+def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_run, tmp_path, monkeypatch):
+    """A LiteRT runtime whose answers are shifted by one class: the check refuses it, the earlier
+    export at the destination stays as it was, and no staging folder is left behind."""
+    from transfer import scorers
+    from transfer.errors import ExportCheckError
+
+    out = tmp_path / "export"
+    earlier = export(augmented_run, out, format="litert")
+    before = (out / outputs.LITERT_MODEL).read_bytes()
+    honest = scorers.LiteRTScorer.score_pixels
+    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
+    with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images, below --min-agreement 0.999"):
+        export(augmented_run, out, format="litert", force=True)
+    assert (out / outputs.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_predict_and_evaluate_read_the_exported_files(augmented_run, digits_dir, tmp_path):
+    """`transfer predict` on the .tflite and .onnx files gives the run's own labels; `transfer
+    evaluate` on the .onnx file the run's accuracy, and writes beside the export folder."""
+    for format in ("litert", "onnx"):
+        export(augmented_run, tmp_path / format, format=format)
+    images = [str(digits_dir / str(d) / sorted(os.listdir(digits_dir / str(d)))[0]) for d in range(10)]
+
+    def labels(model: Path) -> list[list[str]]:
+        result = runner.invoke(app, ["predict", str(model), *images, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return [[p["label"] for p in entry["predictions"]] for entry in json.loads(result.stdout)]
+
+    expected = labels(augmented_run)
+    assert labels(tmp_path / "litert" / outputs.LITERT_MODEL) == expected
+    assert labels(tmp_path / "onnx" / outputs.ONNX_MODEL) == expected
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "onnx" / outputs.ONNX_MODEL), str(digits_dir)])
+    assert result.exit_code == 0, result.output
+    onnx_metrics = json.loads((tmp_path / "onnx-evaluation" / outputs.METRICS).read_text())
+    result = runner.invoke(app, ["evaluate", str(augmented_run), str(digits_dir)])
+    assert result.exit_code == 0, result.output
+    run_metrics = json.loads((augmented_run / outputs.EVALUATION / outputs.METRICS).read_text())
+    assert onnx_metrics["accuracy"] == pytest.approx(run_metrics["accuracy"], abs=1 / 600)
+
+
+def test_min_confidence_in_the_signature_and_in_predict(digits_run, digits_dir, tmp_path):
+    """The SavedModel's `answer` is the top label where its probability reaches the threshold and
+    `unknown` elsewhere; `transfer predict` answers the same on the run."""
+    threshold = 0.9
+    path = export(digits_run, tmp_path / "export", min_confidence=threshold).path
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    images = sorted(str(p) for p in digits_dir.rglob("*.png"))[::20]
+    result = serve(images=tf.constant([Path(p).read_bytes() for p in images]))
+    top, probability = result["labels"].numpy()[:, 0].astype(str), result["probabilities"].numpy()[:, 0]
+    expected = np.where(probability >= threshold, top, "unknown")
+    assert result["answer"].numpy().astype(str).tolist() == expected.tolist()
+    assert 0 < np.sum(expected == "unknown") < len(images), "the digits run has confident and unsure answers"
+
+    printed = runner.invoke(app, ["predict", str(digits_run), *images, "--format", "json", "--min-confidence", str(threshold)])
+    assert printed.exit_code == 0, printed.output
+    assert [entry["answer"] for entry in json.loads(printed.stdout)] == expected.tolist()
+    # The export remembers its threshold: predicting with it answers the same without the option.
+    printed = runner.invoke(app, ["predict", str(path), *images, "--format", "json"])
+    assert [entry["answer"] for entry in json.loads(printed.stdout)] == expected.tolist()
+
+
+def test_a_missing_extra_is_named_before_any_work(digits_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    result = runner.invoke(app, ["export", str(digits_run), "--format", "onnx", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: Writing and running ONNX models needs onnxruntime, from an optional part of transfer: "
+        "pip install 'keras-transfer[onnx]'."
+    )
+    assert not (tmp_path / "x").exists()

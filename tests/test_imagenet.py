@@ -77,6 +77,12 @@ def test_predict_and_export_with_a_weights_file(tmp_path):
 
     export = tmp_path / "export"
     result = runner.invoke(app, ["export", "imagenet:resnet50", "--out", str(export), "--weights", str(weights)])
+    assert result.exit_code == 2 and "pass --images FOLDER" in result.output  # no run: nothing to check on
+    photos = tmp_path / "photos"
+    for index, color in enumerate([(180, 120, 40), (20, 90, 200), (240, 240, 230)]):
+        write_png(photos / f"{index}.png", color=color, size=(224, 224))
+    result = runner.invoke(app, ["export", "imagenet:resnet50", "--out", str(export), "--weights", str(weights), "--images", str(photos)])
     assert result.exit_code == 0, result.output
+    assert "agreement with the Keras model 1.0000 on 3 images" in result.output
     assert (export / "labels.txt").read_text().splitlines() == class_names()
     assert json.loads((export / "config.json").read_text())["image_size"] == 224

@@ -22,6 +22,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
@@ -80,10 +81,10 @@ class RichReporter(Reporter):
     """Messages and progress bars on stderr, so stdout carries only results."""
 
     def message(self, text: str) -> None:
-        messages.print(text, highlight=False)
+        messages.print(escape(text), highlight=False)
 
     def warning(self, text: str) -> None:
-        messages.print(f"[yellow]{text}[/yellow]", highlight=False)
+        messages.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator:
@@ -127,7 +128,7 @@ def user_errors() -> Iterator[None]:
 
 
 def _error(text: str, code: int) -> None:
-    messages.print(f"[bold red]error:[/bold red] {text}", highlight=False)
+    messages.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False)
     raise typer.Exit(code=code)
 
 
@@ -284,7 +285,7 @@ def export(
     format: Annotated[ExportFormat, typer.Option("--format", help="savedmodel (TensorFlow, TF Serving; takes image bytes) | litert (.tflite) | onnx (.onnx); the last two take decoded pixels.")] = ExportFormat.savedmodel,
     quantize: Annotated[Quantization, typer.Option(help="LiteRT only: none | float16 | dynamic (int8 weights) | int8 (full integer, calibrated on the training split).")] = Quantization.none,
     min_agreement: Annotated[Optional[float], typer.Option(help="Refuse the export when its top-1 label matches the Keras model's on fewer of the validation images. Default: 0.98 for int8, 0.999 otherwise.", show_default=False)] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Images to check the export on (and calibrate int8 with) instead of the run's own split; required for imagenet:NAME other than savedmodel.", show_default=False)] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Images to check the export on (and calibrate int8 with) instead of the run's own split; required for imagenet:NAME, which has no split.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="SavedModel: labels per image in the signature. Default: min(3, classes).")] = None,
     min_confidence: Annotated[float, typer.Option(help="SavedModel: its `answer` output is 'unknown' where the top probability is below this.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
@@ -355,7 +356,7 @@ def evaluate(
         table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
     results.print(table)
     for row in evaluation.skipped.itertuples():
-        messages.print(f"[yellow]skipped {row.path}: {row.reason}[/yellow]", highlight=False)
+        messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
     results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
 
 
@@ -452,7 +453,7 @@ def features(
         table = write_features(model, data_dir, out, weights=weights, batch_size=batch_size, cache_dir=cache_dir,
                                force=force, reporter=RichReporter())
     for row in table.attrs["skipped"].itertuples():
-        messages.print(f"[yellow]skipped {row.path}: {row.reason}[/yellow]", highlight=False)
+        messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
     width = sum(column.startswith("f") for column in table.columns)
     results.print(f"{len(table)} images x {width} features written to {out}", highlight=False)
 
@@ -499,7 +500,7 @@ class _PredictionPrinter:
         self.count += 1
         if p.error is not None:
             self.failed += 1
-            messages.print(f"[yellow]skipped {p.path}: {p.error}[/yellow]", highlight=False)
+            messages.print(f"[yellow]skipped {escape(f'{p.path}: {p.error}')}[/yellow]", highlight=False)
         if self.format is OutputFormat.csv:
             if p.error is not None:
                 self.writer.writerow([p.path, "", "", "", "", p.error])
@@ -521,9 +522,9 @@ class _PredictionPrinter:
             unknown = any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
             table = Table("image", *(["answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
             for p in self.rows:
-                cells = [f"{label} {probability:.1%}" for label, probability in zip(p.labels, p.probabilities)]
-                answer = [p.answer or ""] if unknown else []
-                table.add_row(p.path, *(answer + cells if cells else [f"[red]{p.error}[/red]"]))
+                cells = [escape(f"{label} {probability:.1%}") for label, probability in zip(p.labels, p.probabilities)]
+                answer = [escape(p.answer or "")] if unknown else []
+                table.add_row(escape(p.path), *(answer + cells if cells else [f"[red]{escape(p.error)}[/red]"]))
             results.print(table)
 
 

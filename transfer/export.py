@@ -86,7 +86,7 @@ def export(
             default `MIN_AGREEMENT_INT8` for int8, else `MIN_AGREEMENT`.
         min_confidence: the SavedModel's `answer` is `unknown` where the top probability is below it.
         images: a folder of images to calibrate and check on, instead of the run's own split
-            (required for `imagenet:NAME` in a format other than the SavedModel).
+            (required for `imagenet:NAME`, which has none).
         weights: for `imagenet:NAME`, its `include_top` weights file; `None` lets Keras download them.
         force: replace an earlier export at `out_dir`.
 

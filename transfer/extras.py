@@ -32,6 +32,6 @@ def require(extra: str) -> None:
             importlib.import_module(module)
         except ImportError:
             raise DependencyMissingError(
-                f"{purpose.capitalize()} needs {module.split('.')[0]}, from an optional part of transfer: "
+                f"{purpose[0].upper() + purpose[1:]} needs {module.split('.')[0]}, from an optional part of transfer: "
                 f"pip install 'keras-transfer[{extra}]'."
             ) from None
