@@ -35,6 +35,8 @@ demo: install
 	$(BIN)/transfer dataset digits $(DEMO)/digits --force
 	$(BIN)/transfer train $(DEMO)/digits --backbone lenet --epochs 20 --flip none --out $(DEMO)/lenet --force
 	$(BIN)/transfer export $(DEMO)/lenet --out $(DEMO)/lenet-savedmodel --force
+	$(BIN)/transfer export $(DEMO)/lenet --format litert --quantize int8 --out $(DEMO)/lenet-int8 --force
+	$(BIN)/transfer predict $(DEMO)/lenet-int8/model.tflite $(DEMO)/digits/3/0003.png $(DEMO)/digits/5/0005.png
 	$(BIN)/transfer predict $(DEMO)/lenet $(DEMO)/digits/3/0003.png $(DEMO)/digits/5/0005.png $(DEMO)/digits/8/0008.png
 	$(BIN)/transfer predict $(DEMO)/lenet-savedmodel $(DEMO)/digits --format csv > $(DEMO)/predictions.csv
 	$(BIN)/transfer report $(DEMO)/lenet
@@ -54,6 +56,8 @@ demo: install
 	@echo "report (curves, metrics, confusion matrix, errors, Grad-CAM): $(DEMO)/lenet/report.html"
 	@echo "predictions for every digit image, from the SavedModel:  $(DEMO)/predictions.csv"
 	@echo "SavedModel serving raw image bytes:                        $(DEMO)/lenet-savedmodel"
+	@echo "LiteRT, full-integer int8 (checked against the Keras model): $(DEMO)/lenet-int8/model.tflite"
+	@echo "try it in a browser: $(BIN)/transfer serve $(DEMO)/lenet, then open http://127.0.0.1:8501/"
 
 clean:
 	rm -rf $(DEMO) $(VENV) *.egg-info
