@@ -44,7 +44,7 @@ class WeightsUnavailableError(TransferError):
 
 
 class ModelLoadError(TransferError):
-    """A run directory or SavedModel is missing, incomplete or inconsistent."""
+    """A run directory or an export is missing, incomplete or inconsistent."""
 
 
 class TrainingInterrupted(TransferError):

@@ -1,7 +1,7 @@
 """`transfer evaluate`: how good a model is on labelled images, and where it fails.
 
-Scores come from the same decoder and model as `transfer predict` (a run directory or an exported
-SavedModel). Metrics are scikit-learn's: accuracy, top-k accuracy, log loss, per-class precision,
+Scores come from the same decoder and model as `transfer predict` (a run directory, or an export of
+any format in its own runtime: `transfer.scorers`). Metrics are scikit-learn's: accuracy, top-k accuracy, log loss, per-class precision,
 recall, F1 and support with macro and weighted averages over the classes present in the data
 (a class of the model absent from the data is listed with support 0 and left out of the averages),
 and the confusion matrix. Evaluating a run on images it was trained on is reported, with the count.
@@ -87,7 +87,7 @@ def evaluate_folder(
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> tuple[Evaluation, Path]:
-    """Evaluates a run or SavedModel on a class folder and writes the results to `out_dir`
+    """Evaluates a run or an export on a class folder and writes the results to `out_dir`
     (default `RUN/evaluation`, or `NAME-evaluation` beside an export). Returns the evaluation and
     the folder written."""
     _check_options(top_k, batch_size)
