@@ -83,3 +83,30 @@ def test_unfreeze_more_layers_than_the_backbone_has():
     count = len(backbone_layers(model, SPEC))
     with pytest.raises(InvalidOptionError, match=f"between 1 and {count}"):
         unfreeze_top(model, SPEC, count + 1)
+
+
+def test_the_inference_model_has_no_augmentation_and_computes_in_float32(data):
+    """A mixed-precision LeNet-5 (float16 layers nested in its backbone) with augmentation: the
+    exporters' copy has neither, the same weights, and the float32 model's outputs."""
+    from transfer.augmentation import build_augmentation
+    from transfer.classifier import inference_model
+
+    x, _ = data
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(1)
+        model = build_classifier(get_backbone("lenet"), 3, 32, None, augmentation=build_augmentation("horizontal", 1))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert any(layer.dtype_policy.name == "mixed_float16" for layer in model.get_layer("lenet").layers)
+    keras.utils.set_random_seed(1)
+    reference = build_classifier(get_backbone("lenet"), 3, 32, None)  # float32, no augmentation
+    reference.set_weights([w for w in model.get_weights() if w.dtype != np.uint32])  # seed states left out
+
+    exported = inference_model(model)
+    names = [layer.name for layer in exported.layers]
+    assert "augmentation" in names and not exported.get_layer("augmentation").weights  # a pass-through stands in
+    assert {layer.dtype_policy.name for layer in exported.get_layer("lenet").layers} == {"float32"}
+    np.testing.assert_allclose(exported(x), reference(x, training=False), atol=1e-6)
+    np.testing.assert_allclose(exported(x), model(x, training=False), atol=2e-2)  # float16 rounding

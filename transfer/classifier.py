@@ -97,14 +97,37 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
 
 
 def inference_model(model: keras.Model) -> keras.Model:
-    """The classifier as it predicts: the same layers and weights (shared, not copied) without the
-    augmentation block. Exporters trace this one, so no random op of augmentation, which runs only
-    in training, ends up in an exported graph."""
+    """The classifier as exporters trace it: without the augmentation block, so no random op of
+    augmentation (which runs only in training) ends up in an exported graph; and computing in
+    float32, since a run trained with mixed precision has float16 layers that LiteRT cannot run
+    (its `--quantize float16` is the way to a half-size file). Same weights; layers are shared
+    with `model` unless they had to be rebuilt in float32."""
+    if any(policy != "float32" for policy in _dtype_policies(model)):
+        config = _in_float32(keras.saving.serialize_keras_object(model))
+        rebuilt = keras.saving.deserialize_keras_object(config)
+        rebuilt.set_weights(model.get_weights())  # the variables of mixed precision are float32 already
+        model = rebuilt
     if AUGMENTATION not in {layer.name for layer in model.layers}:
         return model
     return keras.models.clone_model(
         model, clone_function=lambda layer: _PassThrough(name=layer.name) if layer.name == AUGMENTATION else layer
     )
+
+
+def _dtype_policies(layer: keras.Layer) -> set[str]:
+    """The dtype policies of `layer` and of every layer nested in it."""
+    return {layer.dtype_policy.name}.union(*(_dtype_policies(inner) for inner in getattr(layer, "layers", [])))
+
+
+def _in_float32(config):
+    """A serialized model with every dtype policy (mixed_float16, float16...) made float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _in_float32(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_in_float32(value) for value in config]
+    return config
 
 
 class _PassThrough(keras.layers.Layer):

@@ -61,6 +61,10 @@ class ExportCheckError(TransferError):
     """An export does not agree with the model it was made from."""
 
 
+class ExportFailedError(TransferError):
+    """A converter could not write the model in the format asked for."""
+
+
 class ComparisonFailedError(TransferError):
     """Every backbone of a comparison failed."""
 

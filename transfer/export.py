@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from transfer import extras, outputs
-from transfer.errors import DataError, ExportCheckError, ModelLoadError
+from transfer.errors import DataError, ExportCheckError, ExportFailedError, ModelLoadError
 from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.options import EXPORT_FORMATS, QUANTIZATIONS, require
 from transfer.prediction import UNKNOWN, collect_images, resolve_min_confidence, resolve_top_k
@@ -201,6 +201,11 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) ->
     return float(np.mean(a.argmax(1) == b.argmax(1))), len(common), float(np.abs(a - b).max())
 
 
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -269,7 +274,10 @@ def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-    file.write_bytes(converter.convert())
+    try:
+        file.write_bytes(converter.convert())
+    except Exception as error:  # the converter's ConverterError, or whatever its MLIR passes raise
+        raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {_first_line(error)}") from None
 
 
 def _write_onnx(model, file: Path, class_names: list[str]) -> None:
@@ -279,7 +287,10 @@ def _write_onnx(model, file: Path, class_names: list[str]) -> None:
 
     size = int(model.input_shape[1])
     model(np.zeros((1, size, size, 3), np.float32))  # a loaded model is built before Keras can trace it
-    model.export(str(file), format="onnx", verbose=False)
+    try:
+        model.export(str(file), format="onnx", verbose=False)
+    except Exception as error:  # tf2onnx raises whatever its passes meet
+        raise ExportFailedError(f"Keras' ONNX exporter (tf2onnx) could not convert this model: {_first_line(error)}") from None
     proto = onnx.load(str(file))
     output = proto.graph.output[0].name
     for node in proto.graph.node:
