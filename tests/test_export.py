@@ -219,3 +219,32 @@ def test_a_missing_extra_is_named_before_any_work(digits_run, tmp_path, monkeypa
         "pip install 'keras-transfer[onnx]'."
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run, digits_dir, tmp_path):
+    """`score_encoded` (what `transfer serve` calls) gives what `score_files` gives, for the run and
+    for each export; a file that is not an image is named by its index."""
+    from transfer.errors import BadImageError
+    from transfer.scorers import load_scorer
+
+    images = sorted(str(p) for p in digits_dir.rglob("*.png"))[::97]
+    contents = [Path(p).read_bytes() for p in images]
+    models = [augmented_run] + [export(augmented_run, tmp_path / f, format=f).path for f in ("savedmodel", "litert", "onnx")]
+    for model in models:
+        scorer = load_scorer(model)
+        expected = np.stack([scores for _, scores in scorer.score_files(images, batch_size=4)])
+        np.testing.assert_allclose(scorer.score_encoded(contents), expected, atol=1e-5)
+        with pytest.raises(BadImageError) as refused:
+            scorer.score_encoded([contents[0], b"GIF89a truncated", contents[1]])
+        assert refused.value.index == 1, model
+        with pytest.raises(BadImageError, match="empty file"):
+            scorer.score_encoded([b""])
+
+
+def test_the_savedmodel_stores_each_weight_once(digits_run, tmp_path):
+    """Keras' ExportArchive stored every weight twice when the model was also tracked
+    (keras-team/keras#23553): the checkpoint holds exactly the model's parameters."""
+    path = export(digits_run, tmp_path / "export").path
+    stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
+                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert stored == outputs.Run.open(digits_run).load_model().count_params()

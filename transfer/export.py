@@ -243,8 +243,9 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
         }
         return tf.cond(tf.size(images) > 0, lambda: classify(images), lambda: nothing)
 
+    # No archive.track(model): the endpoint captures the variables itself, and tracking them as well
+    # would store every weight twice (keras-team/keras#23553).
     archive = keras.export.ExportArchive()
-    archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     archive.write_out(str(folder), verbose=False)
 
