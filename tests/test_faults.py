@@ -136,8 +136,8 @@ def test_ctrl_c_during_predict_keeps_what_was_scored(digits_run, digits_dir, tmp
     rest, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     lines = [line for line in (rows + rest.splitlines(keepends=True)) if line.strip()]
-    assert lines[0].strip() == "path,rank,label,probability,error"
+    assert lines[0].strip() == "path,rank,label,probability,answer,error"
     scored = {line.split(",")[0] for line in lines[1:]}
     assert 10 <= len(scored) < 20 * 600, "some, not all, images were scored and every scored row was printed"
-    assert all(len(line.split(",")) == 5 for line in lines[1:])
+    assert all(len(line.split(",")) == 6 for line in lines[1:])
     assert "interrupted" in stderr and "Traceback" not in stderr
