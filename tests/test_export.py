@@ -169,7 +169,10 @@ def test_predict_and_evaluate_read_the_exported_files(augmented_run, digits_dir,
     """`transfer predict` on the .tflite and .onnx files gives the run's own labels; `transfer
     evaluate` on the .onnx file the run's accuracy, and writes beside the export folder."""
     for format in ("litert", "onnx"):
-        export(augmented_run, tmp_path / format, format=format)
+        written = runner.invoke(app, ["export", str(augmented_run), "--format", format, "--out", str(tmp_path / format)])
+        assert written.exit_code == 0, written.output
+        assert written.stdout.strip().splitlines() == [next(line for line in written.stdout.splitlines() if "written to" in line)], \
+            "stdout carries the result alone, no converter chatter"
     images = [str(digits_dir / str(d) / sorted(os.listdir(digits_dir / str(d)))[0]) for d in range(10)]
 
     def labels(model: Path) -> list[list[str]]:

@@ -24,10 +24,13 @@ model's. Below `min_agreement` nothing is written.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -201,6 +204,17 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) ->
     return float(np.mean(a.argmax(1) == b.argmax(1))), len(common), float(np.abs(a - b).max())
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keeps the converters' chatter off stdout, which carries `transfer`'s results: the TFLite
+    converter saves a temporary SavedModel through Keras, which prints its endpoints, and warns that
+    it has no statistics for the uint8 input it was told to use (on purpose: pixels are 0-255)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx on NumPy 2
+        yield
+
+
 def _first_line(error: Exception) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return (lines[0] if lines else type(error).__name__)[:300]
@@ -276,7 +290,8 @@ def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     try:
-        file.write_bytes(converter.convert())
+        with _quiet():
+            file.write_bytes(converter.convert())
     except Exception as error:  # the converter's ConverterError, or whatever its MLIR passes raise
         raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {_first_line(error)}") from None
 
@@ -289,7 +304,8 @@ def _write_onnx(model, file: Path, class_names: list[str]) -> None:
     size = int(model.input_shape[1])
     model(np.zeros((1, size, size, 3), np.float32))  # a loaded model is built before Keras can trace it
     try:
-        model.export(str(file), format="onnx", verbose=False)
+        with _quiet():
+            model.export(str(file), format="onnx", verbose=False)
     except Exception as error:  # tf2onnx raises whatever its passes meet
         raise ExportFailedError(f"Keras' ONNX exporter (tf2onnx) could not convert this model: {_first_line(error)}") from None
     proto = onnx.load(str(file))

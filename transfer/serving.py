@@ -102,6 +102,7 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     scorer = load_scorer(model_ref, weights)
     k = resolve_top_k(options.top_k, len(scorer.labels))
     threshold = resolve_min_confidence(options.min_confidence, scorer.labels, scorer.config)
+    _warm_up(scorer)
     app = create_app(scorer, name, options, api_key=api_key, top_k=k, min_confidence=threshold)
     where = f"http://{options.host if ':' not in options.host else f'[{options.host}]'}:{options.port}"
     reporter.message(f"Serving {name} at {where}/ (page) and {where}/v1/models/{name}:predict; Ctrl-C stops.")
@@ -274,6 +275,18 @@ def render_page(name: str, key_required: bool) -> str:
     template = resources.files("transfer").joinpath("serve_page.html").read_text(encoding="utf-8")
     settings = json.dumps({"name": name, "keyRequired": key_required}).replace("<", "\\u003c")
     return template.replace("{{SETTINGS}}", settings).replace("{{NAME}}", _html_escape(name))
+
+
+def _warm_up(scorer) -> None:
+    """Scores one generated image, so that tracing the decoder and the model (seconds) happens before
+    the server listens, not in the first client's request."""
+    import io
+
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (scorer.image_size or 32,) * 2, (128, 128, 128)).save(image, format="PNG")
+    scorer.score_encoded([image.getvalue()])
 
 
 async def _read_body(request, limit: int) -> bytes | None:
