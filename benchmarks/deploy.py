@@ -129,7 +129,10 @@ def _time_models(run: Path, exports: dict[str, dict], paths: list[str], batch_si
     size = keras_scorer.image_size
     pixels = np.concatenate([batch.pixels for batch in iter_decoded_batches(paths, size, 64)])
     contents = [Path(path).read_bytes() for path in paths]
-    batches = [slice(start, start + batch_size) for start in range(0, len(paths), batch_size)]
+    # Whole batches only: a smaller last batch would make Keras retrace and LiteRT reallocate while timed.
+    count = max(batch_size, len(paths) // batch_size * batch_size)
+    paths, pixels, contents = paths[:count], pixels[:count], contents[:count]
+    batches = [slice(start, start + batch_size) for start in range(0, count, batch_size)]
 
     def timed(score, inputs) -> tuple[float, np.ndarray]:
         score(inputs[batches[0]])  # warm-up: tracing, allocation
@@ -162,11 +165,12 @@ def _time_models(run: Path, exports: dict[str, dict], paths: list[str], batch_si
 def _load_test(model: Path, paths: list[str], clients: int, seconds: float) -> None:
     port = _free_port()
     command = [sys.executable, "-m", "transfer.cli", "serve", str(model), "--port", str(port), "--model-name", "bench"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a pipe nobody reads could fill and stall the server
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_until_up(server, port)
+        _wait_until_up(server, port, log)
         bodies = [json.dumps({"instances": [{"b64": base64.b64encode(Path(p).read_bytes()).decode()}]}) for p in paths]
-        latencies, statuses, lock = [], Counter(), threading.Lock()
+        latencies, statuses, errors, lock = [], Counter(), Counter(), threading.Lock()
         deadline = time.monotonic() + seconds
 
         def client(index: int) -> None:
@@ -174,10 +178,17 @@ def _load_test(model: Path, paths: list[str], clients: int, seconds: float) -> N
             sent = index
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                connection.request("POST", "/v1/models/bench:predict", body=bodies[sent % len(bodies)],
-                                   headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
+                try:
+                    connection.request("POST", "/v1/models/bench:predict", body=bodies[sent % len(bodies)],
+                                       headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    response.read()
+                except OSError as error:  # counted, and the client connects again
+                    with lock:
+                        errors[type(error).__name__] += 1
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    continue
                 with lock:
                     latencies.append(time.perf_counter() - started)
                     statuses[response.status] += 1
@@ -197,19 +208,20 @@ def _load_test(model: Path, paths: list[str], clients: int, seconds: float) -> N
         server.wait(timeout=30)
     milliseconds = sorted(1000 * latency for latency in latencies)
     print(f"3. `transfer serve {model.name}` on 127.0.0.1: {clients} concurrent clients, one image a request, {seconds:g} s")
-    print("| requests | requests/s | p50 ms | p99 ms | responses by status | 5xx | server peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| requests | requests/s | p50 ms | p99 ms | responses by status | 5xx | connection errors | server peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     p99 = milliseconds[min(len(milliseconds) - 1, int(0.99 * len(milliseconds)))]
     fives = sum(count for status, count in statuses.items() if status >= 500)
     print(f"| {len(milliseconds)} | {len(milliseconds) / elapsed:.1f} | {statistics.median(milliseconds):.0f} | {p99:.0f} "
-          f"| {dict(statuses)} | {fives} | {peak:.0f} |")
+          f"| {dict(statuses)} | {fives} | {dict(errors) or 0} | {peak:.0f} |")
 
 
-def _wait_until_up(server: subprocess.Popen, port: int, timeout: float = 180) -> None:
+def _wait_until_up(server: subprocess.Popen, port: int, log, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise SystemExit(f"the server exited: {log.read()[-2000:]}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/v1/models/bench")

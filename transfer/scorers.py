@@ -81,7 +81,7 @@ class LiteRTScorer(PixelScorer):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(export.model_file), num_threads=os.cpu_count())
+            self.interpreter = Interpreter(model_path=str(export.model_file), num_threads=_usable_cores())
         except (ValueError, RuntimeError) as error:
             raise ModelLoadError(f"Cannot load {export.model_file} with LiteRT ({str(error)[:300]}); export the run again.") from None
         self.input, self.output = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
@@ -207,6 +207,11 @@ def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
     require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run or an export has its own)")
     model = open_model(path)
     return KerasScorer(model) if isinstance(model, Run) else EXPORT_SCORERS[model.format](model)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, as a container's CPU set limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_labels(labels: list[str], outputs: int, path: Path) -> None:
