@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -87,3 +90,22 @@ def wait_for_epoch(process: subprocess.Popen, backup: Path, epoch: int, timeout:
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"no backup of epoch {epoch} within {timeout} s")
+
+
+@contextmanager
+def headless_chromium(window: str = "1200,900") -> Iterator:
+    """A Selenium driver of Debian's chromium, headless, quit when the block ends."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_path, "needs Debian's chromium and chromium-driver (`make test` installs them)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={window}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -1,11 +1,11 @@
 """report.html, opened in a real browser."""
 
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import headless_chromium
 from transfer import outputs
 from transfer.cli import app
 
@@ -16,23 +16,14 @@ runner = CliRunner()
 
 def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     """The real browser: the page loads, every image decodes, and the accuracy figure is shown."""
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "needs Debian's chromium and chromium-driver (`make test` installs them)"
     result = runner.invoke(app, ["report", str(digits_run), "--out", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report.html").read_text()
     assert "http://" not in page and "https://" not in page, "self-contained: nothing fetched"
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.get((tmp_path / "report.html").as_uri())
         images = driver.find_elements(By.TAG_NAME, "img")
         broken = driver.execute_script(
@@ -41,8 +32,6 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
         shown = driver.find_element(By.ID, "accuracy").text
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
         driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
     metrics = json.loads((digits_run / outputs.METRICS).read_text())
     assert len(images) >= 5 and broken == []
     assert shown == f"{metrics['val_accuracy']:.1%}"

@@ -4,7 +4,6 @@ bad request's 4xx, and the page in a real browser."""
 import base64
 import http.client
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import headless_chromium
 from transfer.cli import app
 from transfer.serving import ServerOptions, default_model_name, exposure_warning, parse_request
 
@@ -213,23 +213,14 @@ def test_concurrent_clients_all_get_answers(server, images):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_classifies_a_picked_image_in_headless_chromium(server, digits_run, images, tmp_path):
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "needs Debian's chromium and chromium-driver (`make test` installs them)"
     status, content_type, page = server.request("GET", "/", key=None)
     assert status == 200 and content_type.startswith("text/html")
     assert b"http://" not in page and b"https://" not in page, "nothing is fetched from elsewhere"
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,800"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with headless_chromium("1000,800") as driver:
         driver.get(f"http://127.0.0.1:{server.port}/")
         driver.find_element(By.ID, "key").send_keys(KEY)
         driver.find_element(By.ID, "files").send_keys(str(images[7]))
@@ -237,8 +228,6 @@ def test_the_page_classifies_a_picked_image_in_headless_chromium(server, digits_
         answer = driver.find_element(By.CSS_SELECTOR, ".result .answer").text
         labels = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".result .label")]
         driver.save_screenshot(str(tmp_path / "page.png"))
-    finally:
-        driver.quit()
     printed = runner.invoke(app, ["predict", str(digits_run), str(images[7]), "--format", "json", "--min-confidence", str(THRESHOLD)])
     expected = json.loads(printed.stdout)[0]
     assert labels == [p["label"] for p in expected["predictions"]] and answer == expected["answer"]
