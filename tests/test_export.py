@@ -146,6 +146,12 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, tmp_
     proto = onnx.load(str(onnx_export.path / outputs.ONNX_MODEL))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"]) == [str(d) for d in range(10)]
     assert [o.name for o in proto.graph.output] == ["scores"] and proto.graph.input[0].name == "image"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.onnx").write_bytes((onnx_export.path / outputs.ONNX_MODEL).read_bytes())
+    from transfer.scorers import load_scorer
+
+    assert load_scorer(alone / "model.onnx").labels == [str(d) for d in range(10)]  # from its metadata
 
 
 def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_run, tmp_path, monkeypatch):

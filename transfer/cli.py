@@ -287,7 +287,7 @@ def export(
     min_agreement: Annotated[Optional[float], typer.Option(help="Refuse the export when its top-1 label matches the Keras model's on fewer of the validation images. Default: 0.98 for int8, 0.999 otherwise.", show_default=False)] = None,
     images: Annotated[Optional[Path], typer.Option(help="Images to check the export on (and calibrate int8 with) instead of the run's own split; required for imagenet:NAME, which has no split.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="SavedModel: labels per image in the signature. Default: min(3, classes).")] = None,
-    min_confidence: Annotated[float, typer.Option(help="SavedModel: its `answer` output is 'unknown' where the top probability is below this.")] = 0.0,
+    min_confidence: Annotated[float, typer.Option(help="The answer is 'unknown' where the top probability is below this: kept in config.json for predict and serve, and in the SavedModel's `answer` output.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:

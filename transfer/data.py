@@ -20,7 +20,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from transfer import outputs
 from transfer.errors import BadImageError, DataError, op_error_message
-from transfer.preprocessing import decode_image
+from transfer.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
 from transfer.progress import SILENT, Reporter
 from transfer.sources import SPLITS, Listing
 
@@ -240,6 +240,8 @@ def decode_encoded(contents: Sequence[bytes], image_size: int) -> np.ndarray:
     for index, content in enumerate(contents):
         if not content:
             raise BadImageError(index, "empty file (0 bytes)")
+        if not is_image_format(tf.constant(content)):
+            raise BadImageError(index, NOT_AN_IMAGE)
         try:
             pixels.append(decode(tf.constant(content)).numpy())
         except tf.errors.OpError as error:

@@ -115,7 +115,8 @@ def export(
     min_confidence = resolve_min_confidence(min_confidence, class_names, {})
     k = resolve_top_k(top_k, len(class_names))
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
-    outputs.check_destination(out_dir, kind="export", force=force, data=(images,))
+    run_data = () if isinstance(source, ImageNetClassifier) else tuple(outputs.data_folders(source.path))
+    outputs.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))
 
     from transfer.classifier import inference_model
     from transfer.scorers import EXPORT_SCORERS, KerasScorer
@@ -185,15 +186,15 @@ def _check_and_calibration_images(source, images: Path | None, format: str, quan
 def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) -> tuple[float, int, float]:
     """Top-1 agreement of two scorers on `paths`, the number of images both scored, and the largest
     absolute difference of their probabilities."""
-    with reporter.progress("Checking against the Keras model", total=2 * len(paths)) as progress:
-        scores = []
-        for scorer in (reference, exported):
-            scored = {}
+    scores = []
+    for scorer, description in ((reference, "Checking: the Keras model"), (exported, "Checking: the export")):
+        scored = {}
+        with reporter.progress(description, total=len(paths)) as progress:
             for path, row in scorer.score_files(paths, batch_size=32):
                 progress.advance()
                 if not isinstance(row, str):
                     scored[path] = row
-            scores.append(scored)
+        scores.append(scored)
     common = [path for path in paths if path in scores[0] and path in scores[1]]
     if not common:
         raise DataError(
@@ -229,7 +230,7 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
     import keras
     import tensorflow as tf
 
-    from transfer.preprocessing import decode_image, is_image_format
+    from transfer.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
 
     size, classes = int(model.input_shape[1]), len(class_names)
     labels = tf.constant(class_names)
@@ -237,7 +238,7 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
     def decode(indexed):
         index, contents = indexed
         known = tf.debugging.Assert(is_image_format(contents), [tf.strings.format(
-            "images[{}] is not a JPEG, PNG, GIF, BMP or WebP file", index
+            "images[{}] is " + NOT_AN_IMAGE, index
         )])
         with tf.control_dependencies([known]):
             return decode_image(contents, size)

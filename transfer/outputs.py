@@ -228,7 +228,26 @@ class Export:
         return self.file if self.file is not None else self.path
 
     def labels(self) -> list[str]:
-        return read_labels(self.path / LABELS)
+        """`labels.txt` beside the model; for an ONNX file without it, the labels in its metadata.
+
+        Raises:
+            ModelLoadError: neither is there.
+        """
+        if (self.path / LABELS).is_file() or self.format == "savedmodel":
+            return read_labels(self.path / LABELS)
+        if self.format == "onnx":
+            from transfer import extras
+
+            extras.require("onnx")
+            import onnx
+
+            metadata = {entry.key: entry.value for entry in onnx.load(str(self.model_file), load_external_data=False).metadata_props}
+            if "labels" in metadata:
+                return json.loads(metadata["labels"])
+        raise ModelLoadError(
+            f"{self.path / LABELS} is missing: {self.model_file.name} needs the {LABELS} of its export beside it "
+            f"(the class names in output order)."
+        )
 
     def config(self) -> dict:
         return read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}

@@ -41,6 +41,10 @@ def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.ensure_shape(image, (image_size, image_size, 3))
 
 
+#: What is said of bytes that `is_image_format` refuses.
+NOT_AN_IMAGE = "not a JPEG, PNG, GIF, BMP or WebP file"
+
+
 def is_image_format(contents: tf.Tensor) -> tf.Tensor:
     """Whether encoded bytes start like a JPEG, PNG, GIF, BMP or WebP file (a scalar `tf.bool`)."""
     head = tf.strings.join([tf.strings.substr(contents, 0, tf.minimum(tf.strings.length(contents), 12)), "\0" * 12])

@@ -2,9 +2,9 @@
 
 Routes (NAME is `--model-name`):
 
-- `POST /v1/models/NAME:predict` with `{"instances": [{"b64": "<base64 image file>"}, ...]}` (TF
+- `POST /v1/models/NAME:predict` (or `/v1/models/NAME/versions/1:predict`) with `{"instances": [{"b64": "<base64 image file>"}, ...]}` (TF
   Serving's row format; `{"images": {"b64": ...}}` instances and the columnar
-  `{"inputs": {"images": [...]}}` work too) returns `{"predictions": [{"labels": [...],
+  `{"inputs": {"images": [...]}}`, answered with `{"outputs": {...}}` as TF Serving does) returns `{"predictions": [{"labels": [...],
   "probabilities": [...], "scores": [...], "answer": "..."}, ...]}`: the outputs of the exported
   SavedModel's signature, so a client of TF Serving serving that SavedModel works here unchanged.
   `answer` is the top label, or `unknown` where its probability is below `--min-confidence`.
@@ -131,6 +131,13 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), api_key.encode())
 
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exception: HTTPException):  # unknown paths and methods, as JSON
+        return error(exception.status_code, f"{request.method} {request.url.path}: {exception.detail}; this server "
+                     f"answers GET /v1/models/{name} and POST /v1/models/{name}:predict")
+
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
         if request.url.path != "/" and not authorized(request):
@@ -158,6 +165,13 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
         return {"model_spec": {"name": name, "version": "1"}, "labels": scorer.labels, "image_size": scorer.image_size,
                 "top_k": top_k, "min_confidence": min_confidence}
 
+    @app.post("/v1/models/{model}/versions/{target}")
+    async def predict_version(model: str, target: str, request: Request):
+        version, _, verb = target.partition(":")
+        if version != "1":
+            return error(404, f"Servable not found for request: Specific({model}, {version}); the version is 1")
+        return await predict(f"{model}:{verb}", request)
+
     @app.post("/v1/models/{target}")
     async def predict(target: str, request: Request):
         model, _, verb = target.partition(":")
@@ -172,22 +186,26 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
             if body is None:
                 return error(413, f"The request body is over {options.max_body_mb:g} MB (the server's --max-body-mb).")
             try:
-                contents = parse_request(body, options.max_instances)
+                contents, columnar = parse_request(body, options.max_instances)
             except ValueError as bad:
                 return error(400, str(bad))
             try:
                 scores = await asyncio.get_running_loop().run_in_executor(worker, scorer.score_encoded, contents)
             except BadImageError as bad:
                 return error(400, f"instances[{bad.index}] is not an image that can be read: {bad.reason}")
-            return {"predictions": format_predictions(scores, labels, top_k, min_confidence)}
+            predictions = format_predictions(scores, labels, top_k, min_confidence)
+            if columnar:  # TF Serving answers the columnar form with one list per output
+                return {"outputs": {key: [p[key] for p in predictions] for key in ("labels", "probabilities", "scores", "answer")}}
+            return {"predictions": predictions}
         finally:
             state["pending"] -= 1
 
     return app
 
 
-def parse_request(body: bytes, max_instances: int) -> list[bytes]:
-    """The image files of a TF Serving predict request, decoded from base64.
+def parse_request(body: bytes, max_instances: int) -> tuple[list[bytes], bool]:
+    """The image files of a TF Serving predict request, decoded from base64, and whether the
+    request was in the columnar form (`inputs`), which is answered with `outputs`.
 
     Raises:
         ValueError: with the message for the client, when the request is not of that form.
@@ -219,7 +237,7 @@ def parse_request(body: bytes, max_instances: int) -> list[bytes]:
             contents.append(base64.b64decode(instance["b64"], validate=True))
         except (binascii.Error, ValueError):
             raise ValueError(f"{field}[{index}][\"b64\"] is not valid base64.") from None
-    return contents
+    return contents, field == "inputs"
 
 
 def format_predictions(scores: np.ndarray, labels: np.ndarray, top_k: int, min_confidence: float) -> list[dict]:
