@@ -131,7 +131,7 @@ def _ops(path: Path, format: str) -> set[str]:
     return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
 
 
-def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, tmp_path):
+def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_exports, tmp_path):
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
@@ -139,16 +139,15 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, tmp_
     interpreter = Interpreter(model_path=str(int8.path / outputs.LITERT_MODEL))
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert given["dtype"] == np.uint8 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.uint8
-    float32 = export(augmented_run, tmp_path / "float32", format="litert")
-    assert int8.size_bytes < 0.4 * float32.size_bytes  # int8 weights are a quarter of float32 ones
+    float32 = (cli_exports / "litert" / outputs.LITERT_MODEL).stat().st_size
+    assert int8.size_bytes < 0.4 * float32  # int8 weights are a quarter of float32 ones
 
-    onnx_export = export(augmented_run, tmp_path / "onnx", format="onnx")
-    proto = onnx.load(str(onnx_export.path / outputs.ONNX_MODEL))
+    proto = onnx.load(str(cli_exports / "onnx" / outputs.ONNX_MODEL))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"]) == [str(d) for d in range(10)]
     assert [o.name for o in proto.graph.output] == ["scores"] and proto.graph.input[0].name == "image"
     alone = tmp_path / "alone"
     alone.mkdir()
-    (alone / "model.onnx").write_bytes((onnx_export.path / outputs.ONNX_MODEL).read_bytes())
+    (alone / "model.onnx").write_bytes((cli_exports / "onnx" / outputs.ONNX_MODEL).read_bytes())
     from transfer.scorers import load_scorer
 
     assert load_scorer(alone / "model.onnx").labels == [str(d) for d in range(10)]  # from its metadata
@@ -171,14 +170,22 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
-def test_predict_and_evaluate_read_the_exported_files(augmented_run, digits_dir, tmp_path):
-    """`transfer predict` on the .tflite and .onnx files gives the run's own labels; `transfer
-    evaluate` on the .onnx file the run's accuracy, and writes beside the export folder."""
+@pytest.fixture(scope="module")
+def cli_exports(augmented_run, tmp_path_factory) -> Path:
+    """The run exported to LiteRT and ONNX by the command line, under `litert/` and `onnx/`."""
+    folder = tmp_path_factory.mktemp("cli-exports")
     for format in ("litert", "onnx"):
-        written = runner.invoke(app, ["export", str(augmented_run), "--format", format, "--out", str(tmp_path / format)])
+        written = runner.invoke(app, ["export", str(augmented_run), "--format", format, "--out", str(folder / format)])
         assert written.exit_code == 0, written.output
         assert written.stdout.strip().splitlines() == [next(line for line in written.stdout.splitlines() if "written to" in line)], \
             "stdout carries the result alone, no converter chatter"
+    return folder
+
+
+def test_predict_and_evaluate_read_the_exported_files(augmented_run, cli_exports, digits_dir):
+    """`transfer predict` on the .tflite and .onnx files gives the run's own labels; `transfer
+    evaluate` on the .onnx file the run's accuracy, and writes beside the export folder."""
+    tmp_path = cli_exports
     images = [str(digits_dir / str(d) / sorted(os.listdir(digits_dir / str(d)))[0]) for d in range(10)]
 
     def labels(model: Path) -> list[list[str]]:
@@ -230,7 +237,7 @@ def test_a_missing_extra_is_named_before_any_work(digits_run, tmp_path, monkeypa
     assert not (tmp_path / "x").exists()
 
 
-def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run, digits_dir, tmp_path):
+def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run, cli_exports, digits_dir, tmp_path):
     """`score_encoded` (what `transfer serve` calls) gives what `score_files` gives, for the run and
     for each export; a file that is not an image is named by its index."""
     from transfer.errors import BadImageError
@@ -238,7 +245,7 @@ def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run
 
     images = sorted(str(p) for p in digits_dir.rglob("*.png"))[::97]
     contents = [Path(p).read_bytes() for p in images]
-    models = [augmented_run] + [export(augmented_run, tmp_path / f, format=f).path for f in ("savedmodel", "litert", "onnx")]
+    models = [augmented_run, export(augmented_run, tmp_path / "savedmodel").path, cli_exports / "litert", cli_exports / "onnx"]
     for model in models:
         scorer = load_scorer(model)
         expected = np.stack([scores for _, scores in scorer.score_files(images, batch_size=4)])
