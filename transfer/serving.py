@@ -115,6 +115,7 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
     # reads them to know that `request` is the request.
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException
 
     app = FastAPI(title=f"transfer serve: {name}", docs_url=None, redoc_url=None, openapi_url=None)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -130,8 +131,6 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
             return True
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), api_key.encode())
-
-    from starlette.exceptions import HTTPException
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exception: HTTPException):  # unknown paths and methods, as JSON
@@ -189,6 +188,8 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
                 contents, columnar = parse_request(body, options.max_instances)
             except ValueError as bad:
                 return error(400, str(bad))
+            if not contents:  # no model call for nothing: not every runtime takes an empty batch
+                return {"outputs": {}} if columnar else {"predictions": []}
             try:
                 scores = await asyncio.get_running_loop().run_in_executor(worker, scorer.score_encoded, contents)
             except BadImageError as bad:
