@@ -188,10 +188,9 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
                 contents, columnar = parse_request(body, options.max_instances)
             except ValueError as bad:
                 return error(400, str(bad))
-            if not contents:  # no model call for nothing: not every runtime takes an empty batch
-                return {"outputs": {}} if columnar else {"predictions": []}
             try:
-                scores = await asyncio.get_running_loop().run_in_executor(worker, scorer.score_encoded, contents)
+                scores = await asyncio.get_running_loop().run_in_executor(worker, scorer.score_encoded, contents) if contents \
+                    else np.zeros((0, len(labels)))  # no model call for nothing: not every runtime takes an empty batch
             except BadImageError as bad:
                 return error(400, f"instances[{bad.index}] is not an image that can be read: {bad.reason}")
             predictions = format_predictions(scores, labels, top_k, min_confidence)
