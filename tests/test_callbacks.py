@@ -65,6 +65,14 @@ def small_model():
     return model
 
 
+
+def assert_backup_holds(folder, weights) -> None:
+    """The backup's latest weights file holds exactly `weights`."""
+    restored = small_model()
+    restored.load_weights(folder / "latest.weights.h5")
+    for mine, theirs in zip(weights, restored.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
 def test_ctrl_c_during_a_backup_waits_for_the_whole_backup(tmp_path, monkeypatch):
     """A SIGINT arriving while the weights are written is raised once the backup is complete: the
     weights file loads whole and the epoch record names the epoch those weights belong to."""
@@ -86,10 +94,7 @@ def test_ctrl_c_during_a_backup_waits_for_the_whole_backup(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         callback.on_epoch_end(3)
     assert backup_epoch(tmp_path / BACKUP) == 4
-    restored = small_model()
-    restored.load_weights(tmp_path / BACKUP / "latest.weights.h5")
-    for mine, theirs in zip(model.get_weights(), restored.get_weights()):
-        np.testing.assert_array_equal(mine, theirs)
+    assert_backup_holds(tmp_path / BACKUP, model.get_weights())
 
 
 def test_a_backup_that_fails_midway_leaves_the_last_one_whole(tmp_path, monkeypatch):
@@ -111,8 +116,5 @@ def test_a_backup_that_fails_midway_leaves_the_last_one_whole(tmp_path, monkeypa
     with pytest.raises(OSError):
         callback.on_epoch_end(1)
     assert backup_epoch(tmp_path / BACKUP) == 1
-    restored = small_model()
-    restored.load_weights(tmp_path / BACKUP / "latest.weights.h5")
-    for mine, theirs in zip(saved, restored.get_weights()):
-        np.testing.assert_array_equal(mine, theirs)
+    assert_backup_holds(tmp_path / BACKUP, saved)
     assert not [p.name for p in (tmp_path / BACKUP).iterdir() if p.name.startswith(".tmp-")]
