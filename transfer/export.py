@@ -153,13 +153,12 @@ def _open_source(model_ref: Path | str, weights: str | None):
     if is_imagenet(model_ref):
         return ImageNetClassifier.open(model_ref, weights)
     require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
-    if not (Path(model_ref) / outputs.MODEL).is_file() and not (Path(model_ref) / outputs.CHECKPOINT).is_file():
-        try:
-            outputs.Export.open(model_ref)
-        except ModelLoadError:
-            pass
-        else:
-            raise ModelLoadError(f"{model_ref} is already an export; export takes a run directory.")
+    try:
+        opened = outputs.open_model(model_ref)
+    except ModelLoadError:
+        opened = None  # Run.open below says what is missing
+    if isinstance(opened, outputs.Export):
+        raise ModelLoadError(f"{model_ref} is already an export; export takes a run directory.")
     return outputs.Run.open(model_ref)
 
 

@@ -56,10 +56,16 @@ def resolve_min_confidence(min_confidence: float | None, labels: Sequence[str], 
     """
     if min_confidence is None:
         min_confidence = config.get("export", {}).get("min_confidence", 0.0)
-    require(0 <= min_confidence < 1, "--min-confidence", min_confidence, "a probability from 0 up to 1 (not included)")
+    check_min_confidence(min_confidence)
     require(min_confidence == 0 or UNKNOWN not in labels, "--min-confidence", min_confidence,
             f"0 for this model: it has a class named {UNKNOWN!r}, the answer for images below the threshold")
     return float(min_confidence)
+
+
+def check_min_confidence(min_confidence: float | None) -> None:
+    """Raises InvalidOptionError unless `min_confidence` is `None` or in [0, 1)."""
+    require(min_confidence is None or 0 <= min_confidence < 1, "--min-confidence", min_confidence,
+            "a probability from 0 up to 1 (not included)")
 
 
 def answer(label: str, probability: float, min_confidence: float) -> str:
@@ -114,8 +120,7 @@ def predict(
         DataError: an input that does not exist, or no image file at all.
     """
     require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
-    require(min_confidence is None or 0 <= min_confidence < 1, "--min-confidence", min_confidence,
-            "a probability from 0 up to 1 (not included)")
+    check_min_confidence(min_confidence)
     require(1 <= batch_size <= MAX_BATCH_SIZE, "--batch-size", batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
     paths, skipped = collect_images(inputs)
     if not paths:

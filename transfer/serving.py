@@ -41,7 +41,7 @@ from transfer import extras
 from transfer.errors import BadImageError, InvalidOptionError, OutputLocationError
 from transfer.imagenet import is_imagenet
 from transfer.options import require
-from transfer.prediction import answer
+from transfer.prediction import answer, check_min_confidence
 from transfer.progress import SILENT, Reporter
 
 DEFAULT_PORT = 8501
@@ -70,8 +70,7 @@ class ServerOptions:
         require(1 <= self.port <= 65535, "--port", self.port, "a TCP port between 1 and 65535")
         require(self.model_name is None or NAME_PATTERN.fullmatch(self.model_name) is not None, "--model-name",
                 self.model_name, "letters, digits, '.', '_' and '-' (up to 64), as in a URL path")
-        require(self.min_confidence is None or 0 <= self.min_confidence < 1, "--min-confidence", self.min_confidence,
-                "a probability from 0 up to 1 (not included)")
+        check_min_confidence(self.min_confidence)
         require(self.top_k is None or self.top_k >= 1, "--top-k", self.top_k, "an integer >= 1")
         require(1 <= self.max_instances <= 4096, "--max-instances", self.max_instances, "an integer between 1 and 4096")
         require(0 < self.max_body_mb <= 1024, "--max-body-mb", self.max_body_mb, "a size in MB above 0, at most 1024")
