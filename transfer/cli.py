@@ -11,6 +11,7 @@ runtime straight to the terminal) are hidden unless `--verbose`.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -30,7 +31,10 @@ from transfer import __version__
 from transfer.backbones import BACKBONES
 from transfer.datasets import RECIPES
 from transfer.errors import TransferError
-from transfer.options import CLASS_WEIGHTS, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, STRATEGIES, TrainOptions
+from transfer.options import (
+    CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES, STRATEGIES,
+    TrainOptions,
+)
 from transfer.progress import Reporter
 
 app = typer.Typer(
@@ -61,6 +65,7 @@ HeadName = _choices("HeadName", HEADS)
 OutputFormat = _choices("OutputFormat", ("table", "csv", "json"))
 ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
 Quantization = _choices("Quantization", QUANTIZATIONS)
+Schedule = _choices("Schedule", SCHEDULES)
 DEFAULTS = TrainOptions()
 
 # Options that `train` and `compare` share, declared once.
@@ -167,40 +172,74 @@ def _hide_native_logs() -> None:
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
+# The options of `train` that choose the data, the model and the recipe: the fields of `TrainOptions`,
+# declared once; `lr-find` and `cross-validate` take the same (`_with_train_options`).
+TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
+    "backbone": (Annotated[Optional[BackboneName], typer.Option(help="Pretrained backbone or from-scratch baseline. Default: resnet50, or the backbone of the --weights run.", show_default=False)], None),
+    "weights": (Weights, DEFAULTS.weights),
+    "epochs": (Epochs, DEFAULTS.epochs),
+    "finetune_epochs": (FinetuneEpochs, DEFAULTS.finetune_epochs),
+    "unfreeze": (Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")], DEFAULTS.unfreeze),
+    "lr": (Annotated[Optional[float], typer.Option(help="Stage 1 learning rate. Default: 1e-3 for a new head; for a baseline from scratch its own (lenet 0.03, alexnet 0.01). `transfer lr-find` suggests one.", show_default=False)], DEFAULTS.lr),
+    "finetune_lr": (Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10.")], DEFAULTS.finetune_lr),
+    "schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 1 learning-rate schedule: constant | cosine (to 1%) | onecycle (fastai's, with warm-up). Default: {DEFAULT_SCHEDULES['frozen']}.", show_default=False)], None),
+    "finetune_schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 2 learning-rate schedule. Default: {DEFAULT_SCHEDULES['finetune']}.", show_default=False)], None),
+    "optimizer": (Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)], DEFAULTS.optimizer),
+    "batch_size": (BatchSize, DEFAULTS.batch_size),
+    "image_size": (ImageSize, DEFAULTS.image_size),
+    "augment": (Augment, DEFAULTS.augment),
+    "flip": (FlipOption, Flip(DEFAULTS.flip)),
+    "label_smoothing": (Annotated[float, typer.Option(help="Targets of 1 - X on the true class plus X / classes on every class (0.1 is usual).")], DEFAULTS.label_smoothing),
+    "mixup": (Annotated[float, typer.Option(help="MixUp on training batches with Beta(A, A) weights (0.2 to 0.4 is usual); 0 = off.")], DEFAULTS.mixup),
+    "cutmix": (Annotated[float, typer.Option(help="CutMix on training batches with Beta(A, A) areas (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.")], DEFAULTS.cutmix),
+    "dropout": (Annotated[float, typer.Option(help="Dropout rate of the new head.")], DEFAULTS.dropout),
+    "head_units": (Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")], DEFAULTS.head_units),
+    "val_dir": (ValDir, None),
+    "val_split": (ValSplit, DEFAULTS.val_split),
+    "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")], None),
+    "dedupe": (Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")], DEFAULTS.dedupe),
+    "class_weight": (Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")], ClassWeight(DEFAULTS.class_weight)),
+    "seed": (Seed, DEFAULTS.seed),
+    "strategy": (Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")], StrategyName(DEFAULTS.strategy)),
+    "patience": (Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)], DEFAULTS.patience),
+    "cache_features": (Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")], DEFAULTS.cache_features),
+    "cached_views": (Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")], DEFAULTS.cached_views),
+    "mixed_precision": (Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")], DEFAULTS.mixed_precision),
+    "head": (Annotated[HeadName, typer.Option(help="dense: the softmax layer trained by gradient descent; logistic: fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features.")], HeadName(DEFAULTS.head)),
+    "cache_dir": (CacheDir, None),
+    "tensorboard": (Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs of every stage to RUN_DIR/logs (view: tensorboard --logdir RUN_DIR/logs).")], DEFAULTS.tensorboard),
+}
+
+
+def _with_train_options(command):
+    """Gives `command` the options of `TRAIN_OPTIONS`, after its own; they reach it as `**options`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, (annotation, default) in TRAIN_OPTIONS.items()
+    ]
+    command.__signature__ = inspect.Signature(own + added)
+    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in added}}
+    return command
+
+
+def _train_options(chosen: dict) -> TrainOptions:
+    """The `TrainOptions` of the command-line values of `TRAIN_OPTIONS` (choices and paths as strings)."""
+    def plain(value):
+        return value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+
+    return TrainOptions(**{name: plain(chosen[name]) for name in TRAIN_OPTIONS})
+
+
 @app.command()
+@_with_train_options
 def train(
     ctx: typer.Context,
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.", show_default=False)] = None,
-    backbone: Annotated[Optional[BackboneName], typer.Option(help="Pretrained backbone or from-scratch baseline. Default: resnet50, or the backbone of the --weights run.", show_default=False)] = None,
-    weights: Weights = DEFAULTS.weights,
-    epochs: Epochs = DEFAULTS.epochs,
-    finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
-    unfreeze: Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")] = DEFAULTS.unfreeze,
-    lr: Annotated[Optional[float], typer.Option(help="Stage 1 learning rate. Default: 1e-3 for a new head; for a baseline from scratch its own (lenet 0.03, alexnet 0.01).", show_default=False)] = DEFAULTS.lr,
-    finetune_lr: Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10.")] = DEFAULTS.finetune_lr,
-    optimizer: Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)] = DEFAULTS.optimizer,
-    batch_size: BatchSize = DEFAULTS.batch_size,
-    image_size: ImageSize = DEFAULTS.image_size,
-    augment: Augment = DEFAULTS.augment,
-    flip: FlipOption = DEFAULTS.flip,
-    dropout: Annotated[float, typer.Option(help="Dropout rate of the new head.")] = DEFAULTS.dropout,
-    head_units: Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")] = DEFAULTS.head_units,
-    val_dir: ValDir = None,
-    val_split: ValSplit = DEFAULTS.val_split,
-    manifest: Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")] = None,
-    dedupe: Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")] = DEFAULTS.dedupe,
-    class_weight: Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")] = DEFAULTS.class_weight,
-    seed: Seed = DEFAULTS.seed,
-    strategy: Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")] = DEFAULTS.strategy,
-    patience: Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)] = DEFAULTS.patience,
-    cache_features: Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")] = DEFAULTS.cache_features,
-    cached_views: Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")] = DEFAULTS.cached_views,
-    mixed_precision: Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")] = DEFAULTS.mixed_precision,
-    head: Annotated[HeadName, typer.Option(help="dense: the softmax layer trained by gradient descent; logistic: fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features.")] = DEFAULTS.head,
-    cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier run written by transfer (nothing else), or discard an interrupted one.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
+    **options,
 ) -> None:
     """Train a classifier on DATA_DIR (or --manifest) and write the run to --out."""
     with user_errors():
@@ -221,17 +260,7 @@ def train(
             return
         if out is None:
             raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
-        options = TrainOptions(
-            backbone=backbone.value if backbone else None, weights=weights, image_size=image_size, epochs=epochs,
-            finetune_epochs=finetune_epochs, unfreeze=unfreeze, lr=lr, finetune_lr=finetune_lr,
-            optimizer=optimizer.value if optimizer else None, batch_size=batch_size, augment=augment, flip=flip.value,
-            dropout=dropout, head_units=head_units, val_split=val_split,
-            val_dir=str(val_dir) if val_dir else None, manifest=str(manifest) if manifest else None,
-            dedupe=dedupe, class_weight=class_weight.value, seed=seed, strategy=strategy.value,
-            patience=patience, cache_features=cache_features, cached_views=cached_views,
-            mixed_precision=mixed_precision, head=head.value, cache_dir=str(cache_dir) if cache_dir else None,
-        )
-        result = run_training(data_dir, out, options, force=force, reporter=RichReporter(), verbose=verbose)
+        result = run_training(data_dir, out, _train_options(options), force=force, reporter=RichReporter(), verbose=verbose)
     _print_trained(result)
 
 

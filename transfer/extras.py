@@ -17,6 +17,7 @@ EXTRAS = {
     "litert": (("ai_edge_litert.interpreter",), "running LiteRT (.tflite) models"),
     "onnx": (("onnx", "onnxruntime", "tf2onnx"), "writing and running ONNX models"),
     "serve": (("fastapi", "uvicorn"), "the HTTP server of `transfer serve`"),
+    "tensorboard": (("tensorboard",), "writing and viewing the logs of `train --tensorboard`"),
 }
 
 

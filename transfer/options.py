@@ -30,6 +30,11 @@ CLASS_WEIGHTS = ("none", "auto")
 #: The new head: a dense softmax layer trained by gradient descent, or scikit-learn's multinomial
 #: logistic regression fitted on the pooled features (the same layer, fitted in closed form).
 HEADS = ("dense", "logistic")
+#: Learning rate over a stage's steps (see `transfer.schedules`): `constant`; `cosine` decay to 1% of
+#: the rate; `onecycle`, fastai's one cycle (a quarter of the steps warming up from rate / 25).
+SCHEDULES = ("constant", "cosine", "onecycle")
+#: Each stage's default schedule, chosen from measurements (README, "The small-data recipe").
+DEFAULT_SCHEDULES = {"frozen": "cosine", "finetune": "cosine", "scratch": "cosine"}
 #: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.export`).
 EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -84,6 +89,14 @@ class TrainOptions:
             logistic regression (regularization chosen by cross-validation) on the pooled features.
         cache_dir: where unaugmented features are kept between runs; `None` for
             `~/.cache/transfer/features`.
+        schedule: stage 1's learning-rate schedule (`SCHEDULES`); `None` for the stage's default
+            (`DEFAULT_SCHEDULES`).
+        finetune_schedule: stage 2's; `None` for its default.
+        label_smoothing: the targets are `(1 - x)` on the true class plus `x / classes` on every class.
+        mixup: MixUp's Beta(a, a) parameter; 0 for none. Training batches only.
+        cutmix: CutMix's Beta(a, a) parameter; 0 for none. With both, each batch gets one of the two.
+            Mixing is done on images, so a frozen stage with mixing runs the backbone in the loop.
+        tensorboard: write Keras TensorBoard logs of every stage under `RUN_DIR/logs`.
         mixed_precision: build the model with the `mixed_float16` policy (float16 compute,
             float32 weights and softmax, loss scaling); pays off on GPUs with tensor cores. XLA
             needs no option: Keras compiles with `jit_compile="auto"`, on when a GPU is present.
@@ -116,6 +129,12 @@ class TrainOptions:
     mixed_precision: bool = False
     head: str = "dense"
     cache_dir: str | None = None
+    schedule: str | None = None
+    finetune_schedule: str | None = None
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    tensorboard: bool = False
 
     def resolved(self) -> TrainOptions:
         """Validates every value and returns the options with all defaults filled in.
@@ -176,6 +195,18 @@ class TrainOptions:
                 f"cached view is exact."
             )
         require(self.head in HEADS, "--head", self.head, " | ".join(HEADS))
+        for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):
+            require(value is None or value in SCHEDULES, option, value, " | ".join(SCHEDULES))
+        require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
+        for option, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
+            require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10; 0.2 to 1 is usual")
+        if self.mixing and self.cached_views:
+            raise InvalidOptionError(
+                f"--cached-views {self.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
+                f"images, so they cannot be combined: drop --cached-views (the frozen backbone then runs on the mixed images)."
+            )
+        if self.mixing and self.head == "logistic":
+            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
         if self.head == "logistic" and scratch:
             raise InvalidOptionError(
                 f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
@@ -190,7 +221,8 @@ class TrainOptions:
             )
         return dataclasses.replace(
             self, backbone=spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer,
-            finetune_lr=finetune_lr,
+            finetune_lr=finetune_lr, schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
+            finetune_schedule=self.finetune_schedule or DEFAULT_SCHEDULES["finetune"],
         )
 
     @property
@@ -205,10 +237,16 @@ class TrainOptions:
         return get_backbone(self.backbone or DEFAULT_BACKBONE).pretrained or self.source_run is not None
 
     @property
+    def mixing(self) -> bool:
+        """Whether training batches are mixed (MixUp, CutMix)."""
+        return bool(self.mixup or self.cutmix)
+
+    @property
     def frozen_features(self) -> str:
         """How the frozen stage gets backbone features: `cached` (one view, exact without
-        augmentation), `cached_views` (K augmented views) or `in_loop` (backbone every epoch)."""
-        if not self.cache_features or (self.augment and not self.cached_views):
+        augmentation), `cached_views` (K augmented views) or `in_loop` (backbone every epoch, as
+        with mixing, which mixes images: mixing pooled features would be another method)."""
+        if not self.cache_features or self.mixing or (self.augment and not self.cached_views):
             return "in_loop"
         return "cached_views" if self.augment else "cached"
 

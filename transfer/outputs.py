@@ -56,6 +56,8 @@ DUPLICATES = "duplicates.csv"
 RESUME_STATE = "resume.json"
 BEST_WEIGHTS = "best_weights.npz"
 STAGES = "stages"
+#: `train --tensorboard`: Keras TensorBoard logs of every stage (`tensorboard --logdir RUN_DIR/logs`).
+TENSORBOARD_LOGS = "logs"
 # An export: one of these, by format.
 SAVED_MODEL = "saved_model.pb"
 LITERT_MODEL = "model.tflite"

@@ -22,15 +22,22 @@ def _pyplot():
 
 
 def plot_curves(history: pd.DataFrame, path: Path) -> None:
-    """Loss and accuracy, train and validation, over both stages, the stage boundary marked."""
+    """Loss and accuracy, train and validation, and the learning rate at each epoch's end (log
+    scale), over both stages, the stage boundary marked."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        axis.plot(history["epoch"], history[metric], marker="o", label=f"train {metric}")
-        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label=f"validation {metric}")
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    for axis, metric in zip(axes, ("loss", "accuracy", "learning_rate")):
+        if metric == "learning_rate":
+            rates = pd.to_numeric(history[metric], errors="coerce")
+            axis.plot(history["epoch"], rates, marker="o", label="learning rate (end of epoch)")
+            if (rates > 0).any():
+                axis.set_yscale("log")
+        else:
+            axis.plot(history["epoch"], history[metric], marker="o", label=f"train {metric}")
+            axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label=f"validation {metric}")
         for stage, rows in history.groupby("stage", sort=False):
             if rows.index[0] > 0:
                 boundary = rows["epoch"].iloc[0] - 0.5
@@ -39,7 +46,7 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
                               ha="left", va="top", fontsize=8, color="grey")
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(metric)
+        axis.set_title(metric.replace("_", " "))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.savefig(path, dpi=100)

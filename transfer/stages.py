@@ -1,8 +1,8 @@
 """Training stages: what a run carries from one to the next, and fitting one of them.
 
 A stage is a name, a number of epochs and a learning rate (`Stage`). `fit_stage` compiles the model
-(or only its head, on cached backbone features), fits it with early stopping on validation loss,
-learning-rate reduction on plateau, the best checkpoint, a CSV history and per-epoch backups
+(or only its head, on cached backbone features) with the stage's learning-rate schedule and the run's
+loss (`transfer.mixing`), fits it with early stopping on the validation score, the best checkpoint, a CSV history and per-epoch backups
 (`transfer.callbacks`), and keeps its weights only if they beat the best validation loss so far.
 Everything a run carries between stages travels in one `RunState`; after each stage it is written
 to the run's `resume.json`, so a finished stage is never run again.
@@ -39,17 +39,21 @@ from transfer.callbacks import (
 )
 from transfer.data import ImageFolder, make_dataset
 from transfer.features import cached_feature_datasets, run_features
+from transfer.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
+from transfer.schedules import make_schedule
 from transfer.options import TrainOptions
 from transfer.progress import Reporter
 
 
 @dataclass(frozen=True)
 class Stage:
-    """`frozen` (head on a frozen backbone), `finetune` (top layers unfrozen) or `scratch`."""
+    """`frozen` (head on a frozen backbone), `finetune` (top layers unfrozen) or `scratch`; its
+    learning rate follows `schedule` (`transfer.schedules`)."""
 
     name: str
     epochs: int
     learning_rate: float
+    schedule: str = "constant"
 
 
 @dataclass(kw_only=True)
@@ -151,13 +155,19 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     if cached_features:
         model = run.model.get_layer("head")
         train_data, val_data = cached_feature_datasets(run)
-    run.reporter.message(f"Stage {stage.name}: up to {stage.epochs} epochs at learning rate {stage.learning_rate:g}.")
+    if uses_probability_targets(options):
+        classes = len(run.folder.class_names)
+        train_data, val_data = one_hot_targets(train_data, classes), one_hot_targets(val_data, classes)
+        if options.mixing:  # never on cached features: `TrainOptions.frozen_features` is in_loop with mixing
+            train_data = mixed_batches(train_data, options, seed=options.seed + run.epoch)
+    run.reporter.message(
+        f"Stage {stage.name}: up to {stage.epochs} epochs at learning rate {stage.learning_rate:g} ({stage.schedule} schedule)."
+    )
     steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(stage.learning_rate, decay_steps=steps, alpha=0.01)
     with run.strategy.scope():
         model.compile(
-            optimizer=make_optimizer(options.optimizer, schedule),
-            loss="sparse_categorical_crossentropy",
+            optimizer=make_optimizer(options.optimizer, make_schedule(stage.schedule, stage.learning_rate, steps)),
+            loss=make_loss(options),
             metrics=["accuracy"],
         )
     patience = options.patience or max(5, stage.epochs // 3)
@@ -176,6 +186,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         keras.callbacks.CSVLogger(stage_dir / outputs.HISTORY, append=True),
         backup(stage_dir),  # last, so that a backup marks an epoch whose other records are written
     ]
+    if options.tensorboard:  # epochs are counted across stages, so the stages share one time axis
+        callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / outputs.TENSORBOARD_LOGS, write_graph=False))
     if backup_epoch(stage_dir / BACKUP):
         run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
     model.fit(

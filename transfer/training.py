@@ -94,6 +94,10 @@ def train(
         data = (data_dir, options.val_dir) if not options.manifest else ()
         outputs.check_destination(out_dir, kind="run", force=force, data=data)
     outputs.check_no_interrupted_run(out_dir, force, worker)
+    if options.tensorboard:
+        from transfer import extras
+
+        extras.require("tensorboard")  # TensorFlow writes its summaries through it
     listing = _list_data(data_dir, options)
     if worker is None:
         outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
@@ -117,6 +121,11 @@ def train(
         reporter.message(f"Batch size {options.batch_size} per replica (at most 32, at least 10 steps an epoch, at least 8).")
     files = outputs.Run(outputs.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
+    if options.tensorboard:
+        reporter.message(
+            f"TensorBoard logs go to {files.path / outputs.TENSORBOARD_LOGS} while training, then to "
+            f"{out_dir / outputs.TENSORBOARD_LOGS}; watch them with: tensorboard --logdir {files.path / outputs.TENSORBOARD_LOGS}"
+        )
     record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": []}
     outputs.write_json(files.resume_file, record)
     from transfer.stages import RunState
@@ -181,18 +190,18 @@ def _fine_tune(run: RunState) -> None:
 
     options = run.options
     if not options.transfers:
-        return fit_stage(run, Stage("scratch", options.epochs, options.lr))
+        return fit_stage(run, Stage("scratch", options.epochs, options.lr, options.schedule))
     if options.head == "logistic":
         fit_logistic(run)
     else:
-        fit_stage(run, Stage("frozen", options.epochs, options.lr), cached_features=_frozen_features(run) != "in_loop")
+        fit_stage(run, Stage("frozen", options.epochs, options.lr, options.schedule), cached_features=_frozen_features(run) != "in_loop")
     if options.finetune_epochs:
         unfrozen = unfreeze_top(run.model, run.spec, options.unfreeze_count)
         run.reporter.message(
             f"Unfreezing the top {options.unfreeze} backbone layers: {len(unfrozen)} with trainable "
             f"weights (BatchNormalization stays frozen)."
         )
-        fit_stage(run, Stage("finetune", options.finetune_epochs, options.finetune_lr))
+        fit_stage(run, Stage("finetune", options.finetune_epochs, options.finetune_lr, options.finetune_schedule))
 
 
 def _frozen_features(run: RunState) -> str | None:
@@ -223,6 +232,11 @@ def _train_and_publish(run: RunState) -> TrainResult:
         run.reporter.message(
             "Feature caching is off under multi-worker training (each worker would cache only its own "
             "shard); the frozen backbone runs in the loop."
+        )
+    elif features == "in_loop" and run.options.mixing and run.options.cache_features:
+        run.reporter.message(
+            "MixUp/CutMix mix images, so the frozen backbone runs on the mixed images every epoch "
+            "(mixing cached pooled features would be another method: manifold mixing)."
         )
     elif features == "in_loop" and run.options.augment and run.options.cache_features:
         run.reporter.message(
