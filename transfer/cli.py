@@ -211,12 +211,15 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
 }
 
 
-def _with_train_options(command):
-    """Gives `command` the options of `TRAIN_OPTIONS`, after its own; they reach it as `**options`."""
+def _with_train_options(command=None, *, without: tuple[str, ...] = ()):
+    """Gives `command` the options of `TRAIN_OPTIONS` (less those `without`), after its own; they
+    reach it as `**options`."""
+    if command is None:
+        return lambda command: _with_train_options(command, without=without)
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-        for name, (annotation, default) in TRAIN_OPTIONS.items()
+        for name, (annotation, default) in TRAIN_OPTIONS.items() if name not in without
     ]
     command.__signature__ = inspect.Signature(own + added)
     command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in added}}
@@ -228,7 +231,7 @@ def _train_options(chosen: dict) -> TrainOptions:
     def plain(value):
         return value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
 
-    return TrainOptions(**{name: plain(chosen[name]) for name in TRAIN_OPTIONS})
+    return TrainOptions(**{name: plain(chosen[name]) for name in TRAIN_OPTIONS if name in chosen})
 
 
 @app.command()
@@ -262,6 +265,65 @@ def train(
             raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
         result = run_training(data_dir, out, _train_options(options), force=force, reporter=RichReporter(), verbose=verbose)
     _print_trained(result)
+
+
+@app.command("lr-find")
+@_with_train_options
+def lr_find(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for lr_find.png and lr_find.csv.", show_default=False)] = None,
+    start_lr: Annotated[float, typer.Option(help="The sweep's first learning rate.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="The sweep's last learning rate.")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Batches in the sweep (it stops early once the loss diverges).")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier lr-find output written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Sweep the learning rate on the model `train` would build and suggest --lr; changes no run."""
+    with user_errors():
+        from transfer.errors import InvalidOptionError
+        from transfer.lr_find import lr_find as run_lr_find
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for lr_find.png and lr_find.csv, e.g. --out lr-find.")
+        found = run_lr_find(data_dir, out, _train_options(options), start_lr=start_lr, end_lr=end_lr, steps=steps,
+                            force=force, reporter=RichReporter())
+    results.print(f"Suggested --lr {found.suggestion:.2g} ({found.rule}; {len(found.table)} steps).", highlight=False)
+    results.print(f"Plot and losses written to {found.path}/lr_find.png and {found.path}/lr_find.csv", highlight=False)
+
+
+@app.command("cross-validate")
+@_with_train_options(without=("backbone", "val_dir"))
+def cross_validate(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): all of them are cross-validated.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for folds.csv, fold-K/BACKBONE runs, cv.csv, cv.json and cv.png.", show_default=False)] = None,
+    folds: Annotated[int, typer.Option(help="K: stratified folds; each is held out once.")] = 5,
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones, each cross-validated on the same folds.")] = "resnet50",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier cross-validation written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Estimate accuracy, top-k and log loss by stratified K-fold: one run per fold, mean and sd."""
+    with user_errors():
+        from transfer.cross_validation import cross_validate as run_cross_validation
+        from transfer.errors import InvalidOptionError
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for the folds' runs and cv.csv, e.g. --out cv.")
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        done = run_cross_validation(data_dir, out, names, _train_options(options), folds=folds, force=force,
+                                    reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    numbers = [Column(name, justify="right") for name in ("folds", "accuracy", "top-k", "log loss")]
+    table = Table("backbone", *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
+    for name, entry in done.summary["backbones"].items():
+        def cell(metric):
+            value = entry[metric]
+            if value["mean"] is None:
+                return ""
+            return f"{value['mean']:.4f}" + (f" +- {value['std']:.4f}" if value["std"] is not None else "")
+
+        failed = "; ".join(f"{f['fold']}: {f['error']}" for f in entry["failed"])
+        table.add_row(name, str(entry["folds_completed"]), cell("accuracy"), cell("top_k_accuracy"), cell("log_loss"), escape(failed))
+    results.print(table)
+    results.print(f"Per fold and per class: {out}/cv.csv; summary: {out}/cv.json; plot: {out}/cv.png", highlight=False)
 
 
 def _option_name(parameter: str) -> str:

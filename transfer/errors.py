@@ -69,6 +69,10 @@ class ComparisonFailedError(TransferError):
     """Every backbone of a comparison failed."""
 
 
+class CrossValidationFailedError(TransferError):
+    """Every fold of every backbone of a cross-validation failed."""
+
+
 class WorkerLostError(TransferError):
     """Multi-worker training stopped because another worker died or became unreachable."""
 

@@ -75,6 +75,14 @@ VISUALIZATION = "visualize"
 FILTERS_PNG = "filters.png"
 # A comparison.
 RUNS = "runs"
+#: `transfer cross-validate`: the folds, one folder per fold, the results.
+FOLDS_CSV = "folds.csv"
+CV_CSV = "cv.csv"
+CV_JSON = "cv.json"
+CV_PNG = "cv.png"
+#: `transfer lr-find`'s two files.
+LR_FIND_CSV = "lr_find.csv"
+LR_FIND_PNG = "lr_find.png"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"
 
@@ -366,6 +374,44 @@ class Comparison:
         write_table(self.path / LEADERBOARD_CSV, leaderboard)
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """A folder written by `transfer cross-validate`: the fold of each image (`folds.csv`), per
+    fold `fold-K/train.csv` (the images the fold's runs train on) and one run per backbone
+    `fold-K/NAME` with the held-out fold's evaluation in it, and the results (`cv.csv` one row per
+    backbone and fold, `cv.json` means and standard deviations, `cv.png`)."""
+
+    path: Path
+
+    @property
+    def folds_file(self) -> Path:
+        return self.path / FOLDS_CSV
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold-{fold}"
+
+    def manifest(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "train.csv"
+
+    def run_dir(self, fold: int, backbone: str) -> Path:
+        return self.fold_dir(fold) / backbone
+
+    def relocate_runs(self, final: Path) -> None:
+        """Points each run's recorded manifest at its fold's where it will be published."""
+        for config_file in self.path.glob(f"fold-*/*/{CONFIG}"):
+            config = read_json(config_file)
+            config["manifest"] = str(Path(final) / config_file.parent.parent.name / "train.csv")
+            write_json(config_file, config)
+
+    def write_results(self, table: pd.DataFrame, summary: dict) -> None:
+        """`cv.png`, `cv.json`, then `cv.csv` (last: it marks a finished cross-validation)."""
+        from transfer.plots import plot_cross_validation
+
+        plot_cross_validation(table, self.path / CV_PNG)
+        write_json(self.path / CV_JSON, summary)
+        write_table(self.path / CV_CSV, table)
+
+
 # Who owns an output, and replacing it safely.
 
 #: Every output folder's first file: which kind of output it is, the tool's version and when.
@@ -457,7 +503,7 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
 
 #: The outputs of `transfer` that may sit inside another: a run's evaluation and visualization
 #: (their default places), a comparison's runs.
-NESTED_KINDS = {"run": ("evaluation", "visualization"), "comparison": ("run",)}
+NESTED_KINDS = {"run": ("evaluation", "visualization"), "comparison": ("run",), "cross_validation": ("run",)}
 
 
 def check_outside(path: Path, data: tuple[Path | str | None, ...]) -> None:

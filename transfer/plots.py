@@ -112,3 +112,53 @@ def plot_leaderboard(leaderboard: pd.DataFrame, path: Path) -> None:
     axis.set_title("leaderboard")
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_lr_find(table: pd.DataFrame, suggestion: float, path: Path, *, title: str) -> None:
+    """A learning-rate sweep: each batch's loss and the smoothed loss against the rate (log axis),
+    the suggested rate marked."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    axis.plot(table["learning_rate"], table["loss"], color="#bbb", linewidth=1, label="loss of the batch")
+    axis.plot(table["learning_rate"], table["smoothed_loss"], color="#2a6", linewidth=2, label="smoothed loss")
+    at = table.iloc[(table["learning_rate"] - suggestion).abs().argmin()]
+    axis.axvline(suggestion, color="#c44", linestyle="--")
+    axis.plot([suggestion], [at["smoothed_loss"]], "o", color="#c44", label=f"suggested --lr {suggestion:.2g}")
+    axis.set_xscale("log")
+    low, first = table["smoothed_loss"].min(), table["smoothed_loss"].iloc[0]
+    if np.isfinite(low) and np.isfinite(first):  # from the minimum to a little above where it started
+        span = max(first - low, 0.05 * abs(first), 1e-3)
+        axis.set_ylim(low - 0.2 * span, first + 1.5 * span)
+    axis.set_xlabel("learning rate (log scale)")
+    axis.set_ylabel("training loss")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_cross_validation(table: pd.DataFrame, path: Path) -> None:
+    """Held-out accuracy of each fold (dots) and its mean +- standard deviation (bar) per backbone;
+    failed folds are counted in the label."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(table["backbone"]))
+    figure, axis = plt.subplots(figsize=(8, 0.8 * len(names) + 1.8), constrained_layout=True)
+    for y, name in enumerate(names):
+        rows = table[table["backbone"] == name]
+        ok = rows[~rows["error"].astype(bool)]
+        values = ok["accuracy"].astype(float).to_numpy()
+        axis.scatter(values, np.full(len(values), y), color="#4a7", zorder=3)
+        if len(values):
+            sd = values.std(ddof=1) if len(values) > 1 else 0.0
+            axis.errorbar([values.mean()], [y], xerr=[sd], fmt="|", color="black", markersize=18, capsize=6, zorder=4)
+            axis.annotate(f"{values.mean():.3f} +- {sd:.3f}", (values.mean(), y + 0.25), ha="center", fontsize=8)
+    failed = {name: int(table[(table["backbone"] == name)]["error"].astype(bool).sum()) for name in names}
+    axis.set_yticks(range(len(names)), [f"{name}" + (f" ({failed[name]} failed)" if failed[name] else "") for name in names])
+    axis.set_ylim(-0.7, len(names) - 0.3)
+    axis.set_xlim(0, 1.02)
+    axis.set_xlabel("held-out accuracy per fold (mean +- sd)")
+    axis.set_title(f"{table['fold'].max()}-fold cross-validation")
+    axis.grid(alpha=0.3, axis="x")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

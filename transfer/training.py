@@ -98,7 +98,7 @@ def train(
         from transfer import extras
 
         extras.require("tensorboard")  # TensorFlow writes its summaries through it
-    listing = _list_data(data_dir, options)
+    listing = list_data(data_dir, options)
     if worker is None:
         outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
     if spec.pretrained and options.weights == "none":
@@ -111,7 +111,7 @@ def train(
     from transfer.distribute import resolve_strategy
 
     strategy = strategy or resolve_strategy(options.strategy)
-    model = _build_model(spec, options, len(listing.class_names), strategy, reporter)
+    model = build_model(spec, options, len(listing.class_names), strategy, reporter)
     folder = prepare(
         listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed,
         dedupe=options.dedupe, reporter=reporter,
@@ -176,7 +176,7 @@ def resume(
     done = [entry["stage"] for entry in record["stages_done"]]
     reporter.message(f"Resuming {run_dir} from {files.path}" + (f" (finished stages: {', '.join(done)})" if done else "") + ".")
     strategy = strategy or resolve_strategy(options.strategy)
-    model = _build_model(spec, options, len(folder.class_names), strategy, reporter)
+    model = build_model(spec, options, len(folder.class_names), strategy, reporter)
     return _train_and_publish(RunState(
         model=model, spec=spec, options=options, folder=folder, files=files, out_dir=run_dir, record=record,
         strategy=strategy, reporter=reporter, verbose=verbose, started=started,
@@ -350,7 +350,8 @@ def _source_record(source: str | None) -> dict | None:
     return {"path": str(Path(source).resolve()), "model_sha256": outputs.sha256(run.model_file)}
 
 
-def _list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
+def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
+    """The images of `data_dir` (and `options.val_dir`), or of `options.manifest`, with what was skipped."""
     from transfer.sources import list_folder, read_manifest
 
     if options.manifest:
@@ -364,7 +365,7 @@ def _list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
     return list_folder(Path(data_dir), Path(options.val_dir) if options.val_dir else None)
 
 
-def _build_model(
+def build_model(
     spec: BackboneSpec, options: TrainOptions, num_classes: int, strategy: tf.distribute.Strategy, reporter: Reporter
 ) -> keras.Model:
     """The classifier, seeded, in the strategy's scope, with the options' precision policy."""

@@ -1,0 +1,210 @@
+"""`transfer cross-validate`: stratified K-fold estimates of accuracy, top-k and log loss.
+
+On a few hundred images one validation split is a noisy judge. Here every usable image of the data
+is put in one of K folds (scikit-learn's `StratifiedKFold`, shuffled with the seed, so each fold
+has about the same share of every class). For each fold and backbone, `transfer train` runs on the
+other K - 1 folds, holding out its usual `--val-split` of them for early stopping and for choosing
+the epoch and stage it keeps, and the held-out fold, which that run never saw, is evaluated
+(`transfer.evaluation.evaluate`, written to the run's `evaluation/`). The estimate is the mean and
+sample standard deviation (ddof 1) over the folds of accuracy, top-k accuracy, log loss and each
+class's recall, per backbone.
+
+Folds share the feature cache: the frozen backbone is the same in every fold (ImageNet weights, or
+a seeded initialization), so each image's pooled features are computed once. A fold that fails is
+reported with the reason and the others still run; Ctrl-C stops the whole cross-validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from transfer import outputs
+from transfer.backbones import BACKBONES, get_backbone
+from transfer.errors import CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError
+from transfer.options import TrainOptions, require
+from transfer.progress import SILENT, Reporter
+
+METRICS = ("accuracy", "top_k_accuracy", "log_loss")
+
+
+@dataclass(frozen=True)
+class CrossValidationResult:
+    """`table`: one row per backbone and fold (`cv.csv`); `summary`: what `cv.json` holds."""
+
+    table: pd.DataFrame
+    summary: dict
+    path: Path
+
+
+def cross_validate(
+    data_dir: Path | None,
+    out_dir: Path,
+    backbones: Sequence[str] | None = None,
+    options: TrainOptions = TrainOptions(),
+    *,
+    folds: int = 5,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+    verbose: int | str = 0,
+) -> CrossValidationResult:
+    """Cross-validates each of `backbones` (default: `options.backbone`, or resnet50) on `data_dir`
+    (or `options.manifest`, whose split column is then not used) with `options`.
+
+    Raises:
+        TransferError: bad options or data, or an output that cannot be written: nothing is written.
+        CrossValidationFailedError: every fold failed (the results, with the reasons, are written).
+    """
+    backbones = list(backbones or [options.backbone or "resnet50"])
+    unknown = [name for name in backbones if name not in BACKBONES]
+    if unknown or len(set(backbones)) != len(backbones):
+        raise InvalidOptionError(
+            f"--backbones must name each of {', '.join(BACKBONES)} at most once; received {', '.join(backbones)}."
+        )
+    require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
+    if options.val_dir:
+        raise InvalidOptionError(
+            f"Received --val-dir {options.val_dir}; cross-validation holds out each fold in turn from DATA_DIR. Put "
+            f"all the labelled images in DATA_DIR (or run `transfer evaluate` on the validation folder)."
+        )
+    for name in backbones:  # every option checked before any image is read
+        _options_for(name, options, Path(outputs.FOLDS_CSV)).resolved()
+    out_dir = Path(out_dir)
+    data = (data_dir,) if not options.manifest else ()
+    outputs.check_destination(out_dir, kind="cross_validation", force=force, data=data)
+
+    from transfer.training import list_data
+
+    listing = list_data(data_dir, options)
+    outputs.check_outside(out_dir, tuple(listing.folders))
+    from transfer.data import prepare
+
+    listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
+    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
+    images["fold"] = assign_folds(images["label"], folds, options.seed)
+    reporter.message(
+        f"{len(images)} images in {folds} stratified folds of {', '.join(str(n) for n in np.bincount(images['fold'])[1:])}; "
+        f"each run trains on the other folds (holding out {options.val_split:g} of them for early stopping) and is "
+        f"evaluated on its own."
+    )
+    with outputs.staged(out_dir, "cross_validation") as staging:
+        layout = outputs.CrossValidation(staging)
+        outputs.write_table(layout.folds_file, images)
+        outputs.write_table(staging / outputs.SKIPPED, folder.skipped)
+        rows = []
+        for fold in range(1, folds + 1):
+            layout.fold_dir(fold).mkdir()
+            outputs.write_table(layout.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
+            held_out = images.loc[images["fold"] == fold, ["path", "label"]]
+            for name in backbones:
+                reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
+                rows.append(_run_fold(layout, fold, name, options, held_out, folder.class_names, reporter=reporter, verbose=verbose))
+        table = pd.DataFrame(rows)
+        summary = summarize(table, folder.class_names) | {
+            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
+            "options": dataclasses.asdict(options),
+        }
+        layout.write_results(table, summary)
+        layout.relocate_runs(out_dir)
+    if table["error"].astype(bool).all():
+        raise CrossValidationFailedError(
+            f"Every fold failed ({table['error'].iloc[0]}). The results, with the reasons, are in {out_dir}."
+        )
+    return CrossValidationResult(table, summary, out_dir)
+
+
+def assign_folds(labels: pd.Series, folds: int, seed: int) -> np.ndarray:
+    """The fold (1..`folds`) of each image: stratified by label, shuffled with `seed`.
+
+    Raises:
+        DataError: a class has too few images for every fold to hold one and every run to train
+            and stop early on it.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = labels.value_counts()
+    needed = max(folds, 3)  # a run needs 2 images of each class in its part (1 to train, 1 to validate)
+    small = counts[counts < needed]
+    if len(small):
+        raise DataError(
+            f"--folds {folds} needs at least {needed} usable images of each class; "
+            + ", ".join(f"{name} has {count}" for name, count in small.sort_index().items())
+            + ". Add images, or lower --folds."
+        )
+    assigned = np.zeros(len(labels), dtype=int)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels.to_numpy()), start=1):
+        assigned[held_out] = fold
+    return assigned
+
+
+def summarize(table: pd.DataFrame, class_names: list[str]) -> dict:
+    """Mean and sample standard deviation over the successful folds, per backbone: of each metric
+    and of each class's recall; the failed folds with their reasons."""
+    summary = {"backbones": {}}
+    for name, rows in table.groupby("backbone", sort=False):
+        ok = rows[~rows["error"].astype(bool)]
+        entry = {"folds_completed": len(ok), "failed": [
+            {"fold": int(row.fold), "error": row.error} for row in rows.itertuples() if row.error
+        ]}
+        for metric in METRICS:
+            entry[metric] = _mean_std(ok[metric])
+        entry["per_class_recall"] = {label: _mean_std(ok[f"recall:{label}"]) for label in class_names}
+        summary["backbones"][name] = entry
+    return summary
+
+
+def _mean_std(values: pd.Series) -> dict:
+    values = values.astype(float).to_numpy()
+    mean = float(np.mean(values)) if len(values) else math.nan
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std}
+
+
+def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, options: TrainOptions, held_out: pd.DataFrame,
+              class_names: list[str], *, reporter: Reporter, verbose: int | str) -> dict:
+    """The `cv.csv` row of one backbone on one fold: trained on the other folds, evaluated on this one."""
+    import keras
+
+    from transfer.evaluation import evaluate
+    from transfer.training import train
+
+    row = {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out),
+           **dict.fromkeys(METRICS), **{f"recall:{label}": None for label in class_names},
+           "train_seconds": None, "run_dir": str(layout.run_dir(fold, name).relative_to(layout.path)), "error": ""}
+    try:
+        result = train(None, layout.run_dir(fold, name), _options_for(name, options, layout.manifest(fold)),
+                       reporter=reporter, verbose=verbose)
+        evaluation = evaluate(result.run_dir, held_out, reporter=reporter)
+        outputs.write_evaluation(evaluation, result.run_dir / outputs.EVALUATION)
+        recall = evaluation.per_class["recall"]
+        return row | {
+            "num_train": result.metrics["num_train"],
+            **{metric: evaluation.summary[metric] for metric in METRICS},
+            **{f"recall:{label}": float(recall[label]) for label in class_names},
+            "train_seconds": result.metrics["train_seconds"],
+        }
+    except TrainingInterrupted:
+        raise  # Ctrl-C stops the cross-validation, not only this fold
+    except TransferError as error:
+        reporter.warning(f"fold {fold}, {name} failed: {error}")
+        return row | {"error": str(error).splitlines()[0]}
+    finally:
+        keras.backend.clear_session()
+
+
+def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:
+    """`options` for backbone `name`, reading the fold's images from `manifest`; a baseline
+    trains from scratch in one stage."""
+    pretrained = get_backbone(name).pretrained or options.source_run is not None
+    return dataclasses.replace(
+        options, backbone=name, manifest=str(manifest), val_dir=None, weights=options.weights if pretrained else None,
+        finetune_epochs=options.finetune_epochs if pretrained else 0,
+    )

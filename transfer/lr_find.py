@@ -1,0 +1,173 @@
+"""`transfer lr-find`: a short learning-rate sweep that suggests `--lr` (fastai's `lr_find`).
+
+The sweep trains what the first stage of `transfer train` with the same options would train (the
+new head on the frozen backbone's pooled features for a pretrained or transferred backbone; the
+whole network, augmentation included, for a baseline from scratch) for `steps` batches, raising the
+learning rate exponentially from `start_lr` to `end_lr`, and records each batch's loss. It stops
+early once the smoothed loss exceeds four times its minimum (it has diverged).
+
+The suggestion is fastai's `valley` rule on the smoothed loss (the first 10% and last 5 steps left
+out, as fastai does): the longest stretch over which the loss keeps falling, and a point half way
+into it (at 1/3 + 1/6 of its length). It lies where the loss is falling fast and well before it
+blows up, which is where a stage's rate should start.
+
+The frozen stage is swept on unaugmented features (computed once, through the feature cache) and
+without mixing: what the head's rate depends on is the scale of those features and of the loss,
+not the random transforms. Nothing is written but `lr_find.csv` and `lr_find.png` in the output
+folder; the model is built for the sweep and thrown away, and no run is changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transfer import outputs
+from transfer.backbones import get_backbone
+from transfer.errors import InvalidOptionError
+from transfer.options import TrainOptions, default_batch_size, require
+from transfer.progress import SILENT, Reporter
+
+#: The smoothing of the recorded loss (an exponential moving average, bias-corrected, as fastai's).
+SMOOTHING = 0.98
+#: The sweep stops once the smoothed loss exceeds this multiple of its minimum.
+DIVERGED = 4.0
+RULE = "fastai's valley rule: half way into the longest stretch of falling smoothed loss"
+
+
+@dataclass(frozen=True)
+class LRFind:
+    """A finished sweep: one row per step (`step`, `learning_rate`, `loss`, `smoothed_loss`), the
+    suggested learning rate, the rule that chose it, and the output folder."""
+
+    table: pd.DataFrame
+    suggestion: float
+    rule: str
+    path: Path
+    trained: str
+
+
+def lr_find(
+    data_dir: Path | None,
+    out_dir: Path,
+    options: TrainOptions = TrainOptions(),
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> LRFind:
+    """Sweeps the learning rate on the model `train` would build from `data_dir` and `options`.
+
+    Raises:
+        TransferError: bad options or data, or an output that cannot be written; nothing is written.
+    """
+    require(0 < start_lr < math.inf, "--start-lr", start_lr, "a finite number > 0")
+    require(start_lr < end_lr < math.inf, "--end-lr", end_lr, f"a finite number above --start-lr ({start_lr:g})")
+    require(steps >= 20, "--steps", steps, "an integer >= 20 (the suggestion leaves out the first 10% and the last 5)")
+    options = options.resolved()
+    if options.head == "logistic":
+        raise InvalidOptionError("--head logistic is fitted in closed form and has no learning rate to find; use --head dense.")
+    spec = get_backbone(options.backbone)
+    out_dir = Path(out_dir)
+    data = (data_dir, options.val_dir) if not options.manifest else ()
+    outputs.check_destination(out_dir, kind="lr_find", force=force, data=data)
+
+    from transfer.training import list_data
+
+    listing = list_data(data_dir, options)
+    outputs.check_outside(out_dir, tuple(listing.folders))
+
+    import tensorflow as tf
+
+    from transfer.data import make_dataset, prepare
+    from transfer.features import FeatureCache, default_cache_dir, extract_features, feature_extractor, features_dataset
+    from transfer.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
+    from transfer.training import build_model
+
+    model = build_model(spec, options, len(listing.class_names), tf.distribute.get_strategy(), reporter)
+    folder = prepare(listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    paths, labels = folder.paths_and_indices("train")
+    batch_size = options.batch_size or default_batch_size(len(paths))
+    if options.transfers:
+        extractor = feature_extractor(model, spec)
+        cache = FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
+        features = extract_features(extractor, paths, options.image_size, batch_size, cache=cache, reporter=reporter,
+                                    description="Backbone features, train")
+        target, dataset = model.get_layer("head"), features_dataset(features, labels, batch_size, shuffle=True, seed=options.seed)
+        trained = f"the new head on {spec.name}'s frozen, pooled features (unaugmented)"
+    else:
+        target = model
+        dataset = make_dataset(paths, labels, options.image_size, batch_size, shuffle=True, seed=options.seed)
+        trained = f"{spec.name} from scratch" + (", augmented" if options.augment else "")
+    if uses_probability_targets(options):
+        dataset = one_hot_targets(dataset, len(folder.class_names))
+        if options.mixing and not options.transfers:
+            dataset = mixed_batches(dataset, options, seed=options.seed)
+    reporter.message(f"Sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} steps of {batch_size} images: {trained}.")
+    table = sweep(target, dataset.repeat(), make_loss(options), options.optimizer, start_lr, end_lr, steps, reporter)
+    suggestion = suggest(table)
+    with outputs.staged(out_dir, "lr_find") as staging:
+        outputs.write_table(staging / outputs.LR_FIND_CSV, table)
+        from transfer.plots import plot_lr_find
+
+        plot_lr_find(table, suggestion, staging / outputs.LR_FIND_PNG, title=f"lr-find: {trained}")
+    return LRFind(table, suggestion, RULE, out_dir, trained)
+
+
+def sweep(model, dataset, loss, optimizer: str, start_lr: float, end_lr: float, steps: int, reporter: Reporter = SILENT) -> pd.DataFrame:
+    """Trains `model` on `steps` batches of `dataset` at exponentially rising learning rates.
+
+    Returns one row per step run: `step`, `learning_rate`, `loss` (that batch's) and
+    `smoothed_loss`; it ends early when the smoothed loss has diverged (`DIVERGED`) or is not finite.
+    """
+    from transfer.stages import make_optimizer
+
+    model.compile(optimizer=make_optimizer(optimizer, start_lr), loss=loss)
+    rows, average, best = [], 0.0, math.inf
+    with reporter.progress("Learning-rate sweep", total=steps) as progress:
+        for step, (inputs, targets) in enumerate(dataset.take(steps)):
+            rate = start_lr * (end_lr / start_lr) ** (step / (steps - 1))
+            model.optimizer.learning_rate = rate
+            value = float(np.asarray(model.train_on_batch(inputs, targets)))
+            average = SMOOTHING * average + (1 - SMOOTHING) * value
+            smoothed = average / (1 - SMOOTHING ** (step + 1))
+            rows.append({"step": step, "learning_rate": rate, "loss": value, "smoothed_loss": smoothed})
+            progress.advance()
+            if not math.isfinite(smoothed) or (step > 0 and smoothed > DIVERGED * best):
+                break
+            best = min(best, smoothed)
+    return pd.DataFrame(rows, columns=["step", "learning_rate", "loss", "smoothed_loss"])
+
+
+def suggest(table: pd.DataFrame) -> float:
+    """fastai's `valley` on the smoothed loss of a sweep of `len(table)` steps (see the module docstring).
+
+    Raises:
+        InvalidOptionError: too few steps ran to suggest anything (the loss diverged at once).
+    """
+    planned = int(table["step"].max()) + 1 if len(table) else 0
+    kept = table.iloc[planned // 10: len(table) - 5]
+    kept = kept[np.isfinite(kept["smoothed_loss"])]
+    if len(kept) < 3:
+        raise InvalidOptionError(
+            f"The loss diverged after {len(table)} steps, too early to suggest a learning rate. Lower --start-lr "
+            f"(received the sweep from {table['learning_rate'].iloc[0]:g})."
+        )
+    rates, losses = kept["learning_rate"].to_numpy(), kept["smoothed_loss"].to_numpy()
+    n = len(losses)
+    longest = [1] * n  # the longest falling sequence of losses ending at each step
+    start, end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[end] < longest[i]:
+            end, start = i, i - longest[i]
+    third = (end - start) / 3
+    return float(rates[max(0, start + int(third) + int(third / 2))])
