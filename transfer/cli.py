@@ -191,7 +191,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "flip": (FlipOption, Flip(DEFAULTS.flip)),
     "label_smoothing": (Annotated[float, typer.Option(help="Targets of 1 - X on the true class plus X / classes on every class (0.1 is usual).")], DEFAULTS.label_smoothing),
     "mixup": (Annotated[float, typer.Option(help="MixUp on training batches with Beta(A, A) weights (0.2 to 0.4 is usual); 0 = off.")], DEFAULTS.mixup),
-    "cutmix": (Annotated[float, typer.Option(help="CutMix on training batches with Beta(A, A) areas (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.")], DEFAULTS.cutmix),
+    "cutmix": (Annotated[float, typer.Option(help="CutMix on training batches: a box of another image pasted in, its area share from Beta(A, A) (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.")], DEFAULTS.cutmix),
     "dropout": (Annotated[float, typer.Option(help="Dropout rate of the new head.")], DEFAULTS.dropout),
     "head_units": (Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")], DEFAULTS.head_units),
     "val_dir": (ValDir, None),

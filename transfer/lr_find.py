@@ -152,7 +152,7 @@ def suggest(table: pd.DataFrame) -> float:
         InvalidOptionError: too few steps ran to suggest anything (the loss diverged at once).
     """
     planned = int(table["step"].max()) + 1 if len(table) else 0
-    kept = table.iloc[planned // 10: len(table) - 5]
+    kept = table.iloc[planned // 10: max(0, len(table) - 5)]
     kept = kept[np.isfinite(kept["smoothed_loss"])]
     if len(kept) < 3:
         raise InvalidOptionError(

@@ -7,7 +7,9 @@ With either, the targets are probability vectors (one-hot, then smoothed or mixe
 - label smoothing: a target of `(1 - x)` on the true class plus `x / classes` on every class;
 - MixUp (Zhang et al., 2018): each image is `w * image + (1 - w) * other`, with `w ~ Beta(a, a)` per
   image and `other` another image of the batch, and its target the same mix of the two;
-- CutMix (Yun et al., 2019): a box of `other` is pasted in, and the targets mix by the area kept.
+- CutMix (Yun et al., 2019): a box of `other` is pasted in, its area `1 - w` with `w ~ Beta(a, a)`,
+  and the targets mix by the area kept (Keras computes it from the box's real-valued corners, so it
+  differs from the share of whole pixels kept by less than a row and a column of pixels).
 
 Both are Keras' own layers (`keras.layers.MixUp`, `keras.layers.CutMix`), applied in the `tf.data`
 pipeline to training batches only; with both, each batch gets one of the two, at random (as timm's
@@ -46,7 +48,8 @@ def mixed_batches(dataset: tf.data.Dataset, options: TrainOptions, seed: int) ->
     if options.mixup:
         mixers.append(keras.layers.MixUp(alpha=options.mixup, seed=seed))
     if options.cutmix:
-        mixers.append(keras.layers.CutMix(factor=options.cutmix, seed=seed + 1))
+        # a pair: Beta(a, a) as in the paper; one number would draw a itself from [0, number]
+        mixers.append(keras.layers.CutMix(factor=(options.cutmix, options.cutmix), seed=seed + 1))
 
     def mix(batch, pick):
         images, targets = batch
