@@ -1,7 +1,7 @@
 """The small-data recipe, measured: frozen-stage features, schedules per stage, label smoothing and
 mixing, and the default recipe before and after.
 
-    .venv/bin/python benchmarks/recipe.py [--seeds 3] [--only frozen,schedule,regularize] [--out DIR]
+    .venv/bin/python benchmarks/recipe.py [--seeds 3] [--only frozen,schedule,regularize,default] [--out DIR]
 
 Three tasks, all offline:
 - `digits`: LeNet-5 trained on scikit-learn's digits 0-4 (the source run, 20 epochs), its
@@ -15,7 +15,8 @@ Three tasks, all offline:
 Each configuration trains with `transfer.training.train` for every seed (the seed sets the
 initialization, shuffling, augmentation and, for shapes, the split) and reports the validation
 accuracy of the published run (mean and sample standard deviation over the seeds) and the wall time
-of training (mean). Rows are written to `OUT/recipe.csv` as they finish.
+of training (mean). Rows are written to `OUT/recipe.csv` as they finish. `default` compares the
+recipe before this release (`BEFORE`) with the defaults now, on every task.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
 TRAIN_PER_CLASS, VAL_PER_CLASS = 20, 30
+#: The recipe before `lr-find`, schedules and mixing came in: cosine decay, the frozen stage augmented
+#: in the loop. Every experiment but `default` changes one thing from it.
 BEFORE = dict(schedule="cosine", finetune_schedule="cosine", label_smoothing=0.0, mixup=0.0, cutmix=0.0, cached_views=0)
+#: The defaults of `TrainOptions` now (nothing overridden).
+AFTER: dict = {}
 
 
 def experiments(tasks: dict) -> dict[str, list[tuple[str, str, dict]]]:
@@ -49,6 +54,10 @@ def experiments(tasks: dict) -> dict[str, list[tuple[str, str, dict]]]:
             *[("digits", f"finetune: {name}", {"finetune_epochs": 10, "finetune_schedule": name}) for name in ("constant", "cosine", "onecycle")],
             *[("shapes", f"scratch: {name}", options) for name, options in schedules],
         ],
+        "default": [
+            (task, name, options) for task in ("digits", "hymenoptera", "shapes")
+            for name, options in (("before: in loop, cosine", BEFORE), ("after: this release's defaults", AFTER))
+        ],
         "regularize": [
             *[(task, name, options) for task in ("digits", "shapes") for name, options in (
                 ("none", {}), ("label smoothing 0.1", {"label_smoothing": 0.1}), ("mixup 0.2", {"mixup": 0.2}),
@@ -61,7 +70,7 @@ def experiments(tasks: dict) -> dict[str, list[tuple[str, str, dict]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--only", default="frozen,schedule,regularize")
+    parser.add_argument("--only", default="frozen,schedule,regularize,default")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -115,7 +124,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 run = work / "runs" / f"{experiment}-{task}-{len(rows)}"
                 started = time.perf_counter()
-                result = train(data, run, TrainOptions(**{**base, **BEFORE, **options, "seed": seed}), verbose=0)
+                starting = {} if experiment == "default" else BEFORE
+                result = train(data, run, TrainOptions(**{**base, **starting, **options, "seed": seed}), verbose=0)
                 rows.append({
                     "experiment": experiment, "task": task, "configuration": name, "seed": seed,
                     "val_accuracy": result.metrics["val_accuracy"], "val_loss": result.metrics["val_loss"],

@@ -44,7 +44,9 @@ def test_baselines_augment_with_flips_and_translations_only():
     "augment, cache_features, cached_views, expected",
     [
         (False, True, 0, "cached"),  # one exact view per image
-        (True, True, 0, "in_loop"),  # caching one view would turn augmentation off
+        (True, True, 0, "in_loop"),  # augmentation in the frozen stage, with the backbone in the loop
+        (True, True, 1, "cached"),  # the default: one unaugmented view, augmentation from stage 2
+        (False, True, 1, "cached"),
         (True, True, 4, "cached_views"),
         (False, False, 0, "in_loop"),
         (True, False, 0, "in_loop"),

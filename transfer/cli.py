@@ -203,7 +203,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "strategy": (Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")], StrategyName(DEFAULTS.strategy)),
     "patience": (Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)], DEFAULTS.patience),
     "cache_features": (Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")], DEFAULTS.cache_features),
-    "cached_views": (Annotated[int, typer.Option(help="With augmentation: cache K augmented views per image (0: backbone in the loop every epoch).")], DEFAULTS.cached_views),
+    "cached_views": (Annotated[int, typer.Option(help="Frozen stage with augmentation: 1 caches one unaugmented view per image (measured no worse, and cheapest), K > 1 caches K augmented views, 0 augments with the backbone in the loop every epoch.")], DEFAULTS.cached_views),
     "mixed_precision": (Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")], DEFAULTS.mixed_precision),
     "head": (Annotated[HeadName, typer.Option(help="dense: the softmax layer trained by gradient descent; logistic: fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features.")], HeadName(DEFAULTS.head)),
     "cache_dir": (CacheDir, None),

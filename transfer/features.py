@@ -5,9 +5,10 @@ frozen stage extracts each image's pooled backbone features once (one forward pa
 classifier's `head` sub-model on them; the head's weights are the full classifier's.
 
 With augmentation the backbone sees a different image every epoch, so caching one view per image
-would silently turn augmentation off. `views > 1` instead caches that many augmented views per
-image (decoded once, augmented `views` times) and each epoch draws one of them at random per image.
-Validation features are never augmented.
+turns augmentation off for the frozen stage: that is the default (`--cached-views 1`; measured no
+worse, README "The small-data recipe"), and the run says so. `views > 1` instead caches that many
+augmented views per image (decoded once, augmented `views` times) and each epoch draws one of them
+at random per image. Validation features are never augmented.
 
 Unaugmented features are also kept on disk (`FeatureCache`, under `~/.cache/transfer/features` or
 `--cache-dir`), one file per image, keyed by the feature extractor (its backbone, input size,
@@ -156,11 +157,11 @@ def features_dataset(
 def cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """`(train, val)` datasets of pooled backbone features, for fitting the head of `run` alone.
 
-    Training images give one view each, or `options.cached_views` augmented views with
-    augmentation on; validation images are never augmented.
+    Training images give one unaugmented view each, or `options.cached_views` augmented views
+    (`TrainOptions.frozen_features` is `cached_views`); validation images are never augmented.
     """
     options = run.options
-    train_features, val_features = run_features(run, views=options.cached_views if options.augment else 1)
+    train_features, val_features = run_features(run, views=options.cached_views if options.frozen_features == "cached_views" else 1)
     return (
         features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
         features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),

@@ -238,10 +238,11 @@ def _train_and_publish(run: RunState) -> TrainResult:
             "MixUp/CutMix mix images, so the frozen backbone runs on the mixed images every epoch "
             "(mixing cached pooled features would be another method: manifold mixing)."
         )
-    elif features == "in_loop" and run.options.augment and run.options.cache_features:
+    elif features == "cached" and run.options.augment:
         run.reporter.message(
-            "Augmentation is on, so the frozen backbone runs on every image every epoch; "
-            "--cached-views K caches K augmented views per image instead, much faster."
+            "Frozen stage: the head trains on one unaugmented view of each image, its features computed once "
+            "(augmentation applies where the backbone trains; --cached-views K caches K augmented views, 0 "
+            "augments in the loop)."
         )
     try:
         _fine_tune(run)
