@@ -40,10 +40,11 @@ TRAIN_PER_CLASS, VAL_PER_CLASS = 20, 30
 BEFORE = dict(schedule="cosine", finetune_schedule="cosine", label_smoothing=0.0, mixup=0.0, cutmix=0.0, cached_views=0)
 #: The defaults of `TrainOptions` now (nothing overridden).
 AFTER: dict = {}
-#: What each experiment's configurations change: `frozen` starts from BEFORE; `schedule` and
-#: `regularize` from BEFORE with the frozen stage's choice made by `frozen` (one unaugmented cached
-#: view); `default`'s configurations are whole recipes.
-STARTS = {"frozen": BEFORE, "schedule": {**BEFORE, "cached_views": 1}, "regularize": {**BEFORE, "cached_views": 1}, "default": {}}
+#: What each experiment's configurations change, in the order the choices were made: `frozen` starts
+#: from BEFORE; `schedule` from BEFORE with the frozen stage's choice (one unaugmented cached view);
+#: `regularize` from the defaults then (schedules chosen, no smoothing or mixing); `default`'s
+#: configurations are whole recipes.
+STARTS = {"frozen": BEFORE, "schedule": {**BEFORE, "cached_views": 1}, "regularize": {}, "default": {}}
 
 
 def experiments(tasks: dict) -> dict[str, list[tuple[str, str, dict]]]:
@@ -128,8 +129,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 run = work / "runs" / f"{experiment}-{task}-{len(rows)}"
                 started = time.perf_counter()
-                chosen = {**base, **STARTS[experiment], **options, "seed": seed, "cache_dir": str(work / "caches" / run.name)}
-                result = train(data, run, TrainOptions(**chosen), verbose=0)  # a cold feature cache: no run helps another
+                settings = {**base, **STARTS[experiment], **options, "seed": seed, "cache_dir": str(work / "caches" / run.name)}
+                result = train(data, run, TrainOptions(**settings), verbose=0)  # a cold feature cache: no run helps another
                 rows.append({
                     "experiment": experiment, "task": task, "configuration": name, "seed": seed,
                     "val_accuracy": result.metrics["val_accuracy"], "val_loss": result.metrics["val_loss"],
