@@ -35,6 +35,7 @@ test-quick: install
 
 demo: install
 	$(BIN)/transfer dataset digits $(DEMO)/digits --force
+	$(BIN)/transfer lr-find $(DEMO)/digits --backbone lenet --flip none --out $(DEMO)/lr-find --force
 	$(BIN)/transfer train $(DEMO)/digits --backbone lenet --epochs 20 --flip none --out $(DEMO)/lenet --force
 	$(BIN)/transfer export $(DEMO)/lenet --out $(DEMO)/lenet-savedmodel --force
 	$(BIN)/transfer export $(DEMO)/lenet --format litert --quantize int8 --out $(DEMO)/lenet-int8 --force
@@ -55,6 +56,7 @@ demo: install
 	@echo "== Demo outputs =="
 	@echo "run (model, labels, config, history, curves.png, metrics): $(DEMO)/lenet"
 	@echo "metrics: $$(tr -d '\n ' < $(DEMO)/lenet/metrics.json)"
+	@echo "learning-rate sweep (loss against rate, the suggestion marked): $(DEMO)/lr-find/lr_find.png"
 	@echo "report (curves, metrics, confusion matrix, errors, Grad-CAM): $(DEMO)/lenet/report.html"
 	@echo "predictions for every digit image, from the SavedModel:  $(DEMO)/predictions.csv"
 	@echo "SavedModel serving raw image bytes:                        $(DEMO)/lenet-savedmodel"
