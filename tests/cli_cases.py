@@ -260,7 +260,7 @@ CASES = [
     Case("--mixup with --cached-views", lambda ws: ["train", str(ws.data), "--weights", "none", "--mixup", "0.2", "--cached-views", "4", "--out", str(ws.fresh("out"))], 2, "cannot be combined: drop --cached-views"),
     Case("--cutmix negative", lambda ws: _train(str(ws.data), ws, "--cutmix", "-1"), 2, "--cutmix must be a Beta(a, a) parameter between 0 (off) and 10"),
     Case("lr-find without --out", lambda ws: ["lr-find", str(ws.data), "--backbone", "lenet"], 2, "Missing --out: the folder for lr_find.png"),
-    Case("lr-find over a run", lambda ws: ["lr-find", str(ws.data), "--backbone", "lenet", "--out", str(ws.run)], 2, "is an earlier transfer run; --force replaces only an earlier transfer lr_find"),
+    Case("lr-find over a run", lambda ws: ["lr-find", str(ws.data), "--backbone", "lenet", "--out", str(ws.run)], 2, "is an earlier transfer run; --force replaces only an earlier transfer lr-find"),
     Case("cross-validate with more folds than a class has images", lambda ws: ["cross-validate", str(ws.data), "--backbones", "lenet", "--folds", "20", "--out", str(ws.fresh("cv"))], 2, "--folds 20 needs at least 20 usable images of each class; ants has 6, bees has 6"),
     # Outputs and faults
     Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists (an earlier transfer run)"),

@@ -70,5 +70,5 @@ def test_ctrl_c_stops_the_comparison_and_publishes_nothing(tmp_path, monkeypatch
     monkeypatch.setattr(transfer.compare, "train", interrupted)
     data = image_folder(tmp_path / "data", per_class=4)
     result = runner.invoke(app, ["compare", str(data), "--backbones", "lenet,alexnet", "--out", str(tmp_path / "cmp")])
-    assert result.exit_code == 130 and "Training interrupted" in result.output
+    assert result.exit_code == 130 and "Comparison interrupted: nothing was written to" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no comparison, no staging folder left"

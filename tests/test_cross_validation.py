@@ -27,6 +27,15 @@ def test_folds_are_disjoint_stratified_and_cover_every_image_once(folds):
     assert not np.array_equal(assigned, assign_folds(labels, folds, seed=5))
 
 
+def test_copies_of_an_image_share_its_fold():
+    labels = pd.Series(["a"] * 12 + ["b"] * 12)
+    groups = [f"image-{i % 9}" for i in range(24)]  # images i and i + 9 (and i + 18) are the same bytes
+    assigned = assign_folds(labels, 3, seed=1, groups=groups)
+    for group in set(groups):
+        assert len({fold for fold, g in zip(assigned, groups) if g == group}) == 1, group
+    assert sorted(set(assigned)) == [1, 2, 3]
+
+
 def test_a_class_too_small_for_the_folds_is_named():
     with pytest.raises(DataError, match="--folds 4 needs at least 4 usable images of each class; b has 3"):
         assign_folds(pd.Series(["a"] * 10 + ["b"] * 3), 4, seed=0)
@@ -91,3 +100,19 @@ def test_cross_validate_refuses_bad_options_before_reading_images(tmp_path):
     assert result.exit_code == 2 and "at most once" in result.output
     result = runner.invoke(app, ["cross-validate", str(tmp_path), "--out", str(tmp_path / "cv"), "--val-dir", str(tmp_path)])
     assert result.exit_code == 2 and "No such option: --val-dir" in result.output
+
+
+def test_ctrl_c_stops_the_cross_validation_and_says_that_nothing_was_written(tmp_path, monkeypatch):
+    import transfer.training
+    from tests.helpers import image_folder
+    from transfer.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("Training interrupted. The best checkpoint so far is somewhere in the staging folder.")
+
+    monkeypatch.setattr(transfer.training, "train", interrupted)
+    data = image_folder(tmp_path / "data", per_class=4)
+    result = CliRunner().invoke(app, ["cross-validate", str(data), "--backbones", "lenet", "--folds", "2", "--out", str(tmp_path / "cv")])
+    assert result.exit_code == 130 and "Cross-validation interrupted: nothing was written to" in result.output
+    assert "checkpoint" not in result.output  # no pointer into a folder that is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no output, no staging folder left"

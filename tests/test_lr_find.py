@@ -104,7 +104,7 @@ def test_lr_find_on_a_folder_writes_only_its_plot_and_csv(tmp_path):
     assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == [".transfer.json", "lr_find.csv", "lr_find.png"]
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "lr"))
     assert after == before  # nothing written anywhere else, no run, no staging folder left
-    assert json.loads((tmp_path / "lr" / ".transfer.json").read_text())["kind"] == "lr_find"
+    assert json.loads((tmp_path / "lr" / ".transfer.json").read_text())["kind"] == "lr-find"
 
 
 def test_lr_find_checks_its_options_before_reading_images(tmp_path):

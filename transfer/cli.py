@@ -311,7 +311,8 @@ def cross_validate(
         names = [name.strip() for name in backbones.split(",") if name.strip()]
         done = run_cross_validation(data_dir, out, names, _train_options(options), folds=folds, force=force,
                                     reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
-    numbers = [Column(name, justify="right") for name in ("folds", "accuracy", "top-k", "log loss")]
+    top_k = f"top-{done.summary['top_k']}" if done.summary.get("top_k") else "top-k"
+    numbers = [Column(name, justify="right") for name in ("folds", "accuracy", top_k, "log loss")]
     table = Table("backbone", *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
     for name, entry in done.summary["backbones"].items():
         def cell(metric):

@@ -72,6 +72,24 @@ def compare(
     from transfer.data import prepare
 
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    try:
+        leaderboard = _compare_all(out_dir, folder, backbones, options, reporter=reporter, verbose=verbose)
+    except TrainingInterrupted:
+        raise TrainingInterrupted(
+            f"Comparison interrupted: nothing was written to {out_dir} (an earlier comparison there is unchanged), "
+            f"and the unfinished runs were discarded. Run the command again to compare."
+        ) from None
+    if leaderboard["error"].astype(bool).all():
+        raise ComparisonFailedError(
+            f"Every backbone failed ({'; '.join(f'{r.backbone}: {r.error}' for r in leaderboard.itertuples())}). "
+            f"The leaderboard with the reasons is in {out_dir}."
+        )
+    return leaderboard
+
+
+def _compare_all(out_dir: Path, folder, backbones: Sequence[str], options: TrainOptions, *, reporter: Reporter,
+                 verbose: int | str) -> pd.DataFrame:
+    """Every backbone on the comparison's split, in a staging folder published when all have had their turn."""
     with outputs.staged(out_dir, "comparison") as staging:
         comparison = outputs.Comparison(staging)
         comparison.write_data(folder)
@@ -84,11 +102,6 @@ def compare(
             "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
         })
         comparison.relocate_runs(out_dir)
-    if leaderboard["error"].astype(bool).all():
-        raise ComparisonFailedError(
-            f"Every backbone failed ({'; '.join(f'{r.backbone}: {r.error}' for r in leaderboard.itertuples())}). "
-            f"The leaderboard with the reasons is in {out_dir}."
-        )
     return leaderboard
 
 

@@ -9,9 +9,11 @@ the epoch and stage it keeps, and the held-out fold, which that run never saw, i
 sample standard deviation (ddof 1) over the folds of accuracy, top-k accuracy, log loss and each
 class's recall, per backbone.
 
-Folds share the feature cache: the frozen backbone is the same in every fold (ImageNet weights, or
-a seeded initialization), so each image's pooled features are computed once. A fold that fails is
-reported with the reason and the others still run; Ctrl-C stops the whole cross-validation.
+Byte-for-byte copies of an image always share its fold, so no held-out image is a copy of a training
+one. Folds share the feature cache: the frozen backbone is the same in every fold (ImageNet weights,
+or a seeded initialization), so each image's pooled features are computed once. A fold that fails
+is reported with the reason and the others still run; weights that cannot be loaded fail once per
+backbone, not once per fold. Ctrl-C stops the whole cross-validation and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import pandas as pd
 
 from transfer import outputs
 from transfer.backbones import BACKBONES, get_backbone
-from transfer.errors import CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError
+from transfer.errors import (
+    CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
+)
 from transfer.options import TrainOptions, require
 from transfer.progress import SILENT, Reporter
 
@@ -77,7 +81,7 @@ def cross_validate(
         _options_for(name, options, Path(outputs.FOLDS_CSV)).resolved()
     out_dir = Path(out_dir)
     data = (data_dir,) if not options.manifest else ()
-    outputs.check_destination(out_dir, kind="cross_validation", force=force, data=data)
+    outputs.check_destination(out_dir, kind="cross-validation", force=force, data=data)
 
     from transfer.training import list_data
 
@@ -88,31 +92,24 @@ def cross_validate(
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
-    images["fold"] = assign_folds(images["label"], folds, options.seed)
+    contents = [outputs.sha256(path) for path in images["path"]]
+    images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents)
+    copies = len(contents) - len(set(contents))
+    if copies:
+        reporter.message(f"{copies} image(s) are byte-for-byte copies of others; each set of copies is kept in one fold.")
     reporter.message(
         f"{len(images)} images in {folds} stratified folds of {', '.join(str(n) for n in np.bincount(images['fold'])[1:])}; "
         f"each run trains on the other folds (holding out {options.val_split:g} of them for early stopping) and is "
         f"evaluated on its own."
     )
-    with outputs.staged(out_dir, "cross_validation") as staging:
-        layout = outputs.CrossValidation(staging)
-        outputs.write_table(layout.folds_file, images)
-        outputs.write_table(staging / outputs.SKIPPED, folder.skipped)
-        rows = []
-        for fold in range(1, folds + 1):
-            layout.fold_dir(fold).mkdir()
-            outputs.write_table(layout.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
-            held_out = images.loc[images["fold"] == fold, ["path", "label"]]
-            for name in backbones:
-                reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
-                rows.append(_run_fold(layout, fold, name, options, held_out, folder.class_names, reporter=reporter, verbose=verbose))
-        table = pd.DataFrame(rows)
-        summary = summarize(table, folder.class_names) | {
-            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
-            "options": dataclasses.asdict(options),
-        }
-        layout.write_results(table, summary)
-        layout.relocate_runs(out_dir)
+    try:
+        table, summary = _run_folds(out_dir, images, folder, backbones, options, folds, reporter=reporter, verbose=verbose)
+    except TrainingInterrupted:
+        raise TrainingInterrupted(
+            f"Cross-validation interrupted: nothing was written to {out_dir} (an earlier cross-validation there is "
+            f"unchanged), and the unfinished folds' runs were discarded. Run the command again: the images' "
+            f"features are in the feature cache, so the frozen stages start faster."
+        ) from None
     if table["error"].astype(bool).all():
         raise CrossValidationFailedError(
             f"Every fold failed ({table['error'].iloc[0]}). The results, with the reasons, are in {out_dir}."
@@ -120,14 +117,49 @@ def cross_validate(
     return CrossValidationResult(table, summary, out_dir)
 
 
-def assign_folds(labels: pd.Series, folds: int, seed: int) -> np.ndarray:
-    """The fold (1..`folds`) of each image: stratified by label, shuffled with `seed`.
+def _run_folds(out_dir: Path, images: pd.DataFrame, folder, backbones: list[str], options: TrainOptions, folds: int, *,
+               reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
+    """Every backbone on every fold, in a staging folder published when all have had their turn."""
+    with outputs.staged(out_dir, "cross-validation") as staging:
+        layout = outputs.CrossValidation(staging)
+        outputs.write_table(layout.folds_file, images)
+        outputs.write_table(staging / outputs.SKIPPED, folder.skipped)
+        rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
+        for fold in range(1, folds + 1):
+            layout.fold_dir(fold).mkdir()
+            outputs.write_table(layout.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
+            held_out = images.loc[images["fold"] == fold, ["path", "label"]]
+            for name in backbones:
+                if name in unusable:  # the same weights would fail the same way: not tried again
+                    rows.append(_row(layout, fold, name, held_out, folder.class_names) | {"error": unusable[name]})
+                    continue
+                reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
+                row = _run_fold(layout, fold, name, options, held_out, folder.class_names, reporter=reporter, verbose=verbose)
+                if row.pop("weights_failed"):
+                    unusable[name] = f"not run: {row['error']}"
+                rows.append(row)
+        table = pd.DataFrame(rows)
+        summary = summarize(table, folder.class_names) | {
+            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
+            "top_k": _top_k(table), "options": {name: dataclasses.asdict(_options_for(name, options, layout.manifest(1)).resolved())
+                                                for name in backbones},
+        }
+        layout.write_results(table, summary)
+        layout.relocate_runs(out_dir)
+    return table, summary
+
+
+def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None = None) -> np.ndarray:
+    """The fold (1..`folds`) of each image: stratified by label, shuffled with `seed`; images of the
+    same group (the same content: byte-for-byte copies) always share a fold, so no held-out image
+    is a copy of one trained on (scikit-learn's `StratifiedGroupKFold`, stratified as far as the
+    groups allow).
 
     Raises:
         DataError: a class has too few images for every fold to hold one and every run to train
             and stop early on it.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
     counts = labels.value_counts()
     needed = max(folds, 3)  # a run needs 2 images of each class in its part (1 to train, 1 to validate)
@@ -139,8 +171,9 @@ def assign_folds(labels: pd.Series, folds: int, seed: int) -> np.ndarray:
             + ". Add images, or lower --folds."
         )
     assigned = np.zeros(len(labels), dtype=int)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels.to_numpy()), start=1):
+    groups = np.arange(len(labels)) if groups is None else pd.factorize(pd.Series(list(groups)))[0]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels.to_numpy(), groups), start=1):
         assigned[held_out] = fold
     return assigned
 
@@ -176,9 +209,7 @@ def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, options: Tr
     from transfer.evaluation import evaluate
     from transfer.training import train
 
-    row = {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out),
-           **dict.fromkeys(METRICS), **{f"recall:{label}": None for label in class_names},
-           "train_seconds": None, "run_dir": str(layout.run_dir(fold, name).relative_to(layout.path)), "error": ""}
+    row = _row(layout, fold, name, held_out, class_names) | {"weights_failed": False}
     try:
         result = train(None, layout.run_dir(fold, name), _options_for(name, options, layout.manifest(fold)),
                        reporter=reporter, verbose=verbose)
@@ -186,7 +217,7 @@ def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, options: Tr
         outputs.write_evaluation(evaluation, result.run_dir / outputs.EVALUATION)
         recall = evaluation.per_class["recall"]
         return row | {
-            "num_train": result.metrics["num_train"],
+            "num_train": result.metrics["num_train"], "top_k": evaluation.summary["top_k"],
             **{metric: evaluation.summary[metric] for metric in METRICS},
             **{f"recall:{label}": float(recall[label]) for label in class_names},
             "train_seconds": result.metrics["train_seconds"],
@@ -195,9 +226,22 @@ def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, options: Tr
         raise  # Ctrl-C stops the cross-validation, not only this fold
     except TransferError as error:
         reporter.warning(f"fold {fold}, {name} failed: {error}")
-        return row | {"error": str(error).splitlines()[0]}
+        return row | {"error": str(error).splitlines()[0], "weights_failed": isinstance(error, WeightsUnavailableError)}
     finally:
         keras.backend.clear_session()
+
+
+def _row(layout: outputs.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str]) -> dict:
+    """A `cv.csv` row with nothing measured yet."""
+    return {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out), "top_k": None,
+            **dict.fromkeys(METRICS), **{f"recall:{label}": None for label in class_names},
+            "train_seconds": None, "run_dir": str(layout.run_dir(fold, name).relative_to(layout.path)), "error": ""}
+
+
+def _top_k(table: pd.DataFrame) -> int | None:
+    """The k of the top-k accuracy (the same for every fold: min(3, classes))."""
+    values = table["top_k"].dropna()
+    return int(values.iloc[0]) if len(values) else None
 
 
 def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:

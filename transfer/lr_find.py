@@ -76,7 +76,7 @@ def lr_find(
     spec = get_backbone(options.backbone)
     out_dir = Path(out_dir)
     data = (data_dir, options.val_dir) if not options.manifest else ()
-    outputs.check_destination(out_dir, kind="lr_find", force=force, data=data)
+    outputs.check_destination(out_dir, kind="lr-find", force=force, data=data)
 
     from transfer.training import list_data
 
@@ -100,11 +100,12 @@ def lr_find(
         features = extract_features(extractor, paths, options.image_size, batch_size, cache=cache, reporter=reporter,
                                     description="Backbone features, train")
         target, dataset = model.get_layer("head"), features_dataset(features, labels, batch_size, shuffle=True, seed=options.seed)
-        trained = f"the new head on {spec.name}'s frozen, pooled features (unaugmented)"
+        source = f"of {options.source_run}" if options.source_run else f"--weights {Path(options.weights).name if options.weights not in ('imagenet', 'none') else options.weights}"
+        trained = f"the new head on the frozen {spec.name}'s features ({source}; unaugmented)"
     else:
         target = model
         dataset = make_dataset(paths, labels, options.image_size, batch_size, shuffle=True, seed=options.seed)
-        trained = f"{spec.name} from scratch" + (", augmented" if options.augment else "")
+        trained = f"{spec.name} from scratch" + (", augmented" if options.augment else "") + (", mixed" if options.mixing else "")
     if uses_probability_targets(options):
         dataset = one_hot_targets(dataset, len(folder.class_names))
         if options.mixing and not options.transfers:
@@ -112,7 +113,7 @@ def lr_find(
     reporter.message(f"Sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} steps of {batch_size} images: {trained}.")
     table = sweep(target, dataset.repeat(), make_loss(options), options.optimizer, start_lr, end_lr, steps, reporter)
     suggestion = suggest(table)
-    with outputs.staged(out_dir, "lr_find") as staging:
+    with outputs.staged(out_dir, "lr-find") as staging:
         outputs.write_table(staging / outputs.LR_FIND_CSV, table)
         from transfer.plots import plot_lr_find
 

@@ -205,11 +205,11 @@ class TrainOptions:
             require(value is None or value in SCHEDULES, option, value, " | ".join(SCHEDULES))
         require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
         for option, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
-            require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10; 0.2 to 1 is usual")
+            require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10 (MixUp: 0.2 to 0.4 is usual; CutMix: 1)")
         if self.mixing and self.cached_views > 1:
             raise InvalidOptionError(
                 f"--cached-views {self.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
-                f"images, so they cannot be combined: drop --cached-views (the frozen backbone then runs on the mixed images)."
+                f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
             )
         if self.mixing and self.head == "logistic":
             raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")

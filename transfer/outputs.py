@@ -397,10 +397,11 @@ class CrossValidation:
         return self.fold_dir(fold) / backbone
 
     def relocate_runs(self, final: Path) -> None:
-        """Points each run's recorded manifest at its fold's where it will be published."""
+        """Points each run's recorded manifest (its `manifest` and `data`) at its fold's where it will
+        be published."""
         for config_file in self.path.glob(f"fold-*/*/{CONFIG}"):
             config = read_json(config_file)
-            config["manifest"] = str(Path(final) / config_file.parent.parent.name / "train.csv")
+            config["manifest"] = config["data"] = str(Path(final).resolve() / config_file.parent.parent.name / "train.csv")
             write_json(config_file, config)
 
     def write_results(self, table: pd.DataFrame, summary: dict) -> None:
@@ -503,7 +504,7 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
 
 #: The outputs of `transfer` that may sit inside another: a run's evaluation and visualization
 #: (their default places), a comparison's runs.
-NESTED_KINDS = {"run": ("evaluation", "visualization"), "comparison": ("run",), "cross_validation": ("run",)}
+NESTED_KINDS = {"run": ("evaluation", "visualization"), "comparison": ("run",), "cross-validation": ("run",)}
 
 
 def check_outside(path: Path, data: tuple[Path | str | None, ...]) -> None:

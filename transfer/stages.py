@@ -129,7 +129,8 @@ class RunState:
             self.record.update(best_loss=float(stage_loss), best_stage=stage.name)
         else:
             self.reporter.message(
-                f"Stage {stage.name} did not improve the best validation loss ({self.best_loss:.4f}); keeping "
+                f"Stage {stage.name} did not beat the best epoch so far (by validation accuracy, ties broken by loss: "
+                f"val_selection {self.best_loss:.4f}, lower is better); keeping "
                 f"the weights of stage {self.best_stage}."
             )
             self.model.set_weights(self.best_weights)
@@ -161,7 +162,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         if options.mixing:  # never on cached features: `TrainOptions.frozen_features` is in_loop with mixing
             train_data = mixed_batches(train_data, options, seed=options.seed + run.epoch)
     run.reporter.message(
-        f"Stage {stage.name}: up to {stage.epochs} epochs at learning rate {stage.learning_rate:g} ({stage.schedule} schedule)."
+        f"Stage {stage.name}: up to {stage.epochs} epoch{'s' if stage.epochs != 1 else ''} at learning rate "
+        f"{stage.learning_rate:g} ({stage.schedule} schedule)."
     )
     steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
     with run.strategy.scope():

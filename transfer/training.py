@@ -198,7 +198,7 @@ def _fine_tune(run: RunState) -> None:
     if options.finetune_epochs:
         unfrozen = unfreeze_top(run.model, run.spec, options.unfreeze_count)
         run.reporter.message(
-            f"Unfreezing the top {options.unfreeze} backbone layers: {len(unfrozen)} with trainable "
+            f"Unfreezing {'all' if options.unfreeze == 'all' else f'the top {options.unfreeze}'} backbone layers: {len(unfrozen)} with trainable "
             f"weights (BatchNormalization stays frozen)."
         )
         fit_stage(run, Stage("finetune", options.finetune_epochs, options.finetune_lr, options.finetune_schedule))
