@@ -95,6 +95,9 @@ def test_mixing_is_refused_with_cached_views_and_the_logistic_head():
         TrainOptions(backbone="resnet50", weights="none", mixup=0.2, cached_views=4).resolved()
     with pytest.raises(InvalidOptionError, match="--head logistic fits unmixed features"):
         TrainOptions(backbone="resnet50", weights="none", cutmix=1.0, head="logistic").resolved()
+    with pytest.raises(InvalidOptionError, match="so --label-smoothing, --tensorboard would have no effect"):
+        TrainOptions(backbone="resnet50", weights="none", head="logistic", label_smoothing=0.1, tensorboard=True).resolved()
+    TrainOptions(backbone="resnet50", weights="none", head="logistic", label_smoothing=0.1, finetune_epochs=2).resolved()
     with pytest.raises(InvalidOptionError, match="--label-smoothing must be a fraction in"):
         TrainOptions(backbone="lenet", label_smoothing=1.0).resolved()
 

@@ -14,6 +14,7 @@ import csv
 import inspect
 import io
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -159,6 +160,7 @@ def _hide_native_logs() -> None:
     """Sends what TensorFlow's C++ runtime writes to the terminal's stderr (oneDNN, absl, CUDA
     notices) to /dev/null; this program's own messages and Python's warnings keep the terminal."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python warnings too (tf.function retracing)
     try:
         if sys.stderr.fileno() != 2:
             return

@@ -211,6 +211,14 @@ class TrainOptions:
                 f"--cached-views {self.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
                 f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
             )
+        unused = [name for name, given in (("--label-smoothing", self.label_smoothing), ("--schedule", self.schedule),
+                                           ("--tensorboard", self.tensorboard)) if given]
+        if self.head == "logistic" and not self.finetune_epochs and unused:
+            raise InvalidOptionError(
+                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
+                f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
+                f"--finetune-epochs N."
+            )
         if self.mixing and self.head == "logistic":
             raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
         if self.head == "logistic" and scratch:
