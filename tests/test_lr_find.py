@@ -75,7 +75,8 @@ def test_on_a_toy_problem_the_suggestion_is_a_rate_that_trains_well():
     falls by orders of magnitude across the grid) and far from the rates that diverge."""
     import keras
 
-    table = sweep(toy_model(), toy_problem(), keras.losses.MeanSquaredError(), "sgd", 1e-5, 100.0, 100)
+    table = sweep(toy_model(), toy_problem(), loss=keras.losses.MeanSquaredError(), optimizer="sgd", start_lr=1e-5,
+                  end_lr=100.0, steps=100)
     suggested = suggest(table)
     assert math.isfinite(suggested) and 1e-5 <= suggested <= 100
     final = {rate: final_loss(rate) for rate in np.logspace(-4, 1, 11)}

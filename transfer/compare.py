@@ -73,7 +73,7 @@ def compare(
 
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     try:
-        leaderboard = _compare_all(out_dir, folder, backbones, options, reporter=reporter, verbose=verbose)
+        leaderboard = _compare_all(out_dir, folder, backbones=backbones, options=options, reporter=reporter, verbose=verbose)
     except TrainingInterrupted:
         raise TrainingInterrupted(
             f"Comparison interrupted: nothing was written to {out_dir} (an earlier comparison there is unchanged), "
@@ -87,7 +87,7 @@ def compare(
     return leaderboard
 
 
-def _compare_all(out_dir: Path, folder, backbones: Sequence[str], options: TrainOptions, *, reporter: Reporter,
+def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: TrainOptions, reporter: Reporter,
                  verbose: int | str) -> pd.DataFrame:
     """Every backbone on the comparison's split, in a staging folder published when all have had their turn."""
     with outputs.staged(out_dir, "comparison") as staging:

@@ -103,7 +103,9 @@ def cross_validate(
         f"evaluated on its own."
     )
     try:
-        table, summary = _run_folds(out_dir, images, folder, backbones, options, folds, reporter=reporter, verbose=verbose)
+        table, summary = _run_folds(
+            out_dir, images, folder=folder, backbones=backbones, options=options, folds=folds, reporter=reporter, verbose=verbose,
+        )
     except TrainingInterrupted:
         raise TrainingInterrupted(
             f"Cross-validation interrupted: nothing was written to {out_dir} (an earlier cross-validation there is "
@@ -117,7 +119,7 @@ def cross_validate(
     return CrossValidationResult(table, summary, out_dir)
 
 
-def _run_folds(out_dir: Path, images: pd.DataFrame, folder, backbones: list[str], options: TrainOptions, folds: int, *,
+def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[str], options: TrainOptions, folds: int,
                reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
     """Every backbone on every fold, in a staging folder published when all have had their turn."""
     with outputs.staged(out_dir, "cross-validation") as staging:
@@ -134,7 +136,8 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, folder, backbones: list[str]
                     rows.append(_row(layout, fold, name, held_out, folder.class_names) | {"error": unusable[name]})
                     continue
                 reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
-                row = _run_fold(layout, fold, name, options, held_out, folder.class_names, reporter=reporter, verbose=verbose)
+                row = _run_fold(layout, fold, name, options=options, held_out=held_out, class_names=folder.class_names,
+                                reporter=reporter, verbose=verbose)
                 if row.pop("weights_failed"):
                     unusable[name] = f"not run: {row['error']}"
                 rows.append(row)
@@ -201,8 +204,8 @@ def _mean_std(values: pd.Series) -> dict:
     return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std}
 
 
-def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, options: TrainOptions, held_out: pd.DataFrame,
-              class_names: list[str], *, reporter: Reporter, verbose: int | str) -> dict:
+def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, *, options: TrainOptions, held_out: pd.DataFrame,
+              class_names: list[str], reporter: Reporter, verbose: int | str) -> dict:
     """The `cv.csv` row of one backbone on one fold: trained on the other folds, evaluated on this one."""
     import keras
 

@@ -111,7 +111,8 @@ def lr_find(
         if options.mixing and not options.transfers:
             dataset = mixed_batches(dataset, options, seed=options.seed)
     reporter.message(f"Sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} steps of {batch_size} images: {trained}.")
-    table = sweep(target, dataset.repeat(), make_loss(options), options.optimizer, start_lr, end_lr, steps, reporter)
+    table = sweep(target, dataset.repeat(), loss=make_loss(options), optimizer=options.optimizer, start_lr=start_lr,
+                  end_lr=end_lr, steps=steps, reporter=reporter)
     suggestion = suggest(table)
     with outputs.staged(out_dir, "lr-find") as staging:
         outputs.write_table(staging / outputs.LR_FIND_CSV, table)
@@ -121,7 +122,8 @@ def lr_find(
     return LRFind(table, suggestion, RULE, out_dir, trained)
 
 
-def sweep(model, dataset, loss, optimizer: str, start_lr: float, end_lr: float, steps: int, reporter: Reporter = SILENT) -> pd.DataFrame:
+def sweep(model, dataset, *, loss, optimizer: str, start_lr: float, end_lr: float, steps: int,
+          reporter: Reporter = SILENT) -> pd.DataFrame:
     """Trains `model` on `steps` batches of `dataset` at exponentially rising learning rates.
 
     Returns one row per step run: `step`, `learning_rate`, `loss` (that batch's) and
