@@ -87,9 +87,10 @@ def lr_find(
 
     from transfer.data import make_dataset, prepare
     from transfer.features import FeatureCache, default_cache_dir, extract_features, feature_extractor, features_dataset
-    from transfer.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
+    from transfer.mixing import check_mixing_layers, make_loss, mixed_batches, one_hot_targets, uses_probability_targets
     from transfer.training import build_model
 
+    check_mixing_layers(options)
     model = build_model(spec, options, len(listing.class_names), tf.distribute.get_strategy(), reporter)
     folder = prepare(listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed, reporter=reporter)
     paths, labels = folder.paths_and_indices("train")

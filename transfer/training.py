@@ -98,6 +98,10 @@ def train(
         from transfer import extras
 
         extras.require("tensorboard")  # TensorFlow writes its summaries through it
+    if options.mixing:
+        from transfer.mixing import check_mixing_layers
+
+        check_mixing_layers(options)
     listing = list_data(data_dir, options)
     if worker is None:
         outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
