@@ -112,7 +112,9 @@ def test_ctrl_c_stops_the_cross_validation_and_says_that_nothing_was_written(tmp
 
     monkeypatch.setattr(transfer.training, "train", interrupted)
     data = image_folder(tmp_path / "data", per_class=4)
+    (data / "ants" / "notes.txt").write_text("not a photo")
     result = CliRunner().invoke(app, ["cross-validate", str(data), "--backbones", "lenet", "--folds", "2", "--out", str(tmp_path / "cv")])
+    assert "Skipped 1 file(s)" in result.output and "notes.txt: not an image file" in result.output
     assert result.exit_code == 130 and "Cross-validation interrupted: nothing was written to" in result.output
     assert "checkpoint" not in result.output  # no pointer into a folder that is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no output, no staging folder left"

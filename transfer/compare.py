@@ -69,9 +69,10 @@ def compare(
     outputs.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
     listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None)
 
-    from transfer.data import prepare
+    from transfer.data import prepare, report_skipped
 
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
     try:
         leaderboard = _compare_all(out_dir, folder, backbones=backbones, options=options, reporter=reporter, verbose=verbose)
     except TrainingInterrupted:

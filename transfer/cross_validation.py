@@ -87,10 +87,11 @@ def cross_validate(
 
     listing = list_data(data_dir, options)
     outputs.check_outside(out_dir, tuple(listing.folders))
-    from transfer.data import prepare
+    from transfer.data import prepare, report_skipped
 
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
     images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
     contents = [outputs.sha256(path) for path in images["path"]]
     images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents)

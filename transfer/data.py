@@ -124,10 +124,7 @@ def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_
         for name, row in counts.iterrows()
     ]
     reporter.message(f"{len(folder.class_names)} classes, usable images per class:\n" + "\n".join(lines))
-    if len(folder.skipped):
-        reporter.warning(f"Skipped {len(folder.skipped)} file(s) (listed in {outputs.SKIPPED}):")
-        for row in folder.skipped.itertuples():
-            reporter.warning(f"  {row.path}: {row.reason}")
+    report_skipped(folder.skipped, reporter)
     if len(folder.duplicates):
         action = (
             "removed from validation (--dedupe)" if dedupe
@@ -151,6 +148,14 @@ def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_
             f"Classes are imbalanced: {train.idxmax()} has {train.max()} training images, {train.idxmin()} "
             f"{train.min()} ({ratio:.1f}x); {advice}."
         )
+
+
+def report_skipped(skipped: pd.DataFrame, reporter: Reporter, *, listed_in: str | None = outputs.SKIPPED) -> None:
+    """Names every file that will not be used, with its reason (and the file of the output that lists them)."""
+    if len(skipped):
+        reporter.warning(f"Skipped {len(skipped)} file(s)" + (f" (listed in {listed_in}):" if listed_in else ":"))
+        for row in skipped.itertuples():
+            reporter.warning(f"  {row.path}: {row.reason}")
 
 
 def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.DataFrame:

@@ -85,7 +85,7 @@ def lr_find(
 
     import tensorflow as tf
 
-    from transfer.data import make_dataset, prepare
+    from transfer.data import make_dataset, prepare, report_skipped
     from transfer.features import FeatureCache, default_cache_dir, extract_features, feature_extractor, features_dataset
     from transfer.mixing import check_mixing_layers, make_loss, mixed_batches, one_hot_targets, uses_probability_targets
     from transfer.training import build_model
@@ -93,6 +93,7 @@ def lr_find(
     check_mixing_layers(options)
     model = build_model(spec, options, len(listing.class_names), tf.distribute.get_strategy(), reporter)
     folder = prepare(listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed, reporter=reporter)
+    report_skipped(folder.skipped, reporter, listed_in=None)  # lr-find writes only its plot and CSV
     paths, labels = folder.paths_and_indices("train")
     batch_size = options.batch_size or default_batch_size(len(paths))
     if options.transfers:
