@@ -83,8 +83,9 @@ def cross_validate(
     data = (data_dir,) if not options.manifest else ()
     outputs.check_destination(out_dir, kind="cross-validation", force=force, data=data)
 
-    from transfer.training import list_data
+    from transfer.training import check_installed, list_data
 
+    check_installed(options)
     listing = list_data(data_dir, options)
     outputs.check_outside(out_dir, tuple(listing.folders))
     from transfer.data import prepare, report_skipped

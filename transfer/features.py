@@ -194,8 +194,13 @@ def head_val_probabilities(run: RunState) -> np.ndarray:
 
 
 def _extractor_and_cache(run: RunState) -> tuple[keras.Model, FeatureCache]:
-    extractor = feature_extractor(run.model, run.spec)
-    return extractor, FeatureCache(run.options.cache_dir or default_cache_dir(), extractor, run.options.image_size)
+    return extractor_and_cache(run.model, run.spec, run.options)
+
+
+def extractor_and_cache(model: keras.Model, spec: BackboneSpec, options) -> tuple[keras.Model, FeatureCache]:
+    """The frozen-stage feature extractor of `model` and the disk cache its features go to (`options.cache_dir`)."""
+    extractor = feature_extractor(model, spec)
+    return extractor, FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
 
 
 def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) -> np.ndarray:

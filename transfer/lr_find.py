@@ -78,27 +78,26 @@ def lr_find(
     data = (data_dir, options.val_dir) if not options.manifest else ()
     outputs.check_destination(out_dir, kind="lr-find", force=force, data=data)
 
-    from transfer.training import list_data
+    from transfer.training import check_installed, list_data
 
+    check_installed(options)
     listing = list_data(data_dir, options)
     outputs.check_outside(out_dir, tuple(listing.folders))
 
     import tensorflow as tf
 
     from transfer.data import make_dataset, prepare, report_skipped
-    from transfer.features import FeatureCache, default_cache_dir, extract_features, feature_extractor, features_dataset
-    from transfer.mixing import check_mixing_layers, make_loss, mixed_batches, one_hot_targets, uses_probability_targets
+    from transfer.features import extract_features, extractor_and_cache, features_dataset
+    from transfer.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
     from transfer.training import build_model
 
-    check_mixing_layers(options)
     model = build_model(spec, options, len(listing.class_names), tf.distribute.get_strategy(), reporter)
     folder = prepare(listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter, listed_in=None)  # lr-find writes only its plot and CSV
     paths, labels = folder.paths_and_indices("train")
     batch_size = options.batch_size or default_batch_size(len(paths))
     if options.transfers:
-        extractor = feature_extractor(model, spec)
-        cache = FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
+        extractor, cache = extractor_and_cache(model, spec, options)
         features = extract_features(extractor, paths, options.image_size, batch_size, cache=cache, reporter=reporter,
                                     description="Backbone features, train")
         target, dataset = model.get_layer("head"), features_dataset(features, labels, batch_size, shuffle=True, seed=options.seed)

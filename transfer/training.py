@@ -94,14 +94,7 @@ def train(
         data = (data_dir, options.val_dir) if not options.manifest else ()
         outputs.check_destination(out_dir, kind="run", force=force, data=data)
     outputs.check_no_interrupted_run(out_dir, force, worker)
-    if options.tensorboard:
-        from transfer import extras
-
-        extras.require("tensorboard")  # TensorFlow writes its summaries through it
-    if options.mixing:
-        from transfer.mixing import check_mixing_layers
-
-        check_mixing_layers(options)
+    check_installed(options)
     listing = list_data(data_dir, options)
     if worker is None:
         outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
@@ -353,6 +346,23 @@ def _source_record(source: str | None) -> dict | None:
         return None
     run = outputs.Run.open(source)
     return {"path": str(Path(source).resolve()), "model_sha256": outputs.sha256(run.model_file)}
+
+
+def check_installed(options: TrainOptions) -> None:
+    """Refuses, before any image is read, options whose optional parts are not installed: the
+    `tensorboard` extra (TensorFlow writes its summaries through it), Keras' MixUp/CutMix layers.
+
+    Raises:
+        DependencyMissingError: naming what to install.
+    """
+    if options.tensorboard:
+        from transfer import extras
+
+        extras.require("tensorboard")
+    if options.mixing:
+        from transfer.mixing import check_mixing_layers
+
+        check_mixing_layers(options)
 
 
 def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
