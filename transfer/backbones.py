@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from transfer import external_backbones as external
 from transfer.errors import InvalidOptionError, WeightsUnavailableError
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -44,6 +45,10 @@ class BackboneSpec:
             scratch: for the baselines, SGD with momentum, as both were published (README,
             "Baselines that learn"). A new head on transferred features always starts from Adam at
             1e-3, as in the Keras transfer-learning guide (`transfer.options.HEAD_OPTIMIZER`).
+        source: for a backbone from outside the registry, what `--backbone` named: a Keras model
+            file or `keras-hub:PRESET` (`transfer.external_backbones`); `None` for registry entries.
+        max_input_size: the largest side the model takes (a model file saved for one size).
+        note: what the run says about the backbone when it starts (a classifier cut off a file).
         augmentations: the random transforms of `--augment` (`transfer.augmentation.TRANSFORMS`).
             A baseline learns its features from a few hundred images in a few dozen epochs and
             gets flips and translations only: with rotation, zoom and contrast as well it had not
@@ -66,6 +71,14 @@ class BackboneSpec:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     augmentations: tuple[str, ...] = ("flip", "rotation", "zoom", "translation", "contrast")
+    source: str | None = None
+    max_input_size: int | None = None
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name the backbone: the registry name, or the file or preset given."""
+        return self.source or self.name
 
     @property
     def input_channels(self) -> int:
@@ -122,14 +135,70 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def get_backbone(name: str) -> BackboneSpec:
-    """Returns the registry entry for `name`, or raises `InvalidOptionError` naming the choices."""
+#: `--preprocess` for a model file: `none` (the file preprocesses raw RGB in [0, 255] itself) or a
+#: `keras.applications` mode (`transfer.preprocessing.Preprocess`).
+FILE_PREPROCESSING = ("none", "caffe", "tf", "torch")
+
+
+def get_backbone(name: str, preprocess: str | None = None) -> BackboneSpec:
+    """The registry entry for `name`, or the description of a model file or keras-hub preset.
+
+    Args:
+        preprocess: for a model file, one of `FILE_PREPROCESSING` (`None`: `none`); registry
+            backbones and keras-hub presets bring their own.
+
+    Raises:
+        InvalidOptionError: an unknown name, a file that is not a Keras model of images, or a
+            `preprocess` that does not apply.
+        DependencyMissingError: a keras-hub preset without keras-hub installed.
+    """
+    if external.is_external(name):
+        return _external_spec(name, preprocess)
+    if preprocess is not None:
+        raise InvalidOptionError(
+            f"--preprocess applies to a model file given as --backbone; {name} brings its own preprocessing. Drop --preprocess."
+        )
     try:
         return BACKBONES[name]
     except KeyError:
         raise InvalidOptionError(
-            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}."
+            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}, a Keras model file (PATH.keras) "
+            f"or keras-hub:PRESET."
         ) from None
+
+
+def _external_spec(name: str, preprocess: str | None) -> BackboneSpec:
+    if name.startswith(external.HUB_PREFIX):
+        external.check_hub(name)
+        if preprocess is not None:
+            raise InvalidOptionError(
+                f"--preprocess does not apply to {name}: a keras-hub preset brings its own image converter. Drop --preprocess."
+            )
+        size, fixed, mode, note = external.DEFAULT_SIZE, None, "keras-hub", ""
+    else:
+        if preprocess is not None and preprocess not in FILE_PREPROCESSING:
+            raise InvalidOptionError(f"--preprocess must be {' | '.join(FILE_PREPROCESSING)}; received {preprocess!r}.")
+        info = external.inspect_file(name)
+        size, fixed, mode, note = info.size or external.DEFAULT_SIZE, info.size, preprocess or "none", info.note
+        name = os.path.abspath(name)  # recorded in config.json
+    return BackboneSpec(
+        name=external.LAYER_NAME, constructor="", input_size=size, min_input_size=fixed or external.MIN_SIZE,
+        max_input_size=fixed, preprocess_mode=mode, pretrained=True, source=name, note=note,
+    )
+
+
+def run_backbone(config: dict) -> BackboneSpec:
+    """The backbone of a finished run, from its `config.json`: a model file or preset is not read
+    again (the run's model holds every layer)."""
+    name = config.get("backbone", "")
+    if not external.is_external(name):
+        return get_backbone(name)
+    size = config.get("image_size") or external.DEFAULT_SIZE
+    return BackboneSpec(
+        name=external.LAYER_NAME, constructor="", input_size=size, min_input_size=size, max_input_size=size,
+        preprocess_mode=config.get("preprocess") or ("keras-hub" if name.startswith(external.HUB_PREFIX) else "none"),
+        pretrained=True, source=name,
+    )
 
 
 def check_weights(spec: BackboneSpec, weights: str) -> None:
@@ -138,6 +207,12 @@ def check_weights(spec: BackboneSpec, weights: str) -> None:
     Raises:
         InvalidOptionError: pretrained weights for a baseline, or a path that is not a file.
     """
+    if spec.source is not None:
+        if weights != spec.source:
+            raise InvalidOptionError(
+                f"--weights {weights}: the backbone {spec.source} brings its own weights. Drop --weights."
+            )
+        return
     if not spec.pretrained and weights != "none":
         raise InvalidOptionError(
             f"{spec.name} is a from-scratch baseline with no pretrained weights; received "

@@ -47,6 +47,7 @@ def build_classifier(
     head_units: int = 0,
     augmentation: keras.Layer | None = None,
     source: keras.Model | None = None,
+    backbone_layer: str | None = None,
 ) -> keras.Model:
     """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen.
 
@@ -54,21 +55,44 @@ def build_classifier(
         weights: the pretrained backbone's weights (`"imagenet"`, a file, or `None`).
         source: a model trained by `transfer train` whose backbone (for a baseline: its layers up
             to `spec.feature_layer`) is reused here, weights included, under a new head.
+        backbone_layer: for a model file, the layer whose output are the features (`None`: below
+            its classifier, see `transfer.external_backbones`).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
-    x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
     if not spec.pretrained and source is None:
+        x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
         return keras.Model(inputs, build_backbone(spec, image_size, None, num_classes)(x), name=f"{spec.name}_classifier")
-    backbone = _feature_extractor(spec, image_size, weights if source is None else None)
-    if source is not None:
-        copy_weights(source.get_layer(spec.name), backbone)
+    backbone, preprocess = _backbone_and_preprocessing(spec, image_size, weights, source, backbone_layer)
+    x = Preprocess(**preprocess, dtype="float32", name="preprocess")(x)
     backbone.trainable = False
     x = backbone(x, training=False)
     pool = keras.layers.GlobalAveragePooling2D(name="avg_pool") if spec.pretrained else keras.layers.Flatten(name="flatten_features")
     x = pool(x)
     outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units)(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
+
+
+def _backbone_and_preprocessing(spec: BackboneSpec, image_size: int, weights: str | None, source: keras.Model | None,
+                                backbone_layer: str | None) -> tuple[keras.Model, dict]:
+    """The backbone to freeze under the new head, and the arguments of its `Preprocess` layer."""
+    from transfer import external_backbones as external
+
+    if source is not None and spec.source is not None:  # the source run's own copy: the file is not read
+        reused = source.get_layer(spec.name)
+        backbone = keras.models.clone_model(reused)
+        backbone.set_weights(reused.get_weights())
+        config = source.get_layer("preprocess").get_config()
+        return backbone, {key: config.get(key) for key in ("mode", "grayscale", "scale", "offset")}
+    if spec.source is not None and spec.source.startswith(external.HUB_PREFIX):
+        backbone, scale, offset = external.load_hub_backbone(spec.source)
+        return backbone, {"mode": "keras-hub", "scale": scale, "offset": offset}
+    if spec.source is not None:
+        return external.load_file_backbone(spec.source, backbone_layer), {"mode": spec.preprocess_mode}
+    backbone = _feature_extractor(spec, image_size, weights if source is None else None)
+    if source is not None:
+        copy_weights(source.get_layer(spec.name), backbone)
+    return backbone, {"mode": spec.preprocess_mode, "grayscale": spec.grayscale}
 
 
 def _feature_extractor(spec: BackboneSpec, image_size: int, weights: str | None) -> keras.Model:

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from transfer import __version__
-from transfer.backbones import BACKBONES
+from transfer.backbones import BACKBONES, FILE_PREPROCESSING
 from transfer.datasets import RECIPES
 from transfer.errors import TransferError
 from transfer.options import (
@@ -56,7 +56,7 @@ def _choices(name: str, values) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)
 
 
-BackboneName = _choices("BackboneName", BACKBONES)
+PreprocessMode = _choices("PreprocessMode", FILE_PREPROCESSING)
 Optimizer = _choices("Optimizer", OPTIMIZERS)
 StrategyName = _choices("StrategyName", STRATEGIES)
 Flip = _choices("Flip", FLIPS)
@@ -177,7 +177,9 @@ def _hide_native_logs() -> None:
 # The options of `train` that choose the data, the model and the recipe: the fields of `TrainOptions`,
 # declared once; `lr-find` and `cross-validate` take the same (`_with_train_options`).
 TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
-    "backbone": (Annotated[Optional[BackboneName], typer.Option(help="Pretrained backbone or from-scratch baseline. Default: resnet50, or the backbone of the --weights run.", show_default=False)], None),
+    "backbone": (Annotated[Optional[str], typer.Option(help=f"{' | '.join(BACKBONES)} (pretrained backbones and from-scratch baselines) | PATH.keras (a Keras model file of images to features; a final softmax classifier is cut off) | keras-hub:PRESET (a keras-hub preset name or local preset folder; the hub extra). Default: resnet50, or the backbone of the --weights run.", show_default=False)], None),
+    "preprocess": (Annotated[Optional[PreprocessMode], typer.Option(help="For --backbone PATH.keras: none (the model reads raw RGB in [0, 255] and preprocesses itself) | caffe | tf | torch (a keras.applications mode applied before it). Default: none.", show_default=False)], None),
+    "backbone_layer": (Annotated[Optional[str], typer.Option(help="For --backbone PATH.keras: the layer whose output are the features. Default: the model's output, below a final softmax classifier and global average pooling.", show_default=False)], None),
     "weights": (Weights, DEFAULTS.weights),
     "epochs": (Epochs, DEFAULTS.epochs),
     "finetune_epochs": (FinetuneEpochs, DEFAULTS.finetune_epochs),
@@ -532,10 +534,11 @@ def compare(
 
 @app.command()
 def features(
-    model: Annotated[str, typer.Argument(help="A run directory, or imagenet:resnet50|vgg16|inceptionv3 (the backbone without its top).")],
+    model: Annotated[str, typer.Argument(help="A run directory, imagenet:resnet50|vgg16|inceptionv3 (the backbone without its top), a Keras model file PATH.keras or keras-hub:PRESET.")],
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write: path, label, f0000, f0001, ...")],
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its weights file without top. Default: downloaded by Keras.", show_default=False)] = None,
+    preprocess: Annotated[Optional[PreprocessMode], typer.Option(help="With PATH.keras: none (the model preprocesses raw RGB in [0, 255] itself) | caffe | tf | torch. Default: none.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier features file written by transfer (nothing else).")] = False,
@@ -544,7 +547,7 @@ def features(
     with user_errors():
         from transfer.features import write_features
 
-        table = write_features(model, data_dir, out, weights=weights, batch_size=batch_size, cache_dir=cache_dir,
+        table = write_features(model, data_dir, out, weights=weights, preprocess=preprocess.value if preprocess else None, batch_size=batch_size, cache_dir=cache_dir,
                                force=force, reporter=RichReporter())
     for row in table.attrs["skipped"].itertuples():
         messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)

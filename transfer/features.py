@@ -79,7 +79,7 @@ def extractor_key(extractor: keras.Model, image_size: int) -> str:
     for layer in extractor.layers:
         digest.update(f"{layer.name}:{type(layer).__name__}".encode())
         config = layer.get_config() if hasattr(layer, "get_config") else {}
-        for key in ("mode", "grayscale"):  # the Preprocess layer's convention
+        for key in ("mode", "grayscale", "scale", "offset"):  # the Preprocess layer's convention
             digest.update(f"{key}={config.get(key)}".encode())
     for weight in extractor.weights:
         value = keras.ops.convert_to_numpy(weight)
@@ -210,11 +210,13 @@ def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) ->
     )
 
 
-def model_feature_extractor(model_ref: str | Path, weights: str | None = None) -> tuple[keras.Model, int]:
+def model_feature_extractor(model_ref: str | Path, weights: str | None = None, preprocess: str | None = None) -> tuple[keras.Model, int]:
     """`(pixels -> pooled features, input size)` of a run (its backbone, or a from-scratch baseline's
-    layers up to its `feature_layer`, flattened) or of `imagenet:NAME` (the backbone without its top,
-    globally average pooled)."""
-    from transfer.backbones import get_backbone, load_application
+    layers up to its `feature_layer`, flattened), of `imagenet:NAME` (the backbone without its top,
+    globally average pooled), or of a model file or keras-hub preset (`transfer.external_backbones`:
+    below its classifier, globally average pooled; `preprocess` as `--preprocess` of `train`)."""
+    from transfer.backbones import get_backbone, load_application, run_backbone
+    from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
     from transfer.imagenet import ImageNetClassifier, is_imagenet
     from transfer.options import require
     from transfer.preprocessing import Preprocess
@@ -227,9 +229,16 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None) -
         x = Preprocess(spec.preprocess_mode, dtype="float32", name="preprocess")(inputs)
         pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(x, training=False))
         return keras.Model(inputs, pooled, name=f"imagenet_{spec.name}_features"), size
-    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
+    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run or model file has its own)")
+    if str(model_ref).startswith(HUB_PREFIX) or Path(model_ref).suffix.lower() == FILE_SUFFIX:
+        from transfer.classifier import build_classifier
+
+        spec = get_backbone(str(model_ref), preprocess)
+        classifier = build_classifier(spec, num_classes=2, image_size=spec.input_size, weights=None)
+        return feature_extractor(classifier, spec), spec.input_size
+    require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
     run = outputs.Run.open(model_ref)
-    model, spec = run.load_model(), get_backbone(run.config().get("backbone", ""))
+    model, spec = run.load_model(), run_backbone(run.config())
     size = int(model.input_shape[1])
     if run.config().get("pretrained"):
         return feature_extractor(model, spec), size
@@ -246,6 +255,7 @@ def write_features(
     out_file: Path,
     *,
     weights: str | None = None,
+    preprocess: str | None = None,
     batch_size: int = 32,
     cache_dir: Path | None = None,
     force: bool = False,
@@ -272,7 +282,7 @@ def write_features(
     out_file = Path(out_file)
     outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir))
-    extractor, size = model_feature_extractor(model_ref, weights)
+    extractor, size = model_feature_extractor(model_ref, weights, preprocess)
     paths = listing.files["path"].tolist()
     unreadable = find_unreadable(paths, size, reporter)
     kept = listing.files[~listing.files["path"].isin(unreadable)]

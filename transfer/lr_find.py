@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from transfer import outputs
-from transfer.backbones import get_backbone
 from transfer.errors import InvalidOptionError
 from transfer.options import TrainOptions, default_batch_size, require
 from transfer.progress import SILENT, Reporter
@@ -73,7 +72,7 @@ def lr_find(
     options = options.resolved()
     if options.head == "logistic":
         raise InvalidOptionError("--head logistic is fitted in closed form and has no learning rate to find; use --head dense.")
-    spec = get_backbone(options.backbone)
+    spec = options.backbone_spec()
     out_dir = Path(out_dir)
     data = (data_dir, options.val_dir) if not options.manifest else ()
     outputs.check_destination(out_dir, kind="lr-find", force=force, data=data)
@@ -101,8 +100,8 @@ def lr_find(
         features = extract_features(extractor, paths, options.image_size, batch_size, cache=cache, reporter=reporter,
                                     description="Backbone features, train")
         target, dataset = model.get_layer("head"), features_dataset(features, labels, batch_size, shuffle=True, seed=options.seed)
-        source = f"of {options.source_run}" if options.source_run else f"--weights {Path(options.weights).name if options.weights not in ('imagenet', 'none') else options.weights}"
-        trained = f"the new head on the frozen {spec.name}'s features ({source}; unaugmented)"
+        source = f"of {options.source_run}" if options.source_run else f"--weights {Path(options.weights).name if options.weights not in ('imagenet', 'none') else options.weights}" if spec.source is None else "its own weights"
+        trained = f"the new head on the frozen {spec.label}'s features ({source}; unaugmented)"
     else:
         target = model
         dataset = make_dataset(paths, labels, options.image_size, batch_size, shuffle=True, seed=options.seed)

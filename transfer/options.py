@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfer.backbones import check_weights, get_backbone
+from transfer.backbones import BackboneSpec, check_weights, get_backbone, run_backbone
+from transfer.external_backbones import HUB_PREFIX, is_external
 from transfer.errors import InvalidOptionError
 
 #: `adam`, `sgd` (Nesterov momentum 0.9) or `rmsprop` (see `transfer.stages.make_optimizer`).
@@ -54,8 +55,13 @@ class TrainOptions:
     """Every choice of a training run. `resolved()` fills the defaults that depend on others.
 
     Attributes:
-        backbone: registry name (`transfer.backbones.BACKBONES`); `None` means `resnet50`, or the
+        backbone: registry name (`transfer.backbones.BACKBONES`), the path of a Keras model file or
+            `keras-hub:PRESET` (`transfer.external_backbones`); `None` means `resnet50`, or the
             backbone of the `weights` run.
+        preprocess: for a model file, `none` (it preprocesses raw [0, 255] RGB itself, the default)
+            or a `keras.applications` mode (`transfer.backbones.FILE_PREPROCESSING`).
+        backbone_layer: for a model file, the layer whose output are the features; `None` for its
+            output, below a final softmax classifier and global average pooling.
         weights: `"imagenet"`, `"none"`, a weights file path, or a run directory written by
             `transfer train` whose backbone is reused (for a baseline, its convolutional layers);
             `None` means `"imagenet"` for pretrained backbones and `"none"` for baselines.
@@ -109,6 +115,8 @@ class TrainOptions:
     """
 
     backbone: str | None = None
+    preprocess: str | None = None
+    backbone_layer: str | None = None
     weights: str | None = None
     image_size: int | None = None
     epochs: int = 10
@@ -152,8 +160,10 @@ class TrainOptions:
         source = self.source_run
         if source is not None:
             backbone, image_size = _from_source_run(source, backbone, image_size)
-        spec = get_backbone(backbone or DEFAULT_BACKBONE)
-        weights = self.weights or ("imagenet" if spec.pretrained else "none")
+        if source is not None and self.preprocess is not None:
+            raise InvalidOptionError(f"--preprocess: the run in --weights {source} brings its own preprocessing. Drop --preprocess.")
+        spec = dataclasses.replace(self, backbone=backbone).backbone_spec()
+        weights = self.weights or spec.source or ("imagenet" if spec.pretrained else "none")
         image_size = image_size or spec.input_size
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
@@ -178,10 +188,18 @@ class TrainOptions:
                 f"validation images in its split column instead."
             )
         require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
+        if spec.max_input_size is not None and source is None:
+            require(image_size == spec.max_input_size, "--image-size", image_size,
+                    f"{spec.max_input_size}, the input size saved in {spec.source} (omit --image-size)")
         require(
             spec.min_input_size <= image_size <= MAX_IMAGE_SIZE, "--image-size", image_size,
-            f"between {spec.min_input_size} and {MAX_IMAGE_SIZE} for {spec.name}",
+            f"between {spec.min_input_size} and {MAX_IMAGE_SIZE} for {spec.label}",
         )
+        if self.backbone_layer is not None and (spec.source is None or spec.source.startswith(HUB_PREFIX) or source):
+            raise InvalidOptionError(
+                f"--backbone-layer {self.backbone_layer} chooses the features of a model file given as --backbone PATH.keras; "
+                f"{spec.label} is not one. Drop --backbone-layer."
+            )
         require(
             self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
@@ -234,7 +252,7 @@ class TrainOptions:
                 f"{self.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
             )
         return dataclasses.replace(
-            self, backbone=spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer,
+            self, backbone=spec.source or spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer,
             finetune_lr=finetune_lr, schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
             finetune_schedule=self.finetune_schedule or DEFAULT_SCHEDULES["finetune"],
         )
@@ -244,11 +262,27 @@ class TrainOptions:
         """The run directory given as `weights`, whose backbone this run reuses."""
         return self.weights if self.weights and Path(self.weights).is_dir() else None
 
+    def backbone_spec(self) -> BackboneSpec:
+        """The backbone's registry entry, or the description of its model file or keras-hub preset
+        (that of a `--weights RUN_DIR` run is read from the run: the file is not needed again).
+
+        Raises:
+            InvalidOptionError: see `transfer.backbones.get_backbone`.
+        """
+        name = self.backbone or DEFAULT_BACKBONE
+        if self.source_run is not None and is_external(name):
+            from transfer.outputs import Run
+
+            return run_backbone(Run.open(self.source_run).config())
+        return get_backbone(name, self.preprocess)
+
     @property
     def transfers(self) -> bool:
-        """Whether the model is a backbone (pretrained, or from a run) under a new head, trained in
-        the frozen stage and then fine-tuned; else a baseline trained from scratch in one stage."""
-        return get_backbone(self.backbone or DEFAULT_BACKBONE).pretrained or self.source_run is not None
+        """Whether the model is a backbone (pretrained, from a file or preset, or from a run) under a
+        new head, trained in the frozen stage and then fine-tuned; else a baseline trained from
+        scratch in one stage."""
+        name = self.backbone or DEFAULT_BACKBONE
+        return is_external(name) or get_backbone(name).pretrained or self.source_run is not None
 
     @property
     def mixing(self) -> bool:

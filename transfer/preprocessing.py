@@ -137,27 +137,38 @@ class Preprocess(keras.layers.Layer):
     Args:
         mode: the `keras.applications.imagenet_utils.preprocess_input` mode: `"caffe"` (RGB to BGR,
             ImageNet mean subtracted; ResNet50, VGG16), `"tf"` (scaled to [-1, 1]; InceptionV3 and
-            the from-scratch baselines) or `"torch"` (scaled to [0, 1], ImageNet mean and std).
+            the from-scratch baselines) or `"torch"` (scaled to [0, 1], ImageNet mean and std);
+            `"none"` (the pixels as they are: a model file that preprocesses them itself); or
+            `"keras-hub"` (`x * scale + offset` per channel: a keras-hub preset's image converter).
         grayscale: convert to one luminance channel first (LeNet-5 reads grayscale digits).
+        scale, offset: the three per-channel numbers of `"keras-hub"`.
     """
 
-    MODES = ("caffe", "tf", "torch")
+    MODES = ("caffe", "tf", "torch", "none", "keras-hub")
 
-    def __init__(self, mode: str, grayscale: bool = False, **kwargs):
+    def __init__(self, mode: str, grayscale: bool = False, scale=None, offset=None, **kwargs):
         super().__init__(**kwargs)
         if mode not in self.MODES:
             raise ValueError(f"Preprocess mode must be one of {self.MODES}, received mode={mode!r}")
+        if (mode == "keras-hub") != (scale is not None and offset is not None):
+            raise ValueError(f"Preprocess takes scale and offset with mode='keras-hub' only; received mode={mode!r}")
         self.mode = mode
         self.grayscale = grayscale
+        self.scale = None if scale is None else [float(v) for v in scale]
+        self.offset = None if offset is None else [float(v) for v in offset]
 
     def call(self, inputs):
         x = keras.ops.cast(inputs, "float32")
         if self.grayscale:
             x = keras.ops.image.rgb_to_grayscale(x, data_format="channels_last")
+        if self.mode == "none":
+            return x
+        if self.mode == "keras-hub":
+            return x * keras.ops.convert_to_tensor(self.scale) + keras.ops.convert_to_tensor(self.offset)
         return imagenet_utils.preprocess_input(x, data_format="channels_last", mode=self.mode)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1 if self.grayscale else input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode, "grayscale": self.grayscale}
+        return {**super().get_config(), "mode": self.mode, "grayscale": self.grayscale, "scale": self.scale, "offset": self.offset}

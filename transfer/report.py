@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from transfer import __version__, outputs
-from transfer.backbones import get_backbone
+from transfer.backbones import run_backbone
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
 from transfer.plots import plot_confusion_matrix, plot_image_grid
@@ -134,7 +134,7 @@ def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, coun
     from transfer.data import iter_decoded_batches
     from transfer.visualize import grad_cam, overlay
 
-    spec = get_backbone(config["backbone"])
+    spec = run_backbone(config)
     model = run.load_model()
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])

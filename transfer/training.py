@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transfer import outputs
-from transfer.backbones import BackboneSpec, get_backbone
+from transfer.backbones import BackboneSpec
 from transfer.errors import (
     DataError,
     InvalidOptionError,
@@ -87,7 +87,7 @@ def train(
     """
     started = time.perf_counter()
     options = options.resolved()
-    spec = get_backbone(options.backbone)
+    spec = options.backbone_spec()
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
     if worker is None:
@@ -98,6 +98,8 @@ def train(
     listing = list_data(data_dir, options)
     if worker is None:
         outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
+    if spec.note and options.backbone_layer is None:
+        reporter.message(spec.note)
     if spec.pretrained and options.weights == "none":
         reporter.warning(
             f"--weights none: the frozen {spec.name} keeps its random initialization, so the head learns from "
@@ -123,7 +125,8 @@ def train(
             f"TensorBoard logs go to {files.path / outputs.TENSORBOARD_LOGS} while training, then to "
             f"{out_dir / outputs.TENSORBOARD_LOGS}; watch them with: tensorboard --logdir {files.path / outputs.TENSORBOARD_LOGS}"
         )
-    record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": []}
+    record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": [],
+              "backbone_sha256": backbone_sha256(spec, options)}
     outputs.write_json(files.resume_file, record)
     from transfer.stages import RunState
 
@@ -168,7 +171,7 @@ def resume(
     record = outputs.read_json(files.resume_file)
     record["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     options = TrainOptions(**record["options"])
-    spec = get_backbone(options.backbone)
+    spec = options.backbone_spec()
     folder = ImageFolder(files.labels(), files.split(), files.skipped(), files.duplicates(), record["source"])
     done = [entry["stage"] for entry in record["stages_done"]]
     reporter.message(f"Resuming {run_dir} from {files.path}" + (f" (finished stages: {', '.join(done)})" if done else "") + ".")
@@ -324,6 +327,7 @@ def _publish(run: RunState) -> TrainResult:
         "class_weights": run.class_weight,
         "pretrained": options.transfers,  # a backbone under a new head (pretrained, or from source_run)
         "source_run": _source_record(options.source_run),
+        "backbone_sha256": run.record.get("backbone_sha256"),
         "logistic": run.record.get("logistic"),
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
@@ -338,6 +342,13 @@ def _publish(run: RunState) -> TrainResult:
         run.files.drop_resume_state()
         outputs.publish(run.files.path, run.out_dir)
     return TrainResult(run.out_dir, metrics, history, run.model)
+
+
+def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:
+    """The SHA-256 of the model file (or local preset folder) the backbone is read from, as training starts."""
+    from transfer.external_backbones import sha256_of
+
+    return sha256_of(spec.source) if spec.source is not None and options.source_run is None else None
 
 
 def _source_record(source: str | None) -> dict | None:
@@ -409,6 +420,7 @@ def build_model(
                 head_units=options.head_units,
                 augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
                 source=source,
+                backbone_layer=options.backbone_layer,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfer import outputs
-from transfer.backbones import get_backbone
+from transfer.backbones import run_backbone
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError
 from transfer.plots import plot_image_grid
@@ -46,7 +46,7 @@ def visualize(
     if image is not None and not Path(image).is_file():
         raise DataError(f"--image {image} is not an image file; pass the path of one image.")
     model = run.load_model()
-    spec = get_backbone(run.config().get("backbone", ""))
+    spec = run_backbone(run.config())
     backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
     names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))
@@ -54,7 +54,7 @@ def visualize(
     unknown = [name for name in names if name not in known]
     if unknown:
         raise InvalidOptionError(
-            f"--layers: {', '.join(unknown)} not in {spec.name}. Convolution layers: "
+            f"--layers: {', '.join(unknown)} not in {spec.label}. Convolution layers: "
             f"{', '.join(layer.name for layer in convolutions[:40])}{', ...' if len(convolutions) > 40 else ''}."
         )
     image_path = str(image) if image else _first_validation_image(run)
@@ -64,7 +64,7 @@ def visualize(
         written = [staging / outputs.FILTERS_PNG]
         filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
         plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
-                        title=f"{spec.name}: the {len(filters)} filters of {convolutions[0].name}")
+                        title=f"{spec.label}: the {len(filters)} filters of {convolutions[0].name}")
         maps = feature_maps(model, spec.name, pixels[None], names)
         for name, activation in zip(names, maps):
             channels = activation[0]
