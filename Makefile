@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# A .venv made before the distribution was renamed keras-transfer still maps top-level cli and datasets.
 	$(BIN)/python -m pip uninstall --quiet --yes transfer 2>/dev/null || true
+	@# The cpu extra was tensorflow-cpu; it is now tensorflow itself (keras-hub's tensorflow-text requires it): never both.
+	$(BIN)/python -m pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
 	touch $@
 

@@ -169,12 +169,12 @@ def get_backbone(name: str, preprocess: str | None = None) -> BackboneSpec:
 
 def _external_spec(name: str, preprocess: str | None) -> BackboneSpec:
     if name.startswith(external.HUB_PREFIX):
-        external.check_hub(name)
+        preset = external.check_hub(name)
         if preprocess is not None:
             raise InvalidOptionError(
                 f"--preprocess does not apply to {name}: a keras-hub preset brings its own image converter. Drop --preprocess."
             )
-        size, fixed, mode, note = external.DEFAULT_SIZE, None, "keras-hub", ""
+        size, fixed, mode, note = external.hub_image_size(preset) or external.DEFAULT_SIZE, None, "keras-hub", ""
     else:
         if preprocess is not None and preprocess not in FILE_PREPROCESSING:
             raise InvalidOptionError(f"--preprocess must be {' | '.join(FILE_PREPROCESSING)}; received {preprocess!r}.")
@@ -185,6 +185,33 @@ def _external_spec(name: str, preprocess: str | None) -> BackboneSpec:
         name=external.LAYER_NAME, constructor="", input_size=size, min_input_size=fixed or external.MIN_SIZE,
         max_input_size=fixed, preprocess_mode=mode, pretrained=True, source=name, note=note,
     )
+
+
+def check_backbone_list(names: list[str], option: str = "--backbones") -> list[str]:
+    """`names` (registry names, model files, keras-hub presets) if each is a backbone and names its
+    own output folder (`transfer.external_backbones.display_name`).
+
+    Raises:
+        InvalidOptionError: an empty list, an unknown name, or two with the same folder name.
+    """
+    if not names:
+        raise InvalidOptionError(f"{option} names no backbone; expected a comma-separated list such as {', '.join(BACKBONES)}.")
+    for name in names:
+        get_backbone(name)
+    folders = [backbone_folder(name) for name in names]
+    twice = sorted({folder for folder in folders if folders.count(folder) > 1})
+    if twice:
+        raise InvalidOptionError(
+            f"{option} names {', '.join(twice)} more than once ({', '.join(names)}); each backbone is trained once, "
+            f"in a folder of its name (give model files different names)."
+        )
+    return list(names)
+
+
+def backbone_folder(name: str) -> str:
+    """The folder name of backbone `name` in a comparison or cross-validation: its registry name, or
+    a model file's stem (`hub-PRESET` for a keras-hub preset)."""
+    return external.display_name(name) if external.is_external(name) else name
 
 
 def run_backbone(config: dict) -> BackboneSpec:

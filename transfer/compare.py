@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from transfer import outputs
-from transfer.backbones import BACKBONES, get_backbone
+from transfer.backbones import check_backbone_list, get_backbone
 from transfer.errors import ComparisonFailedError, InvalidOptionError, TrainingInterrupted, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
@@ -56,13 +56,7 @@ def compare(
     Raises:
         ComparisonFailedError: every backbone failed (the leaderboard, with the reasons, is written).
     """
-    unknown = [name for name in backbones if name not in BACKBONES]
-    if len(set(backbones)) != len(backbones):
-        raise InvalidOptionError(f"--backbones names one twice ({', '.join(backbones)}); each backbone is trained once.")
-    if unknown or not backbones:
-        raise InvalidOptionError(
-            f"--backbones must be a comma-separated list of {', '.join(BACKBONES)}; received {', '.join(backbones) or 'nothing'}."
-        )
+    check_backbone_list(list(backbones))
     for name in backbones:  # every option checked before any training
         _options_for(name, options, Path(outputs.SPLIT)).resolved()
     out_dir = Path(out_dir)
@@ -141,7 +135,7 @@ def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions,
 
 def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:
     spec = get_backbone(name)
-    weights = options.weights if spec.pretrained else None
+    weights = options.weights if spec.pretrained and spec.source is None else None
     return dataclasses.replace(
         options, backbone=name, weights=weights, manifest=str(manifest), val_dir=None,
         finetune_epochs=options.finetune_epochs if spec.pretrained else 0,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from transfer import outputs
-from transfer.backbones import BACKBONES, get_backbone
+from transfer.backbones import check_backbone_list, get_backbone
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
 )
@@ -66,11 +66,7 @@ def cross_validate(
         CrossValidationFailedError: every fold failed (the results, with the reasons, are written).
     """
     backbones = list(backbones or [options.backbone or "resnet50"])
-    unknown = [name for name in backbones if name not in BACKBONES]
-    if unknown or len(set(backbones)) != len(backbones):
-        raise InvalidOptionError(
-            f"--backbones must name each of {', '.join(BACKBONES)} at most once; received {', '.join(backbones)}."
-        )
+    check_backbone_list(backbones)
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
     if options.val_dir:
         raise InvalidOptionError(
@@ -252,8 +248,10 @@ def _top_k(table: pd.DataFrame) -> int | None:
 def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:
     """`options` for backbone `name`, reading the fold's images from `manifest`; a baseline
     trains from scratch in one stage."""
-    pretrained = get_backbone(name).pretrained or options.source_run is not None
+    spec = get_backbone(name)
+    pretrained = spec.pretrained or options.source_run is not None
     return dataclasses.replace(
-        options, backbone=name, manifest=str(manifest), val_dir=None, weights=options.weights if pretrained else None,
+        options, backbone=name, manifest=str(manifest), val_dir=None,
+        weights=options.weights if pretrained and spec.source is None else None,
         finetune_epochs=options.finetune_epochs if pretrained else 0,
     )

@@ -148,6 +148,17 @@ def check_hub(name: str) -> str:
     return preset
 
 
+def hub_image_size(preset: str) -> int | None:
+    """The square side a local preset folder's image converter resizes to, or `None` (a preset of the
+    hub, whose files are not here before it is loaded, or a converter of any size)."""
+    try:
+        config = json.loads((Path(preset) / "image_converter.json").read_text())["config"]
+        height, width = config["image_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(height) if height == width and height else None
+
+
 def sha256_of(name: str) -> str | None:
     """The SHA-256 of a model file, or of a local preset folder's files; `None` for a hub preset name."""
     from transfer.outputs import sha256

@@ -18,6 +18,7 @@ EXTRAS = {
     "onnx": (("onnx", "onnxruntime", "tf2onnx"), "writing and running ONNX models"),
     "serve": (("fastapi", "uvicorn"), "the HTTP server of `transfer serve`"),
     "tensorboard": (("tensorboard",), "writing and viewing the logs of `train --tensorboard`"),
+    "hub": (("keras_hub",), "loading keras-hub presets (`--backbone keras-hub:PRESET`)"),
 }
 
 

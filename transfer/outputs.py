@@ -351,7 +351,9 @@ class Comparison:
         return self.path / SPLIT
 
     def run_dir(self, backbone: str) -> Path:
-        return self.path / RUNS / backbone
+        from transfer.backbones import backbone_folder
+
+        return self.path / RUNS / backbone_folder(backbone)
 
     def write_data(self, folder) -> None:
         write_table(self.split_file, folder.examples)
@@ -394,7 +396,9 @@ class CrossValidation:
         return self.fold_dir(fold) / "train.csv"
 
     def run_dir(self, fold: int, backbone: str) -> Path:
-        return self.fold_dir(fold) / backbone
+        from transfer.backbones import backbone_folder
+
+        return self.fold_dir(fold) / backbone_folder(backbone)
 
     def relocate_runs(self, final: Path) -> None:
         """Points each run's recorded manifest (its `manifest` and `data`) at its fold's where it will

@@ -1,0 +1,231 @@
+"""Backbones from outside the registry: a Keras model file (`--backbone PATH.keras`) and a keras-hub
+preset (`--backbone keras-hub:PRESET`). Tiny models the tests write themselves; the real
+EfficientNet-Lite0 of ../shared where pretrained features matter."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.helpers import ROOT, image_folder
+from transfer import outputs
+from transfer.backbones import get_backbone, run_backbone
+from transfer.classifier import build_classifier, unfreeze_top
+from transfer.cli import app
+from transfer.errors import InvalidOptionError, ModelLoadError
+from transfer.features import feature_extractor
+from transfer.options import TrainOptions
+from transfer.training import train
+
+runner = CliRunner()
+LITE0 = ROOT.parent / "shared" / "data" / "efficientnet_lite0"
+
+
+def small_cnn(size=32, classes=5, head=True, dropout=True, name="colleague"):
+    """A CNN from images to a pooled vector, with its own softmax classifier when `head`."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(12, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if head:
+        if dropout:
+            x = keras.layers.Dropout(0.3, name="drop")(x)
+        x = keras.layers.Dense(classes, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("files") / "colleague.keras"
+    small_cnn().save(path)
+    return path
+
+
+def test_a_file_ending_in_a_classifier_is_cut_below_it_and_its_pooling(classifier_file):
+    spec = get_backbone(str(classifier_file))
+    assert (spec.input_size, spec.max_input_size, spec.preprocess_mode) == (32, 32, "none")
+    assert "classes" in spec.note and "softmax" in spec.note
+    model = build_classifier(spec, num_classes=3, image_size=32, weights=None)
+    backbone = model.get_layer("backbone")
+    assert backbone.output_shape == (None, 16, 16, 12), "the feature map below the file's own pooling"
+    assert not {"classes", "drop", "gap"} & {layer.name for layer in backbone.layers}
+    # Independently: the file's own pooled features, below its dropout and softmax.
+    original = keras.saving.load_model(classifier_file)
+    pooled = keras.Model(original.inputs, original.get_layer("gap").output)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(feature_extractor(model, spec).predict(pixels, verbose=0), pooled.predict(pixels, verbose=0), atol=1e-5)
+    assert model.output_shape == (None, 3)
+
+
+def test_a_file_that_returns_a_vector_is_a_backbone_too(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.GlobalMaxPooling2D(name="max")(x)
+    path = tmp_path / "vector.keras"
+    keras.Model(inputs, keras.layers.Dense(6, activation="relu", name="embedding")(x)).save(path)
+    spec = get_backbone(str(path))
+    assert (spec.input_size, spec.max_input_size, spec.note) == (224, None, ""), "any size: 224 unless --image-size"
+    model = build_classifier(spec, num_classes=2, image_size=48, weights=None)
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    expected = keras.saving.load_model(path).predict(pixels, verbose=0)
+    np.testing.assert_allclose(feature_extractor(model, spec).predict(pixels, verbose=0), expected, atol=1e-5)
+
+
+def test_backbone_layer_chooses_the_features(classifier_file):
+    spec = get_backbone(str(classifier_file))
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=None, backbone_layer="conv1")
+    assert model.get_layer("backbone").output_shape == (None, 32, 32, 8)
+    with pytest.raises(ModelLoadError, match="--backbone-layer nope is not a layer"):
+        build_classifier(spec, num_classes=2, image_size=32, weights=None, backbone_layer="nope")
+
+
+def test_unfreezing_counts_the_files_layers_and_keeps_batchnorm_frozen(classifier_file):
+    spec = get_backbone(str(classifier_file))
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=None)
+    names = unfreeze_top(model, spec, 1)
+    assert names == ["conv2"]
+    unfreeze_top(model, spec, None)
+    assert not model.get_layer("backbone").get_layer("bn1").trainable
+    with pytest.raises(InvalidOptionError, match="between 1 and 4"):  # scale, conv1, bn1, conv2
+        unfreeze_top(model, spec, 5)
+
+
+def test_a_lambda_layer_is_refused_in_safe_mode(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(x)).save(path)
+    with pytest.raises(ModelLoadError, match="Lambda layer"):
+        build_classifier(get_backbone(str(path)), num_classes=2, image_size=16, weights=None)
+
+
+@pytest.mark.parametrize("contents, expected", [
+    (None, "no such file"),
+    (b"not a zip", "is not a Keras 3 model file"),
+])
+def test_bad_files_get_one_line(tmp_path, contents, expected):
+    path = tmp_path / "model.keras"
+    if contents is not None:
+        path.write_bytes(contents)
+    result = runner.invoke(app, ["train", str(tmp_path), "--backbone", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+def test_options_a_file_cannot_take(classifier_file, tmp_path):
+    base = TrainOptions(backbone=str(classifier_file))
+    with pytest.raises(InvalidOptionError, match="--image-size must be 32, the input size saved in"):
+        TrainOptions(backbone=str(classifier_file), image_size=64).resolved()
+    with pytest.raises(InvalidOptionError, match="brings its own weights"):
+        TrainOptions(backbone=str(classifier_file), weights="imagenet").resolved()
+    with pytest.raises(InvalidOptionError, match="--preprocess applies to a model file"):
+        TrainOptions(backbone="resnet50", preprocess="tf").resolved()
+    with pytest.raises(InvalidOptionError, match="--backbone-layer conv1 chooses the features of a model file"):
+        TrainOptions(backbone="resnet50", backbone_layer="conv1").resolved()
+    resolved = base.resolved()
+    assert resolved.backbone == str(classifier_file.resolve()) and resolved.weights == resolved.backbone
+    assert (resolved.image_size, resolved.lr, resolved.optimizer) == (32, 1e-3, "adam"), "a new head's defaults"
+
+
+def test_a_run_on_a_file_is_self_contained(classifier_file, tmp_path):
+    data = image_folder(tmp_path / "data", per_class=6)
+    copy = tmp_path / "copy.keras"
+    copy.write_bytes(classifier_file.read_bytes())
+    result = train(data, tmp_path / "run", TrainOptions(backbone=str(copy), epochs=1, finetune_epochs=1, augment=False), verbose=0)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["backbone"] == str(copy.resolve())
+    assert config["backbone_sha256"] == outputs.sha256(classifier_file)
+    copy.unlink()  # the file is not needed any more
+    assert run_backbone(config).name == "backbone"
+    predicted = runner.invoke(app, ["predict", str(result.run_dir), str(data / "ants"), "--format", "csv"])
+    assert predicted.exit_code == 0, predicted.output
+    assert predicted.output.count("ants/") >= 6
+    # ... and the run is a backbone for the next one, without the file either.
+    reused = TrainOptions(weights=str(result.run_dir), epochs=1).resolved()
+    assert reused.backbone == str(copy.resolve()) and reused.image_size == 32
+    again = train(data, tmp_path / "again", TrainOptions(weights=str(result.run_dir), epochs=1, augment=False), verbose=0)
+    np.testing.assert_array_equal(
+        again.model.get_layer("backbone").get_layer("conv2").get_weights()[0],
+        result.model.get_layer("backbone").get_layer("conv2").get_weights()[0],
+    )
+
+
+@pytest.fixture(scope="module")
+def hub_preset(tmp_path_factory) -> Path:
+    """A tiny keras-hub ResNet preset with its image converter, saved locally (random weights)."""
+    import keras_hub  # the hub extra, which the dev extra installs
+    keras.utils.set_random_seed(2)
+    folder = tmp_path_factory.mktemp("hub") / "tiny_resnet"
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(None, None, 3),
+    ).save_to_preset(str(folder))
+    keras_hub.layers.ResNetImageConverter(image_size=(32, 32), scale=[0.02, 0.03, 0.04], offset=[-1.0, -2.0, -3.0]).save_to_preset(str(folder))
+    return folder
+
+
+def test_a_keras_hub_preset_brings_its_preprocessing(hub_preset, tmp_path):
+    name = f"keras-hub:{hub_preset}"
+    spec = get_backbone(name)
+    assert (spec.input_size, spec.preprocess_mode) == (32, "keras-hub"), "the size of the preset's image converter"
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=None)
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    import keras_hub
+
+    hub = keras_hub.models.Backbone.from_preset(str(hub_preset))
+    expected = hub.predict(pixels * np.array([0.02, 0.03, 0.04]) + np.array([-1.0, -2.0, -3.0]), verbose=0).mean(axis=(1, 2))
+    np.testing.assert_allclose(feature_extractor(model, spec).predict(pixels, verbose=0), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unreachable_preset_names_it_and_the_way_to_get_it(tmp_path):
+    result = runner.invoke(app, ["train", str(image_folder(tmp_path / "d")), "--backbone", f"keras-hub:{tmp_path / 'missing'}", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "Could not load keras-hub preset" in result.output and "save_to_preset" in result.output
+
+
+def test_compare_takes_files_beside_registry_names(classifier_file, tmp_path):
+    data = image_folder(tmp_path / "data", per_class=6)
+    other = tmp_path / "other.keras"
+    small_cnn(head=False, name="other").save(other)
+    result = runner.invoke(app, [
+        "compare", str(data), "--backbones", f"lenet,{classifier_file},{other}", "--epochs", "1", "--out", str(tmp_path / "cmp"),
+    ])
+    assert result.exit_code == 0, result.output
+    board = (tmp_path / "cmp" / "leaderboard.csv").read_text()
+    assert "colleague" in board and "other" in board and "lenet" in board
+    assert (tmp_path / "cmp" / "runs" / "colleague" / "model.keras").is_file()
+    twice = runner.invoke(app, ["compare", str(data), "--backbones", f"{classifier_file},{classifier_file}", "--out", str(tmp_path / "c2")])
+    assert twice.exit_code == 2 and "more than once" in twice.output
+
+
+@pytest.mark.slow
+def test_the_real_lite0_classifier_file_gives_the_notop_files_features(hymenoptera):
+    """The shared EfficientNet-Lite0 with its ImageNet head, cut below it, equals the file without its top."""
+    with_top, notop = get_backbone(str(LITE0 / "efficientnet_lite0_imagenet.keras")), get_backbone(str(LITE0 / "efficientnet_lite0_notop.keras"))
+    assert with_top.note and not notop.note
+    from transfer.features import extract_features
+
+    images = sorted(str(p) for p in (hymenoptera / "val" / "ants").iterdir())[:4]
+    features = [
+        extract_features(feature_extractor(build_classifier(spec, num_classes=2, image_size=224, weights=None), spec), images, 224, 4)
+        for spec in (with_top, notop)
+    ]
+    np.testing.assert_allclose(features[0], features[1], atol=1e-5)
+    assert features[0].shape == (4, 1280)
+
+
+@pytest.mark.slow
+def test_real_pretrained_features_learn_ants_and_bees_in_a_few_epochs(hymenoptera, tmp_path):
+    """20 photos per class and the frozen Lite0: well above chance on 40 validation photos it did not train on."""
+    from tests.helpers import few_photos
+
+    data = few_photos(hymenoptera / "train", tmp_path / "train", per_class=20)
+    val = few_photos(hymenoptera / "val", tmp_path / "val", per_class=20)
+    result = train(data, tmp_path / "run", TrainOptions(
+        backbone=str(LITE0 / "efficientnet_lite0_notop.keras"), val_dir=str(val), epochs=5, head="logistic"), verbose=0)
+    assert result.metrics["val_accuracy"] >= 0.85, result.metrics
