@@ -89,6 +89,12 @@ def _manifest(ws: Workspace, name: str, text: str) -> str:
     return str(path)
 
 
+def _text(ws: Workspace, name: str, text: str) -> str:
+    path = ws.path(name)
+    path.write_text(text)
+    return str(path)
+
+
 def _train(data: str, ws: Workspace, *extra: str) -> list[str]:
     return ["train", data, "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out")), *extra]
 
@@ -246,9 +252,14 @@ CASES = [
     Case("learning rate infinite", lambda ws: _train(str(ws.data), ws, "--lr", "inf"), 2, "--lr must be a finite number > 0; received inf"),
     Case("a seed out of range", lambda ws: _train(str(ws.data), ws, "--seed", "-1"), 2, "--seed must be an integer between 0 and 2**32 - 1"),
     Case("an enormous batch size", lambda ws: ["predict", str(ws.run), str(ws.data), "--batch-size", "99999999999999999999"], 2, "--batch-size must be an integer between 1 and 65536"),
-    Case("compare the same backbone twice", lambda ws: ["compare", str(ws.data), "--backbones", "lenet,lenet", "--out", str(ws.fresh("cmp"))], 2, "--backbones names one twice"),
+    Case("compare the same backbone twice", lambda ws: ["compare", str(ws.data), "--backbones", "lenet,lenet", "--out", str(ws.fresh("cmp"))], 2, "--backbones names lenet more than once"),
     Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a finite number > 0; received 0.0"),
-    Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet51", "--out", str(ws.fresh("out"))], 2, "Invalid value for '--backbone'"),
+    Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet51", "--out", str(ws.fresh("out"))], 2, "Unknown backbone 'resnet51'. Choose one of: resnet50"),
+    Case("--backbone a model file that does not exist", lambda ws: ["train", str(ws.data), "--backbone", str(ws.path("colleague.keras")), "--out", str(ws.fresh("out"))], 2, "colleague.keras: no such file"),
+    Case("--backbone a file that is not a Keras model", lambda ws: ["train", str(ws.data), "--backbone", str(write_png(ws.path("photo.png"))), "--out", str(ws.fresh("out"))], 2, "photo.png is not a Keras model file"),
+    Case("--backbone a .keras file that is not a zip", lambda ws: ["train", str(ws.data), "--backbone", _text(ws, "broken.keras", "hello"), "--out", str(ws.fresh("out"))], 2, "is not a Keras 3 model file"),
+    Case("--preprocess for a registry backbone", lambda ws: ["train", str(ws.data), "--backbone", "lenet", "--preprocess", "tf", "--out", str(ws.fresh("out"))], 2, "--preprocess applies to a model file"),
+    Case("--backbone keras-hub: without a preset", lambda ws: ["train", str(ws.data), "--backbone", "keras-hub:", "--out", str(ws.fresh("out"))], 2, "names no preset"),
     Case("--unfreeze beyond the backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--finetune-epochs", "1", "--unfreeze", "9999", "--out", str(ws.fresh("out"))], 2, "--unfreeze must be 'all' or between 1 and"),
     Case("image size far too large", lambda ws: _train(str(ws.data), ws, "--image-size", "100000"), 2, "--image-size must be between 32 and 1024 for lenet; received 100000"),
     Case("image size too small", lambda ws: ["train", str(ws.data), "--backbone", "inceptionv3", "--weights", "none", "--image-size", "64", "--out", str(ws.fresh("out"))], 2, "--image-size must be between 75 and 1024 for inceptionv3"),

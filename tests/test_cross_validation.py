@@ -97,7 +97,7 @@ def test_cross_validate_refuses_bad_options_before_reading_images(tmp_path):
     result = runner.invoke(app, ["cross-validate", str(tmp_path), "--folds", "1", "--out", str(tmp_path / "cv")])
     assert result.exit_code == 2 and "--folds must be an integer >= 2; received 1" in result.output
     result = runner.invoke(app, ["cross-validate", str(tmp_path), "--backbones", "lenet,lenet", "--out", str(tmp_path / "cv")])
-    assert result.exit_code == 2 and "at most once" in result.output
+    assert result.exit_code == 2 and "more than once" in result.output
     result = runner.invoke(app, ["cross-validate", str(tmp_path), "--out", str(tmp_path / "cv"), "--val-dir", str(tmp_path)])
     assert result.exit_code == 2 and "No such option: --val-dir" in result.output
 
