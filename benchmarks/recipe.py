@@ -1,5 +1,7 @@
 """The small-data recipe, measured: frozen-stage features, schedules per stage, label smoothing and
-mixing, and the default recipe before and after.
+mixing, and the default recipe before and after; validation accuracy at each configuration's best
+validation epoch (the same rule for every row, optimistic for all; the recipe on real pretrained
+features is chosen on a test split by benchmarks/real_features.py).
 
     .venv/bin/python benchmarks/recipe.py [--seeds 3] [--only frozen,schedule,regularize,default] [--out DIR]
 

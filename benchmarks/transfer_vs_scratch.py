@@ -1,4 +1,6 @@
-"""Transfer beats scratch: LeNet-5 trained on digits 0-4, reused for digits 5-9 with few images.
+"""LeNet-5 trained on digits 0-4, reused for digits 5-9 with few images, against LeNet-5 from scratch:
+validation accuracy of each side's best validation epoch (the same rule for every side; the images
+that picked the epoch score it, so every number is optimistic by the same selection).
 
     .venv/bin/python benchmarks/transfer_vs_scratch.py [--seeds 3] [--shots 2,5,10,20]
 
