@@ -199,6 +199,13 @@ def test_compare_takes_files_beside_registry_names(classifier_file, tmp_path):
     board = (tmp_path / "cmp" / "leaderboard.csv").read_text()
     assert "colleague" in board and "other" in board and "lenet" in board
     assert (tmp_path / "cmp" / "runs" / "colleague" / "model.keras").is_file()
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "cmp" / "leaderboard.csv").set_index("backbone")
+    best_file = rows.drop(index="lenet")["val_accuracy"].max()
+    said = json.loads((tmp_path / "cmp" / "config.json").read_text())["verdict"]
+    assert said.startswith("Transfer hurt here" if rows.loc["lenet", "val_accuracy"] > best_file else "Transfer helped here")
+    assert said in result.output
     twice = runner.invoke(app, ["compare", str(data), "--backbones", f"{classifier_file},{classifier_file}", "--out", str(tmp_path / "c2")])
     assert twice.exit_code == 2 and "more than once" in twice.output
 
@@ -229,3 +236,13 @@ def test_real_pretrained_features_learn_ants_and_bees_in_a_few_epochs(hymenopter
     result = train(data, tmp_path / "run", TrainOptions(
         backbone=str(LITE0 / "efficientnet_lite0_notop.keras"), val_dir=str(val), epochs=5, head="logistic"), verbose=0)
     assert result.metrics["val_accuracy"] >= 0.85, result.metrics
+
+
+def test_the_verdict_names_the_best_of_each_side():
+    from transfer.compare import transfer_verdict
+
+    assert transfer_verdict({"a": (True, 0.6), "b": (True, 0.65), "lenet": (False, 0.79)}) == (
+        "Transfer hurt here: lenet trained from scratch (0.790) beat every transferred backbone (best: b, 0.650) on the same images."
+    )
+    assert transfer_verdict({"a": (True, 0.9), "lenet": (False, 0.79), "c": (True, None)}).startswith("Transfer helped here: a (0.900)")
+    assert transfer_verdict({"a": (True, 0.9), "b": (True, 0.8)}) is None, "no side trained from scratch: nothing to say"

@@ -328,6 +328,8 @@ def cross_validate(
         failed = "; ".join(f"{f['fold']}: {f['error']}" for f in entry["failed"])
         table.add_row(name, str(entry["folds_completed"]), cell("accuracy"), cell("top_k_accuracy"), cell("log_loss"), escape(failed))
     results.print(table)
+    if done.summary.get("verdict"):
+        results.print(done.summary["verdict"], highlight=False)
     results.print(f"Per fold and per class: {out}/cv.csv; summary: {out}/cv.json; plot: {out}/cv.png", highlight=False)
 
 
@@ -529,6 +531,8 @@ def compare(
             "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
         )
     results.print(table)
+    if leaderboard.attrs.get("verdict"):
+        results.print(leaderboard.attrs["verdict"], highlight=False)
     results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
 
 

@@ -82,6 +82,26 @@ def compare(
     return leaderboard
 
 
+def transfer_verdict(scores: dict[str, tuple[bool, float | None]]) -> str | None:
+    """One plain sentence on whether transfer helped, where both sides were trained: `scores` maps
+    each backbone to (whether it was transferred, its accuracy); `None` without both sides."""
+    done = {name: (transferred, accuracy) for name, (transferred, accuracy) in scores.items() if accuracy is not None}
+    transferred = {name: accuracy for name, (moved, accuracy) in done.items() if moved}
+    scratch = {name: accuracy for name, (moved, accuracy) in done.items() if not moved}
+    if not transferred or not scratch:
+        return None
+    best_transferred, best_scratch = max(transferred, key=transferred.get), max(scratch, key=scratch.get)
+    if scratch[best_scratch] > transferred[best_transferred]:
+        return (
+            f"Transfer hurt here: {best_scratch} trained from scratch ({scratch[best_scratch]:.3f}) beat every transferred "
+            f"backbone (best: {best_transferred}, {transferred[best_transferred]:.3f}) on the same images."
+        )
+    return (
+        f"Transfer helped here: {best_transferred} ({transferred[best_transferred]:.3f}) against the best from scratch, "
+        f"{best_scratch} ({scratch[best_scratch]:.3f})."
+    )
+
+
 def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: TrainOptions, reporter: Reporter,
                  verbose: int | str) -> pd.DataFrame:
     """Every backbone on the comparison's split, in a staging folder published when all have had their turn."""
@@ -93,8 +113,11 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
         leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
         leaderboard = leaderboard.reset_index(drop=True)
         leaderboard["run_dir"] = [str(outputs.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
+        verdict = transfer_verdict({row.backbone: (row.mode != "scratch", row.val_accuracy) for row in leaderboard.itertuples()})
+        leaderboard.attrs["verdict"] = verdict
         comparison.write_leaderboard(leaderboard, {
-            "command": "compare", "backbones": list(backbones), "data": folder.source, **dataclasses.asdict(options),
+            "command": "compare", "backbones": list(backbones), "data": folder.source, "verdict": verdict,
+            **dataclasses.asdict(options),
         })
         comparison.relocate_runs(out_dir)
     return leaderboard

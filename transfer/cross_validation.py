@@ -29,6 +29,7 @@ import pandas as pd
 
 from transfer import outputs
 from transfer.backbones import check_backbone_list, get_backbone
+from transfer.compare import transfer_verdict
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
 )
@@ -145,6 +146,10 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
             "top_k": _top_k(table), "options": {name: dataclasses.asdict(_options_for(name, options, layout.manifest(1)).resolved())
                                                 for name in backbones},
         }
+        summary["verdict"] = transfer_verdict({
+            name: (_options_for(name, options, layout.manifest(1)).transfers, entry["accuracy"]["mean"])
+            for name, entry in summary["backbones"].items()
+        })
         layout.write_results(table, summary)
         layout.relocate_runs(out_dir)
     return table, summary
