@@ -218,9 +218,13 @@ def _features_of(loaded, name: str, layer: str | None):
         output = _below_classifier(loaded)
     rank = len(output.shape)
     if rank not in (2, 4):
+        advice = (
+            "A backbone that returns a token sequence (ViT, DINOv2) is not supported yet." if name.startswith(HUB_PREFIX)
+            else "Choose a layer that gives one with --backbone-layer NAME."
+        )
         raise ModelLoadError(
             f"--backbone {name}: the features have shape {tuple(output.shape)}; expected a feature map (batch, height, "
-            f"width, channels) or a vector (batch, channels). Choose a layer with --backbone-layer."
+            f"width, channels) or a vector (batch, channels). {advice}"
         )
     if rank == 2:
         output = keras.layers.Reshape((1, 1, output.shape[-1]), name="features_as_map")(output)
