@@ -570,6 +570,7 @@ def backbones() -> None:
     for row in rows:
         table.add_row(row["name"], row["input"], f"{row['parameters']:,} {row['counted']}", row["weights_file"])
     results.print(table)
+    results.print("Any Keras model file (--backbone PATH.keras) or keras-hub preset (--backbone keras-hub:PRESET) works too; see the README.", highlight=False)
 
 
 @app.command()

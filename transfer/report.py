@@ -74,12 +74,19 @@ def report(
     return out_file
 
 
+def _weights_of(config: dict) -> str:
+    if config.get("source_run"):
+        return "of the source run"
+    return "its own" if config.get("weights") == config.get("backbone") else str(config.get("weights"))
+
+
 def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     s = evaluation.summary
     mode = "scratch" if not config.get("pretrained") else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
     source = config.get("source_run")
     facts = {
-        "backbone": f"{config.get('backbone')} ({mode}, weights {'of the source run' if source else config.get('weights')})",
+        "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
+        **({"backbone file SHA-256": config["backbone_sha256"]} if config.get("backbone_sha256") else {}),
         **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
         "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
         f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
