@@ -26,6 +26,8 @@ def test_optimizer_and_rate_follow_what_trains_first(digits_run):
     assert (chosen.optimizer, chosen.lr) == ("rmsprop", 0.5)
     reused = TrainOptions(weights=str(digits_run)).resolved()
     assert (reused.backbone, reused.optimizer, reused.lr) == ("lenet", "adam", 1e-3)
+    assert reused.finetune_lr == 1e-3, "a small network's reused layers fine-tune at the head's rate, not a tenth of it"
+    assert TrainOptions(weights=str(digits_run), lr=4e-3).resolved().finetune_lr == 4e-3
 
 
 def test_baselines_augment_with_flips_and_translations_only():

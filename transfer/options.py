@@ -72,7 +72,11 @@ class TrainOptions:
         unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
         lr: stage 1 learning rate; `None` means 1e-3 for a new head (`HEAD_LEARNING_RATE`), the
             backbone's own (`BackboneSpec.learning_rate`) for a baseline trained from scratch.
-        finetune_lr: stage 2 learning rate; `None` means `lr / 10`.
+        finetune_lr: stage 2 learning rate; `None` means `lr / 10`, or `lr` itself for a baseline's
+            layers reused from a run (`--weights RUN_DIR` on LeNet-5 or AlexNet): a small network
+            trained here on a few thousand images has features that must adapt, and at a tenth of
+            the head's rate they barely moved (LeNet-5's C5 kernels by 2.5%; README, "Transfer
+            against scratch").
         optimizer: `adam`, `sgd` (momentum 0.9, Nesterov) or `rmsprop`; `None` means `adam` for a
             new head, the backbone's own (`BackboneSpec.optimizer`) for a baseline from scratch.
         batch_size: images per replica per step; `None` for `default_batch_size` of the training split.
@@ -168,7 +172,7 @@ class TrainOptions:
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
         optimizer = self.optimizer or (spec.optimizer if scratch else HEAD_OPTIMIZER)
-        finetune_lr = self.finetune_lr if self.finetune_lr is not None else lr / 10
+        finetune_lr = self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else lr / 10)
         require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
         require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
         require(0 < lr < math.inf, "--lr", lr, "a finite number > 0")
