@@ -77,6 +77,8 @@ def test_cli_case(case, workspace):
     assert result.exit_code == case.exit_code, result.output
     assert case.fragment in answer(result.output, case.fragment), result.output
     assert "Traceback" not in result.output
+    if case.exit_code == 2 and not any(started in result.output for started in ("━", "Strategy:")):
+        assert result.output.lstrip().startswith("error:"), "an option or parsing error is the first line the user sees"
     if case.exit_code:
         created = set(p.name for p in workspace.root.iterdir()) - set(before)
         assert not {n for n in created if n.startswith(("out-", ".out-"))}, "a failed command wrote an output"

@@ -161,9 +161,12 @@ def get_backbone(name: str, preprocess: str | None = None) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name.lower(), BACKBONES, n=1, cutoff=0.6)
         raise InvalidOptionError(
-            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}, a Keras model file (PATH.keras) "
-            f"or keras-hub:PRESET."
+            f"Unknown backbone {name!r}" + (f"; did you mean {close[0]}?" if close else ".") + f" Choose one of: "
+            f"{', '.join(BACKBONES)}, a Keras model file (PATH.keras) or keras-hub:PRESET."
         ) from None
 
 

@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer 0.2x carries its own copy of Click, whose exceptions its commands raise
+    from typer import _click as click
+except ImportError:  # older Typer uses Click itself
+    import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -38,7 +44,62 @@ from transfer.options import (
 )
 from transfer.progress import Reporter
 
+class _OneLineError(click.exceptions.ClickException):
+    """Click's own parsing errors (an unknown option, a value not among the choices, a missing
+    argument) said as every other error is: one `error:` line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        messages.print(f"[bold red]error:[/bold red] {escape(self.message)}", highlight=False)
+
+
+#: Names users type for a choice that has another name here.
+_ALIASES = {"tflite": "litert", "tf-lite": "litert", "saved_model": "savedmodel", "saved-model": "savedmodel"}
+
+
+def _one_line(error: click.exceptions.UsageError) -> _OneLineError:
+    """`error` as one line, with the closest choice for a near miss and the command's --help."""
+    import difflib
+    import re
+
+    text = " ".join(error.format_message().replace("Value error, ", "").split())
+    if isinstance(error, click.exceptions.NoSuchOption) and error.possibilities:
+        close = difflib.get_close_matches(error.option_name, sorted(error.possibilities), n=1, cutoff=0.0)
+        text = f"No such option: {error.option_name}. Did you mean {close[0]}?"
+    text = text if text.endswith((".", "?")) else text + "."
+    wrong = re.search(r"'([^']*)' is not one of (.*)\.$", text)
+    if wrong:
+        value, choices = wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2))
+        close = [_ALIASES[value.lower()]] if value.lower() in _ALIASES else difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+        if close and close[0] in choices:
+            text += f" Did you mean {close[0]}?"
+    command = " ".join(["transfer", *(error.ctx.command_path.split()[1:] if error.ctx is not None else [])])
+    return _OneLineError(f"{text} See `{command} --help`.")
+
+
+class _App(TyperGroup):
+    """The `transfer` group: every parsing error of it and of its commands is one line (`_one_line`)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.exceptions.UsageError as error:
+            raise _one_line(error) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.exceptions.UsageError as error:
+            raise _one_line(error) from None
+
+
 app = typer.Typer(
+    cls=_App,
     help="Transfer learning on small image datasets: train, predict, export, evaluate, report, compare.",
     no_args_is_help=True,
     add_completion=False,
