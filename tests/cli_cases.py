@@ -89,6 +89,15 @@ def _manifest(ws: Workspace, name: str, text: str) -> str:
     return str(path)
 
 
+def _split_folders(ws: Workspace) -> Path:
+    """A dataset as it often arrives: `train/` and `val/`, each with the class folders."""
+    root = ws.path("splits")
+    if not root.is_dir():
+        image_folder(root / "train")
+        image_folder(root / "val")
+    return root
+
+
 def _text(ws: Workspace, name: str, text: str) -> str:
     path = ws.path(name)
     path.write_text(text)
@@ -255,6 +264,8 @@ CASES = [
     Case("compare the same backbone twice", lambda ws: ["compare", str(ws.data), "--backbones", "lenet,lenet", "--out", str(ws.fresh("cmp"))], 2, "--backbones names lenet more than once"),
     Case("learning rate <= 0", lambda ws: _train(str(ws.data), ws, "--lr", "0"), 2, "--lr must be a finite number > 0; received 0.0"),
     Case("unknown backbone", lambda ws: ["train", str(ws.data), "--backbone", "resnet", "--out", str(ws.fresh("out"))], 2, "Unknown backbone 'resnet'; did you mean resnet50? Choose one of"),
+    Case("the folder above train/ and val/", lambda ws: _train(str(_split_folders(ws)), ws), 2, "holds folders named like splits (train, val), not classes"),
+    Case("compare on the folder above the splits", lambda ws: ["compare", str(_split_folders(ws)), "--backbones", "lenet", "--out", str(ws.fresh("cmp"))], 2, "--val-dir"),
     Case("a misspelt option", lambda ws: _train(str(ws.data), ws, "--epoch", "2"), 2, "No such option: --epoch. Did you mean --epochs? See `transfer train --help`."),
     Case("a word for a number", lambda ws: _train(str(ws.data), ws, "--epochs", "two"), 2, "Invalid value for '--epochs'"),
     Case("a choice's other name", lambda ws: ["export", str(ws.run), "--format", "tflite", "--out", str(ws.fresh("exp"))], 2, "'tflite' is not one of 'savedmodel', 'litert', 'onnx'. Did you mean litert?"),

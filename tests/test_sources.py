@@ -127,3 +127,18 @@ def test_the_marker_of_a_folder_transfer_wrote_is_not_a_skipped_file(tmp_path):
     (tmp_path / "digits" / MARKER).write_text("{}")
     images, others = walk_images(tmp_path / "digits")
     assert len(images) == 4 and others == []
+
+
+def test_folders_named_like_splits_are_refused_with_the_right_command_unless_insisted_on(tmp_path):
+    from transfer.sources import list_folder
+
+    for split in ("train", "val"):
+        image_folder(tmp_path / "data" / split)
+    with pytest.raises(DataError) as refused:
+        list_folder(tmp_path / "data")
+    message = str(refused.value)
+    assert f"{tmp_path / 'data' / 'train'} --val-dir {tmp_path / 'data' / 'val'}" in message and "--allow-split-names" in message
+    listing = list_folder(tmp_path / "data", allow_split_names=True)
+    assert listing.class_names == ["train", "val"], "insisting makes them two classes"
+    image_folder(tmp_path / "mixed", classes=("test", "zebra"))
+    assert list_folder(tmp_path / "mixed").class_names == ["test", "zebra"], "one class named like a split is fine"

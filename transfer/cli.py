@@ -263,6 +263,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "val_split": (ValSplit, DEFAULTS.val_split),
     "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")], None),
     "dedupe": (Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")], DEFAULTS.dedupe),
+    "allow_split_names": (Annotated[bool, typer.Option("--allow-split-names", help="Accept class folders all named like splits (train, val, test...); refused otherwise as the folder above the splits given by mistake.")], DEFAULTS.allow_split_names),
     "class_weight": (Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")], ClassWeight(DEFAULTS.class_weight)),
     "seed": (Seed, DEFAULTS.seed),
     "strategy": (Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")], StrategyName(DEFAULTS.strategy)),
@@ -555,32 +556,21 @@ def visualize(
 
 
 @app.command()
+@_with_train_options(without=("backbone",))
 def compare(
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.")],
-    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split.")] = ",".join(BACKBONES),
-    weights: Weights = DEFAULTS.weights,
-    epochs: Epochs = DEFAULTS.epochs,
-    finetune_epochs: FinetuneEpochs = DEFAULTS.finetune_epochs,
-    image_size: ImageSize = DEFAULTS.image_size,
-    batch_size: BatchSize = DEFAULTS.batch_size,
-    augment: Augment = DEFAULTS.augment,
-    flip: FlipOption = DEFAULTS.flip,
-    val_dir: ValDir = None,
-    val_split: ValSplit = DEFAULTS.val_split,
-    seed: Seed = DEFAULTS.seed,
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split: registry names, PATH.keras files, keras-hub:PRESET.")] = ",".join(BACKBONES),
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier comparison written by transfer (nothing else).")] = False,
+    **options,
 ) -> None:
     """Train several backbones on one split, evaluate each, and write a leaderboard."""
     with user_errors():
         from transfer.compare import compare as run_compare
 
-        options = TrainOptions(
-            weights=weights, epochs=epochs, finetune_epochs=finetune_epochs, image_size=image_size,
-            batch_size=batch_size, augment=augment, flip=flip.value, val_split=val_split, seed=seed,
-        )
+        chosen = _train_options(options)
         names = [name.strip() for name in backbones.split(",") if name.strip()]
-        leaderboard = run_compare(data_dir, out, names, options, val_dir=val_dir, force=force,
+        leaderboard = run_compare(data_dir, out, names, chosen, val_dir=chosen.val_dir, force=force,
                                   reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
     numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", "top-3", "train s", "images/s")]
     table = Table("backbone", "mode", *numbers, "error")

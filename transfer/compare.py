@@ -58,10 +58,10 @@ def compare(
     """
     check_backbone_list(list(backbones))
     for name in backbones:  # every option checked before any training
-        _options_for(name, options, Path(outputs.SPLIT)).resolved()
+        options.for_backbone(name, Path(outputs.SPLIT)).resolved()
     out_dir = Path(out_dir)
     outputs.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
-    listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None)
+    listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None, options.allow_split_names)
 
     from transfer.data import prepare, report_skipped
 
@@ -135,7 +135,7 @@ def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions,
     row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode}
     val = folder.examples[folder.examples["split"] == "val"][["path", "label"]]
     try:
-        result = train(None, comparison.run_dir(name), _options_for(name, options, comparison.split_file),
+        result = train(None, comparison.run_dir(name), options.for_backbone(name, comparison.split_file),
                        reporter=reporter, verbose=verbose)
         evaluation = evaluate(result.run_dir, val, reporter=reporter)  # top-3, or all classes when fewer
         return row | {
@@ -154,12 +154,3 @@ def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions,
         return row | {"error": str(error).splitlines()[0]}
     finally:
         keras.backend.clear_session()
-
-
-def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:
-    spec = get_backbone(name)
-    weights = options.weights if spec.pretrained and spec.source is None else None
-    return dataclasses.replace(
-        options, backbone=name, weights=weights, manifest=str(manifest), val_dir=None,
-        finetune_epochs=options.finetune_epochs if spec.pretrained else 0,
-    )

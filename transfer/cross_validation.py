@@ -75,7 +75,7 @@ def cross_validate(
             f"all the labelled images in DATA_DIR (or run `transfer evaluate` on the validation folder)."
         )
     for name in backbones:  # every option checked before any image is read
-        _options_for(name, options, Path(outputs.FOLDS_CSV)).resolved()
+        options.for_backbone(name, Path(outputs.FOLDS_CSV)).resolved()
     out_dir = Path(out_dir)
     data = (data_dir,) if not options.manifest else ()
     outputs.check_destination(out_dir, kind="cross-validation", force=force, data=data)
@@ -143,11 +143,11 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
         table = pd.DataFrame(rows)
         summary = summarize(table, folder.class_names) | {
             "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
-            "top_k": _top_k(table), "options": {name: dataclasses.asdict(_options_for(name, options, layout.manifest(1)).resolved())
+            "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, layout.manifest(1)).resolved())
                                                 for name in backbones},
         }
         summary["verdict"] = transfer_verdict({
-            name: (_options_for(name, options, layout.manifest(1)).transfers, entry["accuracy"]["mean"])
+            name: (options.for_backbone(name, layout.manifest(1)).transfers, entry["accuracy"]["mean"])
             for name, entry in summary["backbones"].items()
         })
         layout.write_results(table, summary)
@@ -217,7 +217,7 @@ def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, *, options:
 
     row = _row(layout, fold, name, held_out, class_names) | {"weights_failed": False}
     try:
-        result = train(None, layout.run_dir(fold, name), _options_for(name, options, layout.manifest(fold)),
+        result = train(None, layout.run_dir(fold, name), options.for_backbone(name, layout.manifest(fold)),
                        reporter=reporter, verbose=verbose)
         evaluation = evaluate(result.run_dir, held_out, reporter=reporter)
         outputs.write_evaluation(evaluation, result.run_dir / outputs.EVALUATION)
@@ -248,15 +248,3 @@ def _top_k(table: pd.DataFrame) -> int | None:
     """The k of the top-k accuracy (the same for every fold: min(3, classes))."""
     values = table["top_k"].dropna()
     return int(values.iloc[0]) if len(values) else None
-
-
-def _options_for(name: str, options: TrainOptions, manifest: Path) -> TrainOptions:
-    """`options` for backbone `name`, reading the fold's images from `manifest`; a baseline
-    trains from scratch in one stage."""
-    spec = get_backbone(name)
-    pretrained = spec.pretrained or options.source_run is not None
-    return dataclasses.replace(
-        options, backbone=name, manifest=str(manifest), val_dir=None,
-        weights=options.weights if pretrained and spec.source is None else None,
-        finetune_epochs=options.finetune_epochs if pretrained else 0,
-    )

@@ -95,7 +95,7 @@ def evaluate_folder(
         raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
     out_dir = Path(out_dir) if out_dir is not None else outputs.default_evaluation_dir(model_path)
     outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *outputs.data_folders(model_path)))
-    listing = list_folder(Path(data_dir))
+    listing = list_folder(Path(data_dir), allow_split_names=True)  # the model's classes are checked against it
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
     if seen:

@@ -281,7 +281,7 @@ def write_features(
 
     out_file = Path(out_file)
     outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
-    listing = list_folder(Path(data_dir))
+    listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
     extractor, size = model_feature_extractor(model_ref, weights, preprocess)
     paths = listing.files["path"].tolist()
     unreadable = find_unreadable(paths, size, reporter)

@@ -89,6 +89,8 @@ class TrainOptions:
         val_dir: a pre-split validation folder with the same classes.
         manifest: a `path,label[,split]` CSV file to read instead of a folder.
         dedupe: remove validation images that are byte-for-byte copies of training images.
+        allow_split_names: accept class folders all named like splits (`train`, `val`, `test`...),
+            which are refused as the usual mistake of giving the folder above the splits.
         class_weight: `none`, or `auto` for scikit-learn's balanced class weights in the loss.
         seed: seeds the split, initialization, shuffling and augmentation.
         strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
@@ -138,6 +140,7 @@ class TrainOptions:
     val_dir: str | None = None
     manifest: str | None = None
     dedupe: bool = False
+    allow_split_names: bool = False
     class_weight: str = "none"
     seed: int = 42
     strategy: str = "auto"
@@ -265,6 +268,20 @@ class TrainOptions:
     def source_run(self) -> str | None:
         """The run directory given as `weights`, whose backbone this run reuses."""
         return self.weights if self.weights and Path(self.weights).is_dir() else None
+
+    def for_backbone(self, name: str, manifest: Path | str) -> TrainOptions:
+        """These options for backbone `name` of a comparison or cross-validation, reading its images
+        from `manifest`: a baseline from scratch trains in one stage with no weights, and the options
+        of a model file (`preprocess`, `backbone_layer`) go to model files only."""
+        spec = get_backbone(name)
+        transfers = spec.pretrained or self.source_run is not None
+        is_file = spec.source is not None and not spec.source.startswith(HUB_PREFIX)
+        return dataclasses.replace(
+            self, backbone=name, manifest=str(manifest), val_dir=None,
+            weights=self.weights if transfers and spec.source is None else None,
+            finetune_epochs=self.finetune_epochs if transfers else 0,
+            preprocess=self.preprocess if is_file else None, backbone_layer=self.backbone_layer if is_file else None,
+        )
 
     def backbone_spec(self) -> BackboneSpec:
         """The backbone's registry entry, or the description of its model file or keras-hub preset

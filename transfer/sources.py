@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # pandas is imported where a listing is made: `predict`'s opt
     import pandas as pd
 
 SPLITS = ("train", "val")
+#: Folder names that name a split, not a class: `DATA/` holding `train/` and `val/` given as the data
+#: folder is almost always a mistake (a two-class "train" vs "val" classifier), refused unless insisted on.
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval")
 #: The one rule for which files are images, in every command: the formats TensorFlow decodes in the
 #: graph (so the exported model reads them too), by extension, compared case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -56,12 +59,15 @@ class Listing:
     folders: list[str] = field(default_factory=list)
 
 
-def list_classes(data_dir: Path) -> list[str]:
+def list_classes(data_dir: Path, allow_split_names: bool = False) -> list[str]:
     """Sorted names of the class subfolders of `data_dir`.
 
+    Args:
+        allow_split_names: accept class folders that are all named like splits (`SPLIT_NAMES`).
+
     Raises:
-        DataError: the folder is missing, has fewer than two class subfolders, or holds images
-            directly instead of in class subfolders.
+        DataError: the folder is missing, has fewer than two class subfolders, holds images
+            directly instead of in class subfolders, or (unless allowed) holds split folders.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -81,20 +87,30 @@ def list_classes(data_dir: Path) -> list[str]:
             f"{data_dir} has {len(names)} class subfolder(s) ({', '.join(names) or 'none'}); a "
             f"classifier needs at least 2, one subfolder of images per class."
         )
+    if not allow_split_names and all(name.lower() in SPLIT_NAMES for name in names):
+        train = next((n for n in names if n.lower() in ("train", "training")), names[0])
+        val = next((n for n in names if n.lower() in ("val", "valid", "validation")), None)
+        right = f"{Path(data_dir) / train}" + (f" --val-dir {Path(data_dir) / val}" if val else "")
+        raise DataError(
+            f"{data_dir} holds folders named like splits ({', '.join(names)}), not classes; each split folder should "
+            f"hold one subfolder per class. Give the split folders instead: {right}. If these folders really are "
+            f"your classes, add --allow-split-names."
+        )
     return names
 
 
-def list_folder(data_dir: Path, val_dir: Path | None = None) -> Listing:
-    """Lists `data_dir` (and a pre-split `val_dir` with the same classes).
+def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: bool = False) -> Listing:
+    """Lists `data_dir` (and a pre-split `val_dir` with the same classes); `allow_split_names` as
+    in `list_classes`.
 
     Raises:
         DataError: a structure error (see `list_classes`), a class folder without any image file,
             or a `val_dir` whose classes differ.
     """
-    class_names = list_classes(data_dir)
+    class_names = list_classes(data_dir, allow_split_names)
     folders = [(Path(data_dir), "train" if val_dir else "")]
     if val_dir is not None:
-        val_classes = list_classes(val_dir)
+        val_classes = list_classes(val_dir, allow_split_names)
         if val_classes != class_names:
             raise DataError(
                 f"The validation folder {val_dir} has classes {val_classes}, but the training folder "

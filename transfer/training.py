@@ -388,7 +388,7 @@ def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
         return read_manifest(Path(options.manifest))
     if data_dir is None:
         raise InvalidOptionError("No data given: pass DATA_DIR (one subfolder per class) or --manifest FILE.csv.")
-    return list_folder(Path(data_dir), Path(options.val_dir) if options.val_dir else None)
+    return list_folder(Path(data_dir), Path(options.val_dir) if options.val_dir else None, options.allow_split_names)
 
 
 def build_model(
