@@ -142,7 +142,7 @@ def evaluate(
     """
     _check_options(top_k, batch_size)
     class_names = model_labels(model_path)  # the classes are checked before the model is loaded
-    top_k = resolve_top_k(top_k, len(class_names))
+    top_k = resolve_top_k(top_k, len(class_names), reporter)
     unknown = sorted(set(data["label"]) - set(class_names))
     if unknown:
         raise DataError(

@@ -113,7 +113,7 @@ def export(
     source = _open_source(model_ref, weights)
     class_names = source.labels()
     min_confidence = resolve_min_confidence(min_confidence, class_names, {})
-    k = resolve_top_k(top_k, len(class_names))
+    k = resolve_top_k(top_k, len(class_names), reporter)
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
     run_data = () if isinstance(source, ImageNetClassifier) else tuple(outputs.data_folders(source.path))
     outputs.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))

@@ -89,15 +89,17 @@ def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, s
     return paths, skipped
 
 
-def resolve_top_k(top_k: int | None, classes: int) -> int:
-    """Labels per image: `top_k`, or min(3, classes) when `None`.
+def resolve_top_k(top_k: int | None, classes: int, reporter: Reporter = SILENT) -> int:
+    """Labels per image: `top_k`, or min(3, classes) when `None`; a `top_k` above the number of
+    classes means all of them, which every command says once (predict, evaluate, export, serve).
 
     Raises:
-        InvalidOptionError: `top_k` is not between 1 and the number of classes.
+        InvalidOptionError: `top_k` is below 1.
     """
-    k = min(3, classes) if top_k is None else top_k
-    require(1 <= k <= classes, "--top-k", top_k, f"between 1 and {classes} (the classes of this model)")
-    return k
+    require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
+    if top_k is not None and top_k > classes:
+        reporter.message(f"--top-k {top_k}: the model has {classes} classes, so all {classes} are shown.")
+    return min(3 if top_k is None else top_k, classes)
 
 
 def predict(
@@ -130,7 +132,7 @@ def predict(
         )
     require(weights is None or is_imagenet(model_path), "--weights", weights,
             "given only with imagenet:NAME (a run or an export has its own)")
-    k = resolve_top_k(top_k, len(model_labels(model_path)))  # before the model is loaded: labels.txt says
+    k = resolve_top_k(top_k, len(model_labels(model_path)), reporter)  # before the model is loaded: labels.txt says
     model = load_scorer(model_path, weights)
     threshold = resolve_min_confidence(min_confidence, model.labels, model.config)
     for path, reason in skipped:

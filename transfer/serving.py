@@ -99,7 +99,7 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     from transfer.scorers import load_scorer
 
     scorer = load_scorer(model_ref, weights)
-    k = resolve_top_k(options.top_k, len(scorer.labels))
+    k = resolve_top_k(options.top_k, len(scorer.labels), reporter)
     threshold = resolve_min_confidence(options.min_confidence, scorer.labels, scorer.config)
     _warm_up(scorer)
     app = create_app(scorer, name, options, api_key=api_key, top_k=k, min_confidence=threshold)
