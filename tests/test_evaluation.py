@@ -96,3 +96,23 @@ def test_classes_absent_from_the_data_stay_out_of_the_averages():
     evaluation = measure(["a", "b", "c"], ["1", "2"], scores, ["a", "b"])
     assert evaluation.summary["macro_f1"] == 1.0 and evaluation.summary["classes_absent"] == ["c"]
     assert evaluation.per_class.loc["c", "support"] == 0
+
+
+def test_confusion_counts_are_readable_on_their_cells():
+    """A near-chance model's counts are all high: the text follows the colour scale (from 0), never
+    white on a pale cell or black on a dark one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from transfer.plots import cell_text_colours
+
+    near_chance = np.array([[40, 45], [42, 43]])
+    figure, axis = plt.subplots()
+    image = axis.imshow(near_chance, cmap="Blues", vmin=0, vmax=near_chance.max())
+    assert (cell_text_colours(near_chance, image) == "white").all(), "every cell is dark on a scale from 0"
+    good = np.array([[50, 1], [0, 49]])
+    image = axis.imshow(good, cmap="Blues", vmin=0, vmax=good.max())
+    assert cell_text_colours(good, image).tolist() == [["white", "black"], ["black", "white"]]
+    plt.close(figure)

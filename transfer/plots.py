@@ -59,20 +59,27 @@ def plot_confusion_matrix(confusion: pd.DataFrame, path: Path) -> None:
     n = len(confusion)
     side = min(max(4.0, 0.6 * n + 2), 20)
     figure, axis = plt.subplots(figsize=(side + 1, side), constrained_layout=True)
-    image = axis.imshow(confusion.to_numpy(), cmap="Blues")
+    counts = confusion.to_numpy()
+    image = axis.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, counts.max()))  # the scale starts at 0 counts
     figure.colorbar(image, ax=axis, shrink=0.8)
     axis.set_xticks(range(n), confusion.columns, rotation=45, ha="right")
     axis.set_yticks(range(n), confusion.index)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    threshold = confusion.to_numpy().max() / 2
     if n <= 30:
-        for (i, j), count in np.ndenumerate(confusion.to_numpy()):
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                      color="white" if count > threshold else "black")
+        for (i, j), colour in np.ndenumerate(cell_text_colours(counts, image)):
+            axis.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=colour)
     axis.set_title("confusion matrix")
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def cell_text_colours(values: np.ndarray, image) -> np.ndarray:
+    """`"white"` or `"black"` for the text on each cell of `image` (a matplotlib `AxesImage`): white
+    on a cell whose colour, on the image's own scale and colour map, is dark."""
+    rgba = image.cmap(image.norm(values))
+    luminance = 0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]
+    return np.where(luminance < 0.5, "white", "black")
 
 
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, *, columns: int = 8,
