@@ -523,7 +523,7 @@ def evaluate(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: RUN_DIR/report.html.", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML file to write, or a folder (ending in /) to write report.html into. Default: RUN_DIR/report.html.", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
     errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
     gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
@@ -591,7 +591,7 @@ def compare(
 def features(
     model: Annotated[str, typer.Argument(help="A run directory, imagenet:resnet50|vgg16|inceptionv3 (the backbone without its top), a Keras model file PATH.keras or keras-hub:PRESET.")],
     data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write: path, label, f0000, f0001, ...")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Parquet file to write (.parquet): path, label, f0000, f0001, ...; or a folder (ending in /) to write features.parquet into.")],
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its weights file without top. Default: downloaded by Keras.", show_default=False)] = None,
     preprocess: Annotated[Optional[PreprocessMode], typer.Option(help="With PATH.keras: none (the model preprocesses raw RGB in [0, 255] itself) | caffe | tf | torch. Default: none.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
@@ -607,7 +607,7 @@ def features(
     for row in table.attrs["skipped"].itertuples():
         messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
     width = sum(column.startswith("f") for column in table.columns)
-    results.print(f"{len(table)} images x {width} features written to {out}", highlight=False)
+    results.print(f"{len(table)} images x {width} features written to {table.attrs['path']}", highlight=False)
 
 
 @app.command()

@@ -263,8 +263,9 @@ def write_features(
 ):
     """`transfer features`: one Parquet row per image of `data_dir`: `path`, `label`, and the
     pooled features as columns `f0000`, `f0001`, ... (`pandas.read_parquet`, then
-    `table.filter(like="f")` is scikit-learn's `X`). Returns the table; skipped files are listed in
-    its `skipped` attribute.
+    `table.filter(like="f")` is scikit-learn's `X`), in `out_file` (a `.parquet` name), or in
+    `features.parquet` inside it where it is a folder. Returns the table; skipped files are listed
+    in its `skipped` attribute, the file written in its `path`.
 
     Raises:
         DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
@@ -275,11 +276,11 @@ def write_features(
     from transfer.sources import list_folder
 
     require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+    out_file = outputs.output_file(out_file, name=outputs.FEATURES_FILE, suffixes=(".parquet", ".pq"))
     extras.require("features")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out_file = Path(out_file)
     outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
     extractor, size = model_feature_extractor(model_ref, weights, preprocess)
@@ -303,4 +304,5 @@ def write_features(
         columns=outputs.SKIPPED_COLUMNS,
     )], ignore_index=True)
     table.attrs["skipped"] = skipped
+    table.attrs["path"] = out_file
     return table

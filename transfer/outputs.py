@@ -462,6 +462,30 @@ def marker_json(kind: str) -> str:
     })
 
 
+#: The file name written inside a folder given as `--out` for a one-file output.
+FEATURES_FILE = "features.parquet"
+
+
+def output_file(value: str | Path, *, name: str, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """The file a one-file output (`report`, `features`) is written to: `value` itself, or `name`
+    inside it where it is a folder (it exists as one, or ends in `/`: a folder to create).
+
+    Raises:
+        InvalidOptionError: a file name whose extension says another format than the output's.
+    """
+    text = str(value)
+    if text.endswith(("/", "\\")) or Path(text).is_dir():
+        return Path(text) / name
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        raise InvalidOptionError(
+            f"{option} {text}: this writes {' or '.join(s.lstrip('.').upper() for s in suffixes[:1])} "
+            f"({', '.join(suffixes)}); received a name ending in {path.suffix or 'no extension'!r}. Name the file "
+            f"{path.stem}{suffixes[0]}, or give a folder (ending in /) to write {name} into."
+        )
+    return path
+
+
 def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | None, ...] = ()) -> None:
     """Checks, before any long work, that the `kind` output can be written at `path`.
 

@@ -46,7 +46,7 @@ def report(
         force: replace an earlier report (a file this tool wrote, and nothing else).
     """
     run_dir = Path(run_dir)
-    out_file = Path(out_file) if out_file is not None else run_dir / outputs.REPORT
+    out_file = outputs.output_file(out_file, name=outputs.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / outputs.REPORT
     run = outputs.Run.open(run_dir)
     outputs.check_destination(out_file, kind="report", force=force, data=tuple(outputs.data_folders(run_dir)))
     split = run.split()
