@@ -172,8 +172,8 @@ def _export_over_thesis(ws: Workspace) -> list[str]:
 
 
 def _report_over_notes(ws: Workspace) -> list[str]:
-    notes = ws.path("notes.md")
-    notes.write_text("# my notes")
+    notes = ws.path("notes.html")
+    notes.write_text("<p>my notes</p>")
     return ["report", str(ws.run), "--out", str(notes), "--force"]
 
 
@@ -301,7 +301,7 @@ CASES = [
     Case("visualize --out inside the run's data", lambda ws: ["visualize", str(ws.run), "--out", str(ws.data / "ants" / "vis")], 2, "is inside the data folder"),
     Case("report --out inside the run's data", lambda ws: ["report", str(ws.run), "--out", str(ws.data / "report.html")], 2, "is inside the data folder"),
     Case("train --force over a run that holds the user's data", _data_inside_run, 2, "also holds what transfer did not write (mydata/ants/0.png"),
-    Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--out", str(_folder(ws, "reports"))], 2, "is a folder; the report output is one file"),
+    Case("report --out an existing folder", lambda ws: ["report", str(ws.run), "--gradcam", "0", "--out", str(_folder(ws, "reports"))], 0, "reports/report.html"),
     Case("report --out in a folder not made yet", lambda ws: ["report", str(ws.run), "--out", str(ws.path("new/dir/report.html")), "--gradcam", "2"], 0, "Report written to"),
     Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
