@@ -1,5 +1,7 @@
 """Messy image folders, manifests, bad options and damaged models: clear answers, nothing lost."""
 
+import json
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -82,3 +84,17 @@ def test_cli_case(case, workspace):
     if case.exit_code:
         created = set(p.name for p in workspace.root.iterdir()) - set(before)
         assert not {n for n in created if n.startswith(("out-", ".out-"))}, "a failed command wrote an output"
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+def test_a_predict_that_fails_writes_nothing_to_stdout(workspace, format):
+    """`predict ... --format csv > preds.csv` that fails must not leave a header-only file (or `[]`)."""
+    result = runner.invoke(app, ["predict", str(workspace.run), str(workspace.path("nothing-here")), "--format", format])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert result.stdout == ""
+    scored = runner.invoke(app, ["predict", str(workspace.run), str(workspace.data / "ants"), "--format", format])
+    assert scored.exit_code == 0 and "\r" not in scored.stdout
+    if format == "csv":
+        assert scored.stdout.splitlines()[0] == "path,rank,label,probability,answer,error"
+    else:
+        assert len(json.loads(scored.stdout)) == len(list((workspace.data / "ants").iterdir()))

@@ -278,12 +278,14 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
     input_shape = (image_size, image_size, spec.input_channels)
     if not spec.pretrained:
         return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes)
-    return load_application(spec, include_top=False, weights=weights, input_shape=input_shape)
+    return load_application(spec, include_top=False, weights=weights, input_shape=input_shape,
+                            otherwise="; or train from random initialization with --weights none")
 
 
-def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | None, input_shape: tuple):
+def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | None, input_shape: tuple, otherwise: str = ""):
     """The `keras.applications` model of `spec`, without its top (a backbone) or with it (the
     ImageNet classifier as it comes), with `weights` `"imagenet"`, `None` or a file path.
+    `otherwise` ends the advice of a failed download with what else the calling command can do.
 
     Raises:
         WeightsUnavailableError: the ImageNet weights cannot be downloaded, naming the file, the cache
@@ -293,16 +295,16 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
     weights_file = spec.classifier_weights_file if include_top else spec.weights_file
     url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
     if weights == "imagenet":
-        try:
-            return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
+        import contextlib
+        import sys
+
+        try:  # Keras says "Downloading data from ..." on stdout, which carries a command's results
+            with contextlib.redirect_stdout(sys.stderr):
+                return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
             raise WeightsUnavailableError(
-                f"Could not load the ImageNet weights of {spec.name}: {error}\n"
-                f"Keras looks for the file {weights_file} in {keras_cache_dir()} and downloads "
-                f"it from {url} when it is missing.\n"
-                f"Fix: download that file on a machine with internet access and either put it in "
-                f"{keras_cache_dir()} or pass --weights PATH/TO/{weights_file}"
-                + ("; or train from random initialization with --weights none." if not include_top else ".")
+                f"Cannot download the ImageNet weights of {spec.name} ({_download_failure(error)}).\n"
+                f"Put {weights_file} (from {url}) in {keras_cache_dir()}, or pass --weights PATH/TO/{weights_file}{otherwise}."
             ) from error
     try:
         return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
@@ -313,6 +315,14 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
             f"{input_shape[0]}x{input_shape[1]}): {error}\nExpected a Keras weights file of this "
             f"architecture {top}, such as {weights_file}."
         ) from error
+
+
+def _download_failure(error: Exception) -> str:
+    """The reason a download failed, in a few words: no network, or the first line of what Keras said."""
+    text = str(error)
+    if any(sign in text for sign in ("Name or service not known", "name resolution", "Network is unreachable", "nodename nor servname")):
+        return "no network"
+    return text.splitlines()[0][:120] if text else type(error).__name__
 
 
 def describe_all() -> list[dict]:

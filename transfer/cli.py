@@ -645,12 +645,14 @@ class _PredictionPrinter:
 
     def __init__(self, format: OutputFormat):
         self.format, self.count, self.failed, self.rows = format, 0, 0, []
-        if format is OutputFormat.csv:
-            self.writer = csv.writer(sys.stdout)
-            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error"])
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")  # LF, as every other CSV file written here
 
     def add(self, p) -> None:
+        """Prints one prediction; the CSV header comes with the first, so a command that fails
+        before any image is scored leaves stdout empty."""
         self.count += 1
+        if self.format is OutputFormat.csv and self.count == 1:
+            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error"])
         if p.error is not None:
             self.failed += 1
             messages.print(f"[yellow]skipped {escape(f'{p.path}: {p.error}')}[/yellow]", highlight=False)
@@ -666,8 +668,10 @@ class _PredictionPrinter:
             self.rows.append(p)
 
     def close(self) -> None:
-        if self.format is OutputFormat.json:
-            print("[]" if self.count == 0 else "\n]", flush=True)
+        """Ends the output: the JSON list is closed where one was opened (nothing is printed when no
+        image was scored: the command failed before)."""
+        if self.format is OutputFormat.json and self.count:
+            print("\n]", flush=True)
         elif self.format is OutputFormat.table and self.rows:
             k = max((len(p.labels) for p in self.rows), default=0)
             from transfer.prediction import UNKNOWN
