@@ -435,7 +435,7 @@ def predict(
         finally:
             printer.close()  # what was scored is shown, also after Ctrl-C
     if printer.count and printer.failed == printer.count:
-        raise typer.Exit(code=1)
+        _error(f"none of the {printer.count} file(s) could be read as an image (each is named above with its reason).", 1)
 
 
 @app.command()
@@ -672,7 +672,7 @@ class _PredictionPrinter:
         image was scored: the command failed before)."""
         if self.format is OutputFormat.json and self.count:
             print("\n]", flush=True)
-        elif self.format is OutputFormat.table and self.rows:
+        elif self.format is OutputFormat.table and any(p.error is None for p in self.rows):
             k = max((len(p.labels) for p in self.rows), default=0)
             from transfer.prediction import UNKNOWN
 

@@ -223,10 +223,26 @@ def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = 
     return {path: image_error(path) for path in failed}
 
 
-def image_error(path: str) -> str:
-    """Why `path` cannot be used as an image: the decoder's own message, first line."""
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+def content_error(content: bytes) -> str | None:
+    """Why encoded bytes are not an image this tool reads, by their kind (the one text for each, in
+    train, predict, evaluate and the server), or `None` where they look like one."""
+    if not content:
         return "empty file (0 bytes)"
+    if not bool(is_image_format(tf.constant(content))):
+        return NOT_AN_IMAGE
+    return None
+
+
+def image_error(path: str) -> str:
+    """Why `path` cannot be used as an image: its kind (`content_error`), else the decoder's own
+    message, first line (a truncated or damaged file of a known format)."""
+    try:
+        with open(path, "rb") as file:
+            reason = content_error(file.read())
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if reason:
+        return reason
     try:
         decode_image(tf.io.read_file(path), 8)
     except tf.errors.OpError as error:
@@ -243,10 +259,9 @@ def decode_encoded(contents: Sequence[bytes], image_size: int) -> np.ndarray:
     decode = _contents_decoder(image_size)
     pixels = []
     for index, content in enumerate(contents):
-        if not content:
-            raise BadImageError(index, "empty file (0 bytes)")
-        if not is_image_format(tf.constant(content)):
-            raise BadImageError(index, NOT_AN_IMAGE)
+        reason = content_error(content)
+        if reason:
+            raise BadImageError(index, reason)
         try:
             pixels.append(decode(tf.constant(content)).numpy())
         except tf.errors.OpError as error:

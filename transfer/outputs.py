@@ -108,6 +108,7 @@ class Run:
             ModelLoadError: `path` holds neither `model.keras` nor `checkpoint.keras`.
         """
         run = cls(Path(path))
+        _require_exists(run.path, "a run directory written by `transfer train`")
         if not run.model_file.is_file():
             raise ModelLoadError(f"{path} is not a run directory: {run.path / MODEL} is missing.")
         return run
@@ -280,6 +281,12 @@ class Export:
         write_json(self.path / CONFIG, config)
 
 
+def _require_exists(path: Path, expected: str) -> None:
+    """A mistyped model path is missing input (exit 2), not a model that failed to load."""
+    if not Path(path).exists():
+        raise InvalidOptionError(f"{path} does not exist; expected {expected}. Check the path.")
+
+
 def open_model(path: Path) -> Run | Export:
     """A run directory (has `model.keras`) or an export (`Export.open`).
 
@@ -287,6 +294,7 @@ def open_model(path: Path) -> Run | Export:
         ModelLoadError: `path` is neither.
     """
     path = Path(path)
+    _require_exists(path, "a run directory (the --out of `transfer train`) or an export (of `transfer export`)")
     if (path / MODEL).is_file() or (path / CHECKPOINT).is_file():
         return Run(path)
     try:

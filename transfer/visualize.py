@@ -43,8 +43,10 @@ def visualize(
     run = outputs.Run.open(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
     outputs.check_destination(out_dir, kind="visualization", force=force, data=tuple(outputs.data_folders(run.path)))
+    if image is not None and not Path(image).exists():
+        raise DataError(f"--image {image} does not exist; pass the path of one image.")
     if image is not None and not Path(image).is_file():
-        raise DataError(f"--image {image} is not an image file; pass the path of one image.")
+        raise DataError(f"--image {image} is a folder, not an image file; pass the path of one image.")
     model = run.load_model()
     spec = run_backbone(run.config())
     backbone = model.get_layer(spec.name)
