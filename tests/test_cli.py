@@ -99,6 +99,8 @@ def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["weights"] == "none" and config["finetune_epochs"] == 1
+    assert config["transfers"] is True and config["pretrained"] is False, "random weights under a new head are not pretrained"
+    assert config["val_split"] is None and config["patience"] == {"frozen": 5, "finetune": 5}, "what was used"
     history = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["frozen", "finetune"]
 

@@ -240,7 +240,7 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
     run = outputs.Run.open(model_ref)
     model, spec = run.load_model(), run_backbone(run.config())
     size = int(model.input_shape[1])
-    if run.config().get("pretrained"):
+    if run.config().get("transfers", run.config().get("pretrained")):  # runs before `transfers` say `pretrained`
         return feature_extractor(model, spec), size
     baseline = model.get_layer(spec.name)
     convolutions = keras.Model(baseline.inputs, baseline.get_layer(spec.feature_layer).output)

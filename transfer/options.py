@@ -320,6 +320,10 @@ class TrainOptions:
             return "in_loop"
         return "cached_views" if self.augment and self.cached_views > 1 else "cached"
 
+    def stage_patience(self, epochs: int) -> int:
+        """Epochs without a better validation score before a stage of `epochs` stops."""
+        return self.patience or max(5, epochs // 3)
+
     @property
     def unfreeze_count(self) -> int | None:
         return None if self.unfreeze == "all" else int(self.unfreeze)

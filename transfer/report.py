@@ -74,6 +74,11 @@ def report(
     return out_file
 
 
+def _transfers(config: dict) -> bool:
+    """Whether the run is a backbone under a new head (`transfers`; runs before it say `pretrained`)."""
+    return bool(config.get("transfers", config.get("pretrained")))
+
+
 def _weights_of(config: dict) -> str:
     if config.get("source_run"):
         return "of the source run"
@@ -82,7 +87,7 @@ def _weights_of(config: dict) -> str:
 
 def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     s = evaluation.summary
-    mode = "scratch" if not config.get("pretrained") else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+    mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
     source = config.get("source_run")
     facts = {
         "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
@@ -146,14 +151,14 @@ def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, coun
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
     index = {name: i for i, name in enumerate(evaluation.class_names)}
-    heatmaps = grad_cam(model, spec.name, bool(config.get("pretrained")), pixels, [index[p] for p in chosen["predicted"]])
+    heatmaps = grad_cam(model, spec.name, _transfers(config), pixels, [index[p] for p in chosen["predicted"]])
     images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
     titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
     plot_image_grid(images, titles, path, columns=4, size=2.4)
     return (
         _image(path, "Grad-CAM heatmaps")
         + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
-        + ("the backbone's last feature maps" if config.get("pretrained") else "the last convolutional feature maps")
+        + ("the backbone's last feature maps" if _transfers(config) else "the last convolutional feature maps")
         + ").</p>"
     )
 

@@ -172,7 +172,7 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
             loss=make_loss(options),
             metrics=["accuracy"],
         )
-    patience = options.patience or max(5, stage.epochs // 3)
+    patience = options.stage_patience(stage.epochs)
     early_stopping = ResumableEarlyStopping(
         stage_dir, monitor=SELECTION, mode="min", patience=patience, restore_best_weights=True
     )

@@ -325,7 +325,13 @@ def _publish(run: RunState) -> TrainResult:
         "data_folders": run.record.get("data_folders", []),
         "class_names": folder.class_names,
         "class_weights": run.class_weight,
-        "pretrained": options.transfers,  # a backbone under a new head (pretrained, or from source_run)
+        # Every option as it was used: the patience of each stage run, no split share where the split was given.
+        "patience": {stage: options.stage_patience(epochs) for stage, epochs in
+                     (("frozen", options.epochs), ("finetune", options.finetune_epochs), ("scratch", options.epochs))
+                     if stage in run.stages_done and stage != "logistic"},
+        "val_split": None if options.val_dir else options.val_split,
+        "transfers": options.transfers,  # a backbone under a new head (pretrained, from a file or preset, or from source_run)
+        "pretrained": options.transfers and options.weights != "none",  # with learned weights
         "source_run": _source_record(options.source_run),
         "backbone_sha256": run.record.get("backbone_sha256"),
         "logistic": run.record.get("logistic"),
