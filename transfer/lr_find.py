@@ -19,6 +19,7 @@ folder; the model is built for the sweep and thrown away, and no run is changed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def lr_find(
     require(0 < start_lr < math.inf, "--start-lr", start_lr, "a finite number > 0")
     require(start_lr < end_lr < math.inf, "--end-lr", end_lr, f"a finite number above --start-lr ({start_lr:g})")
     require(steps >= 20, "--steps", steps, "an integer >= 20 (the suggestion leaves out the first 10% and the last 5)")
-    options = options.resolved()
+    options = dataclasses.replace(options, head=options.head or "dense").resolved()  # the head that has a rate
     if options.head == "logistic":
         raise InvalidOptionError("--head logistic is fitted in closed form and has no learning rate to find; use --head dense.")
     spec = options.backbone_spec()

@@ -104,7 +104,11 @@ class TrainOptions:
             on freshly augmented images every epoch (in the loop). Measured: no setting was more
             accurate than one unaugmented view, which is the cheapest (README, "The small-data recipe").
         head: `dense`, or `logistic` to fit the frozen stage's softmax layer with scikit-learn's
-            logistic regression (regularization chosen by cross-validation) on the pooled features.
+            logistic regression (regularization chosen by cross-validation) on the pooled features;
+            `None` for `logistic`, or `dense` where another option asks for a head trained by
+            gradient descent (`default_head`). Chosen on real pretrained features (README, "The
+            recipe on real pretrained features"): the logistic head is the scikit-learn floor by
+            construction, which the dense head missed on the whole hymenoptera training set.
         cache_dir: where unaugmented features are kept between runs; `None` for
             `~/.cache/transfer/features`.
         schedule: stage 1's learning-rate schedule (`SCHEDULES`); `None` for the stage's default
@@ -148,7 +152,7 @@ class TrainOptions:
     cache_features: bool = True
     cached_views: int = 1
     mixed_precision: bool = False
-    head: str = "dense"
+    head: str | None = None
     cache_dir: str | None = None
     schedule: str | None = None
     finetune_schedule: str | None = None
@@ -225,7 +229,8 @@ class TrainOptions:
                 f"--cache-features. Without augmentation every epoch sees the same image and one "
                 f"cached view is exact."
             )
-        require(self.head in HEADS, "--head", self.head, " | ".join(HEADS))
+        require(self.head is None or self.head in HEADS, "--head", self.head, " | ".join(HEADS))
+        head = self.head or self.default_head(scratch)
         for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):
             require(value is None or value in SCHEDULES, option, value, " | ".join(SCHEDULES))
         require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
@@ -238,20 +243,20 @@ class TrainOptions:
             )
         unused = [name for name, given in (("--label-smoothing", self.label_smoothing), ("--schedule", self.schedule),
                                            ("--tensorboard", self.tensorboard)) if given]
-        if self.head == "logistic" and not self.finetune_epochs and unused:
+        if head == "logistic" and not self.finetune_epochs and unused:
             raise InvalidOptionError(
                 f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
                 f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
                 f"--finetune-epochs N."
             )
-        if self.mixing and self.head == "logistic":
+        if self.mixing and head == "logistic":
             raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
-        if self.head == "logistic" and scratch:
+        if head == "logistic" and scratch:
             raise InvalidOptionError(
                 f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
                 f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
             )
-        require(self.head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
+        require(head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
                 "0 with --head logistic (a logistic regression is the softmax layer alone)")
         if scratch and self.finetune_epochs:
             raise InvalidOptionError(
@@ -259,7 +264,7 @@ class TrainOptions:
                 f"{self.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
             )
         return dataclasses.replace(
-            self, backbone=spec.source or spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer,
+            self, backbone=spec.source or spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer, head=head,
             finetune_lr=finetune_lr, schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
             finetune_schedule=self.finetune_schedule or DEFAULT_SCHEDULES["finetune"],
         )
@@ -319,6 +324,19 @@ class TrainOptions:
         if not self.cache_features or self.mixing or (self.augment and self.cached_views == 0):
             return "in_loop"
         return "cached_views" if self.augment and self.cached_views > 1 else "cached"
+
+    def default_head(self, scratch: bool) -> str:
+        """The head when `--head` is not given: `logistic`, unless the frozen stage must train by
+        gradient descent for another option to mean something (mixing, label smoothing, hidden
+        units, augmented or in-loop features, a learning rate or schedule for the frozen stage, its
+        TensorBoard curves, or multi-worker training, where each worker holds only a shard of the
+        features); a baseline from scratch brings its own classifier (`dense`)."""
+        wants_gradient_descent = (
+            scratch or self.mixing or self.label_smoothing or self.head_units or self.cached_views != 1
+            or not self.cache_features or self.strategy == "multiworker" or self.lr is not None
+            or self.schedule is not None or (self.tensorboard and not self.finetune_epochs)
+        )
+        return "dense" if wants_gradient_descent else "logistic"
 
     def stage_patience(self, epochs: int) -> int:
         """Epochs without a better validation score before a stage of `epochs` stops."""
