@@ -227,9 +227,10 @@ def render(frame, tasks: dict) -> str:
     for task, spec in tasks.items():
         part = frame[frame["task"] == task]
         sizes = spec["sizes"]
-        counts = part.groupby(["size"])["train_images"].max().to_dict() if len(part) else {}
+        trained = part[part["candidate"] != SKLEARN[1]]  # the refit also counts the validation images
+        counts = trained.groupby(["size"])["train_images"].max().to_dict() if len(trained) else {}
         lines += ["", f"## {task}: test accuracy, mean +- sd over seeds (mean seconds of `transfer train` per run)", "",
-                  "| candidate | " + " | ".join(f"{s}/class" if s != "all" else f"all ({counts.get('all', '?')} images)"
+                  "| candidate | " + " | ".join(f"{s}/class" if s != "all" else f"all ({counts.get('all', '?')} train images)"
                                                 for s in sizes) + " |",
                   "|---" * (len(sizes) + 1) + "|"]
         for name in ORDER:
