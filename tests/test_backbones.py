@@ -81,7 +81,13 @@ def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, mo
     message = str(raised.value)
     assert spec.weights_file in message
     assert str(keras_cache_dir()) in message and str(tmp_path) in message
-    assert "--weights PATH" in message and "URL fetch failure" in message
+    assert "--weights PATH" in message and "(no network)" in message and "Name or service" not in message
+    assert len(message.splitlines()) <= 3 and "--weights none" in message, "train's own way out, in a few lines"
+    from transfer.features import model_feature_extractor
+
+    with pytest.raises(WeightsUnavailableError) as raised:
+        model_feature_extractor("imagenet:resnet50")
+    assert "--weights none" not in str(raised.value), "features refuses --weights none, so it is not suggested there"
 
 
 def test_baselines_refuse_pretrained_weights():

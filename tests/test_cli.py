@@ -94,7 +94,7 @@ def test_resnet50_smoke_train_finetune_predict_export(tmp_path, hymenoptera):
     result = runner.invoke(app, [
         "train", str(train_dir), "--val-dir", str(val_dir), "--backbone", "resnet50", "--weights", "none",
         "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--finetune-epochs", "1",
-        "--unfreeze", "10", "--out", str(run),
+        "--unfreeze", "10", "--head", "dense", "--out", str(run),
     ])
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())

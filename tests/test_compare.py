@@ -54,7 +54,7 @@ def test_a_comparison_where_every_backbone_fails_says_so(tmp_path, monkeypatch):
     result = runner.invoke(app, ["compare", str(data), "--backbones", "resnet50,vgg16", "--epochs", "1",
                                  "--image-size", "32", "--out", str(out)])
     assert result.exit_code == 1, result.output
-    assert "error: Every backbone failed (resnet50: Could not load the ImageNet weights" in result.output
+    assert "error: Every backbone failed (resnet50: Cannot download resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in result.output
     board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
     assert board["error"].str.contains("weights_tf_dim_ordering_tf_kernels_notop.h5").all()
 

@@ -75,7 +75,7 @@ def test_unreadable_files_are_listed_by_path_with_reason_per_class(tmp_path):
     folder = prepare(list_folder(root), image_size=8, val_split=0.5)
     reasons = {os.path.basename(p): r for p, r in zip(folder.skipped["path"], folder.skipped["reason"])}
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
-    assert reasons["truncated.jpg"] and reasons["text.png"].startswith("Unknown image file format")
+    assert reasons["truncated.jpg"] and reasons["text.png"] == "not a JPEG, PNG, GIF, BMP or WebP file"
     assert reasons[".DS_Store"] == "hidden file"
     assert folder.counts()["skipped"].to_dict() == {"ants": 2, "bees": 2}
     assert len(folder.examples) == 8

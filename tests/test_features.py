@@ -70,7 +70,7 @@ def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
     for cache in (True, False):
         options = TrainOptions(
             backbone="resnet50", weights="none", image_size=32, epochs=1, batch_size=4, augment=False,
-            val_dir=str(val_dir), cache_features=cache, seed=3,
+            val_dir=str(val_dir), cache_features=cache, seed=3, head="dense",
         )
         run = train(train_dir, tmp_path / str(cache), options, verbose=0).run_dir
         results[cache] = pd.read_csv(run / "history.csv")

@@ -54,11 +54,11 @@ def test_train_on_a_run_then_fine_tune(digits_run, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"] == "lenet" and config["pretrained"] is True and config["transfers"] is True
-    assert config["patience"] == {"frozen": 5, "finetune": 5} and config["val_split"] == 0.2
+    assert config["head"] == "logistic" and config["patience"] == {"finetune": 5} and config["val_split"] == 0.2
     assert config["source_run"]["path"] == str(digits_run.resolve())
     assert config["source_run"]["model_sha256"] == outputs.sha256(digits_run / "model.keras")
     history = (run / "history.csv").read_text()
-    assert "frozen" in history and "finetune" in history
+    assert "logistic" in history and "finetune" in history, "LP-FT: the logistic head (the default), then fine-tuning"
     model = outputs.Run.open(run).load_model()
     source = outputs.Run.open(digits_run).load_model()
     assert model.output_shape == (None, 3)

@@ -303,8 +303,8 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
                 return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
             raise WeightsUnavailableError(
-                f"Cannot download the ImageNet weights of {spec.name} ({_download_failure(error)}).\n"
-                f"Put {weights_file} (from {url}) in {keras_cache_dir()}, or pass --weights PATH/TO/{weights_file}{otherwise}."
+                f"Cannot download {weights_file}, the ImageNet weights of {spec.name} ({_download_failure(error)}).\n"
+                f"Put it (from {url}) in {keras_cache_dir()}, or pass --weights PATH/TO/{weights_file}{otherwise}."
             ) from error
     try:
         return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
