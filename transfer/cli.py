@@ -246,7 +246,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "finetune_epochs": (FinetuneEpochs, DEFAULTS.finetune_epochs),
     "unfreeze": (Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")], DEFAULTS.unfreeze),
     "lr": (Annotated[Optional[float], typer.Option(help="Stage 1 learning rate. Default: 1e-3 for a new head; for a baseline from scratch its own (lenet 0.03, alexnet 0.01). `transfer lr-find` suggests one.", show_default=False)], DEFAULTS.lr),
-    "finetune_lr": (Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: --lr / 10; --lr itself for a baseline's layers reused from a run (--weights RUN_DIR).")], DEFAULTS.finetune_lr),
+    "finetune_lr": (Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: 1e-5 for a pretrained backbone (measured on real pretrained features); --lr itself for a baseline's layers reused from a run (--weights RUN_DIR).")], DEFAULTS.finetune_lr),
     "schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 1 learning-rate schedule: constant | cosine (to 1%) | onecycle (fastai's, with warm-up). Default: {DEFAULT_SCHEDULES['frozen']}.", show_default=False)], None),
     "finetune_schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 2 learning-rate schedule. Default: {DEFAULT_SCHEDULES['finetune']}.", show_default=False)], None),
     "optimizer": (Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)], DEFAULTS.optimizer),

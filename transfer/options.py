@@ -22,6 +22,10 @@ from transfer.errors import InvalidOptionError
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: The first stage's defaults for a new head on transferred features (the Keras transfer-learning guide's).
 HEAD_OPTIMIZER, HEAD_LEARNING_RATE = "adam", 1e-3
+#: The fine-tuning stage's default for a pretrained backbone: the Keras guide's 1e-5, measured on real
+#: pretrained features (README, "The recipe on real pretrained features": LP-FT at 1e-5 stayed at or
+#: above the scikit-learn floor at every size, fine-tuning at 1e-4 fell below it).
+FINETUNE_LEARNING_RATE = 1e-5
 #: Which random flips augmentation uses; `none` for digits or text, whose mirror image is another.
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 #: `tf.distribute` strategies (see `transfer.distribute.resolve_strategy`).
@@ -72,7 +76,8 @@ class TrainOptions:
         unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
         lr: stage 1 learning rate; `None` means 1e-3 for a new head (`HEAD_LEARNING_RATE`), the
             backbone's own (`BackboneSpec.learning_rate`) for a baseline trained from scratch.
-        finetune_lr: stage 2 learning rate; `None` means `lr / 10`, or `lr` itself for a baseline's
+        finetune_lr: stage 2 learning rate; `None` means `FINETUNE_LEARNING_RATE` (1e-5) for a
+            pretrained backbone (the registry's, a model file or preset, or a run of one), or `lr` itself for a baseline's
             layers reused from a run (`--weights RUN_DIR` on LeNet-5 or AlexNet): a small network
             trained here on a few thousand images has features that must adapt, and at a tenth of
             the head's rate they barely moved (LeNet-5's C5 kernels by 2.5%; README, "Transfer
@@ -179,7 +184,7 @@ class TrainOptions:
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
         optimizer = self.optimizer or (spec.optimizer if scratch else HEAD_OPTIMIZER)
-        finetune_lr = self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else lr / 10)
+        finetune_lr = self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else FINETUNE_LEARNING_RATE)
         require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
         require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
         require(0 < lr < math.inf, "--lr", lr, "a finite number > 0")
