@@ -4,6 +4,7 @@ VENV   ?= .venv
 EXTRA  ?= cpu# `make EXTRA=gpu ...` installs the CUDA build of TensorFlow instead
 BIN    := $(VENV)/bin
 DEMO   := .demo
+LITE0  := ../shared/data/efficientnet_lite0/efficientnet_lite0_notop.keras
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install browser demo test test-quick clean
@@ -53,6 +54,14 @@ demo: install
 	else \
 	  echo "NOT DONE: resnet50 with ImageNet weights could not run here (reason above). The LeNet-5 run"; \
 	  echo "above did not need them. With internet access, or with --weights PATH, this step trains."; \
+	fi
+	@echo
+	@echo "== Any Keras model file as the backbone: a real ImageNet-pretrained EfficientNet-Lite0 =="
+	@if [ -f $(LITE0) ]; then \
+	  $(BIN)/transfer train $(DEMO)/digits --backbone $(LITE0) --flip none --out $(DEMO)/lite0 --force && \
+	  echo "lite0 run (a logistic head on its pooled features): $(DEMO)/lite0"; \
+	else \
+	  echo "SKIPPED: $(LITE0) is not here (it ships beside this repository in ../shared). Any .keras file works: transfer train DATA --backbone PATH.keras"; \
 	fi
 	@echo
 	@echo "== Demo outputs =="

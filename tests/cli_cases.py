@@ -98,6 +98,11 @@ def _split_folders(ws: Workspace) -> Path:
     return root
 
 
+def _copy_tree(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
 def _text(ws: Workspace, name: str, text: str) -> str:
     path = ws.path(name)
     path.write_text(text)
@@ -312,6 +317,7 @@ CASES = [
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
     Case("evaluate twice, with --force", _evaluate_twice, 0, "written to"),
     Case("evaluate a run on its own training images", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
+    Case("evaluate a run on a copy of its training images", lambda ws: ["evaluate", str(ws.run), str(_copy_tree(ws.data, ws.fresh("copied"))), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate an export: results beside it", lambda ws: ["evaluate", str(ws.export), str(ws.data)], 0, "export-evaluation"),
     Case("an interrupted run is in the way", _interrupted, 2, "An interrupted training of"),
     Case("--resume with nothing to resume", lambda ws: ["train", "--resume", str(ws.path("never"))], 2, "no interrupted training found"),

@@ -116,13 +116,18 @@ def _check_options(top_k: int | None, batch_size: int) -> None:
 
 
 def _training_images(model_path: Path, data: pd.DataFrame) -> int:
-    """How many of `data`'s images the run (or the run an export came from) was trained on."""
+    """How many of `data`'s images the run (or the run an export came from) was trained on: the same
+    files, or byte-for-byte copies of them (compared by content, as the run's deduplication does)."""
     split = Path(model_path) / outputs.SPLIT
     if not split.is_file():
         return 0
     table = outputs.read_table(split)
     trained = {os.path.realpath(path) for path in table.loc[table["split"] == "train", "path"]}
-    return sum(os.path.realpath(path) in trained for path in data["path"])
+    contents = {outputs.sha256(path) for path in trained if os.path.isfile(path)}  # copies count too
+    return sum(
+        os.path.realpath(path) in trained or (os.path.isfile(path) and outputs.sha256(path) in contents)
+        for path in data["path"]
+    )
 
 
 def evaluate(
