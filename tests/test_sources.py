@@ -142,3 +142,17 @@ def test_folders_named_like_splits_are_refused_with_the_right_command_unless_ins
     assert listing.class_names == ["train", "val"], "insisting makes them two classes"
     image_folder(tmp_path / "mixed", classes=("test", "zebra"))
     assert list_folder(tmp_path / "mixed").class_names == ["test", "zebra"], "one class named like a split is fine"
+
+
+def test_only_regular_files_are_read_and_the_rest_named_with_its_kind(tmp_path):
+    """A named pipe called pipe.png would block a read forever; an empty folder named x.jpg is said."""
+    data = image_folder(tmp_path / "data", per_class=3)
+    os.mkfifo(data / "ants" / "pipe.png")
+    (data / "bees" / "x.jpg").mkdir()
+    images, others = walk_images(data / "ants")
+    assert str(data / "ants" / "pipe.png") not in images
+    assert dict(others)[str(data / "ants" / "pipe.png")].startswith("a named pipe, not a regular file")
+    _, others = walk_images(data / "bees")
+    assert dict(others)[str(data / "bees" / "x.jpg")] == "an empty folder named like an image"
+    listing = list_folder(data)
+    assert len(listing.files) == 6 and set(listing.skipped["path"]) == {str(data / "ants" / "pipe.png"), str(data / "bees" / "x.jpg")}

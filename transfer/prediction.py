@@ -17,7 +17,7 @@ from transfer.imagenet import is_imagenet
 from transfer.options import MAX_BATCH_SIZE, require
 from transfer.progress import SILENT, Reporter
 from transfer.scorers import load_scorer, model_labels
-from transfer.sources import IMAGE_EXTENSIONS, walk_images
+from transfer.sources import IMAGE_EXTENSIONS, special_file_kind, walk_images
 
 
 #: The answer for an image whose top probability is below the minimum confidence.
@@ -84,6 +84,8 @@ def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, s
             skipped += others
         elif item.is_file():
             paths.append(str(item))  # named by the user: read whatever its extension says
+        elif special_file_kind(item):
+            skipped.append((str(item), f"{special_file_kind(item)}, not a regular file (only files are read)"))
         else:
             raise DataError(f"{item} does not exist; pass image files or folders of images.")
     return paths, skipped

@@ -192,6 +192,24 @@ def read_manifest(manifest: Path) -> Listing:
     return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()), folders)
 
 
+def special_file_kind(path: str | Path) -> str | None:
+    """What a path that is neither a regular file nor a folder is ("a named pipe", "a socket", "a
+    device file"), or `None`: only regular files are read (a named pipe would block a read forever)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
 def has_image_suffix(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -224,6 +242,9 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
         dirs.sort()
         hidden_dirs = [d for d in dirs if d.startswith(".")]
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in dirs:  # searched like any folder; said where it holds nothing to read
+            if has_image_suffix(Path(name)) and not any(files for _, _, files in os.walk(os.path.join(root, name))):
+                others.append((os.path.join(root, name), "an empty folder named like an image"))
         for name in sorted(names) + hidden_dirs:
             path = os.path.join(root, name)
             if name == MARKER:
@@ -232,6 +253,8 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
                 others.append((path, "hidden file" if name not in hidden_dirs else "hidden folder (not searched)"))
             elif not os.path.exists(path):
                 others.append((path, f"broken symbolic link (target {os.readlink(path)} does not exist)"))
+            elif special_file_kind(path):
+                others.append((path, f"{special_file_kind(path)}, not a regular file (only files are read)"))
             elif not has_image_suffix(Path(name)):
                 others.append((path, not_an_image_reason(Path(name))))
             else:
