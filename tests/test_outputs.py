@@ -182,3 +182,21 @@ def test_an_export_put_inside_a_run_is_not_the_runs_to_delete(tmp_path):
     comparison = earlier(tmp_path / "comparison", "comparison")
     earlier(comparison / "runs" / "lenet", "run")  # a comparison's own runs are its own
     outputs.check_destination(comparison, kind="comparison", force=True)
+
+
+def test_two_commands_cannot_write_one_output_at_once(tmp_path):
+    """The first to claim `runs/a` holds it until it publishes; another process is told in one line."""
+    import subprocess
+    import sys
+
+    from transfer.outputs import lock_destination, staging_dir
+
+    out = tmp_path / "runs" / "a"
+    staging = staging_dir(out, "run")  # this process claims it
+    other = f"from transfer.outputs import lock_destination; lock_destination({str(out)!r})"
+    refused = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True)
+    assert refused.returncode != 0 and "Another transfer command is writing" in refused.stderr
+    lock_destination(out)  # the holder itself may ask again
+    outputs.publish(staging, out)  # publishing releases it
+    assert subprocess.run([sys.executable, "-c", other], capture_output=True, text=True).returncode == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["a"], "nothing is left beside the output"

@@ -631,9 +631,57 @@ def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None)
         )
 
 
+#: Open lock files of the outputs this process is writing: held until it exits (`lock_destination`).
+_LOCKS: dict[str, int] = {}
+
+
+def lock_destination(path: Path, worker: int | None = None) -> None:
+    """Claims `path` for this process until it exits, or until `publish`: an exclusive lock on a file
+    named after its real path in the temporary folder (nothing is added beside the output), so that
+    two commands writing the same output on this machine (two `train --out runs/a` started
+    together) cannot share one staging folder; the second stops with one line.
+
+    Raises:
+        OutputLocationError: another process holds the lock.
+    """
+    import fcntl
+    import os
+
+    lock = _lock_file(path, worker)
+    if str(lock) in _LOCKS:
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise OutputLocationError(
+            f"Another transfer command is writing {path} right now. Wait for it to finish, or choose another --out."
+        ) from None
+    _LOCKS[str(lock)] = descriptor
+
+
+def _release(path: Path, worker: int | None = None) -> None:
+    """Drops the lock of a published output."""
+    import os
+
+    descriptor = _LOCKS.pop(str(_lock_file(path, worker)), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def _lock_file(path: Path, worker: int | None) -> Path:
+    import os
+
+    key = hashlib.sha256(f"{os.path.realpath(path)}:{worker}".encode()).hexdigest()[:32]
+    return Path(tempfile.gettempdir()) / "transfer-locks" / f"{key}.lock"
+
+
 def staging_dir(path: Path, kind: str, worker: int | None = None) -> Path:
     """An empty hidden folder beside `path`, holding only the `kind` marker, to write into before
-    `publish` (see `partial_dir`)."""
+    `publish` (see `partial_dir`); `path` is locked for this process first (`lock_destination`)."""
+    lock_destination(path, worker)
     staging = partial_dir(path, worker)
     if staging.exists():
         shutil.rmtree(staging)
@@ -658,6 +706,7 @@ def publish(staging: Path, path: Path) -> None:
     staging.rename(path)
     if old.exists():
         shutil.rmtree(old)
+    _release(path)
 
 
 def _list_written_files(staging: Path) -> None:

@@ -154,6 +154,7 @@ def resume(
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    outputs.lock_destination(run_dir, worker_index())
     files = outputs.Run(outputs.partial_dir(run_dir, worker_index()))
     if not files.resume_file.is_file():
         finished = (run_dir / outputs.METRICS).is_file()
