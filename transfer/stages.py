@@ -163,7 +163,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
             train_data = mixed_batches(train_data, options, seed=options.seed + run.epoch)
     run.reporter.message(
         f"Stage {stage.name}: up to {stage.epochs} epoch{'s' if stage.epochs != 1 else ''} at learning rate "
-        f"{stage.learning_rate:g} ({stage.schedule} schedule)."
+        f"{stage.learning_rate:g} ({stage.schedule} schedule); the epoch kept has the lowest val_selection "
+        f"(1 - val_accuracy + val_loss / 1000)."
     )
     steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
     with run.strategy.scope():
