@@ -40,7 +40,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "Training interrupted" in stderr and f"transfer train --resume {run}" in stderr
+    assert "interrupted: Training interrupted" in stderr and "error:" not in stderr and f"transfer train --resume {run}" in stderr
     assert not run.exists() and (partial / outputs.CHECKPOINT).is_file()
 
     # The best checkpoint so far is usable as it is.
@@ -141,3 +141,29 @@ def test_ctrl_c_during_predict_keeps_what_was_scored(digits_run, digits_dir, tmp
     assert 10 <= len(scored) < 20 * 600, "some, not all, images were scored and every scored row was printed"
     assert all(len(line.split(",")) == 6 for line in lines[1:])
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_sigterm_stops_the_server_with_a_word_and_143(digits_run):
+    """A service manager's SIGTERM: requests in flight finish, the server says it stopped, 128 + 15."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transfer.cli", "serve", str(digits_run), "--port", str(port)], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{digits_run.name}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "stopped:" in stderr and "SIGTERM" in stderr and "Traceback" not in stderr

@@ -174,7 +174,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except TransferError as error:
-        _error(" ".join(str(error).split("\n")), error.exit_code)
+        _error(" ".join(str(error).split("\n")), error.exit_code, error.label)
     except KeyboardInterrupt:
         messages.print("[bold red]interrupted[/bold red]")
         raise typer.Exit(code=130) from None
@@ -194,8 +194,8 @@ def user_errors() -> Iterator[None]:
         _error("out of memory while training or predicting. Lower --batch-size or --image-size.", 1)
 
 
-def _error(text: str, code: int) -> None:
-    messages.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False)
+def _error(text: str, code: int, label: str = "error") -> None:
+    messages.print(f"[bold red]{label}:[/bold red] {escape(text)}", highlight=False)
     raise typer.Exit(code=code)
 
 

@@ -4,9 +4,15 @@ import re
 
 
 class TransferError(Exception):
-    """Base class: something the user gave us cannot be used as it is."""
+    """Base class: something the user gave us cannot be used as it is.
+
+    Attributes:
+        exit_code: the command's exit code.
+        label: the word the CLI puts before the message (`error`; `interrupted`, `stopped`).
+    """
 
     exit_code = 1
+    label = "error"
 
 
 class InvalidOptionError(TransferError):
@@ -51,6 +57,14 @@ class TrainingInterrupted(TransferError):
     """Training was stopped by the user; the run can be resumed."""
 
     exit_code = 130
+    label = "interrupted"
+
+
+class Stopped(TransferError):
+    """A long-running command (`serve`) was asked to stop (SIGTERM): 128 + 15, as the shell reports it."""
+
+    exit_code = 143
+    label = "stopped"
 
 
 class DependencyMissingError(TransferError):

@@ -105,7 +105,18 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     app = create_app(scorer, name, options, api_key=api_key, top_k=k, min_confidence=threshold)
     where = f"http://{options.host if ':' not in options.host else f'[{options.host}]'}:{options.port}"
     reporter.message(f"Serving {name} at {where}/ (page) and {where}/v1/models/{name}:predict; Ctrl-C stops.")
-    uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")).run()
+    import signal
+
+    from transfer.errors import Stopped
+
+    def stopped(signum, frame):  # uvicorn shuts down gracefully, then raises the signal it caught again
+        raise Stopped(f"{name} at {where} stopped (SIGTERM) after finishing the requests in flight.")
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None, top_k: int, min_confidence: float):
