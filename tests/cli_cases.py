@@ -279,6 +279,7 @@ CASES = [
     Case("report a mistyped run path", lambda ws: ["report", str(ws.path("runs/r5"))], 2, "runs/r5 does not exist; expected a run directory"),
     Case("predict a text file", lambda ws: ["predict", str(ws.run), _text(ws, "notes.txt", "hello")], 1, "notes.txt: not a JPEG, PNG, GIF, BMP or WebP file"),
     Case("visualize --image that does not exist", lambda ws: ["visualize", str(ws.run), "--image", str(ws.path("nosuch.jpg"))], 2, "nosuch.jpg does not exist"),
+    Case("visualize --layers with a misspelt name", lambda ws: ["visualize", str(ws.run), "--layers", "c11", "--out", str(ws.fresh("vis"))], 2, "--layers: c11 is not a layer of lenet (8 layers, from c1 to predictions); the closest: c1."),
     Case("a misspelt option", lambda ws: _train(str(ws.data), ws, "--epoch", "2"), 2, "No such option: --epoch. Did you mean --epochs? See `transfer train --help`."),
     Case("a word for a number", lambda ws: _train(str(ws.data), ws, "--epochs", "two"), 2, "Invalid value for '--epochs'"),
     Case("a choice's other name", lambda ws: ["export", str(ws.run), "--format", "tflite", "--out", str(ws.fresh("exp"))], 2, "'tflite' is not one of 'savedmodel', 'litert', 'onnx'. Did you mean litert?"),

@@ -125,6 +125,25 @@ class Run:
     def labels(self) -> list[str]:
         return read_labels(self.path / LABELS)
 
+    def layer_names(self, inner: str) -> list[str]:
+        """The names of the layers inside the nested model `inner` (the backbone), nested ones
+        included, read from `model.keras`'s description without loading the model; `[]` where it
+        cannot be read."""
+        try:
+            with zipfile.ZipFile(self.model_file) as archive:
+                config = json.loads(archive.read("config.json"))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return []
+
+        def layers(entry) -> list[dict]:
+            return [layer for layer in (entry.get("config") or {}).get("layers") or [] if layer.get("class_name") != "InputLayer"]
+
+        def names(entry) -> list[str]:
+            return [name for layer in layers(entry) for name in [layer.get("name") or layer["config"].get("name"), *names(layer)]]
+
+        found = [layer for layer in layers(config) if (layer.get("name") or layer["config"].get("name")) == inner]
+        return [name for name in names(found[0]) if name] if found else []
+
     def config(self) -> dict:
         """The run's `config.json` (every option, resolved), or `{}` where it is missing."""
         return read_json(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}

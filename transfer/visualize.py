@@ -47,8 +47,9 @@ def visualize(
         raise DataError(f"--image {image} does not exist; pass the path of one image.")
     if image is not None and not Path(image).is_file():
         raise DataError(f"--image {image} is a folder, not an image file; pass the path of one image.")
-    model = run.load_model()
     spec = run_backbone(run.config())
+    _check_layers(run, spec, layers)  # from the model file's description: before the model is loaded
+    model = run.load_model()
     backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
     names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))
@@ -151,6 +152,24 @@ def _layers(model: keras.Model) -> list[keras.Layer]:
 def _unit(values: np.ndarray) -> np.ndarray:
     low, high = float(values.min()), float(values.max())
     return (values - low) / (high - low) if high > low else np.zeros_like(values, dtype=np.float32)
+
+
+def _check_layers(run: outputs.Run, spec, layers: Sequence[str]) -> None:
+    """Refuses `--layers` the backbone does not have, naming the closest of its layers.
+
+    Raises:
+        InvalidOptionError: a name that is not one of the backbone's layers.
+    """
+    import difflib
+
+    known = run.layer_names(spec.name)
+    unknown = [name for name in layers if known and name not in known]
+    if unknown:
+        close = [match for name in unknown for match in difflib.get_close_matches(name, known, n=3, cutoff=0.5)]
+        raise InvalidOptionError(
+            f"--layers: {', '.join(unknown)} {'is not a layer' if len(unknown) == 1 else 'are not layers'} of {spec.label} ({len(known)} layers, from {known[0]} to "
+            f"{known[-1]})" + (f"; the closest: {', '.join(dict.fromkeys(close))}." if close else ".")
+        )
 
 
 def _first_validation_image(run: outputs.Run) -> str:
