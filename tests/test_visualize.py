@@ -31,7 +31,7 @@ def test_visualize_writes_filters_and_feature_maps(digits_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == [".transfer.json", "feature_maps_c1.png", "feature_maps_c3.png", "filters.png"]
     bad = runner.invoke(app, ["visualize", str(digits_run), "--layers", "conv9", "--out", str(tmp_path / "vis2")])
-    assert bad.exit_code == 2 and "conv9 not in lenet" in bad.output
+    assert bad.exit_code == 2 and "conv9 is not a layer of lenet" in bad.output
 
 
 def test_first_layer_filters_of_bgr_backbones_are_shown_in_rgb_order():
