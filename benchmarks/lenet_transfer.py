@@ -1,6 +1,6 @@
-"""LeNet-5 reused as a backbone for shapes it has not seen: frozen, logistic, and fine-tuned at the
-previous default rate (lr/10) and at the new one (the head's rate), against LeNet-5 from scratch;
-test accuracy on images that chose nothing.
+"""LeNet-5 reused as a backbone for shapes it has not seen: frozen (dense and logistic heads) and
+fine-tuned at the previous default rate (lr/10) and at the new one (the head's rate), against
+LeNet-5 from scratch; test accuracy on images that chose nothing, each run at the epoch it kept.
 
     .venv/bin/python benchmarks/lenet_transfer.py [--seeds 5]
 
