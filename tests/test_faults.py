@@ -71,7 +71,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     assert metrics["resumed"] is True and metrics["epochs_run"] == EPOCHS and metrics["val_accuracy"] > 0.8
     assert not partial.exists()
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        outputs.MARKER, outputs.MODEL, outputs.CHECKPOINT, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
+        outputs.MARKER, outputs.MODEL, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
         outputs.SPLIT, outputs.SKIPPED, outputs.DUPLICATES, outputs.METRICS,
     ])
 

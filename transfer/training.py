@@ -239,7 +239,7 @@ def _train_and_publish(run: RunState) -> TrainResult:
             "MixUp/CutMix mix images, so the frozen backbone runs on the mixed images every epoch "
             "(mixing cached pooled features would be another method: manifold mixing)."
         )
-    elif features == "cached" and run.options.augment:
+    elif features == "cached" and run.options.augment and run.options.head != "logistic":  # fit_logistic says it
         run.reporter.message(
             "Frozen stage: the head trains on one unaugmented view of each image, its features computed once "
             "(augmentation applies where the backbone trains; --cached-views K caches K augmented views, 0 "
