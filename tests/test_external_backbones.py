@@ -246,3 +246,14 @@ def test_the_verdict_names_the_best_of_each_side():
     )
     assert transfer_verdict({"a": (True, 0.9), "lenet": (False, 0.79), "c": (True, None)}).startswith("Transfer helped here: a (0.900)")
     assert transfer_verdict({"a": (True, 0.9), "b": (True, 0.8)}) is None, "no side trained from scratch: nothing to say"
+
+
+def test_a_model_whose_output_is_not_image_features_is_refused(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    path = tmp_path / "sequence.keras"
+    keras.Model(inputs, keras.layers.Reshape((14 * 14, 4), name="tokens")(x)).save(path)
+    with pytest.raises(ModelLoadError, match=r"features have shape \(None, 196, 4\).*--backbone-layer NAME"):
+        build_classifier(get_backbone(str(path)), num_classes=2, image_size=16, weights=None)
+    model = build_classifier(get_backbone(str(path)), num_classes=2, image_size=16, weights=None, backbone_layer="conv")
+    assert model.get_layer("backbone").output_shape == (None, 14, 14, 4), "the advice works"
