@@ -261,3 +261,49 @@ def test_server_options_out_of_range_are_refused_before_anything_starts():
     ]:
         with pytest.raises(InvalidOptionError, match=message):
             options.check()
+
+
+@pytest.mark.slow
+def test_openvinos_client_reads_status_metadata_and_predictions(server, images, monkeypatch):
+    """ovmsclient (OpenVINO Model Server's client for TF Serving's REST API, which nobody here wrote):
+    the model status of the latest and of version 1, the signature in the metadata, predictions."""
+    import ovmsclient
+    import requests
+
+    send = requests.Session.request
+    monkeypatch.setattr(requests.Session, "request", lambda self, method, url, **kw: send(
+        self, method, url, **{**kw, "headers": {**(kw.get("headers") or {}), "Authorization": f"Bearer {KEY}"}}))
+    client = ovmsclient.make_http_client(f"127.0.0.1:{server.port}")
+    assert client.get_model_status(model_name="digits") == {1: {"state": "AVAILABLE", "error_code": 0, "error_message": ""}}
+    assert client.get_model_status(model_name="digits", model_version=1)[1]["state"] == "AVAILABLE"
+    signature = client.get_model_metadata(model_name="digits", model_version=1)["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["images"]["dtype"] == "DT_STRING"
+    assert [int(d["size"]) for d in signature["outputs"]["scores"]["tensor_shape"]["dim"]] == [-1, 10]
+    outputs = client.predict(inputs={"images": [p.read_bytes() for p in images[:8]]}, model_name="digits")  # --max-instances 8
+    _, expected = server.predict({"instances": [{"b64": _b64(p)} for p in images[:8]]})
+    assert outputs["labels"].tolist() == [p["labels"] for p in expected["predictions"]]
+    import numpy as np
+
+    np.testing.assert_allclose(outputs["scores"], [p["scores"] for p in expected["predictions"]], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tf_servings_rules_for_bodies_methods_and_versions(server, images):
+    import gzip
+
+    body = {"instances": [{"b64": _b64(images[0])}]}
+    status, answer = server.predict({**body, "inputs": {"images": [{"b64": _b64(images[0])}]}})
+    assert status == 400 and "both" in answer["error"], "TF Serving refuses a body with both forms"
+    status, _, text = server.request("POST", "/v1/models/digits:predict", gzip.compress(json.dumps(body).encode()),
+                                     headers={"Content-Encoding": "gzip"})
+    assert status == 200 and json.loads(text)["predictions"] == server.predict(body)[1]["predictions"]
+    status, _, text = server.request("POST", "/v1/models/digits:predict", b"not gzip", headers={"Content-Encoding": "gzip"})
+    assert status == 400 and "not gzip" in json.loads(text)["error"]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request("DELETE", "/v1/models/digits", headers={"Authorization": f"Bearer {KEY}"})
+    response = connection.getresponse()
+    assert response.status == 405 and "GET" in response.getheader("Allow", "")
+    connection.close()
+    for path in ("/v1/models/digits/versions/1", "/v1/models/digits/versions/1/metadata"):
+        assert server.request("GET", path)[0] == 200, path
+    assert server.request("GET", "/v1/models/digits/versions/2")[0] == 404

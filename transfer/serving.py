@@ -144,8 +144,10 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exception: HTTPException):  # unknown paths and methods, as JSON
-        return error(exception.status_code, f"{request.method} {request.url.path}: {exception.detail}; this server "
-                     f"answers GET /v1/models/{name} and POST /v1/models/{name}:predict")
+        response = error(exception.status_code, f"{request.method} {request.url.path}: {exception.detail}; this server "
+                         f"answers GET /v1/models/{name} and POST /v1/models/{name}:predict")
+        response.headers.update(exception.headers or {})  # a 405 says which methods are allowed (Allow)
+        return response
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -161,23 +163,33 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
                      "style-src 'unsafe-inline'; script-src 'unsafe-inline'"},
         )
 
-    @app.get("/v1/models/{target}")
-    async def status(target: str):
+    def not_found(target: str, version: str | None) -> JSONResponse | None:
         if target != name:
             return error(404, f"Servable not found for request: Latest({target})")
-        return {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+        if version not in (None, "0", "1"):  # 0: the latest, as clients such as ovmsclient ask for it
+            return error(404, f"Servable not found for request: Specific({target}, {version}); the version is 1")
+        return None
+
+    @app.get("/v1/models/{target}")
+    @app.get("/v1/models/{target}/versions/{version}")
+    async def status(target: str, version: str | None = None):
+        return not_found(target, version) or {
+            "model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        }
 
     @app.get("/v1/models/{target}/metadata")
-    async def metadata(target: str):
-        if target != name:
-            return error(404, f"Servable not found for request: Latest({target})")
-        return {"model_spec": {"name": name, "version": "1"}, "labels": scorer.labels, "image_size": scorer.image_size,
-                "top_k": top_k, "min_confidence": min_confidence}
+    @app.get("/v1/models/{target}/versions/{version}/metadata")
+    async def metadata(target: str, version: str | None = None):
+        return not_found(target, version) or {
+            "model_spec": {"name": name, "signature_name": "", "version": "1"},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature_def(len(labels), top_k)}}},
+            "labels": scorer.labels, "image_size": scorer.image_size, "top_k": top_k, "min_confidence": min_confidence,
+        }
 
     @app.post("/v1/models/{model}/versions/{target}")
     async def predict_version(model: str, target: str, request: Request):
         version, _, verb = target.partition(":")
-        if version != "1":
+        if version not in ("0", "1"):
             return error(404, f"Servable not found for request: Specific({model}, {version}); the version is 1")
         return await predict(f"{model}:{verb}", request)
 
@@ -191,7 +203,10 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
             return error(503, f"The server is busy ({MAX_PENDING} requests waiting); retry shortly.")
         state["pending"] += 1
         try:
-            body = await _read_body(request, max_body)
+            try:
+                body = await _read_body(request, max_body)
+            except ValueError as bad:
+                return error(400, str(bad))
             if body is None:
                 return error(413, f"The request body is over {options.max_body_mb:g} MB (the server's --max-body-mb).")
             try:
@@ -213,6 +228,25 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
     return app
 
 
+def signature_def(classes: int, top_k: int) -> dict:
+    """The `serving_default` signature as TF Serving's metadata describes it: the exported
+    SavedModel's inputs and outputs (`transfer.export`), their dtypes and shapes (-1: the batch)."""
+    def tensor(dtype: str, *dims: int, key: str) -> dict:
+        return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+                "name": f"serving_default_{key}:0"}
+
+    return {
+        "inputs": {"images": tensor("DT_STRING", -1, key="images")},
+        "outputs": {
+            "labels": tensor("DT_STRING", -1, top_k, key="labels"),
+            "probabilities": tensor("DT_FLOAT", -1, top_k, key="probabilities"),
+            "scores": tensor("DT_FLOAT", -1, classes, key="scores"),
+            "answer": tensor("DT_STRING", -1, key="answer"),
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+
+
 def parse_request(body: bytes, max_instances: int) -> tuple[list[bytes], bool]:
     """The image files of a TF Serving predict request, decoded from base64, and whether the
     request was in the columnar form (`inputs`), which is answered with `outputs`.
@@ -226,6 +260,8 @@ def parse_request(body: bytes, max_instances: int) -> tuple[list[bytes], bool]:
         raise ValueError(f"The body is not JSON ({bad}); send {{\"instances\": [{{\"b64\": \"...\"}}]}}.") from None
     if not isinstance(request, dict) or not ({"instances", "inputs"} & request.keys()):
         raise ValueError("The body must be a JSON object with \"instances\" (or \"inputs\"): {\"instances\": [{\"b64\": \"...\"}]}.")
+    if {"instances", "inputs"} <= request.keys():
+        raise ValueError("The body has both \"instances\" and \"inputs\"; send one of them (the row or the columnar form).")
     signature = request.get("signature_name", "serving_default")
     if signature != "serving_default":
         raise ValueError(f"Unknown signature_name {signature!r}: this model has serving_default only.")
@@ -318,7 +354,12 @@ def _warm_up(scorer) -> None:
 
 
 async def _read_body(request, limit: int) -> bytes | None:
-    """The request body, or `None` as soon as it is over `limit` bytes (it is not read further)."""
+    """The request body, gzip-decoded where `Content-Encoding: gzip` says so (as TF Serving's HTTP
+    server accepts it), or `None` as soon as it is over `limit` bytes, sent or decoded.
+
+    Raises:
+        ValueError: a body that says gzip and is not.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
@@ -328,7 +369,17 @@ async def _read_body(request, limit: int) -> bytes | None:
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").strip().lower() != "gzip":
+        return body
+    import zlib
+
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        decoded = decoder.decompress(body, limit + 1)
+    except zlib.error as bad:
+        raise ValueError(f"The body says Content-Encoding: gzip but is not gzip ({bad}).") from None
+    return None if len(decoded) > limit else decoded
 
 
 def _check_address(host: str, port: int) -> None:
