@@ -44,7 +44,7 @@ def test_run_directory_contents(lenet_run):
     assert {"val_accuracy", "val_loss", "num_classes", "num_train", "num_val"} <= set(metrics)
     config = json.loads((run / outputs.CONFIG).read_text())
     assert config["backbone"] == "lenet" and config["weights"] == "none" and config["image_size"] == 32
-    assert config["finetune_lr"] == pytest.approx(config["lr"] / 10)
+    assert config["finetune_lr"] is None and config["unfreeze"] is None, "no second stage: nothing of it was used"
     split = pd.read_csv(run / outputs.SPLIT)
     assert set(split["split"]) == {"train", "val"}
     assert split.groupby("label")["split"].apply(lambda s: (s == "val").sum()).tolist() == [12] * 10

@@ -331,6 +331,7 @@ def _publish(run: RunState) -> TrainResult:
                      (("frozen", options.epochs), ("finetune", options.finetune_epochs), ("scratch", options.epochs))
                      if stage in run.stages_done and stage != "logistic"},
         "val_split": None if options.val_dir else options.val_split,
+        **({} if options.finetune_epochs else {"finetune_lr": None, "finetune_schedule": None, "unfreeze": None}),  # no stage 2
         "transfers": options.transfers,  # a backbone under a new head (pretrained, from a file or preset, or from source_run)
         "pretrained": options.transfers and options.weights != "none",  # with learned weights
         "source_run": _source_record(options.source_run),
