@@ -222,8 +222,6 @@ def main() -> None:
 
 
 def render(frame, tasks: dict) -> str:
-    import pandas as pd
-
     lines = []
     for task, spec in tasks.items():
         part = frame[frame["task"] == task]

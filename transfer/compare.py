@@ -18,7 +18,7 @@ import pandas as pd
 
 from transfer import outputs
 from transfer.backbones import check_backbone_list, get_backbone
-from transfer.errors import ComparisonFailedError, InvalidOptionError, TrainingInterrupted, TransferError
+from transfer.errors import ComparisonFailedError, TrainingInterrupted, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
 from transfer.progress import SILENT, Reporter

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from transfer import outputs
-from transfer.backbones import check_backbone_list, get_backbone
+from transfer.backbones import check_backbone_list
 from transfer.compare import transfer_verdict
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,

@@ -9,7 +9,6 @@ The pipelines decode with `transfer.preprocessing.decode_image`, as prediction a
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
