@@ -149,6 +149,9 @@ def test_a_run_on_a_file_is_self_contained(classifier_file, tmp_path):
     reused = TrainOptions(weights=str(result.run_dir), epochs=1).resolved()
     assert reused.backbone == str(copy.resolve()) and reused.image_size == 32
     again = train(data, tmp_path / "again", TrainOptions(weights=str(result.run_dir), epochs=1, augment=False), verbose=0)
+    reused_config = json.loads((again.run_dir / "config.json").read_text())
+    assert reused_config["backbone_sha256"] == config["backbone_sha256"], "the file's identity carries over"
+    assert reused_config["weights"] == str(result.run_dir.resolve())
     np.testing.assert_array_equal(
         again.model.get_layer("backbone").get_layer("conv2").get_weights()[0],
         result.model.get_layer("backbone").get_layer("conv2").get_weights()[0],
@@ -183,9 +186,19 @@ def test_a_keras_hub_preset_brings_its_preprocessing(hub_preset, tmp_path):
     np.testing.assert_allclose(feature_extractor(model, spec).predict(pixels, verbose=0), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_an_unreachable_preset_names_it_and_the_way_to_get_it(tmp_path):
-    result = runner.invoke(app, ["train", str(image_folder(tmp_path / "d")), "--backbone", f"keras-hub:{tmp_path / 'missing'}", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "Could not load keras-hub preset" in result.output and "save_to_preset" in result.output
+def test_an_unreachable_preset_names_it_and_the_way_to_get_it(tmp_path, monkeypatch):
+    from keras_hub.src.utils import preset_utils
+
+    def offline(preset, path):
+        raise ConnectionError(f"HTTPSConnectionPool(host='api.kaggle.com'): Name or service not known ({preset}/{path})")
+
+    monkeypatch.setattr(preset_utils, "get_file", offline)
+    data = str(image_folder(tmp_path / "d"))
+    result = runner.invoke(app, ["train", data, "--backbone", "keras-hub:resnet_18_imagenet", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "Could not load keras-hub preset 'resnet_18_imagenet'" in result.output
+    assert "save_to_preset" in result.output and "keras-hub:DIR" in result.output
+    missing = runner.invoke(app, ["train", data, "--backbone", f"keras-hub:{tmp_path / 'missing'}", "--out", str(tmp_path / "r")])
+    assert missing.exit_code == 2 and "no preset folder" in missing.output, "a folder that is not there is a typo, not the network"
 
 
 def test_compare_takes_files_beside_registry_names(classifier_file, tmp_path):
@@ -257,3 +270,14 @@ def test_a_model_whose_output_is_not_image_features_is_refused(tmp_path):
         build_classifier(get_backbone(str(path)), num_classes=2, image_size=16, weights=None)
     model = build_classifier(get_backbone(str(path)), num_classes=2, image_size=16, weights=None, backbone_layer="conv")
     assert model.get_layer("backbone").output_shape == (None, 14, 14, 4), "the advice works"
+
+
+def test_lr_find_sweeps_the_dense_head_on_a_files_features(classifier_file, tmp_path):
+    """lr-find takes a model file as train does; the default head (logistic) has no rate, so the
+    sweep is of the dense head on the file's pooled features."""
+    from transfer.lr_find import lr_find
+
+    data = image_folder(tmp_path / "data", per_class=6)
+    found = lr_find(data, tmp_path / "lr", TrainOptions(backbone=str(classifier_file)), steps=20, end_lr=1.0)
+    assert "colleague.keras's features" in found.trained and 1e-7 <= found.suggestion <= 1.0
+    assert (tmp_path / "lr" / "lr_find.png").is_file() and len(found.table) <= 20

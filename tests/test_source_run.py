@@ -49,7 +49,7 @@ def test_the_backbone_and_size_come_from_the_run(digits_run):
 def test_train_on_a_run_then_fine_tune(digits_run, tmp_path):
     data = image_folder(tmp_path / "small", classes=("circle", "square", "star"), per_class=6)
     run = tmp_path / "small-run"
-    result = runner.invoke(app, ["train", str(data), "--weights", str(digits_run), "--epochs", "2", "--finetune-epochs", "1",
+    result = runner.invoke(app, ["train", str(data), "--weights", str(digits_run), "--finetune-epochs", "1",
                                  "--no-augment", "--out", str(run)])
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())

@@ -132,7 +132,7 @@ DEFAULTS = TrainOptions()
 
 # Options that `train` and `compare` share, declared once.
 Weights = Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a weights file | RUN_DIR of an earlier run, whose backbone (a baseline's convolutional layers) is reused under a new head. Default: imagenet for pretrained backbones, none for baselines.")]
-Epochs = Annotated[int, typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Epochs of stage 1 (frozen backbone; whole model for baselines). Default: 10. Given with a pretrained backbone, it asks for --head dense (the logistic head has no epochs).", show_default=False)]
 FinetuneEpochs = Annotated[int, typer.Option(help="Epochs of stage 2 (fine-tuning) for pretrained backbones; 0 = frozen only.")]
 ImageSize = Annotated[Optional[int], typer.Option(help="Square input side. Default: the backbone's (224, 299, 32, 227).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Images per step per replica. Default: 32, or fewer (down to 8) so that an epoch has at least 10 steps.", show_default=False)]
@@ -271,7 +271,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "cache_features": (Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")], DEFAULTS.cache_features),
     "cached_views": (Annotated[int, typer.Option(help="Frozen stage with augmentation: 1 caches one unaugmented view per image (measured no worse, and cheapest), K > 1 caches K augmented views, 0 augments with the backbone in the loop every epoch.")], DEFAULTS.cached_views),
     "mixed_precision": (Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")], DEFAULTS.mixed_precision),
-    "head": (Annotated[Optional[HeadName], typer.Option(help="logistic: the frozen stage's softmax layer fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features; dense: trained by gradient descent. Default: logistic (measured on real pretrained features), or dense where --mixup, --cutmix, --label-smoothing, --head-units, --lr, --schedule, --cached-views K, --no-cache-features, --tensorboard without fine-tuning, or multi-worker training need it.", show_default=False)], None),
+    "head": (Annotated[Optional[HeadName], typer.Option(help="logistic: the frozen stage's softmax layer fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features; dense: trained by gradient descent. Default: logistic (measured on real pretrained features), or dense where --epochs, --mixup, --cutmix, --label-smoothing, --head-units, --lr, --schedule, --cached-views K, --no-cache-features, --tensorboard without fine-tuning, or multi-worker training need it.", show_default=False)], None),
     "cache_dir": (CacheDir, None),
     "tensorboard": (Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs of every stage to RUN_DIR/logs (view: tensorboard --logdir RUN_DIR/logs).")], DEFAULTS.tensorboard),
 }
@@ -404,7 +404,7 @@ def _print_trained(result) -> None:
     messages.print(
         f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "
         f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
-        f"{metrics['epochs_run']} epochs, {metrics['train_seconds']} s)",
+        f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s)",
         highlight=False,
     )
     results.print(f"Run written to {result.run_dir}", highlight=False)

@@ -120,7 +120,7 @@ def inspect_file(path: str) -> FileInfo:
         last.get("class_name") in ("Dense", "Activation") and last.get("config", {}).get("activation") == "softmax"
     )
     note = (
-        f"{path} ends in a classifier (its layer {last.get('name')}, a softmax); the features are taken below it "
+        f"{path} ends in a classifier (a softmax, layer {last.get('name')!r}); the features are taken below it "
         f"and the pooling under it. --backbone-layer NAME takes another layer's output."
     ) if softmax else ""
     return FileInfo(size=height, note=note)
@@ -138,6 +138,12 @@ def check_hub(name: str) -> str:
         raise InvalidOptionError(
             "--backbone keras-hub: names no preset; expected keras-hub:PRESET (a preset name such as "
             "efficientnet_lite0_ra_imagenet, or the path of a local preset folder)."
+        )
+    looks_like_folder = preset.startswith((".", "/", "~")) or os.sep in preset and not preset.startswith(("kaggle://", "hf://"))
+    if looks_like_folder and not Path(preset).expanduser().is_dir():
+        raise InvalidOptionError(
+            f"--backbone {name}: no preset folder {preset}. Expected a keras-hub preset name or the path of a preset folder "
+            f"(written by save_to_preset)."
         )
     import importlib.util
 
@@ -275,7 +281,12 @@ def load_hub_backbone(name: str):
         hub_backbone = keras_hub.models.Backbone.from_preset(preset)
         converter = keras_hub.layers.ImageConverter.from_preset(preset)
     except Exception as error:  # keras-hub raises many kinds for a missing file, a refused download, a bad name
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = " ".join(str(error).split()) or type(error).__name__
+        if "preset must be" in text:  # keras-hub's answer to a name it does not know, before any download
+            raise InvalidOptionError(
+                f"--backbone {name}: keras-hub knows no preset {preset!r}. Use one of keras_hub.models.Backbone.presets "
+                f"(e.g. efficientnet_lite0_ra_imagenet), a kaggle:// or hf:// handle, or a local preset folder."
+            ) from None
         raise WeightsUnavailableError(
             f"Could not load keras-hub preset {preset!r}: {text[:300]}\nkeras-hub downloads presets from Kaggle or "
             f"Hugging Face. Fix: on a machine with internet access run `python -c \"import keras_hub as h; "

@@ -210,7 +210,8 @@ def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) ->
     )
 
 
-def model_feature_extractor(model_ref: str | Path, weights: str | None = None, preprocess: str | None = None) -> tuple[keras.Model, int]:
+def model_feature_extractor(model_ref: str | Path, weights: str | None = None, preprocess: str | None = None,
+                            reporter: Reporter = SILENT) -> tuple[keras.Model, int]:
     """`(pixels -> pooled features, input size)` of a run (its backbone, or a from-scratch baseline's
     layers up to its `feature_layer`, flattened), of `imagenet:NAME` (the backbone without its top,
     globally average pooled), or of a model file or keras-hub preset (`transfer.external_backbones`:
@@ -234,6 +235,8 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
         from transfer.classifier import build_classifier
 
         spec = get_backbone(str(model_ref), preprocess)
+        if spec.note:
+            reporter.message(spec.note)
         classifier = build_classifier(spec, num_classes=2, image_size=spec.input_size, weights=None)
         return feature_extractor(classifier, spec), spec.input_size
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
@@ -283,7 +286,7 @@ def write_features(
 
     outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
-    extractor, size = model_feature_extractor(model_ref, weights, preprocess)
+    extractor, size = model_feature_extractor(model_ref, weights, preprocess, reporter)
     paths = listing.files["path"].tolist()
     unreadable = find_unreadable(paths, size, reporter)
     kept = listing.files[~listing.files["path"].isin(unreadable)]

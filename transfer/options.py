@@ -50,6 +50,8 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 #: size already needs about 400 MB for the pixels alone.
 MAX_IMAGE_SIZE = 1024
 DEFAULT_BACKBONE = "resnet50"
+#: Stage 1's epochs when `--epochs` is not given.
+DEFAULT_EPOCHS = 10
 #: Images per step per replica at most (beyond, a batch of the smallest images no longer fits in memory).
 MAX_BATCH_SIZE = 65536
 
@@ -71,7 +73,8 @@ class TrainOptions:
             `None` means `"imagenet"` for pretrained backbones and `"none"` for baselines.
         image_size: square input side; `None` means the backbone's default (the run's, with a run
             as `weights`).
-        epochs: stage 1 epochs (frozen backbone, or the whole baseline).
+        epochs: stage 1 epochs (frozen backbone, or the whole baseline); `None` means 10. Given for
+            a transferred backbone, it asks for the dense head (the logistic head has no epochs).
         finetune_epochs: stage 2 epochs; 0 trains the frozen stage only.
         unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
         lr: stage 1 learning rate; `None` means 1e-3 for a new head (`HEAD_LEARNING_RATE`), the
@@ -134,7 +137,7 @@ class TrainOptions:
     backbone_layer: str | None = None
     weights: str | None = None
     image_size: int | None = None
-    epochs: int = 10
+    epochs: int | None = None
     finetune_epochs: int = 0
     unfreeze: str = "all"
     lr: float | None = None
@@ -180,12 +183,15 @@ class TrainOptions:
             raise InvalidOptionError(f"--preprocess: the run in --weights {source} brings its own preprocessing. Drop --preprocess.")
         spec = dataclasses.replace(self, backbone=backbone).backbone_spec()
         weights = self.weights or spec.source or ("imagenet" if spec.pretrained else "none")
+        if source is not None:
+            weights = str(Path(source).resolve())  # recorded in config.json: where the backbone came from
         image_size = image_size or spec.input_size
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
         optimizer = self.optimizer or (spec.optimizer if scratch else HEAD_OPTIMIZER)
         finetune_lr = self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else FINETUNE_LEARNING_RATE)
-        require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
+        epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+        require(epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
         require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
         require(0 < lr < math.inf, "--lr", lr, "a finite number > 0")
         require(0 < finetune_lr < math.inf, "--finetune-lr", finetune_lr, "a finite number > 0")
@@ -270,6 +276,7 @@ class TrainOptions:
             )
         return dataclasses.replace(
             self, backbone=spec.source or spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer, head=head,
+            epochs=epochs,
             finetune_lr=finetune_lr, schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
             finetune_schedule=self.finetune_schedule or DEFAULT_SCHEDULES["finetune"],
         )
@@ -332,12 +339,12 @@ class TrainOptions:
 
     def default_head(self, scratch: bool) -> str:
         """The head when `--head` is not given: `logistic`, unless the frozen stage must train by
-        gradient descent for another option to mean something (mixing, label smoothing, hidden
-        units, augmented or in-loop features, a learning rate or schedule for the frozen stage, its
+        gradient descent for another option to mean something (its epochs, mixing, label smoothing,
+        hidden units, augmented or in-loop features, a learning rate or schedule for the frozen stage, its
         TensorBoard curves, or multi-worker training, where each worker holds only a shard of the
         features); a baseline from scratch brings its own classifier (`dense`)."""
         wants_gradient_descent = (
-            scratch or self.mixing or self.label_smoothing or self.head_units or self.cached_views != 1
+            scratch or self.epochs is not None or self.mixing or self.label_smoothing or self.head_units or self.cached_views != 1
             or not self.cache_features or self.strategy == "multiworker" or self.lr is not None
             or self.schedule is not None or (self.tensorboard and not self.finetune_epochs)
         )

@@ -353,10 +353,15 @@ def _publish(run: RunState) -> TrainResult:
 
 
 def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:
-    """The SHA-256 of the model file (or local preset folder) the backbone is read from, as training starts."""
+    """The SHA-256 of the model file (or local preset folder) the backbone was read from: as training
+    starts, or as recorded by the run whose backbone this one reuses."""
     from transfer.external_backbones import sha256_of
 
-    return sha256_of(spec.source) if spec.source is not None and options.source_run is None else None
+    if spec.source is None:
+        return None
+    if options.source_run is not None:
+        return outputs.Run.open(options.source_run).config().get("backbone_sha256")
+    return sha256_of(spec.source)
 
 
 def _source_record(source: str | None) -> dict | None:
