@@ -600,7 +600,7 @@ def features(
 ) -> None:
     """Write each image's pooled backbone features as Parquet, for pandas and scikit-learn."""
     with user_errors():
-        from transfer.features import write_features
+        from transfer.feature_files import write_features
 
         table = write_features(model, data_dir, out, weights=weights, preprocess=preprocess.value if preprocess else None, batch_size=batch_size, cache_dir=cache_dir,
                                force=force, reporter=RichReporter())

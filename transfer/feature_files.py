@@ -1,0 +1,88 @@
+"""`transfer features`: each image's pooled backbone features as a Parquet table.
+
+Every option, the model reference and the output are checked here before TensorFlow is imported
+(`transfer.features`, which extracts and caches the features, is imported after), so a mistake is
+answered at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transfer import extras, outputs
+from transfer.backbones import get_backbone
+from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
+from transfer.imagenet import is_imagenet
+from transfer.options import require
+from transfer.progress import SILENT, Reporter
+from transfer.sources import list_folder
+
+
+def write_features(
+    model_ref: str | Path,
+    data_dir: Path,
+    out_file: Path,
+    *,
+    weights: str | None = None,
+    preprocess: str | None = None,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+):
+    """`transfer features`: one Parquet row per image of `data_dir`: `path`, `label`, and the
+    pooled features as columns `f0000`, `f0001`, ... (`pandas.read_parquet`, then
+    `table.filter(like="f")` is scikit-learn's `X`), in `out_file` (a `.parquet` name), or in
+    `features.parquet` inside it where it is a folder. Returns the table; skipped files are listed
+    in its `skipped` attribute, the file written in its `path`.
+
+    Raises:
+        DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
+    """
+    require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
+    out_file = outputs.output_file(out_file, name=outputs.FEATURES_FILE, suffixes=(".parquet", ".pq"))
+    extras.require("features")
+    _check_model(model_ref, preprocess)
+    outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
+    listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transfer.data import find_unreadable
+    from transfer.features import FeatureCache, default_cache_dir, extract_features, model_feature_extractor
+
+    extractor, size = model_feature_extractor(model_ref, weights, preprocess, reporter)
+    paths = listing.files["path"].tolist()
+    unreadable = find_unreadable(paths, size, reporter)
+    kept = listing.files[~listing.files["path"].isin(unreadable)]
+    features = extract_features(
+        extractor, kept["path"].tolist(), size, batch_size, reporter=reporter, description="Features",
+        cache=FeatureCache(cache_dir or default_cache_dir(), extractor, size),
+    )
+    columns = {f"f{i:04d}": features[:, i] for i in range(features.shape[1])}
+    table = pd.concat([kept[["path", "label"]].reset_index(drop=True), pd.DataFrame(columns)], axis=1)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), outputs.PARQUET_MARKER: outputs.marker_json("features")})
+    with outputs.atomic_path(out_file) as temporary:
+        pq.write_table(arrow, temporary)
+    skipped = pd.concat([listing.skipped, pd.DataFrame(
+        [(path, label, unreadable[path]) for path, label in zip(listing.files["path"], listing.files["label"]) if path in unreadable],
+        columns=outputs.SKIPPED_COLUMNS,
+    )], ignore_index=True)
+    table.attrs["skipped"] = skipped
+    table.attrs["path"] = out_file
+    return table
+
+
+def _check_model(model_ref: str | Path, preprocess: str | None) -> None:
+    """Refuses a model reference that cannot work, before anything heavy: a model file that is not
+    one, a run directory that is not there, `--preprocess` for anything but a model file."""
+    text = str(model_ref)
+    if text.startswith(HUB_PREFIX) or Path(text).suffix.lower() == FILE_SUFFIX:
+        get_backbone(text, preprocess)
+        return
+    require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
+    if not is_imagenet(text):
+        outputs.Run.open(Path(text))
