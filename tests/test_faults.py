@@ -125,8 +125,12 @@ def test_a_full_disk_leaves_the_earlier_outputs_intact(tmp_path, monkeypatch):
 def test_ctrl_c_during_predict_keeps_what_was_scored(digits_run, digits_dir, tmp_path):
     many = tmp_path / "many"
     many.mkdir()
-    for copy in range(20):  # enough images that predict is still running when interrupted
-        (many / f"copy-{copy}").symlink_to(digits_dir)
+    images = sorted(digits_dir.rglob("*.png"))
+    for copy in range(20):  # enough images that predict is still running when interrupted: 20 real folders
+        folder = many / f"copy-{copy}"  # (links to one folder would be listed once: each real folder once)
+        folder.mkdir()
+        for index, image in enumerate(images):
+            (folder / f"{index:04d}.png").symlink_to(image)
     process = subprocess.Popen(
         [sys.executable, "-m", "transfer.cli", "predict", str(digits_run), str(many), "--format", "csv", "--batch-size", "4"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
