@@ -90,3 +90,12 @@ def test_default_batch_size_gives_small_data_ten_steps_an_epoch(num_train, expec
 
     assert default_batch_size(num_train) == expected
     assert expected == 32 or num_train // expected >= 10 or expected == 8
+
+
+def test_the_default_head_is_logistic_unless_an_option_needs_gradient_descent(monkeypatch):
+    assert TrainOptions().resolved().head == "logistic"
+    for changes in (dict(epochs=3), dict(lr=0.01), dict(mixup=0.2), dict(head_units=8), dict(cache_features=False)):
+        assert TrainOptions(**changes).resolved().head == "dense", changes
+    assert TrainOptions(head="logistic", lr=0.01, finetune_epochs=1).resolved().head == "logistic", "asked for, kept"
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 0}}')
+    assert TrainOptions().resolved().head == "dense", "auto becomes multi-worker: each worker holds a shard of the features"

@@ -345,7 +345,8 @@ class TrainOptions:
         features); a baseline from scratch brings its own classifier (`dense`)."""
         wants_gradient_descent = (
             scratch or self.epochs is not None or self.mixing or self.label_smoothing or self.head_units or self.cached_views != 1
-            or not self.cache_features or self.strategy == "multiworker" or self.lr is not None
+            or not self.cache_features or self.lr is not None
+            or self.strategy == "multiworker" or (self.strategy == "auto" and cluster_task() is not None)
             or self.schedule is not None or (self.tensorboard and not self.finetune_epochs)
         )
         return "dense" if wants_gradient_descent else "logistic"

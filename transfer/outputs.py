@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -507,7 +508,7 @@ def output_file(value: str | Path, *, name: str, suffixes: tuple[str, ...], opti
     path = Path(text)
     if path.suffix.lower() not in suffixes:
         raise InvalidOptionError(
-            f"{option} {text}: this writes {' or '.join(s.lstrip('.').upper() for s in suffixes[:1])} "
+            f"{option} {text}: this writes {suffixes[0].lstrip('.').upper()} "
             f"({', '.join(suffixes)}); received a name ending in {path.suffix or 'no extension'!r}. Name the file "
             f"{path.stem}{suffixes[0]}, or give a folder (ending in /) to write {name} into."
         )
@@ -665,7 +666,6 @@ def lock_destination(path: Path, worker: int | None = None) -> None:
         OutputLocationError: another process holds the lock.
     """
     import fcntl
-    import os
 
     lock = _lock_file(path, worker)
     if str(lock) in _LOCKS:
@@ -684,18 +684,15 @@ def lock_destination(path: Path, worker: int | None = None) -> None:
 
 def _release(path: Path, worker: int | None = None) -> None:
     """Drops the lock of a published output."""
-    import os
-
     descriptor = _LOCKS.pop(str(_lock_file(path, worker)), None)
     if descriptor is not None:
         os.close(descriptor)
 
 
 def _lock_file(path: Path, worker: int | None) -> Path:
-    import os
-
+    """The lock of `path`, in a folder of this user's (another user's folder there would refuse us)."""
     key = hashlib.sha256(f"{os.path.realpath(path)}:{worker}".encode()).hexdigest()[:32]
-    return Path(tempfile.gettempdir()) / "transfer-locks" / f"{key}.lock"
+    return Path(tempfile.gettempdir()) / f"transfer-locks-{os.getuid()}" / f"{key}.lock"
 
 
 def staging_dir(path: Path, kind: str, worker: int | None = None) -> Path:
