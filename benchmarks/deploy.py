@@ -3,7 +3,8 @@
 All numbers are measured in one run, on the same images, on this machine:
 
 1. Exports the run as a SavedModel, LiteRT (float32, float16, dynamic, int8) and ONNX, with
-   `transfer.export.export` (whose own check gives the agreement on all the validation images).
+   `transfer.export.export` (whose own check gives the agreement on all the validation images),
+   each in a process of its own: seconds, peak memory (largest resident set), size.
 2. Times each model on the same validation images, decoded once (`--limit` of them, `--batch-size`
    at a time, after a warm-up batch): images/s, and the ratio to the Keras model in this run; top-1
    agreement with the Keras model on those images; file size. The SavedModel is fed the files' bytes
@@ -98,21 +99,36 @@ def _train(work: Path, image_size: int) -> Path:
 
 
 def _export_all(run: Path, work: Path) -> dict[str, dict]:
-    from transfer.export import export
-
-    print("1. Exports, checked by `transfer export` against the Keras model on every validation image")
-    print("| export | seconds to write and check | size MB | top-1 agreement | images | max probability difference |")
-    print("|---|---|---|---|---|---|")
+    print("1. Exports, checked by `transfer export` against the Keras model on every validation image; each in a")
+    print("   process of its own, so that its peak memory (the process's largest resident set) is its own")
+    print("| export | seconds to write and check | peak memory GiB | size MB | top-1 agreement | images | max probability difference |")
+    print("|---|---|---|---|---|---|---|")
     exports = {}
     for name, format, quantize in FORMATS:
+        out = work / name.replace(" ", "-")
         started = time.perf_counter()
-        done = export(run, work / name.replace(" ", "-"), format=format, quantize=quantize, min_agreement=0)
+        child = subprocess.run([sys.executable, "-c", EXPORT_CHILD, str(run), str(out), format, quantize],
+                               capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - started
-        exports[name] = {"path": done.path, "size": done.size_bytes}
-        print(f"| {name} | {seconds:.1f} | {done.size_bytes / 1e6:.2f} | {done.agreement:.4f} | {done.images_checked} "
-              f"| {done.max_difference:.2g} |", flush=True)
+        if child.returncode != 0:
+            sys.exit(f"The {name} export failed:\n{child.stderr[-3000:]}")
+        done = json.loads(child.stdout.splitlines()[-1])
+        exports[name] = {"path": Path(done["path"]), "size": done["size_bytes"]}
+        print(f"| {name} | {seconds:.1f} | {done['peak_gib']:.2f} | {done['size_bytes'] / 1e6:.2f} | {done['agreement']:.4f} "
+              f"| {done['images_checked']} | {done['max_difference']:.2g} |", flush=True)
     print()
     return exports
+
+
+#: One export in a fresh process (run, out, format, quantize in argv): its result and peak memory as JSON.
+EXPORT_CHILD = """
+import json, resource, sys
+from transfer.export import export
+done = export(sys.argv[1], sys.argv[2], format=sys.argv[3], quantize=sys.argv[4], min_agreement=0)
+print(json.dumps({"path": str(done.path), "size_bytes": done.size_bytes, "agreement": done.agreement,
+                  "images_checked": done.images_checked, "max_difference": done.max_difference,
+                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
 
 
 def _timing_images(run: Path, limit: int) -> list[str]:

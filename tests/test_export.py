@@ -264,3 +264,35 @@ def test_the_savedmodel_stores_each_weight_once(digits_run, tmp_path):
     stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
     assert stored == outputs.Run.open(digits_run).load_model().count_params()
+
+
+def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augmented_run, reference, tmp_path):
+    """`_lean_tf2onnx` (fresh NodeProtos, no deep copies) changes tf2onnx's memory, not its output:
+    the same operations and weights, the same scores; and tf2onnx is as it was afterwards."""
+    import collections
+
+    import keras
+    import onnx
+    import onnxruntime
+    from tf2onnx.graph import Node
+
+    from transfer.classifier import inference_model
+    from transfer.export import _lean_tf2onnx
+
+    _, pixels, _ = reference
+    model = inference_model(keras.saving.load_model(augmented_run / outputs.MODEL, compile=False))
+    model(pixels[:1])
+    original = Node.update_proto
+    model.export(str(tmp_path / "plain.onnx"), format="onnx", verbose=False)
+    with _lean_tf2onnx():
+        assert Node.update_proto is not original
+        model.export(str(tmp_path / "lean.onnx"), format="onnx", verbose=False)
+    assert Node.update_proto is original and "TF2ONNX_CATCH_ERRORS" not in os.environ
+
+    plain, lean = (onnx.load(str(tmp_path / f"{name}.onnx")).graph for name in ("plain", "lean"))
+    assert collections.Counter(n.op_type for n in lean.node) == collections.Counter(n.op_type for n in plain.node)
+    assert sorted(onnx.numpy_helper.to_array(t).tobytes() for t in lean.initializer) == sorted(
+        onnx.numpy_helper.to_array(t).tobytes() for t in plain.initializer)
+    plain_scores, lean_scores = (
+        onnxruntime.InferenceSession(str(tmp_path / f"{name}.onnx")).run(None, {"image": pixels})[0] for name in ("plain", "lean"))
+    np.testing.assert_array_equal(lean_scores, plain_scores)
