@@ -32,12 +32,12 @@ def plain_keras(run_dir: Path, test_dir: Path, epochs: int, seed: int) -> float:
     import keras
     import numpy as np
 
-    from transfer import outputs
+    from transfer import artifacts
     from transfer.baselines import lenet
     from transfer.data import iter_decoded_batches
     from transfer.preprocessing import Preprocess
 
-    split = outputs.Run.open(run_dir).split()
+    split = artifacts.Run.open(run_dir).split()
     labels = sorted(split["label"].unique())
 
     def arrays(rows):

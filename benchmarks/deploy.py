@@ -132,9 +132,9 @@ print(json.dumps({"path": str(done.path), "size_bytes": done.size_bytes, "agreem
 
 
 def _timing_images(run: Path, limit: int) -> list[str]:
-    from transfer import outputs
+    from transfer import artifacts
 
-    return outputs.Run.open(run).validation_images()["path"].tolist()[:limit]
+    return artifacts.Run.open(run).validation_images()["path"].tolist()[:limit]
 
 
 def _time_models(run: Path, exports: dict[str, dict], paths: list[str], batch_size: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer import outputs
+from transfer import publishing
 from transfer.datasets.digits import materialize as digits
 from transfer.datasets.shapes import materialize as shapes
 from transfer.options import require
@@ -21,7 +21,7 @@ def write_dataset(name: str, out_dir: Path, *, force: bool = False) -> Path:
     """Writes the built-in dataset `name` to `out_dir`, a new or empty folder (or, with `force`, an
     earlier dataset written by `transfer`), and returns `out_dir`."""
     require(name in RECIPES, "DATASET", name, " | ".join(RECIPES))
-    outputs.check_destination(Path(out_dir), kind="dataset", force=force)
-    with outputs.staged(Path(out_dir), "dataset") as staging:
+    publishing.check_destination(Path(out_dir), kind="dataset", force=force)
+    with publishing.staged(Path(out_dir), "dataset") as staging:
         RECIPES[name](staging)
     return Path(out_dir)

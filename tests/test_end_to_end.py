@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from transfer import outputs
+from transfer import layout
 from transfer.cli import app
 from transfer.options import TrainOptions
 from transfer.training import train
@@ -33,30 +33,30 @@ def test_lenet_reaches_90_percent_on_generated_digits(lenet_run):
 
 def test_run_directory_contents(lenet_run):
     run = lenet_run.run_dir
-    for name in (outputs.MODEL, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
-                 outputs.SPLIT, outputs.SKIPPED, outputs.METRICS):
+    for name in (layout.MODEL, layout.LABELS, layout.CONFIG, layout.HISTORY, layout.CURVES,
+                 layout.SPLIT, layout.SKIPPED, layout.METRICS):
         assert (run / name).is_file(), name
-    assert (run / outputs.LABELS).read_text().split() == [str(d) for d in range(10)]
-    history = pd.read_csv(run / outputs.HISTORY)
+    assert (run / layout.LABELS).read_text().split() == [str(d) for d in range(10)]
+    history = pd.read_csv(run / layout.HISTORY)
     assert list(history.columns) == ["stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
     assert history["stage"].unique().tolist() == ["scratch"] and history["epoch"].iloc[0] == 1
-    metrics = json.loads((run / outputs.METRICS).read_text())
+    metrics = json.loads((run / layout.METRICS).read_text())
     assert {"val_accuracy", "val_loss", "num_classes", "num_train", "num_val"} <= set(metrics)
-    config = json.loads((run / outputs.CONFIG).read_text())
+    config = json.loads((run / layout.CONFIG).read_text())
     assert config["backbone"] == "lenet" and config["weights"] == "none" and config["image_size"] == 32
     assert config["finetune_lr"] is None and config["unfreeze"] is None, "no second stage: nothing of it was used"
-    split = pd.read_csv(run / outputs.SPLIT)
+    split = pd.read_csv(run / layout.SPLIT)
     assert set(split["split"]) == {"train", "val"}
     assert split.groupby("label")["split"].apply(lambda s: (s == "val").sum()).tolist() == [12] * 10
     assert not list(run.parent.glob(".*.partial")), "the staging folder was renamed into place"
 
 
 def test_existing_run_is_not_overwritten_without_force(lenet_run, digits_dir):
-    before = (lenet_run.run_dir / outputs.METRICS).read_text()
+    before = (lenet_run.run_dir / layout.METRICS).read_text()
     result = runner.invoke(app, ["train", str(digits_dir), "--backbone", "lenet", "--out", str(lenet_run.run_dir)])
     assert result.exit_code == 2
     assert "already exists" in result.output and "--force" in result.output
-    assert (lenet_run.run_dir / outputs.METRICS).read_text() == before
+    assert (lenet_run.run_dir / layout.METRICS).read_text() == before
 
 
 def predict_json(model, *paths):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from typer.testing import CliRunner
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.cli import app
 from transfer.export import export
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def serve(digits_run, tmp_path_factory):
     path = export(digits_run, tmp_path_factory.mktemp("export") / "digits").path
-    assert outputs.marker_of(path)["kind"] == "export"
+    assert publishing.marker_of(path)["kind"] == "export"
     return tf.saved_model.load(str(path)).signatures["serving_default"]
 
 
@@ -70,10 +70,10 @@ def reference(augmented_run):
 
     import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
 
-    paths = outputs.Run.open(augmented_run).validation_images()["path"].tolist()
+    paths = artifacts.Run.open(augmented_run).validation_images()["path"].tolist()
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p in paths])
     assert pixels.shape[1:] == (32, 32, 3)
-    model = keras.saving.load_model(augmented_run / outputs.MODEL, compile=False)
+    model = keras.saving.load_model(augmented_run / layout.MODEL, compile=False)
     assert "augmentation" in [layer.name for layer in model.layers]
     return paths, pixels, np.asarray(model(pixels, training=False))
 
@@ -99,9 +99,9 @@ def test_each_format_round_trips_through_its_runtime(augmented_run, reference, t
     done = export(augmented_run, tmp_path / "export", format=format, quantize=quantize)
     assert done.images_checked == len(paths) and done.agreement >= done.min_agreement
     assert done.min_agreement == (0.98 if quantize == "int8" else 0.999)
-    assert outputs.marker_of(done.path)["kind"] == "export"
-    assert (done.path / outputs.LABELS).read_text().split() == [str(d) for d in range(10)]
-    config = json.loads((done.path / outputs.CONFIG).read_text())["export"]
+    assert publishing.marker_of(done.path)["kind"] == "export"
+    assert (done.path / layout.LABELS).read_text().split() == [str(d) for d in range(10)]
+    config = json.loads((done.path / layout.CONFIG).read_text())["export"]
     assert config["format"] == format and config["quantize"] == quantize and config["agreement"] == done.agreement
 
     scorer = load_scorer(done.path)  # the export's own runtime
@@ -118,15 +118,15 @@ def _ops(path: Path, format: str) -> set[str]:
     if format == "onnx":
         import onnx
 
-        graph = onnx.load(str(path / outputs.ONNX_MODEL)).graph
+        graph = onnx.load(str(path / layout.ONNX_MODEL)).graph
         return {node.op_type for node in graph.node}
     if format == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        return {op["op_name"] for op in Interpreter(model_path=str(path / outputs.LITERT_MODEL))._get_ops_details()}
+        return {op["op_name"] for op in Interpreter(model_path=str(path / layout.LITERT_MODEL))._get_ops_details()}
     from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel.FromString((path / outputs.SAVED_MODEL).read_bytes())
+    saved = saved_model_pb2.SavedModel.FromString((path / layout.SAVED_MODEL).read_bytes())
     graph = saved.meta_graphs[0].graph_def
     return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
 
@@ -136,18 +136,18 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_
     from ai_edge_litert.interpreter import Interpreter
 
     int8 = export(augmented_run, tmp_path / "int8", format="litert", quantize="int8")
-    interpreter = Interpreter(model_path=str(int8.path / outputs.LITERT_MODEL))
+    interpreter = Interpreter(model_path=str(int8.path / layout.LITERT_MODEL))
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert given["dtype"] == np.uint8 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.uint8
-    float32 = (cli_exports / "litert" / outputs.LITERT_MODEL).stat().st_size
+    float32 = (cli_exports / "litert" / layout.LITERT_MODEL).stat().st_size
     assert int8.size_bytes < 0.4 * float32  # int8 weights are a quarter of float32 ones
 
-    proto = onnx.load(str(cli_exports / "onnx" / outputs.ONNX_MODEL))
+    proto = onnx.load(str(cli_exports / "onnx" / layout.ONNX_MODEL))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"]) == [str(d) for d in range(10)]
     assert [o.name for o in proto.graph.output] == ["scores"] and proto.graph.input[0].name == "image"
     alone = tmp_path / "alone"
     alone.mkdir()
-    (alone / "model.onnx").write_bytes((cli_exports / "onnx" / outputs.ONNX_MODEL).read_bytes())
+    (alone / "model.onnx").write_bytes((cli_exports / "onnx" / layout.ONNX_MODEL).read_bytes())
     from transfer.scorers import load_scorer
 
     assert load_scorer(alone / "model.onnx").labels == [str(d) for d in range(10)]  # from its metadata
@@ -161,12 +161,12 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
 
     out = tmp_path / "export"
     earlier = export(augmented_run, out, format="litert")
-    before = (out / outputs.LITERT_MODEL).read_bytes()
+    before = (out / layout.LITERT_MODEL).read_bytes()
     honest = scorers.LiteRTScorer.score_pixels
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
     with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images, below --min-agreement 0.999"):
         export(augmented_run, out, format="litert", force=True)
-    assert (out / outputs.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
+    assert (out / layout.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
@@ -194,14 +194,14 @@ def test_predict_and_evaluate_read_the_exported_files(augmented_run, cli_exports
         return [[p["label"] for p in entry["predictions"]] for entry in json.loads(result.stdout)]
 
     expected = labels(augmented_run)
-    assert labels(tmp_path / "litert" / outputs.LITERT_MODEL) == expected
-    assert labels(tmp_path / "onnx" / outputs.ONNX_MODEL) == expected
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "onnx" / outputs.ONNX_MODEL), str(digits_dir)])
+    assert labels(tmp_path / "litert" / layout.LITERT_MODEL) == expected
+    assert labels(tmp_path / "onnx" / layout.ONNX_MODEL) == expected
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "onnx" / layout.ONNX_MODEL), str(digits_dir)])
     assert result.exit_code == 0, result.output
-    onnx_metrics = json.loads((tmp_path / "onnx-evaluation" / outputs.METRICS).read_text())
+    onnx_metrics = json.loads((tmp_path / "onnx-evaluation" / layout.METRICS).read_text())
     result = runner.invoke(app, ["evaluate", str(augmented_run), str(digits_dir)])
     assert result.exit_code == 0, result.output
-    run_metrics = json.loads((augmented_run / outputs.EVALUATION / outputs.METRICS).read_text())
+    run_metrics = json.loads((augmented_run / layout.EVALUATION / layout.METRICS).read_text())
     assert onnx_metrics["accuracy"] == pytest.approx(run_metrics["accuracy"], abs=1 / 600)
 
 
@@ -263,7 +263,7 @@ def test_the_savedmodel_stores_each_weight_once(digits_run, tmp_path):
     path = export(digits_run, tmp_path / "export").path
     stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
-    assert stored == outputs.Run.open(digits_run).load_model().count_params()
+    assert stored == artifacts.Run.open(digits_run).load_model().count_params()
 
 
 def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augmented_run, reference, tmp_path):
@@ -280,7 +280,7 @@ def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augment
     from transfer.export import _lean_tf2onnx
 
     _, pixels, _ = reference
-    model = inference_model(keras.saving.load_model(augmented_run / outputs.MODEL, compile=False))
+    model = inference_model(keras.saving.load_model(augmented_run / layout.MODEL, compile=False))
     model(pixels[:1])
     original = Node.update_proto
     model.export(str(tmp_path / "plain.onnx"), format="onnx", verbose=False)

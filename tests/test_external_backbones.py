@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import ROOT, image_folder
-from transfer import outputs
+from transfer import publishing
 from transfer.backbones import get_backbone, run_backbone
 from transfer.classifier import build_classifier, unfreeze_top
 from transfer.cli import app
@@ -139,7 +139,7 @@ def test_a_run_on_a_file_is_self_contained(classifier_file, tmp_path):
     result = train(data, tmp_path / "run", TrainOptions(backbone=str(copy), epochs=1, finetune_epochs=1, augment=False), verbose=0)
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["backbone"] == str(copy.resolve())
-    assert config["backbone_sha256"] == outputs.sha256(classifier_file)
+    assert config["backbone_sha256"] == publishing.sha256(classifier_file)
     copy.unlink()  # the file is not needed any more
     assert run_backbone(config).name == "backbone"
     predicted = runner.invoke(app, ["predict", str(result.run_dir), str(data / "ants"), "--format", "csv"])

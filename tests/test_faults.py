@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import ROOT, wait_for_epoch
-from transfer import outputs
+from transfer import artifacts, layout
 from transfer.cli import app
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def start_training(*argv: str) -> subprocess.Popen:
 
 def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     run = tmp_path / "run"
-    partial = outputs.partial_dir(run)
+    partial = layout.partial_dir(run)
     backup = partial / "stages" / "scratch" / "backup"
 
     # Ctrl-C: a clear message, exit code 130, the staging folder kept.
@@ -41,7 +41,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted: Training interrupted" in stderr and "error:" not in stderr and f"transfer train --resume {run}" in stderr
-    assert not run.exists() and (partial / outputs.CHECKPOINT).is_file()
+    assert not run.exists() and (partial / layout.CHECKPOINT).is_file()
 
     # The best checkpoint so far is usable as it is.
     image = next((digits_dir / "7").iterdir())
@@ -54,7 +54,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     killed_after = wait_for_epoch(process, backup, 5)
     process.kill()
     process.communicate()
-    logged = pd.read_csv(partial / "stages" / "scratch" / outputs.HISTORY)
+    logged = pd.read_csv(partial / "stages" / "scratch" / layout.HISTORY)
     assert not run.exists()
 
     # Resume to the end: every epoch once, the earlier ones as they were logged.
@@ -62,17 +62,17 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     assert result.exit_code == 0, result.output
     assert "restoring the weights and optimizer of the last completed epoch" in result.output
     assert f"Epoch {killed_after + 1}/{EPOCHS}" in result.output and "Epoch 1/" not in result.output
-    history = pd.read_csv(run / outputs.HISTORY)
+    history = pd.read_csv(run / layout.HISTORY)
     assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))
     before = logged.drop_duplicates("epoch", keep="last").set_index("epoch")["val_loss"]
     after = history.set_index(history["epoch"] - 1)["val_loss"]
     pd.testing.assert_series_equal(after.loc[before.index], before, check_names=False)
-    metrics = json.loads((run / outputs.METRICS).read_text())
+    metrics = json.loads((run / layout.METRICS).read_text())
     assert metrics["resumed"] is True and metrics["epochs_run"] == EPOCHS and metrics["val_accuracy"] > 0.8
     assert not partial.exists()
     assert sorted(p.name for p in run.iterdir()) == sorted([
-        outputs.MARKER, outputs.MODEL, outputs.LABELS, outputs.CONFIG, outputs.HISTORY, outputs.CURVES,
-        outputs.SPLIT, outputs.SKIPPED, outputs.DUPLICATES, outputs.METRICS,
+        layout.MARKER, layout.MODEL, layout.LABELS, layout.CONFIG, layout.HISTORY, layout.CURVES,
+        layout.SPLIT, layout.SKIPPED, layout.DUPLICATES, layout.METRICS,
     ])
 
 
@@ -106,7 +106,7 @@ def test_a_full_disk_leaves_the_earlier_outputs_intact(tmp_path, monkeypatch):
     assert f"transfer train --resume {run}" in result.output and "Traceback" not in result.output
 
     with monkeypatch.context() as patch:  # the SavedModel is written, then labels.txt does not fit
-        patch.setattr(outputs, "write_labels", no_space)
+        patch.setattr(artifacts, "write_labels", no_space)
         result = runner.invoke(app, ["export", str(run), "--out", str(export), "--force"])
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
 

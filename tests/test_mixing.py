@@ -114,7 +114,7 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     is the plain cross-entropy."""
     import keras
 
-    from transfer.outputs import Run
+    from transfer.artifacts import Run
     from transfer.training import train
 
     options = TrainOptions(backbone="lenet", epochs=1, mixup=0.4, cutmix=1.0, label_smoothing=0.1, augment=False, seed=2)

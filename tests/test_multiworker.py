@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT, wait_for_epoch
-from transfer import outputs
+from transfer import layout
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiworker]
 
@@ -85,12 +85,12 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path, digit
         np.testing.assert_array_equal(chief[name], other[name])
 
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"], "no worker folder left behind"
-    config = json.loads((run / outputs.CONFIG).read_text())
+    config = json.loads((run / layout.CONFIG).read_text())
     assert config["strategy_resolved"] == "MultiWorkerMirroredStrategy"
     assert config["replicas"] == 2 and config["global_batch_size"] == 32
     assert "on 2 workers (this is worker 0, the chief)" in printed[0]
     assert "on 2 workers (this is worker 1, the non-chief)" in printed[1]
-    metrics = json.loads((run / outputs.METRICS).read_text())
+    metrics = json.loads((run / layout.METRICS).read_text())
     assert metrics["num_train"] + metrics["num_val"] == 600 and metrics["val_accuracy"] > 0.5
 
 
@@ -102,7 +102,7 @@ def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digit
     configs = tf_configs(2)
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     processes = [start(argv, config, log.open("w")) for config, log in zip(configs, logs)]
-    wait_for_epoch(processes[0], outputs.partial_dir(run) / "stages" / "scratch" / "backup", 2)
+    wait_for_epoch(processes[0], layout.partial_dir(run) / "stages" / "scratch" / "backup", 2)
     processes[1].send_signal(signal.SIGKILL)
     printed = finish(processes[:1], logs[:1], timeout=240)
     assert processes[0].returncode == 1, printed[0][-3000:]
@@ -116,9 +116,9 @@ def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digit
     printed = finish(resumed, logs)
     assert [p.returncode for p in resumed] == [0, 0], "\n\n".join(o[-3000:] for o in printed)
     assert "restoring the weights and optimizer of the last completed epoch" in printed[0]
-    history = pd.read_csv(run / outputs.HISTORY)
+    history = pd.read_csv(run / layout.HISTORY)
     assert history["epoch"].tolist() == list(range(1, int(epochs) + 1))
-    assert json.loads((run / outputs.METRICS).read_text())["resumed"] is True
+    assert json.loads((run / layout.METRICS).read_text())["resumed"] is True
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lenet"]
 
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import headless_chromium
-from transfer import outputs
+from transfer import layout
 from transfer.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -32,7 +32,7 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
         shown = driver.find_element(By.ID, "accuracy").text
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
         driver.save_screenshot(str(tmp_path / "report.png"))
-    metrics = json.loads((digits_run / outputs.METRICS).read_text())
+    metrics = json.loads((digits_run / layout.METRICS).read_text())
     assert len(images) >= 5 and broken == []
     assert shown == f"{metrics['val_accuracy']:.1%}"
     assert headings[:3] == ["Data", "Training curves", "Metrics on the validation split"]

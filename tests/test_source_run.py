@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import image_folder
-from transfer import outputs
+from transfer import artifacts, publishing
 from transfer.backbones import get_backbone
 from transfer.classifier import build_classifier
 from transfer.cli import app
@@ -56,11 +56,11 @@ def test_train_on_a_run_then_fine_tune(digits_run, tmp_path):
     assert config["backbone"] == "lenet" and config["pretrained"] is True and config["transfers"] is True
     assert config["head"] == "logistic" and config["patience"] == {"finetune": 5} and config["val_split"] == 0.2
     assert config["source_run"]["path"] == str(digits_run.resolve())
-    assert config["source_run"]["model_sha256"] == outputs.sha256(digits_run / "model.keras")
+    assert config["source_run"]["model_sha256"] == publishing.sha256(digits_run / "model.keras")
     history = (run / "history.csv").read_text()
     assert "logistic" in history and "finetune" in history, "LP-FT: the logistic head (the default), then fine-tuning"
-    model = outputs.Run.open(run).load_model()
-    source = outputs.Run.open(digits_run).load_model()
+    model = artifacts.Run.open(run).load_model()
+    source = artifacts.Run.open(digits_run).load_model()
     assert model.output_shape == (None, 3)
     c1 = model.get_layer("lenet").get_layer("c1").get_weights()[0]
     assert c1.shape == source.get_layer("lenet").get_layer("c1").get_weights()[0].shape

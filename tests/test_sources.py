@@ -121,7 +121,7 @@ def test_one_rule_for_which_files_are_images(tmp_path):
 
 
 def test_the_marker_of_a_folder_transfer_wrote_is_not_a_skipped_file(tmp_path):
-    from transfer.outputs import MARKER
+    from transfer.layout import MARKER
 
     image_folder(tmp_path / "digits", per_class=2)
     (tmp_path / "digits" / MARKER).write_text("{}")

@@ -29,7 +29,7 @@ def load_model(path: str | Path):
     Raises:
         ModelLoadError: no model there, or a damaged one.
     """
-    from transfer.outputs import Run, load_keras_model
+    from transfer.artifacts import Run, load_keras_model
 
     path = Path(path)
     return Run.open(path).load_model() if path.is_dir() else load_keras_model(path)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer import outputs
+from transfer import publishing
 from transfer.distribute import is_multi_worker, min_across_workers
 from transfer.errors import WorkerLostError
 
@@ -94,7 +94,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         last = backup_epoch(self._dir / BACKUP) - 1  # the last completed epoch, 0-based
         if last < 0 or not self._records.is_file():
             return None
-        return outputs.read_json(self._records).get(str(last))
+        return publishing.read_json(self._records).get(str(last))
 
     def saved_best(self) -> float:
         record = self._restored()
@@ -113,9 +113,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             return
         if self.best_epoch == epoch:
             save_weights(self._weights(epoch), self.best_weights)
-        records = outputs.read_json(self._records) if self._records.is_file() else {}
+        records = publishing.read_json(self._records) if self._records.is_file() else {}
         records[str(epoch)] = {"best": float(self.best), "wait": self.wait, "best_epoch": self.best_epoch}
-        outputs.write_json(self._records, records)
+        publishing.write_json(self._records, records)
         keep = {self._weights(r["best_epoch"]).name for r in list(records.values())[-2:]}
         for old in self._dir.glob("early_stopping_best-*.npz"):
             if old.name not in keep:
@@ -135,7 +135,7 @@ class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Keras writes the weights in place, so a Ctrl-C or a kill during the write left a file that
     loads with layers missing, and `--resume` failed. Here each file is written under a temporary
-    name and renamed (`transfer.outputs.atomic_path`), and Ctrl-C waits until the whole backup is
+    name and renamed (`transfer.publishing.atomic_path`), and Ctrl-C waits until the whole backup is
     written (`sigint_deferred`).
     """
 
@@ -148,11 +148,11 @@ class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
                     (self._training_metadata_path, self._prev_training_metadata_path),
                 ):
                     if os.path.exists(current):
-                        with outputs.atomic_path(Path(previous)) as temporary:
+                        with publishing.atomic_path(Path(previous)) as temporary:
                             shutil.copyfile(current, temporary)
-            with outputs.atomic_path(Path(self._weights_path)) as temporary:
+            with publishing.atomic_path(Path(self._weights_path)) as temporary:
                 self.model.save_weights(filepath=str(temporary), overwrite=True)
-            outputs.write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+            publishing.write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 @contextmanager
@@ -174,7 +174,7 @@ def sigint_deferred() -> Iterator[None]:
 def backup_epoch(backup_dir: Path, previous: bool = False) -> int:
     """Epochs completed in a `BackupAndRestore` folder (its previous backup with `previous`)."""
     record = Path(backup_dir) / ("training_metadata.json.bkp" if previous else "training_metadata.json")
-    return int(outputs.read_json(record)["epoch"]) if record.is_file() else 0
+    return int(publishing.read_json(record)["epoch"]) if record.is_file() else 0
 
 
 def agree_on_backup(stage_dir: Path, strategy: tf.distribute.Strategy) -> None:
@@ -207,7 +207,7 @@ def agree_on_backup(stage_dir: Path, strategy: tf.distribute.Strategy) -> None:
 
 
 def save_weights(path: Path, weights: list[np.ndarray]) -> None:
-    with outputs.atomic_path(path) as temporary:
+    with publishing.atomic_path(path) as temporary:
         np.savez(temporary, *weights)
 
 

@@ -16,11 +16,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.backbones import check_backbone_list, get_backbone
 from transfer.errors import ComparisonFailedError, TrainingInterrupted, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
+from transfer.plots import plot_leaderboard
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 from transfer.training import train
@@ -58,9 +59,9 @@ def compare(
     """
     check_backbone_list(list(backbones))
     for name in backbones:  # every option checked before any training
-        options.for_backbone(name, Path(outputs.SPLIT)).resolved()
+        options.for_backbone(name, Path(layout.SPLIT)).resolved()
     out_dir = Path(out_dir)
-    outputs.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
+    publishing.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
     listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None, options.allow_split_names)
 
     from transfer.data import prepare, report_skipped
@@ -105,16 +106,17 @@ def transfer_verdict(scores: dict[str, tuple[bool, float | None]]) -> str | None
 def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: TrainOptions, reporter: Reporter,
                  verbose: int | str) -> pd.DataFrame:
     """Every backbone on the comparison's split, in a staging folder published when all have had their turn."""
-    with outputs.staged(out_dir, "comparison") as staging:
-        comparison = outputs.Comparison(staging)
+    with publishing.staged(out_dir, "comparison") as staging:
+        comparison = artifacts.Comparison(staging)
         comparison.write_data(folder)
         rows = [_train_one(comparison, name, options, folder, reporter=reporter, verbose=verbose) for name in backbones]
         leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
         leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
         leaderboard = leaderboard.reset_index(drop=True)
-        leaderboard["run_dir"] = [str(outputs.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
+        leaderboard["run_dir"] = [str(artifacts.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
         verdict = transfer_verdict({row.backbone: (row.mode != "scratch", row.val_accuracy) for row in leaderboard.itertuples()})
         leaderboard.attrs["verdict"] = verdict
+        plot_leaderboard(leaderboard, comparison.path / layout.LEADERBOARD_PNG)
         comparison.write_leaderboard(leaderboard, {
             "command": "compare", "backbones": list(backbones), "data": folder.source, "verdict": verdict,
             **dataclasses.asdict(options),
@@ -123,7 +125,7 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
     return leaderboard
 
 
-def _train_one(comparison: outputs.Comparison, name: str, options: TrainOptions, folder, *, reporter: Reporter,
+def _train_one(comparison: artifacts.Comparison, name: str, options: TrainOptions, folder, *, reporter: Reporter,
                verbose: int | str) -> dict:
     """The leaderboard row of `name`: trained on the comparison's split, evaluated on its validation
     images; or the first line of why it failed."""

@@ -27,13 +27,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.backbones import check_backbone_list
 from transfer.compare import transfer_verdict
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
 )
 from transfer.options import TrainOptions, require
+from transfer.plots import plot_cross_validation
 from transfer.progress import SILENT, Reporter
 
 METRICS = ("accuracy", "top_k_accuracy", "log_loss")
@@ -75,23 +76,23 @@ def cross_validate(
             f"all the labelled images in DATA_DIR (or run `transfer evaluate` on the validation folder)."
         )
     for name in backbones:  # every option checked before any image is read
-        options.for_backbone(name, Path(outputs.FOLDS_CSV)).resolved()
+        options.for_backbone(name, Path(layout.FOLDS_CSV)).resolved()
     out_dir = Path(out_dir)
     data = (data_dir,) if not options.manifest else ()
-    outputs.check_destination(out_dir, kind="cross-validation", force=force, data=data)
+    publishing.check_destination(out_dir, kind="cross-validation", force=force, data=data)
 
     from transfer.training import check_installed, list_data
 
     check_installed(options)
     listing = list_data(data_dir, options)
-    outputs.check_outside(out_dir, tuple(listing.folders))
+    publishing.check_outside(out_dir, tuple(listing.folders))
     from transfer.data import prepare, report_skipped
 
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
     images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
-    contents = [outputs.sha256(path) for path in images["path"]]
+    contents = [publishing.sha256(path) for path in images["path"]]
     images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents)
     copies = len(contents) - len(set(contents))
     if copies:
@@ -121,21 +122,21 @@ def cross_validate(
 def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[str], options: TrainOptions, folds: int,
                reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
     """Every backbone on every fold, in a staging folder published when all have had their turn."""
-    with outputs.staged(out_dir, "cross-validation") as staging:
-        layout = outputs.CrossValidation(staging)
-        outputs.write_table(layout.folds_file, images)
-        outputs.write_table(staging / outputs.SKIPPED, folder.skipped)
+    with publishing.staged(out_dir, "cross-validation") as staging:
+        cv = artifacts.CrossValidation(staging)
+        publishing.write_table(cv.folds_file, images)
+        publishing.write_table(staging / layout.SKIPPED, folder.skipped)
         rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
         for fold in range(1, folds + 1):
-            layout.fold_dir(fold).mkdir()
-            outputs.write_table(layout.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
+            cv.fold_dir(fold).mkdir()
+            publishing.write_table(cv.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
             held_out = images.loc[images["fold"] == fold, ["path", "label"]]
             for name in backbones:
                 if name in unusable:  # the same weights would fail the same way: not tried again
-                    rows.append(_row(layout, fold, name, held_out, folder.class_names) | {"error": unusable[name]})
+                    rows.append(_row(cv, fold, name, held_out, folder.class_names) | {"error": unusable[name]})
                     continue
                 reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
-                row = _run_fold(layout, fold, name, options=options, held_out=held_out, class_names=folder.class_names,
+                row = _run_fold(cv, fold, name, options=options, held_out=held_out, class_names=folder.class_names,
                                 reporter=reporter, verbose=verbose)
                 if row.pop("weights_failed"):
                     unusable[name] = f"not run: {row['error']}"
@@ -143,15 +144,16 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
         table = pd.DataFrame(rows)
         summary = summarize(table, folder.class_names) | {
             "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
-            "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, layout.manifest(1)).resolved())
+            "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, cv.manifest(1)).resolved())
                                                 for name in backbones},
         }
         summary["verdict"] = transfer_verdict({
-            name: (options.for_backbone(name, layout.manifest(1)).transfers, entry["accuracy"]["mean"])
+            name: (options.for_backbone(name, cv.manifest(1)).transfers, entry["accuracy"]["mean"])
             for name, entry in summary["backbones"].items()
         })
-        layout.write_results(table, summary)
-        layout.relocate_runs(out_dir)
+        plot_cross_validation(table, cv.path / layout.CV_PNG)
+        cv.write_results(table, summary)
+        cv.relocate_runs(out_dir)
     return table, summary
 
 
@@ -207,20 +209,20 @@ def _mean_std(values: pd.Series) -> dict:
     return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std}
 
 
-def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, *, options: TrainOptions, held_out: pd.DataFrame,
+def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: TrainOptions, held_out: pd.DataFrame,
               class_names: list[str], reporter: Reporter, verbose: int | str) -> dict:
     """The `cv.csv` row of one backbone on one fold: trained on the other folds, evaluated on this one."""
     import keras
 
-    from transfer.evaluation import evaluate
+    from transfer.evaluation import evaluate, evaluation_pictures
     from transfer.training import train
 
-    row = _row(layout, fold, name, held_out, class_names) | {"weights_failed": False}
+    row = _row(cv, fold, name, held_out, class_names) | {"weights_failed": False}
     try:
-        result = train(None, layout.run_dir(fold, name), options.for_backbone(name, layout.manifest(fold)),
+        result = train(None, cv.run_dir(fold, name), options.for_backbone(name, cv.manifest(fold)),
                        reporter=reporter, verbose=verbose)
         evaluation = evaluate(result.run_dir, held_out, reporter=reporter)
-        outputs.write_evaluation(evaluation, result.run_dir / outputs.EVALUATION)
+        artifacts.write_evaluation(evaluation, result.run_dir / layout.EVALUATION, draw=evaluation_pictures(evaluation))
         recall = evaluation.per_class["recall"]
         return row | {
             "num_train": result.metrics["num_train"], "top_k": evaluation.summary["top_k"],
@@ -237,11 +239,11 @@ def _run_fold(layout: outputs.CrossValidation, fold: int, name: str, *, options:
         keras.backend.clear_session()
 
 
-def _row(layout: outputs.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str]) -> dict:
+def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str]) -> dict:
     """A `cv.csv` row with nothing measured yet."""
     return {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out), "top_k": None,
             **dict.fromkeys(METRICS), **{f"recall:{label}": None for label in class_names},
-            "train_seconds": None, "run_dir": str(layout.run_dir(fold, name).relative_to(layout.path)), "error": ""}
+            "train_seconds": None, "run_dir": str(cv.run_dir(fold, name).relative_to(cv.path)), "error": ""}
 
 
 def _top_k(table: pd.DataFrame) -> int | None:

@@ -17,7 +17,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from transfer import outputs
+from transfer import layout, publishing
 from transfer.errors import BadImageError, DataError, op_error_message
 from transfer.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
 from transfer.progress import SILENT, Reporter
@@ -45,7 +45,7 @@ class ImageFolder:
     class_names: list[str]
     examples: pd.DataFrame
     skipped: pd.DataFrame
-    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DUPLICATE_COLUMNS))
+    duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=layout.DUPLICATE_COLUMNS))
     source: str = ""
 
     def paths_and_indices(self, split: str) -> tuple[list[str], np.ndarray]:
@@ -72,9 +72,6 @@ class ImageFolder:
         classes = np.arange(len(self.class_names))
         weights = compute_class_weight("balanced", classes=classes, y=labels)
         return {int(c): float(w) for c, w in zip(classes, weights)}
-
-
-DUPLICATE_COLUMNS = ["val_path", "val_label", "train_path", "train_label", "removed"]
 
 
 def prepare(
@@ -131,7 +128,7 @@ def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_
         )
         reporter.warning(
             f"{len(folder.duplicates)} validation image(s) are byte-for-byte copies of training images "
-            f"(listed in {outputs.DUPLICATES}); {action}:"
+            f"(listed in {layout.DUPLICATES}); {action}:"
         )
         for row in folder.duplicates.head(10).itertuples():
             reporter.warning(f"  {row.val_path} = {row.train_path}")
@@ -149,7 +146,7 @@ def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_
         )
 
 
-def report_skipped(skipped: pd.DataFrame, reporter: Reporter, *, listed_in: str | None = outputs.SKIPPED) -> None:
+def report_skipped(skipped: pd.DataFrame, reporter: Reporter, *, listed_in: str | None = layout.SKIPPED) -> None:
     """Names every file that will not be used, with its reason (and the file of the output that lists them)."""
     if len(skipped):
         reporter.warning(f"Skipped {len(skipped)} file(s)" + (f" (listed in {listed_in}):" if listed_in else ":"))
@@ -162,7 +159,7 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
     digests = []
     with reporter.progress("Hashing images", total=len(examples)) as progress:
         for path in examples["path"]:
-            digests.append(outputs.sha256(path))
+            digests.append(publishing.sha256(path))
             progress.advance()
     hashed = examples.assign(digest=digests)
     train = hashed[hashed["split"] == "train"].drop_duplicates("digest")
@@ -171,7 +168,7 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
     return pd.DataFrame({
         "val_path": pairs["path_val"], "val_label": pairs["label_val"],
         "train_path": pairs["path_train"], "train_label": pairs["label_train"], "removed": False,
-    }, columns=DUPLICATE_COLUMNS)
+    }, columns=layout.DUPLICATE_COLUMNS)
 
 
 def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: Listing) -> None:

@@ -19,17 +19,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.errors import DataError, InvalidOptionError
 from transfer.imagenet import is_imagenet
 from transfer.options import MAX_BATCH_SIZE, require
+from transfer.plots import plot_confusion_matrix
 from transfer.prediction import resolve_top_k
 from transfer.scorers import load_scorer, model_labels
 from transfer.progress import SILENT, Reporter
@@ -93,21 +94,26 @@ def evaluate_folder(
     _check_options(top_k, batch_size)
     if out_dir is None and is_imagenet(model_path):
         raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
-    out_dir = Path(out_dir) if out_dir is not None else outputs.default_evaluation_dir(model_path)
-    outputs.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *outputs.data_folders(model_path)))
+    out_dir = Path(out_dir) if out_dir is not None else artifacts.default_evaluation_dir(model_path)
+    publishing.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *artifacts.data_folders(model_path)))
     listing = list_folder(Path(data_dir), allow_split_names=True)  # the model's classes are checked against it
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
     if seen:
         reporter.warning(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
-            f"overstate how the model does on new images (the run's {outputs.SPLIT} lists them)."
+            f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
     evaluation = evaluate(model_path, data, top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
-    outputs.write_evaluation(evaluation, out_dir)
+    artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
     return evaluation, out_dir
+
+
+def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:
+    """What `artifacts.write_evaluation` draws into the folder it writes: the confusion matrix."""
+    return lambda folder: plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
 
 
 def _check_options(top_k: int | None, batch_size: int) -> None:
@@ -118,14 +124,14 @@ def _check_options(top_k: int | None, batch_size: int) -> None:
 def _training_images(model_path: Path, data: pd.DataFrame) -> int:
     """How many of `data`'s images the run (or the run an export came from) was trained on: the same
     files, or byte-for-byte copies of them (compared by content, as the run's deduplication does)."""
-    split = Path(model_path) / outputs.SPLIT
+    split = Path(model_path) / layout.SPLIT
     if not split.is_file():
         return 0
-    table = outputs.read_table(split)
+    table = publishing.read_table(split)
     trained = {os.path.realpath(path) for path in table.loc[table["split"] == "train", "path"]}
-    contents = {outputs.sha256(path) for path in trained if os.path.isfile(path)}  # copies count too
+    contents = {publishing.sha256(path) for path in trained if os.path.isfile(path)}  # copies count too
     return sum(
-        os.path.realpath(path) in trained or (os.path.isfile(path) and outputs.sha256(path) in contents)
+        os.path.realpath(path) in trained or (os.path.isfile(path) and publishing.sha256(path) in contents)
         for path in data["path"]
     )
 
@@ -174,7 +180,7 @@ def evaluate(
         class_names, [path for path, _ in scored], np.stack([s for _, s in scored]),
         [labels[path] for path, _ in scored], top_k=top_k, tta=tta, seconds=seconds,
     )
-    evaluation.skipped = pd.DataFrame(failed, columns=outputs.SKIPPED_COLUMNS)
+    evaluation.skipped = pd.DataFrame(failed, columns=layout.SKIPPED_COLUMNS)
     evaluation.summary["num_skipped"] = len(failed)
     return evaluation
 
@@ -267,5 +273,5 @@ def measure(
         skm.confusion_matrix(truth, predicted, labels=classes), index=class_names, columns=class_names
     )
     confusion.index.name, confusion.columns.name = "true", "predicted"
-    skipped = pd.DataFrame(columns=outputs.SKIPPED_COLUMNS)
+    skipped = pd.DataFrame(columns=layout.SKIPPED_COLUMNS)
     return Evaluation(list(class_names), examples, scores, skipped, summary, per_class, confusion, seconds)

@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from transfer import extras, outputs
+from transfer import artifacts, extras, layout, publishing
 from transfer.errors import DataError, ExportCheckError, ExportFailedError, ModelLoadError
 from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.options import EXPORT_FORMATS, QUANTIZATIONS, require
@@ -116,8 +116,8 @@ def export(
     min_confidence = resolve_min_confidence(min_confidence, class_names, {})
     k = resolve_top_k(top_k, len(class_names), reporter)
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
-    run_data = () if isinstance(source, ImageNetClassifier) else tuple(outputs.data_folders(source.path))
-    outputs.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))
+    run_data = () if isinstance(source, ImageNetClassifier) else tuple(artifacts.data_folders(source.path))
+    publishing.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))
 
     from transfer.classifier import inference_model
     from transfer.scorers import EXPORT_SCORERS, KerasScorer
@@ -125,16 +125,16 @@ def export(
     keras_scorer = KerasScorer(source)
     model = inference_model(keras_scorer.model)
     config = {**source.config(), "export": {"format": format, "quantize": quantize, "min_confidence": min_confidence}}
-    with outputs.staged(out_dir, "export") as staging:
+    with publishing.staged(out_dir, "export") as staging:
         reporter.message(f"Converting to {format}" + (f" ({quantize})" if quantize != "none" else ""))
         if format == "savedmodel":
             _write_savedmodel(model, staging, class_names, k, min_confidence)
         elif format == "litert":
-            _write_litert(model, staging / outputs.LITERT_MODEL, quantize, calibration_paths)
+            _write_litert(model, staging / layout.LITERT_MODEL, quantize, calibration_paths)
         else:
-            _write_onnx(model, staging / outputs.ONNX_MODEL, class_names)
-        outputs.Export(staging).write_metadata(class_names, config)
-        exported = outputs.Export.open(staging)
+            _write_onnx(model, staging / layout.ONNX_MODEL, class_names)
+        artifacts.Export(staging).write_metadata(class_names, config)
+        exported = artifacts.Export.open(staging)
         agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter)
         size = _size(exported.model_file)
         if agreement < min_agreement:
@@ -146,7 +146,7 @@ def export(
             )
         summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference,
                    "min_agreement": min_agreement, "size_bytes": size}
-        outputs.write_json(staging / outputs.CONFIG, {**config, "export": {**config["export"], **summary}})
+        publishing.write_json(staging / layout.CONFIG, {**config, "export": {**config["export"], **summary}})
     return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement)
 
 
@@ -155,12 +155,12 @@ def _open_source(model_ref: Path | str, weights: str | None):
         return ImageNetClassifier.open(model_ref, weights)
     require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
     try:
-        opened = outputs.open_model(model_ref)
+        opened = artifacts.open_model(model_ref)
     except ModelLoadError:
         opened = None  # Run.open below says what is missing
-    if isinstance(opened, outputs.Export):
+    if isinstance(opened, artifacts.Export):
         raise ModelLoadError(f"{model_ref} is already an export; export takes a run directory.")
-    return outputs.Run.open(model_ref)
+    return artifacts.Run.open(model_ref)
 
 
 def _check_and_calibration_images(source, images: Path | None, format: str, quantize: str) -> tuple[list[str], list[str]]:

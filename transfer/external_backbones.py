@@ -167,7 +167,7 @@ def hub_image_size(preset: str) -> int | None:
 
 def sha256_of(name: str) -> str | None:
     """The SHA-256 of a model file, or of a local preset folder's files; `None` for a hub preset name."""
-    from transfer.outputs import sha256
+    from transfer.publishing import sha256
 
     if name.startswith(HUB_PREFIX):
         folder = Path(name[len(HUB_PREFIX):])

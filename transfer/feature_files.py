@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer import extras, outputs
+from transfer import artifacts, extras, layout, publishing
 from transfer.backbones import get_backbone
 from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
 from transfer.imagenet import is_imagenet
@@ -40,10 +40,10 @@ def write_features(
         DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
     """
     require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
-    out_file = outputs.output_file(out_file, name=outputs.FEATURES_FILE, suffixes=(".parquet", ".pq"))
+    out_file = publishing.output_file(out_file, name=layout.FEATURES_FILE, suffixes=(".parquet", ".pq"))
     extras.require("features")
     _check_model(model_ref, preprocess)
-    outputs.check_destination(out_file, kind="features", force=force, data=(data_dir,))
+    publishing.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
 
     import pandas as pd
@@ -64,12 +64,12 @@ def write_features(
     columns = {f"f{i:04d}": features[:, i] for i in range(features.shape[1])}
     table = pd.concat([kept[["path", "label"]].reset_index(drop=True), pd.DataFrame(columns)], axis=1)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), outputs.PARQUET_MARKER: outputs.marker_json("features")})
-    with outputs.atomic_path(out_file) as temporary:
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), layout.PARQUET_MARKER: publishing.marker_json("features")})
+    with publishing.atomic_path(out_file) as temporary:
         pq.write_table(arrow, temporary)
     skipped = pd.concat([listing.skipped, pd.DataFrame(
         [(path, label, unreadable[path]) for path, label in zip(listing.files["path"], listing.files["label"]) if path in unreadable],
-        columns=outputs.SKIPPED_COLUMNS,
+        columns=layout.SKIPPED_COLUMNS,
     )], ignore_index=True)
     table.attrs["skipped"] = skipped
     table.attrs["path"] = out_file
@@ -85,4 +85,4 @@ def _check_model(model_ref: str | Path, preprocess: str | None) -> None:
         return
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
     if not is_imagenet(text):
-        outputs.Run.open(Path(text))
+        artifacts.Run.open(Path(text))

@@ -33,7 +33,7 @@ from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
-from transfer import outputs
+from transfer import artifacts, publishing
 from transfer.errors import DataError
 from transfer.progress import SILENT, Reporter
 
@@ -69,7 +69,7 @@ class FeatureCache:
 
     def put(self, digest: str, features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with outputs.atomic_path(self.folder / f"{digest}.npy") as temporary:
+        with publishing.atomic_path(self.folder / f"{digest}.npy") as temporary:
             np.save(temporary, features)
 
 
@@ -110,7 +110,7 @@ def extract_features(
         DataError: an image that decoded when the dataset was checked no longer does.
     """
     if cache is not None and augmentation is None:
-        digest_of = {path: outputs.sha256(path) for path in paths}
+        digest_of = {path: publishing.sha256(path) for path in paths}
         digests = [digest_of[path] for path in paths]
         found = {digest: cache.get(digest) for digest in set(digests)}
         missing = sorted({path for path in paths if found[digest_of[path]] is None})
@@ -240,7 +240,7 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
         classifier = build_classifier(spec, num_classes=2, image_size=spec.input_size, weights=None)
         return feature_extractor(classifier, spec), spec.input_size
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
-    run = outputs.Run.open(model_ref)
+    run = artifacts.Run.open(model_ref)
     model, spec = run.load_model(), run_backbone(run.config())
     size = int(model.input_shape[1])
     if run.config().get("transfers", run.config().get("pretrained")):  # runs before `transfers` say `pretrained`

@@ -36,7 +36,7 @@ def wordnet_ids() -> list[str]:
 
 @dataclass(frozen=True)
 class ImageNetClassifier:
-    """`imagenet:NAME` as a model source, read like a run (`transfer.outputs.Run`)."""
+    """`imagenet:NAME` as a model source, read like a run (`transfer.artifacts.Run`)."""
 
     spec: BackboneSpec
     weights: str = "imagenet"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer import outputs
+from transfer import layout, publishing
 from transfer.errors import InvalidOptionError
 from transfer.options import TrainOptions, default_batch_size, require
 from transfer.progress import SILENT, Reporter
@@ -76,13 +76,13 @@ def lr_find(
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
     data = (data_dir, options.val_dir) if not options.manifest else ()
-    outputs.check_destination(out_dir, kind="lr-find", force=force, data=data)
+    publishing.check_destination(out_dir, kind="lr-find", force=force, data=data)
 
     from transfer.training import check_installed, list_data
 
     check_installed(options)
     listing = list_data(data_dir, options)
-    outputs.check_outside(out_dir, tuple(listing.folders))
+    publishing.check_outside(out_dir, tuple(listing.folders))
 
     import tensorflow as tf
 
@@ -115,11 +115,11 @@ def lr_find(
     table = sweep(target, dataset.repeat(), loss=make_loss(options), optimizer=options.optimizer, start_lr=start_lr,
                   end_lr=end_lr, steps=steps, reporter=reporter)
     suggestion = suggest(table)
-    with outputs.staged(out_dir, "lr-find") as staging:
-        outputs.write_table(staging / outputs.LR_FIND_CSV, table)
+    with publishing.staged(out_dir, "lr-find") as staging:
+        publishing.write_table(staging / layout.LR_FIND_CSV, table)
         from transfer.plots import plot_lr_find
 
-        plot_lr_find(table, suggestion, staging / outputs.LR_FIND_PNG, title=f"lr-find: {trained}")
+        plot_lr_find(table, suggestion, staging / layout.LR_FIND_PNG, title=f"lr-find: {trained}")
     return LRFind(table, suggestion, RULE, out_dir, trained)
 
 

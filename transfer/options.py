@@ -309,7 +309,7 @@ class TrainOptions:
         """
         name = self.backbone or DEFAULT_BACKBONE
         if self.source_run is not None and is_external(name):
-            from transfer.outputs import Run
+            from transfer.artifacts import Run
 
             return run_backbone(Run.open(self.source_run).config())
         return get_backbone(name, self.preprocess)
@@ -362,7 +362,7 @@ class TrainOptions:
 
 def _from_source_run(source: str, backbone: str | None, image_size: int | None) -> tuple[str, int]:
     """The backbone and image size of the run at `source`, which this run's must not contradict."""
-    from transfer.outputs import Run
+    from transfer.artifacts import Run
 
     config = Run.open(source).config()
     if "backbone" not in config or "image_size" not in config:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from transfer import __version__, outputs
+from transfer import __version__, artifacts, layout, publishing
 from transfer.backbones import run_backbone
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
@@ -46,13 +46,13 @@ def report(
         force: replace an earlier report (a file this tool wrote, and nothing else).
     """
     run_dir = Path(run_dir)
-    out_file = outputs.output_file(out_file, name=outputs.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / outputs.REPORT
-    run = outputs.Run.open(run_dir)
-    outputs.check_destination(out_file, kind="report", force=force, data=tuple(outputs.data_folders(run_dir)))
+    out_file = publishing.output_file(out_file, name=layout.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / layout.REPORT
+    run = artifacts.Run.open(run_dir)
+    publishing.check_destination(out_file, kind="report", force=force, data=tuple(artifacts.data_folders(run_dir)))
     split = run.split()
     config = run.config()
     if not config:
-        raise ModelLoadError(f"{run_dir} lacks {outputs.CONFIG}; a report needs a run directory written by `transfer train`.")
+        raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
     evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -62,7 +62,7 @@ def report(
         sections = [
             _summary(run_dir, config, evaluation),
             _section("Data", _data(run, split)),
-            _section("Training curves", _image(run.path / outputs.CURVES, "training curves")),
+            _section("Training curves", _image(run.path / layout.CURVES, "training curves")),
             _section("Metrics on the validation split", _metrics(evaluation)),
             _section("Confusion matrix", _image(scratch / "confusion.png", "confusion matrix")),
             _section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
@@ -70,7 +70,7 @@ def report(
             _section("Configuration", _config(config)),
         ]
         page = _page(f"transfer report: {run_dir.name}", "\n".join(sections))
-    outputs.write_text(out_file, page)
+    publishing.write_text(out_file, page)
     return out_file
 
 
@@ -107,7 +107,7 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     )
 
 
-def _data(run: outputs.Run, split: pd.DataFrame) -> str:
+def _data(run: artifacts.Run, split: pd.DataFrame) -> str:
     counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
     parts = [counts.to_html(classes="numbers", border=0)]
     skipped = run.skipped()
@@ -140,7 +140,7 @@ def _errors(evaluation: Evaluation, count: int) -> str:
     return f'<div class="grid">{"".join(cards)}</div>'
 
 
-def _gradcam_figure(run: outputs.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
+def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
     if count <= 0:
         return "<p>Not requested.</p>"
     from transfer.data import iter_decoded_batches
@@ -207,7 +207,7 @@ def _section(title: str, body: str) -> str:
 def _page(title: str, body: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="{outputs.REPORT_GENERATOR} {__version__}"><title>{html.escape(title)}</title>
+<meta name="generator" content="{layout.REPORT_GENERATOR} {__version__}"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
 h1 {{ margin-bottom: 0; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }}

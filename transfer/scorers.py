@@ -26,7 +26,8 @@ from transfer import extras
 from transfer.errors import BadImageError, ModelLoadError, op_error_message
 from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.options import require
-from transfer.outputs import LABELS, Export, Run, open_model
+from transfer.artifacts import Export, Run, open_model
+from transfer.layout import LABELS
 
 
 class PixelScorer:
@@ -195,7 +196,7 @@ def model_labels(path: Path | str) -> list[str]:
 
 
 def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
-    """Scores with a run directory, an export of any format (`transfer.outputs.open_model`), or the
+    """Scores with a run directory, an export of any format (`transfer.artifacts.open_model`), or the
     ImageNet classifier as it comes (`imagenet:NAME`, `weights` its `include_top` file or `None`).
 
     Raises:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transfer.errors import DataError
-from transfer.outputs import MARKER
+from transfer.layout import MARKER
 
 if TYPE_CHECKING:  # pandas is imported where a listing is made: `predict`'s option checks come first
     import pandas as pd

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
@@ -64,7 +64,7 @@ class RunState:
         model: the full classifier (pixels in, probabilities out).
         spec, options: the backbone and the run's resolved options.
         folder: the checked, split data.
-        files: the run's staging folder (`transfer.outputs.Run`), published when training ends.
+        files: the run's staging folder (`transfer.artifacts.Run`), published when training ends.
         out_dir: where the run is published.
         record: what `resume.json` holds: options, data source, finished stages, best loss.
         strategy: the `tf.distribute` strategy the model was built under.
@@ -76,7 +76,7 @@ class RunState:
     spec: BackboneSpec
     options: TrainOptions
     folder: ImageFolder
-    files: outputs.Run
+    files: artifacts.Run
     out_dir: Path
     record: dict
     strategy: tf.distribute.Strategy
@@ -135,7 +135,7 @@ class RunState:
             )
             self.model.set_weights(self.best_weights)
         self.record["stages_done"].append({"stage": stage.name, "seconds": round(seconds, 2)})
-        outputs.write_json(self.files.resume_file, self.record)
+        publishing.write_json(self.files.resume_file, self.record)
 
 
 def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> None:
@@ -183,14 +183,14 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         early_stopping,
         LearningRateLog(),
         FullModelCheckpoint(
-            run.model, run.files.path / outputs.CHECKPOINT, monitor=SELECTION, mode="min", save_best_only=True,
+            run.model, run.files.path / layout.CHECKPOINT, monitor=SELECTION, mode="min", save_best_only=True,
             initial_value_threshold=None if best_so_far == float("inf") else best_so_far,
         ),
-        keras.callbacks.CSVLogger(stage_dir / outputs.HISTORY, append=True),
+        keras.callbacks.CSVLogger(stage_dir / layout.HISTORY, append=True),
         backup(stage_dir),  # last, so that a backup marks an epoch whose other records are written
     ]
     if options.tensorboard:  # epochs are counted across stages, so the stages share one time axis
-        callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / outputs.TENSORBOARD_LOGS, write_graph=False))
+        callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / layout.TENSORBOARD_LOGS, write_graph=False))
     if backup_epoch(stage_dir / BACKUP):
         run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
     model.fit(
@@ -248,8 +248,8 @@ def fit_logistic(run: RunState) -> None:
     }
     stage_dir = run.files.stage_dir(stage.name)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    outputs.write_table(stage_dir / outputs.HISTORY, pd.DataFrame([row]))
-    run.model.save(run.files.path / outputs.CHECKPOINT)
+    publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
+    run.model.save(run.files.path / layout.CHECKPOINT)
     run.record["logistic"] = {"C": strength, "folds": folds}
     run.end_stage(stage, selection_score(row["val_accuracy"], row["val_loss"]), time.perf_counter() - started)
 

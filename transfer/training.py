@@ -7,7 +7,7 @@ Baselines train from scratch in one stage. Each stage stops early on a validatio
 and keeps its weights only if they beat the best so far (`transfer.stages`).
 
 Everything needed to go on after an interruption is kept in the run's staging folder while it
-trains (`transfer.outputs`); `resume` rebuilds the model from it and goes on. Under
+trains (`transfer.layout`, `transfer.artifacts`); `resume` rebuilds the model from it and goes on. Under
 `MultiWorkerMirroredStrategy` every worker keeps such a folder of its own and only the chief
 publishes the run (`transfer.distribute`).
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.backbones import BackboneSpec
 from transfer.errors import (
     DataError,
@@ -37,6 +37,7 @@ from transfer.errors import (
     op_error_message,
 )
 from transfer.options import TrainOptions, default_batch_size, worker_index
+from transfer.plots import plot_curves
 from transfer.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def train(
 
     Args:
         data_dir: one subfolder of images per class; `None` with `options.manifest`.
-        out_dir: the run directory to create (see `transfer.outputs`).
+        out_dir: the run directory to create (see `transfer.layout`).
         options: the run's choices; validated before any heavy work.
         force: replace an existing run at `out_dir`, or discard an interrupted one.
         strategy: a ready `tf.distribute.Strategy`, overriding `options.strategy`.
@@ -92,12 +93,12 @@ def train(
     worker = worker_index()  # None on the chief, or on a single machine
     if worker is None:
         data = (data_dir, options.val_dir) if not options.manifest else ()
-        outputs.check_destination(out_dir, kind="run", force=force, data=data)
-    outputs.check_no_interrupted_run(out_dir, force, worker)
+        publishing.check_destination(out_dir, kind="run", force=force, data=data)
+    publishing.check_no_interrupted_run(out_dir, force, worker)
     check_installed(options)
     listing = list_data(data_dir, options)
     if worker is None:
-        outputs.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
+        publishing.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
     if spec.note and options.backbone_layer is None:
         reporter.message(spec.note)
     if spec.pretrained and options.weights == "none":
@@ -118,16 +119,16 @@ def train(
     if options.batch_size is None:
         options = dataclasses.replace(options, batch_size=default_batch_size(len(folder.paths_and_indices("train")[0])))
         reporter.message(f"Batch size {options.batch_size} per replica (at most 32, at least 10 steps an epoch, at least 8).")
-    files = outputs.Run(outputs.staging_dir(out_dir, "run", worker))
+    files = artifacts.Run(publishing.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
     if options.tensorboard:
         reporter.message(
-            f"TensorBoard logs go to {files.path / outputs.TENSORBOARD_LOGS} while training, then to "
-            f"{out_dir / outputs.TENSORBOARD_LOGS}; watch them with: tensorboard --logdir {files.path / outputs.TENSORBOARD_LOGS}"
+            f"TensorBoard logs go to {files.path / layout.TENSORBOARD_LOGS} while training, then to "
+            f"{out_dir / layout.TENSORBOARD_LOGS}; watch them with: tensorboard --logdir {files.path / layout.TENSORBOARD_LOGS}"
         )
     record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": [],
               "backbone_sha256": backbone_sha256(spec, options)}
-    outputs.write_json(files.resume_file, record)
+    publishing.write_json(files.resume_file, record)
     from transfer.stages import RunState
 
     return _train_and_publish(RunState(
@@ -154,10 +155,10 @@ def resume(
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    outputs.lock_destination(run_dir, worker_index())
-    files = outputs.Run(outputs.partial_dir(run_dir, worker_index()))
+    publishing.lock_destination(run_dir, worker_index())
+    files = artifacts.Run(layout.partial_dir(run_dir, worker_index()))
     if not files.resume_file.is_file():
-        finished = (run_dir / outputs.METRICS).is_file()
+        finished = (run_dir / layout.METRICS).is_file()
         raise InvalidOptionError(
             f"--resume {run_dir}: " + (
                 "that run finished; there is nothing to resume." if finished else
@@ -169,7 +170,7 @@ def resume(
     from transfer.distribute import resolve_strategy
     from transfer.stages import RunState
 
-    record = outputs.read_json(files.resume_file)
+    record = publishing.read_json(files.resume_file)
     record["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     options = TrainOptions(**record["options"])
     spec = options.backbone_spec()
@@ -249,7 +250,7 @@ def _train_and_publish(run: RunState) -> TrainResult:
         _fine_tune(run)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
-            f"Training interrupted. The best checkpoint so far is {run.files.path / outputs.CHECKPOINT}; "
+            f"Training interrupted. The best checkpoint so far is {run.files.path / layout.CHECKPOINT}; "
             f"continue with `transfer train --resume {run.out_dir}`."
         ) from None
     except OSError as error:
@@ -344,11 +345,12 @@ def _publish(run: RunState) -> TrainResult:
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     }
     run.files.write_results(run.model, metrics=metrics, config=config, history=history)
+    plot_curves(history, run.files.path / layout.CURVES)
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
         shutil.rmtree(run.files.path)
     else:
         run.files.drop_resume_state()
-        outputs.publish(run.files.path, run.out_dir)
+        publishing.publish(run.files.path, run.out_dir)
     return TrainResult(run.out_dir, metrics, history, run.model)
 
 
@@ -360,7 +362,7 @@ def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:
     if spec.source is None:
         return None
     if options.source_run is not None:
-        return outputs.Run.open(options.source_run).config().get("backbone_sha256")
+        return artifacts.Run.open(options.source_run).config().get("backbone_sha256")
     return sha256_of(spec.source)
 
 
@@ -368,8 +370,8 @@ def _source_record(source: str | None) -> dict | None:
     """Where the reused backbone came from: the run's path and the SHA-256 of its model file."""
     if source is None:
         return None
-    run = outputs.Run.open(source)
-    return {"path": str(Path(source).resolve()), "model_sha256": outputs.sha256(run.model_file)}
+    run = artifacts.Run.open(source)
+    return {"path": str(Path(source).resolve()), "model_sha256": publishing.sha256(run.model_file)}
 
 
 def check_installed(options: TrainOptions) -> None:
@@ -419,7 +421,7 @@ def build_model(
     previous_policy = keras.config.dtype_policy()
     if options.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")  # layers take the policy when built
-    source = outputs.Run.open(options.source_run).load_model() if options.source_run else None
+    source = artifacts.Run.open(options.source_run).load_model() if options.source_run else None
     if source is not None:
         reporter.message(f"Backbone: the {spec.name} of {options.source_run}, under a new head for {num_classes} classes.")
     try:

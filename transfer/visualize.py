@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer import outputs
+from transfer import artifacts, layout, publishing
 from transfer.backbones import run_backbone
 from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError
@@ -40,9 +40,9 @@ def visualize(
     Returns:
         The PNG files written.
     """
-    run = outputs.Run.open(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run.path / outputs.VISUALIZATION
-    outputs.check_destination(out_dir, kind="visualization", force=force, data=tuple(outputs.data_folders(run.path)))
+    run = artifacts.Run.open(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run.path / layout.VISUALIZATION
+    publishing.check_destination(out_dir, kind="visualization", force=force, data=tuple(artifacts.data_folders(run.path)))
     if image is not None and not Path(image).exists():
         raise DataError(f"--image {image} does not exist; pass the path of one image.")
     if image is not None and not Path(image).is_file():
@@ -63,8 +63,8 @@ def visualize(
     image_path = str(image) if image else _first_validation_image(run)
     pixels = _decode_one(image_path, int(model.input_shape[1]))
 
-    with outputs.staged(out_dir, "visualization") as staging:
-        written = [staging / outputs.FILTERS_PNG]
+    with publishing.staged(out_dir, "visualization") as staging:
+        written = [staging / layout.FILTERS_PNG]
         filters, titles = first_layer_filters(convolutions[0], bgr=spec.preprocess_mode == "caffe")
         plot_image_grid(filters, titles, written[0], columns=8, cmap="gray",
                         title=f"{spec.label}: the {len(filters)} filters of {convolutions[0].name}")
@@ -73,7 +73,7 @@ def visualize(
             channels = activation[0]
             shown = min(channels.shape[-1], 32)
             scaled = [_unit(channels[..., c]) for c in range(shown)]
-            written.append(staging / outputs.feature_maps_png(name))
+            written.append(staging / layout.feature_maps_png(name))
             plot_image_grid(scaled, [f"{c}" for c in range(shown)], written[-1], columns=8, cmap="viridis",
                             title=f"{name}: {shown} of {channels.shape[-1]} feature maps for {Path(image_path).name}")
     return [out_dir / path.name for path in written]
@@ -154,7 +154,7 @@ def _unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values, dtype=np.float32)
 
 
-def _check_layers(run: outputs.Run, spec, layers: Sequence[str]) -> None:
+def _check_layers(run: artifacts.Run, spec, layers: Sequence[str]) -> None:
     """Refuses `--layers` the backbone does not have, naming the closest of its layers.
 
     Raises:
@@ -172,10 +172,10 @@ def _check_layers(run: outputs.Run, spec, layers: Sequence[str]) -> None:
         )
 
 
-def _first_validation_image(run: outputs.Run) -> str:
-    if (run.path / outputs.SPLIT).is_file() and len(run.validation_images()):
+def _first_validation_image(run: artifacts.Run) -> str:
+    if (run.path / layout.SPLIT).is_file() and len(run.validation_images()):
         return run.validation_images()["path"].iloc[0]
-    raise DataError(f"{run.path} has no validation images listed in {outputs.SPLIT}; pass --image PATH.")
+    raise DataError(f"{run.path} has no validation images listed in {layout.SPLIT}; pass --image PATH.")
 
 
 def _decode_one(path: str, size: int) -> np.ndarray:
