@@ -1,0 +1,21 @@
+"""The `transfer` command line: thin commands over the `transfer` library.
+
+| module | holds |
+|---|---|
+| `app.py` | the Typer app, its global options, and the one error path: every error a user can cause becomes one `error:` line and an exit code (`user_errors`, Click's own parsing errors too) |
+| `parameters.py` | the choice lists as Enums (from the library's own lists) and the options `train`, `lr-find`, `cross-validate` and `compare` share, declared once |
+| `printers.py` | what goes to the terminal: progress on stderr, tables and results on stdout |
+| `train.py` | the commands that train: `train`, `lr-find`, `cross-validate`, `compare` |
+| `use.py` | the commands that use a model: `predict`, `evaluate`, `report`, `visualize`, `features` |
+| `deploy.py` | `export` and `serve` |
+| `catalog.py` | `backbones` and `dataset` |
+
+Each command gathers its options, calls one library function, and prints its result. Nothing here
+imports TensorFlow: the library checks options and outputs first and imports it when the work
+starts, so `--help`, `--version`, `backbones` and option errors answer at once.
+"""
+
+from transfer.cli import train, use, deploy, catalog  # noqa: F401,I001  (each registers its commands, in this order in --help)
+from transfer.cli.app import app
+
+__all__ = ["app"]

@@ -1,0 +1,161 @@
+"""What the command line shows: progress, warnings and errors on stderr; results on stdout.
+
+stdout carries only what the user asked for (tables, CSV, JSON, paths written), so it can be
+redirected or piped; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+from transfer.cli.app import messages, results
+from transfer.cli.parameters import OutputFormat
+from transfer.progress import Reporter
+
+class RichReporter(Reporter):
+    """Messages and progress bars on stderr, so stdout carries only results."""
+
+    def message(self, text: str) -> None:
+        messages.print(escape(text), highlight=False)
+
+    def warning(self, text: str) -> None:
+        messages.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=messages, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+
+            class _Advance:
+                def advance(self, amount: int = 1) -> None:
+                    bar.advance(task, amount)
+
+            yield _Advance()
+
+
+def print_trained(result) -> None:
+    metrics = result.metrics
+    messages.print(
+        f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "
+        f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
+        f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s)",
+        highlight=False,
+    )
+    results.print(f"Run written to {result.run_dir}", highlight=False)
+
+
+class PredictionPrinter:
+    """Predictions on stdout as they come (csv, json) or as one table at the end; every file that
+    was not scored is also named on stderr with the reason."""
+
+    def __init__(self, format: OutputFormat):
+        self.format, self.count, self.failed, self.rows = format, 0, 0, []
+        self.writer = csv.writer(sys.stdout, lineterminator="\n")  # LF, as every other CSV file written here
+
+    def add(self, p) -> None:
+        """Prints one prediction; the CSV header comes with the first, so a command that fails
+        before any image is scored leaves stdout empty."""
+        self.count += 1
+        if self.format is OutputFormat.csv and self.count == 1:
+            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error"])
+        if p.error is not None:
+            self.failed += 1
+            messages.print(f"[yellow]skipped {escape(f'{p.path}: {p.error}')}[/yellow]", highlight=False)
+        if self.format is OutputFormat.csv:
+            if p.error is not None:
+                self.writer.writerow([p.path, "", "", "", "", p.error])
+            for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
+                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", p.answer, ""])
+            sys.stdout.flush()
+        elif self.format is OutputFormat.json:
+            print(("[\n" if self.count == 1 else ",\n") + _indented(json.dumps(p.to_dict(), indent=2)), end="", flush=True)
+        else:
+            self.rows.append(p)
+
+    def close(self) -> None:
+        """Ends the output: the JSON list is closed where one was opened (nothing is printed when no
+        image was scored: the command failed before)."""
+        if self.format is OutputFormat.json and self.count:
+            print("\n]", flush=True)
+        elif self.format is OutputFormat.table and any(p.error is None for p in self.rows):
+            k = max((len(p.labels) for p in self.rows), default=0)
+            from transfer.prediction import UNKNOWN
+
+            unknown = any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
+            table = Table("image", *(["answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
+            for p in self.rows:
+                cells = [escape(f"{label} {probability:.1%}") for label, probability in zip(p.labels, p.probabilities)]
+                answer = [escape(p.answer or "")] if unknown else []
+                table.add_row(escape(p.path), *(answer + cells if cells else [f"[red]{escape(p.error)}[/red]"]))
+            results.print(table)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def print_cross_validation(summary: dict, folds: int) -> None:
+    """The cross-validation's summary: mean +- sd of each metric per backbone, and the failed folds."""
+    top_k = f"top-{summary['top_k']}" if summary.get("top_k") else "top-k"
+    numbers = [Column(name, justify="right") for name in ("folds", "accuracy", top_k, "log loss")]
+    table = Table("backbone", *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
+    for name, entry in summary["backbones"].items():
+        def cell(metric):
+            value = entry[metric]
+            if value["mean"] is None:
+                return ""
+            return f"{value['mean']:.4f}" + (f" +- {value['std']:.4f}" if value["std"] is not None else "")
+
+        failed = "; ".join(f"{f['fold']}: {f['error']}" for f in entry["failed"])
+        table.add_row(name, str(entry["folds_completed"]), cell("accuracy"), cell("top_k_accuracy"), cell("log_loss"), escape(failed))
+    results.print(table)
+    if summary.get("verdict"):
+        results.print(summary["verdict"], highlight=False)
+
+
+def print_leaderboard(leaderboard) -> None:
+    """A comparison's leaderboard, best first; a failed backbone shows its error."""
+    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", "top-3", "train s", "images/s")]
+    table = Table("backbone", "mode", *numbers, "error")
+    for row in leaderboard.itertuples():
+        failed = bool(row.error)
+        table.add_row(
+            row.backbone, row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
+            "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.top3_accuracy:.4f}",
+            "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
+        )
+    results.print(table)
+    if leaderboard.attrs.get("verdict"):
+        results.print(leaderboard.attrs["verdict"], highlight=False)
+
+
+def print_evaluation(evaluation) -> None:
+    """Accuracy, top-k and log loss, a row per class, and the skipped files (on stderr)."""
+    s = evaluation.summary
+    numbers = [Column(name, justify="right") for name in ("precision", "recall", "f1", "support")]
+    table = Table("class", *numbers, title=(
+        f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"
+        f"   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})"
+    ))
+    for name, row in evaluation.per_class.iterrows():
+        table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
+    results.print(table)
+    for row in evaluation.skipped.itertuples():
+        messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
+
+
+def print_backbones(rows: list[dict]) -> None:
+    """The registry: input size, parameters and pretrained weights file of each backbone."""
+    table = Table("backbone", "input", "parameters", "pretrained weights file")
+    for row in rows:
+        table.add_row(row["name"], row["input"], f"{row['parameters']:,} {row['counted']}", row["weights_file"])
+    results.print(table)

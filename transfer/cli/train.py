@@ -1,0 +1,136 @@
+"""The commands that train: `train`, `lr-find`, `cross-validate`, `compare`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from transfer.backbones import BACKBONES
+from transfer.cli.app import app, results, user_errors
+from transfer.cli.parameters import option_name, train_options_of, with_train_options
+from transfer.cli.printers import RichReporter, print_cross_validation, print_leaderboard, print_trained
+
+
+@app.command()
+@with_train_options
+def train(
+    ctx: typer.Context,
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier run written by transfer (nothing else), or discard an interrupted one.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run RUN_DIR (its --out) with its own options.", show_default=False)] = None,
+    **options,
+) -> None:
+    """Train a classifier on a folder of images.
+
+    Trains on DATA_DIR (one subfolder per class) or --manifest and writes the run to --out.
+
+    Example: transfer train photos/ --out runs/photos
+    """
+    with user_errors():
+        from transfer.errors import InvalidOptionError
+        from transfer.training import resume as resume_training
+        from transfer.training import train as run_training
+
+        verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
+        if resume is not None:
+            given = [name for name in ctx.params if name != "resume" and ctx.get_parameter_source(name).name != "DEFAULT"]
+            if given:
+                raise InvalidOptionError(
+                    f"--resume continues a run with the options it was started with; received "
+                    f"{', '.join(option_name(name) for name in given)} as well. Pass --resume RUN_DIR alone."
+                )
+            result = resume_training(resume, reporter=RichReporter(), verbose=verbose)
+            print_trained(result)
+            return
+        if out is None:
+            raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
+        result = run_training(data_dir, out, train_options_of(options), force=force, reporter=RichReporter(), verbose=verbose)
+    print_trained(result)
+
+
+@app.command("lr-find")
+@with_train_options
+def lr_find(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for lr_find.png and lr_find.csv.", show_default=False)] = None,
+    start_lr: Annotated[float, typer.Option(help="The sweep's first learning rate.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="The sweep's last learning rate.")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Batches in the sweep (it stops early once the loss diverges).")] = 100,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier lr-find output written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Sweep the learning rate and suggest --lr.
+
+    Sweeps the learning rate on the model `train` would build; changes no run.
+
+    Example: transfer lr-find photos/ --out runs/lr
+    """
+    with user_errors():
+        from transfer.errors import InvalidOptionError
+        from transfer.lr_find import lr_find as run_lr_find
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for lr_find.png and lr_find.csv, e.g. --out lr-find.")
+        found = run_lr_find(data_dir, out, train_options_of(options), start_lr=start_lr, end_lr=end_lr, steps=steps,
+                            force=force, reporter=RichReporter())
+    results.print(f"Suggested --lr {found.suggestion:.2g} ({found.rule}; {len(found.table)} steps).", highlight=False)
+    results.print(f"Plot and losses written to {found.path}/lr_find.png and {found.path}/lr_find.csv", highlight=False)
+
+
+@app.command("cross-validate")
+@with_train_options(without=("backbone", "val_dir"))
+def cross_validate(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): all of them are cross-validated.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for folds.csv, fold-K/BACKBONE runs, cv.csv, cv.json and cv.png.", show_default=False)] = None,
+    folds: Annotated[int, typer.Option(help="K: stratified folds; each is held out once.")] = 5,
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones, each cross-validated on the same folds.")] = "resnet50",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier cross-validation written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Estimate accuracy by K-fold cross-validation.
+
+    Accuracy, top-k and log loss by stratified K-fold: one run per fold, mean and sd.
+
+    Example: transfer cross-validate photos/ --folds 5 --out runs/cv
+    """
+    with user_errors():
+        from transfer.cross_validation import cross_validate as run_cross_validation
+        from transfer.errors import InvalidOptionError
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for the folds' runs and cv.csv, e.g. --out cv.")
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        done = run_cross_validation(data_dir, out, names, train_options_of(options), folds=folds, force=force,
+                                    reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    print_cross_validation(done.summary, folds)
+    results.print(f"Per fold and per class: {out}/cv.csv; summary: {out}/cv.json; plot: {out}/cv.png", highlight=False)
+
+
+@app.command()
+@with_train_options(without=("backbone",))
+def compare(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.")],
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split: registry names, PATH.keras files, keras-hub:PRESET.")] = ",".join(BACKBONES),
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier comparison written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Rank several backbones trained on one split.
+
+    Trains each backbone on the same split, evaluates it, and writes a leaderboard.
+
+    Example: transfer compare photos/ --backbones resnet50,lenet --out runs/compare
+    """
+    with user_errors():
+        from transfer.compare import compare as run_compare
+
+        chosen = train_options_of(options)
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        leaderboard = run_compare(data_dir, out, names, chosen, val_dir=chosen.val_dir, force=force,
+                                  reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    print_leaderboard(leaderboard)
+    results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
