@@ -37,7 +37,7 @@ def test_the_wheel_installs_one_top_level_name(wheel):
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"transfer", wheel.name.split("-py3")[0] + ".dist-info"}
-    assert {"transfer/cli.py", "transfer/datasets/__init__.py", "transfer/datasets/digits.py"} <= set(names)
+    assert {"transfer/cli/__init__.py", "transfer/cli/__main__.py", "transfer/datasets/__init__.py", "transfer/datasets/digits.py"} <= set(names)
     assert "[console_scripts]\ntransfer = transfer.cli:app" in entry_points
 
 
