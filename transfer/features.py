@@ -16,6 +16,9 @@ preprocessing and every weight) and by the image file's content, so a second `tr
 or `features` over the same images skips the backbone; a changed image, weight or size is a new key.
 `transfer features` writes them as Parquet, and `--head logistic` fits scikit-learn's logistic
 regression on them.
+
+This module knows nothing of a run: an extractor and image paths in, arrays out, and the cache. The
+stage code (`transfer.stages`) decides which images and what it keeps.
 """
 
 from __future__ import annotations
@@ -23,22 +26,18 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
 from transfer import artifacts, publishing
 from transfer.errors import DataError
 from transfer.progress import SILENT, Reporter
-
-if TYPE_CHECKING:
-    from transfer.stages import RunState
 
 
 def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -154,60 +153,10 @@ def features_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """`(train, val)` datasets of pooled backbone features, for fitting the head of `run` alone.
-
-    Training images give one unaugmented view each, or `options.cached_views` augmented views
-    (`TrainOptions.frozen_features` is `cached_views`); validation images are never augmented.
-    """
-    options = run.options
-    train_features, val_features = run_features(run, views=options.cached_views if options.frozen_features == "cached_views" else 1)
-    return (
-        features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
-        features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),
-    )
-
-
-def run_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of the run's training and validation images; unaugmented ones through the
-    disk cache, `views` augmented views of each training image when `views > 1`."""
-    options, model = run.options, run.model
-    extractor, cache = _extractor_and_cache(run)
-    train_features = extract_features(
-        extractor, run.train_paths, options.image_size, options.batch_size,
-        augmentation=model.get_layer(AUGMENTATION) if views > 1 else None, views=views, cache=cache,
-        reporter=run.reporter,
-        description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
-    )
-    run.val_features = _val_features(run, extractor, cache)
-    return train_features, run.val_features
-
-
-def head_val_probabilities(run: RunState) -> np.ndarray:
-    """The run's validation probabilities from its head on the pooled validation features (those of
-    this process's frozen stage, else from the disk cache): the same numbers as the whole model on
-    the images while the backbone is still the frozen one, without running it again."""
-    features = run.val_features
-    if features is None:  # a resumed run whose frozen stage finished before
-        features = _val_features(run, *_extractor_and_cache(run))
-    return run.model.get_layer("head").predict(features, batch_size=run.global_batch, verbose=0)
-
-
-def _extractor_and_cache(run: RunState) -> tuple[keras.Model, FeatureCache]:
-    return extractor_and_cache(run.model, run.spec, run.options)
-
-
 def extractor_and_cache(model: keras.Model, spec: BackboneSpec, options) -> tuple[keras.Model, FeatureCache]:
     """The frozen-stage feature extractor of `model` and the disk cache its features go to (`options.cache_dir`)."""
     extractor = feature_extractor(model, spec)
     return extractor, FeatureCache(options.cache_dir or default_cache_dir(), extractor, options.image_size)
-
-
-def _val_features(run: RunState, extractor: keras.Model, cache: FeatureCache) -> np.ndarray:
-    return extract_features(
-        extractor, run.val_paths, run.options.image_size, run.options.batch_size, cache=cache,
-        reporter=run.reporter, description="Backbone features, validation",
-    )
 
 
 def model_feature_extractor(model_ref: str | Path, weights: str | None = None, preprocess: str | None = None,

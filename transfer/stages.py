@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from transfer import artifacts, layout, publishing
+from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
@@ -38,7 +39,7 @@ from transfer.callbacks import (
     save_weights,
 )
 from transfer.data import ImageFolder, make_dataset
-from transfer.features import cached_feature_datasets, run_features
+from transfer.features import extract_features, extractor_and_cache, features_dataset
 from transfer.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
 from transfer.schedules import make_schedule
 from transfer.options import TrainOptions
@@ -155,7 +156,7 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     model, train_data, val_data = run.model, run.train_data, run.val_data
     if cached_features:
         model = run.model.get_layer("head")
-        train_data, val_data = cached_feature_datasets(run)
+        train_data, val_data = _cached_feature_datasets(run)
     if uses_probability_targets(options):
         classes = len(run.folder.class_names)
         train_data, val_data = one_hot_targets(train_data, classes), one_hot_targets(val_data, classes)
@@ -222,7 +223,7 @@ def fit_logistic(run: RunState) -> None:
     started = time.perf_counter()
     if run.options.augment:
         run.reporter.message("--head logistic: the regression is fitted on unaugmented features.")
-    train_x, val_x = run_features(run)
+    train_x, val_x = _frozen_features(run)
     classes = np.arange(len(run.folder.class_names))
     folds = int(min(5, np.bincount(run.train_labels, minlength=len(classes)).min()))
     balanced = "balanced" if run.options.class_weight == "auto" else None
@@ -281,3 +282,53 @@ _OPTIMIZERS = {
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """Adam, SGD with Nesterov momentum 0.9, or RMSprop (`transfer.options.OPTIMIZERS`)."""
     return _OPTIMIZERS[name](learning_rate)
+
+
+# The frozen stage's features: the backbone's pooled output for the run's images, computed once.
+
+
+def _cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """`(train, val)` datasets of pooled backbone features, for fitting the head of `run` alone.
+
+    Training images give one unaugmented view each, or `options.cached_views` augmented views
+    (`TrainOptions.frozen_features` is `cached_views`); validation images are never augmented.
+    """
+    options = run.options
+    train_features, val_features = _frozen_features(run, views=options.cached_views if options.frozen_features == "cached_views" else 1)
+    return (
+        features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
+        features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),
+    )
+
+
+def _frozen_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features of the run's training and validation images; unaugmented ones through the
+    disk cache, `views` augmented views of each training image when `views > 1`. The validation
+    features stay on the run (`RunState.val_features`) for `head_val_probabilities`."""
+    options = run.options
+    extractor, cache = extractor_and_cache(run.model, run.spec, options)
+    train_features = extract_features(
+        extractor, run.train_paths, options.image_size, options.batch_size,
+        augmentation=run.model.get_layer(AUGMENTATION) if views > 1 else None, views=views, cache=cache,
+        reporter=run.reporter,
+        description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
+    )
+    run.val_features = _val_features(run, extractor, cache)
+    return train_features, run.val_features
+
+
+def head_val_probabilities(run: RunState) -> np.ndarray:
+    """The run's validation probabilities from its head on the pooled validation features (those of
+    this process's frozen stage, else from the disk cache): the same numbers as the whole model on
+    the images while the backbone is still the frozen one, without running it again."""
+    features = run.val_features
+    if features is None:  # a resumed run whose frozen stage finished before
+        features = _val_features(run, *extractor_and_cache(run.model, run.spec, run.options))
+    return run.model.get_layer("head").predict(features, batch_size=run.global_batch, verbose=0)
+
+
+def _val_features(run: RunState, extractor: keras.Model, cache) -> np.ndarray:
+    return extract_features(
+        extractor, run.val_paths, run.options.image_size, run.options.batch_size, cache=cache,
+        reporter=run.reporter, description="Backbone features, validation",
+    )

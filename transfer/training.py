@@ -297,7 +297,7 @@ def _publish(run: RunState) -> TrainResult:
     from transfer.distribute import strategy_name
 
     if run.best_stage == "logistic" or (run.best_stage == "frozen" and _frozen_features(run) != "in_loop"):
-        from transfer.features import head_val_probabilities
+        from transfer.stages import head_val_probabilities
 
         probabilities = head_val_probabilities(run)  # the backbone is the frozen one: its features are cached
     else:
