@@ -22,8 +22,8 @@ from transfer.errors import ComparisonFailedError, TrainingInterrupted, Transfer
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
 from transfer.plots import plot_leaderboard
+from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
-from transfer.sources import list_folder
 from transfer.training import train
 
 COLUMNS = [
@@ -38,7 +38,6 @@ def compare(
     backbones: Sequence[str],
     options: TrainOptions = TrainOptions(),
     *,
-    val_dir: Path | None = None,
     force: bool = False,
     reporter: Reporter = SILENT,
     verbose: int | str = "auto",
@@ -61,8 +60,7 @@ def compare(
     for name in backbones:  # every option checked before any training
         options.for_backbone(name, Path(layout.SPLIT)).resolved()
     out_dir = Path(out_dir)
-    publishing.check_destination(out_dir, kind="comparison", force=force, data=(data_dir, val_dir))
-    listing = list_folder(Path(data_dir), Path(val_dir) if val_dir else None, options.allow_split_names)
+    listing = preflight(data_dir, out_dir, options, kind="comparison", force=force)
 
     from transfer.data import prepare, report_skipped
 

@@ -35,6 +35,7 @@ from transfer.errors import (
 )
 from transfer.options import TrainOptions, require
 from transfer.plots import plot_cross_validation
+from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
 
 METRICS = ("accuracy", "top_k_accuracy", "log_loss")
@@ -78,14 +79,7 @@ def cross_validate(
     for name in backbones:  # every option checked before any image is read
         options.for_backbone(name, Path(layout.FOLDS_CSV)).resolved()
     out_dir = Path(out_dir)
-    data = (data_dir,) if not options.manifest else ()
-    publishing.check_destination(out_dir, kind="cross-validation", force=force, data=data)
-
-    from transfer.training import check_installed, list_data
-
-    check_installed(options)
-    listing = list_data(data_dir, options)
-    publishing.check_outside(out_dir, tuple(listing.folders))
+    listing = preflight(data_dir, out_dir, options, kind="cross-validation", force=force)
     from transfer.data import prepare, report_skipped
 
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))

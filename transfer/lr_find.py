@@ -30,6 +30,7 @@ import pandas as pd
 from transfer import layout, publishing
 from transfer.errors import InvalidOptionError
 from transfer.options import TrainOptions, default_batch_size, require
+from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
 
 #: The smoothing of the recorded loss (an exponential moving average, bias-corrected, as fastai's).
@@ -75,14 +76,7 @@ def lr_find(
         raise InvalidOptionError("--head logistic is fitted in closed form and has no learning rate to find; use --head dense.")
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
-    data = (data_dir, options.val_dir) if not options.manifest else ()
-    publishing.check_destination(out_dir, kind="lr-find", force=force, data=data)
-
-    from transfer.training import check_installed, list_data
-
-    check_installed(options)
-    listing = list_data(data_dir, options)
-    publishing.check_outside(out_dir, tuple(listing.folders))
+    listing = preflight(data_dir, out_dir, options, kind="lr-find", force=force)
 
     import tensorflow as tf
 

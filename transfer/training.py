@@ -38,14 +38,13 @@ from transfer.errors import (
 )
 from transfer.options import TrainOptions, default_batch_size, worker_index
 from transfer.plots import plot_curves
+from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
     import keras
     import pandas as pd
     import tensorflow as tf
-
-    from transfer.sources import Listing
 
     from transfer.stages import RunState
 
@@ -91,14 +90,8 @@ def train(
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
-    if worker is None:
-        data = (data_dir, options.val_dir) if not options.manifest else ()
-        publishing.check_destination(out_dir, kind="run", force=force, data=data)
+    listing = preflight(data_dir, out_dir, options, kind="run", force=force, worker=worker)
     publishing.check_no_interrupted_run(out_dir, force, worker)
-    check_installed(options)
-    listing = list_data(data_dir, options)
-    if worker is None:
-        publishing.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
     if spec.note and options.backbone_layer is None:
         reporter.message(spec.note)
     if spec.pretrained and options.weights == "none":
@@ -372,38 +365,6 @@ def _source_record(source: str | None) -> dict | None:
         return None
     run = artifacts.Run.open(source)
     return {"path": str(Path(source).resolve()), "model_sha256": publishing.sha256(run.model_file)}
-
-
-def check_installed(options: TrainOptions) -> None:
-    """Refuses, before any image is read, options whose optional parts are not installed: the
-    `tensorboard` extra (TensorFlow writes its summaries through it), Keras' MixUp/CutMix layers.
-
-    Raises:
-        DependencyMissingError: naming what to install.
-    """
-    if options.tensorboard:
-        from transfer import extras
-
-        extras.require("tensorboard")
-    if options.mixing:
-        from transfer.mixing import check_mixing_layers
-
-        check_mixing_layers(options)
-
-
-def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
-    """The images of `data_dir` (and `options.val_dir`), or of `options.manifest`, with what was skipped."""
-    from transfer.sources import list_folder, read_manifest
-
-    if options.manifest:
-        if data_dir is not None:
-            raise InvalidOptionError(
-                f"Received both DATA_DIR {data_dir} and --manifest {options.manifest}; give one of them."
-            )
-        return read_manifest(Path(options.manifest))
-    if data_dir is None:
-        raise InvalidOptionError("No data given: pass DATA_DIR (one subfolder per class) or --manifest FILE.csv.")
-    return list_folder(Path(data_dir), Path(options.val_dir) if options.val_dir else None, options.allow_split_names)
 
 
 def build_model(

@@ -130,7 +130,7 @@ def compare(
 
         chosen = train_options_of(options)
         names = [name.strip() for name in backbones.split(",") if name.strip()]
-        leaderboard = run_compare(data_dir, out, names, chosen, val_dir=chosen.val_dir, force=force,
+        leaderboard = run_compare(data_dir, out, names, chosen, force=force,
                                   reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
     print_leaderboard(leaderboard)
     results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
