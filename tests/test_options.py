@@ -3,7 +3,8 @@
 import pytest
 
 from transfer.errors import InvalidOptionError
-from transfer.options import TrainOptions, require
+from transfer.options import TrainOptions
+from transfer.errors import require
 
 
 def test_defaults_follow_the_backbone():

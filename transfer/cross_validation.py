@@ -33,7 +33,8 @@ from transfer.compare import transfer_verdict
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
 )
-from transfer.options import TrainOptions, require
+from transfer.options import TrainOptions
+from transfer.errors import require
 from transfer.plots import plot_cross_validation
 from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter

@@ -9,12 +9,56 @@ temporary folders, removed when training ends.
 
 from __future__ import annotations
 
+import json
 import os
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from transfer.errors import InvalidOptionError
-from transfer.options import STRATEGIES, cluster_task, worker_index
+
+if TYPE_CHECKING:  # TensorFlow is imported where a strategy is made: options read the cluster without it
+    import tensorflow as tf
+
+#: `tf.distribute` strategies (see `transfer.distribute.resolve_strategy`).
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def cluster_task() -> tuple[str, int, dict] | None:
+    """`(task_type, task_index, cluster)` from `TF_CONFIG`, or `None` when it is not set.
+
+    Raises:
+        InvalidOptionError: `TF_CONFIG` is not JSON with a `cluster` of `host:port` lists and a
+            `task` naming one of its members.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        task_type, index = str(task["type"]), int(task["index"])
+        members = cluster[task_type]
+    except (ValueError, KeyError, TypeError):
+        members, index = None, -1
+    if not isinstance(members, list) or not 0 <= index < len(members):
+        raise InvalidOptionError(
+            f"TF_CONFIG is not a valid cluster description; received {text[:300]!r}. Expected JSON like "
+            f"{example}, with this machine's entry named by task.type and task.index."
+        )
+    return task_type, index, cluster
+
+
+def worker_index() -> int | None:
+    """This process's index among the non-chief workers, or `None` for the chief (or no cluster).
+
+    The chief is the `chief` task, or worker 0 when the cluster has no `chief`, as in TensorFlow.
+    """
+    task = cluster_task()
+    if task is None:
+        return None
+    task_type, index, cluster = task
+    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
+    return None if is_chief else index
 
 
 def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -33,13 +77,15 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     Raises:
         InvalidOptionError: `multiworker` without `TF_CONFIG`, or a malformed `TF_CONFIG`.
     """
+    import tensorflow as tf
+
     if name == "multiworker" or (name == "auto" and os.environ.get("TF_CONFIG")):
         if cluster_task() is None:  # also validates TF_CONFIG, with a clear message
             raise InvalidOptionError(
                 "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
                 "TF_CONFIG is not set. See the README's \"Several machines\" section."
             )
-        return _MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if name == "auto":
         return tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -51,29 +97,38 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     raise InvalidOptionError(f"--strategy must be one of {', '.join(STRATEGIES)}; received {name!r}.")
 
 
-class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """`MultiWorkerMirroredStrategy` with a `reduce` that takes what Keras 3's `fit` gives it.
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """TensorFlow's `MultiWorkerMirroredStrategy`, with a `reduce` that takes what Keras 3's `fit`
+    gives it (`_MultiWorkerMirroredStrategy`, defined here so that TensorFlow is imported only now)."""
+    import tensorflow as tf
 
-    Keras 3 (3.15) calls `reduce` in two ways the multi-worker strategy rejects, though
-    `MirroredStrategy` accepts them: on the first `(x, y)` batch as one nested structure (to build
-    the model), and on scalar per-replica metrics with `axis=0` (to average the logs). This reduces
-    each value of a structure on its own, and scalars across replicas without an axis, which is
-    what Keras means in both cases.
-    """
+    class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """`MultiWorkerMirroredStrategy` with a `reduce` that takes what Keras 3's `fit` gives it.
 
-    def reduce(self, reduce_op, value, axis):
-        parent = super(_MultiWorkerMirroredStrategy, self)
+        Keras 3 (3.15) calls `reduce` in two ways the multi-worker strategy rejects, though
+        `MirroredStrategy` accepts them: on the first `(x, y)` batch as one nested structure (to build
+        the model), and on scalar per-replica metrics with `axis=0` (to average the logs). This reduces
+        each value of a structure on its own, and scalars across replicas without an axis, which is
+        what Keras means in both cases.
+        """
 
-        def one(item):
-            local = item.values[0] if isinstance(item, tf.distribute.DistributedValues) else item
-            scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
-            return parent.reduce(reduce_op, item, None if scalar else axis)
+        def reduce(self, reduce_op, value, axis):
+            parent = super(_MultiWorkerMirroredStrategy, self)
 
-        return tf.nest.map_structure(one, value)
+            def one(item):
+                local = item.values[0] if isinstance(item, tf.distribute.DistributedValues) else item
+                scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
+                return parent.reduce(reduce_op, item, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return _MultiWorkerMirroredStrategy()
 
 
 def min_across_workers(strategy: tf.distribute.Strategy, value: int) -> int:
     """The smallest of the `value`s every replica of every worker passes (a collective: all call it)."""
+    import tensorflow as tf
+
 
     @tf.function
     def gather():
@@ -84,11 +139,15 @@ def min_across_workers(strategy: tf.distribute.Strategy, value: int) -> int:
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    import tensorflow as tf
+
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     """`"default"` for the one-device default strategy, else the class name (`"MirroredStrategy"`)."""
+    import tensorflow as tf
+
     if strategy is tf.distribute.get_strategy():
         return "default"
     return "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__

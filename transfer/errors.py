@@ -97,3 +97,9 @@ def op_error_message(error: Exception) -> str:
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0] if text else "")
     text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
     return text or type(error).__name__
+
+
+def require(condition: bool, option: str, received, allowed: str) -> None:
+    """Raises `InvalidOptionError` naming `option`, the value received and what is allowed."""
+    if not condition:
+        raise InvalidOptionError(f"{option} must be {allowed}; received {received!r}.")

@@ -13,7 +13,7 @@ from transfer import artifacts, extras, layout, publishing
 from transfer.backbones import get_backbone
 from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
 from transfer.imagenet import is_imagenet
-from transfer.options import require
+from transfer.errors import require
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 

@@ -168,7 +168,7 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
     from transfer.backbones import get_backbone, load_application, run_backbone
     from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
     from transfer.imagenet import ImageNetClassifier, is_imagenet
-    from transfer.options import require
+    from transfer.errors import require
     from transfer.preprocessing import Preprocess
 
     if is_imagenet(model_ref):

@@ -29,7 +29,8 @@ import pandas as pd
 
 from transfer import layout, publishing
 from transfer.errors import InvalidOptionError
-from transfer.options import TrainOptions, default_batch_size, require
+from transfer.options import TrainOptions, default_batch_size
+from transfer.errors import require
 from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
 

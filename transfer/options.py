@@ -8,15 +8,14 @@ Keras, so the command line answers `--help` at once.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from transfer.backbones import BackboneSpec, check_weights, get_backbone, run_backbone
 from transfer.external_backbones import HUB_PREFIX, is_external
-from transfer.errors import InvalidOptionError
+from transfer.distribute import STRATEGIES, cluster_task
+from transfer.errors import InvalidOptionError, require
 
 #: `adam`, `sgd` (Nesterov momentum 0.9) or `rmsprop` (see `transfer.stages.make_optimizer`).
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -28,8 +27,6 @@ HEAD_OPTIMIZER, HEAD_LEARNING_RATE = "adam", 1e-3
 FINETUNE_LEARNING_RATE = 1e-5
 #: Which random flips augmentation uses; `none` for digits or text, whose mirror image is another.
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
-#: `tf.distribute` strategies (see `transfer.distribute.resolve_strategy`).
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 #: `auto` weights the loss by scikit-learn's balanced class weights.
 CLASS_WEIGHTS = ("none", "auto")
 #: The new head: a dense softmax layer trained by gradient descent, or scikit-learn's multinomial
@@ -388,51 +385,3 @@ def default_batch_size(num_train: int) -> int:
     validation accuracy at 16 a step (README, "Baselines that learn").
     """
     return max(8, min(32, num_train // 10))
-
-
-def require(condition: bool, option: str, received, allowed: str) -> None:
-    """Raises `InvalidOptionError` naming `option`, the value received and what is allowed."""
-    if not condition:
-        raise InvalidOptionError(f"{option} must be {allowed}; received {received!r}.")
-
-
-# The cluster, from the standard TF_CONFIG variable (see `transfer.distribute`).
-
-
-def cluster_task() -> tuple[str, int, dict] | None:
-    """`(task_type, task_index, cluster)` from `TF_CONFIG`, or `None` when it is not set.
-
-    Raises:
-        InvalidOptionError: `TF_CONFIG` is not JSON with a `cluster` of `host:port` lists and a
-            `task` naming one of its members.
-    """
-    text = os.environ.get("TF_CONFIG", "").strip()
-    if not text:
-        return None
-    example = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        task_type, index = str(task["type"]), int(task["index"])
-        members = cluster[task_type]
-    except (ValueError, KeyError, TypeError):
-        members, index = None, -1
-    if not isinstance(members, list) or not 0 <= index < len(members):
-        raise InvalidOptionError(
-            f"TF_CONFIG is not a valid cluster description; received {text[:300]!r}. Expected JSON like "
-            f"{example}, with this machine's entry named by task.type and task.index."
-        )
-    return task_type, index, cluster
-
-
-def worker_index() -> int | None:
-    """This process's index among the non-chief workers, or `None` for the chief (or no cluster).
-
-    The chief is the `chief` task, or worker 0 when the cluster has no `chief`, as in TensorFlow.
-    """
-    task = cluster_task()
-    if task is None:
-        return None
-    task_type, index, cluster = task
-    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
-    return None if is_chief else index

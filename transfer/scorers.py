@@ -25,7 +25,7 @@ import numpy as np
 from transfer import extras
 from transfer.errors import BadImageError, ModelLoadError, op_error_message
 from transfer.imagenet import ImageNetClassifier, is_imagenet
-from transfer.options import require
+from transfer.errors import require
 from transfer.artifacts import Export, Run, open_model
 from transfer.layout import LABELS
 

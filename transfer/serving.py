@@ -40,7 +40,7 @@ import numpy as np
 from transfer import extras
 from transfer.errors import BadImageError, InvalidOptionError, OutputLocationError
 from transfer.imagenet import is_imagenet
-from transfer.options import require
+from transfer.errors import require
 from transfer.prediction import answer, check_min_confidence
 from transfer.progress import SILENT, Reporter
 

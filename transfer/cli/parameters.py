@@ -17,10 +17,8 @@ import typer
 
 from transfer.backbones import BACKBONES, FILE_PREPROCESSING
 from transfer.datasets import RECIPES
-from transfer.options import (
-    CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES, STRATEGIES,
-    TrainOptions,
-)
+from transfer.options import CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES, TrainOptions
+from transfer.distribute import STRATEGIES
 
 def _choices(name: str, values) -> type[Enum]:
     """A `str` Enum of the library's own list of values, so the CLI offers exactly what it accepts."""
