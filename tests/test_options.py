@@ -43,21 +43,37 @@ def test_baselines_augment_with_flips_and_translations_only():
         build_augmentation("none", 0, ("shear",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "augment, cache_features, cached_views, expected",
+    "augment, cache_features, cached_views, backbone_runs",
     [
-        (False, True, 0, "cached"),  # one exact view per image
-        (True, True, 0, "in_loop"),  # augmentation in the frozen stage, with the backbone in the loop
-        (True, True, 1, "cached"),  # the default: one unaugmented view, augmentation from stage 2
-        (False, True, 1, "cached"),
-        (True, True, 4, "cached_views"),
-        (False, False, 0, "in_loop"),
-        (True, False, 0, "in_loop"),
+        (False, True, 0, [1]),  # one exact view per image, extracted once
+        (True, True, 0, []),  # augmentation in the frozen stage: the backbone runs in the loop
+        (True, True, 1, [1]),  # the default: one unaugmented view, augmentation from stage 2
+        (True, True, 4, [4]),  # four augmented views per training image
+        (True, False, 1, []),  # no cache: in the loop
     ],
 )
-def test_frozen_features(augment, cache_features, cached_views, expected):
-    options = TrainOptions(augment=augment, cache_features=cache_features, cached_views=cached_views)
-    assert options.frozen_features == expected
+def test_the_frozen_stage_runs_the_backbone_as_its_options_say(digits_run, digits_dir, tmp_path, monkeypatch,
+                                                                augment, cache_features, cached_views, backbone_runs):
+    """What `frozen_features` promises, seen in a real frozen stage: how often the backbone is run
+    ahead of the epochs on the training images (and with how many views), or not at all."""
+    import transfer.stages
+    from transfer.training import train
+
+    calls = []
+    extract = transfer.stages.extract_features
+
+    def counted(extractor, paths, *args, views=1, **kwargs):
+        if "train" in kwargs.get("description", ""):
+            calls.append(views)
+        return extract(extractor, paths, *args, views=views, **kwargs)
+
+    monkeypatch.setattr(transfer.stages, "extract_features", counted)
+    options = TrainOptions(weights=str(digits_run), epochs=1, head="dense", flip="none", augment=augment,
+                           cache_features=cache_features, cached_views=cached_views, cache_dir=str(tmp_path / "cache"))
+    train(digits_dir, tmp_path / "run", options, verbose=0)
+    assert calls == backbone_runs
 
 
 @pytest.mark.parametrize(
@@ -100,3 +116,30 @@ def test_the_default_head_is_logistic_unless_an_option_needs_gradient_descent(mo
     assert TrainOptions(head="logistic", lr=0.01, finetune_epochs=1).resolved().head == "logistic", "asked for, kept"
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 0}}')
     assert TrainOptions().resolved().head == "dense", "auto becomes multi-worker: each worker holds a shard of the features"
+
+
+def test_the_four_groups_hold_every_option_once_and_the_command_line_offers_them_in_that_order():
+    import dataclasses
+
+    from transfer.cli.parameters import TRAIN_OPTIONS
+    from transfer.options import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
+
+    grouped = [f.name for group in (ModelOptions, DataOptions, RecipeOptions, RuntimeOptions) for f in dataclasses.fields(group)]
+    assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(TrainOptions))
+    assert len(grouped) == len(set(grouped))
+    assert list(TRAIN_OPTIONS) == grouped
+
+
+def test_each_group_checks_its_own_options():
+    """A group's `check` refuses a bad value of its own with the option's name."""
+    resolved = TrainOptions(backbone="lenet").resolved()
+    for group, option, value, fragment in [
+        (resolved.data_options, "val_split", 1.5, "--val-split must be a fraction between 0 and 1"),
+        (resolved.recipe_options, "lr", -1.0, "--lr must be a finite number > 0"),
+        (resolved.runtime_options, "seed", -3, "--seed must be an integer between 0 and 2**32 - 1"),
+    ]:
+        import dataclasses
+
+        group.check()  # the resolved values pass
+        with pytest.raises(InvalidOptionError, match=fragment.replace("*", r"\*").replace("(", r"\(")):
+            dataclasses.replace(group, **{option: value}).check()

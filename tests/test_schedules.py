@@ -61,7 +61,7 @@ def test_an_unknown_schedule_is_refused_before_any_work():
 
 
 def test_defaults_come_from_the_table_of_defaults():
-    from transfer.options import DEFAULT_SCHEDULES
+    from transfer.choices import DEFAULT_SCHEDULES
 
     options = TrainOptions(backbone="resnet50").resolved()
     assert (options.schedule, options.finetune_schedule) == (DEFAULT_SCHEDULES["frozen"], DEFAULT_SCHEDULES["finetune"])

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from transfer.options import OPTIMIZERS
+from transfer.choices import OPTIMIZERS
 from transfer.stages import make_optimizer
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from transfer.options import FLIPS
+from transfer.choices import FLIPS
 
 
 #: The name of the block of augmentation layers in every classifier.

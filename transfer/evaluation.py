@@ -29,7 +29,7 @@ import pandas as pd
 from transfer import artifacts, layout, publishing
 from transfer.errors import DataError, InvalidOptionError
 from transfer.imagenet import is_imagenet
-from transfer.options import MAX_BATCH_SIZE
+from transfer.choices import MAX_BATCH_SIZE
 from transfer.errors import require
 from transfer.plots import plot_confusion_matrix
 from transfer.prediction import resolve_top_k

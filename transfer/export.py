@@ -38,7 +38,7 @@ import numpy as np
 from transfer import artifacts, extras, layout, publishing
 from transfer.errors import DataError, ExportCheckError, ExportFailedError, ModelLoadError
 from transfer.imagenet import ImageNetClassifier, is_imagenet
-from transfer.options import EXPORT_FORMATS, QUANTIZATIONS
+from transfer.choices import EXPORT_FORMATS, QUANTIZATIONS
 from transfer.errors import require
 from transfer.prediction import UNKNOWN, collect_images, resolve_min_confidence, resolve_top_k
 from transfer.progress import SILENT, Reporter

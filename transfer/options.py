@@ -1,8 +1,7 @@
-"""Every choice of a training run, the values each may take, and their validation.
+"""Every choice of a training run (`TrainOptions`), its defaults and its checks, resolved in one place.
 
-The choice lists here (`OPTIMIZERS`, `FLIPS`, `STRATEGIES`, `CLASS_WEIGHTS`) are the ones the command
-line offers, as `--backbone` comes from the registry. This module imports neither TensorFlow nor
-Keras, so the command line answers `--help` at once.
+The values each option may take are in `transfer.choices`. This module imports neither TensorFlow
+nor Keras, so the command line answers `--help` and a mistake at once.
 """
 
 from __future__ import annotations
@@ -15,268 +14,157 @@ from pathlib import Path
 from transfer.backbones import BackboneSpec, check_weights, get_backbone, run_backbone
 from transfer.external_backbones import HUB_PREFIX, is_external
 from transfer.distribute import STRATEGIES, cluster_task
+from transfer.choices import (
+    CLASS_WEIGHTS, DEFAULT_EPOCHS, DEFAULT_SCHEDULES, FINETUNE_LEARNING_RATE, FLIPS, HEAD_LEARNING_RATE, HEAD_OPTIMIZER,
+    DEFAULT_BACKBONE, HEADS, MAX_BATCH_SIZE, MAX_IMAGE_SIZE, OPTIMIZERS, SCHEDULES,
+)
 from transfer.errors import InvalidOptionError, require
-
-#: `adam`, `sgd` (Nesterov momentum 0.9) or `rmsprop` (see `transfer.stages.make_optimizer`).
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-#: The first stage's defaults for a new head on transferred features (the Keras transfer-learning guide's).
-HEAD_OPTIMIZER, HEAD_LEARNING_RATE = "adam", 1e-3
-#: The fine-tuning stage's default for a pretrained backbone: the Keras guide's 1e-5, measured on real
-#: pretrained features (README, "The recipe on real pretrained features": LP-FT at 1e-5 stayed at or
-#: above the scikit-learn floor at every size, fine-tuning at 1e-4 fell below it).
-FINETUNE_LEARNING_RATE = 1e-5
-#: Which random flips augmentation uses; `none` for digits or text, whose mirror image is another.
-FLIPS = ("horizontal", "vertical", "horizontal_and_vertical", "none")
-#: `auto` weights the loss by scikit-learn's balanced class weights.
-CLASS_WEIGHTS = ("none", "auto")
-#: The new head: a dense softmax layer trained by gradient descent, or scikit-learn's multinomial
-#: logistic regression fitted on the pooled features (the same layer, fitted in closed form).
-HEADS = ("dense", "logistic")
-#: Learning rate over a stage's steps (see `transfer.schedules`): `constant`; `cosine` decay to 1% of
-#: the rate; `onecycle`, fastai's one cycle (a quarter of the steps warming up from rate / 25).
-SCHEDULES = ("constant", "cosine", "onecycle")
-#: Each stage's default schedule, chosen from measurements (README, "The small-data recipe"): a
-#: constant rate trained the new head and the baselines from scratch to clearly better accuracy
-#: than cosine decay or one cycle in this tool's short stages; fine-tuning showed no clear winner
-#: and keeps cosine.
-DEFAULT_SCHEDULES = {"frozen": "constant", "finetune": "cosine", "scratch": "constant"}
-#: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.export`).
-EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-#: The largest input side: 4.5x what the ImageNet backbones were trained at; a batch of 32 at this
-#: size already needs about 400 MB for the pixels alone.
-MAX_IMAGE_SIZE = 1024
-DEFAULT_BACKBONE = "resnet50"
-#: Stage 1's epochs when `--epochs` is not given.
-DEFAULT_EPOCHS = 10
-#: Images per step per replica at most (beyond, a batch of the smallest images no longer fits in memory).
-MAX_BATCH_SIZE = 65536
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Every choice of a training run. `resolved()` fills the defaults that depend on others.
+    """Every choice of a training run, flat as the command line gives them, in four groups: what the
+    network is (`ModelOptions`), which images (`DataOptions`), how it is trained (`RecipeOptions`)
+    and where it runs (`RuntimeOptions`). `None` is "the default", which may depend on other
+    options; `resolved()` fills it in and checks everything, once.
 
     Attributes:
-        backbone: registry name (`transfer.backbones.BACKBONES`), the path of a Keras model file or
-            `keras-hub:PRESET` (`transfer.external_backbones`); `None` means `resnet50`, or the
-            backbone of the `weights` run.
-        preprocess: for a model file, `none` (it preprocesses raw [0, 255] RGB itself, the default)
-            or a `keras.applications` mode (`transfer.backbones.FILE_PREPROCESSING`).
-        backbone_layer: for a model file, the layer whose output are the features; `None` for its
-            output, below a final softmax classifier and global average pooling.
-        weights: `"imagenet"`, `"none"`, a weights file path, or a run directory written by
-            `transfer train` whose backbone is reused (for a baseline, its convolutional layers);
-            `None` means `"imagenet"` for pretrained backbones and `"none"` for baselines.
-        image_size: square input side; `None` means the backbone's default (the run's, with a run
-            as `weights`).
-        epochs: stage 1 epochs (frozen backbone, or the whole baseline); `None` means 10. Given for
-            a transferred backbone, it asks for the dense head (the logistic head has no epochs).
-        finetune_epochs: stage 2 epochs; 0 trains the frozen stage only.
-        unfreeze: `"all"` or the number of top backbone layers to unfreeze in stage 2.
-        lr: stage 1 learning rate; `None` means 1e-3 for a new head (`HEAD_LEARNING_RATE`), the
-            backbone's own (`BackboneSpec.learning_rate`) for a baseline trained from scratch.
-        finetune_lr: stage 2 learning rate; `None` means `FINETUNE_LEARNING_RATE` (1e-5) for a
-            pretrained backbone (the registry's, a model file or preset, or a run of one), or `lr` itself for a baseline's
-            layers reused from a run (`--weights RUN_DIR` on LeNet-5 or AlexNet): a small network
-            trained here on a few thousand images has features that must adapt, and at a tenth of
-            the head's rate they barely moved (LeNet-5's C5 kernels by 2.5%; README, "Transfer
-            against scratch").
-        optimizer: `adam`, `sgd` (momentum 0.9, Nesterov) or `rmsprop`; `None` means `adam` for a
-            new head, the backbone's own (`BackboneSpec.optimizer`) for a baseline from scratch.
-        batch_size: images per replica per step; `None` for `default_batch_size` of the training split.
-        augment: random transforms while training: flip, rotation, zoom, translation and
-            contrast; flip and translation for the baselines (`BackboneSpec.augmentations`).
-        flip: which flips augmentation uses (`transfer.augmentation.FLIPS`).
-        dropout: dropout rate of the head.
-        head_units: hidden dense units in the head; 0 for none.
-        val_split: share of each class held out when there is no `val_dir`.
-        val_dir: a pre-split validation folder with the same classes.
-        manifest: a `path,label[,split]` CSV file to read instead of a folder.
-        dedupe: remove validation images that are byte-for-byte copies of training images.
-        allow_split_names: accept class folders all named like splits (`train`, `val`, `test`...),
-            which are refused as the usual mistake of giving the folder above the splits.
-        class_weight: `none`, or `auto` for scikit-learn's balanced class weights in the loss.
-        seed: seeds the split, initialization, shuffling and augmentation.
-        strategy: `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
-        patience: epochs without a better validation score (`transfer.callbacks.selection_score`)
-            before a stage stops early; `None` for a third of the stage's epochs, at least 5.
-        cache_features: in the frozen stage, run the backbone once per image and train the head
-            on its cached features (`transfer.features`), instead of every epoch.
-        cached_views: the frozen stage's views of each training image, with augmentation on: 1 (the
-            default) caches one unaugmented view, so augmentation starts with the stages where the
-            backbone runs anyway (fine-tuning); K > 1 caches K augmented views; 0 runs the backbone
-            on freshly augmented images every epoch (in the loop). Measured: no setting was more
-            accurate than one unaugmented view, which is the cheapest (README, "The small-data recipe").
-        head: `dense`, or `logistic` to fit the frozen stage's softmax layer with scikit-learn's
-            logistic regression (regularization chosen by cross-validation) on the pooled features;
-            `None` for `logistic`, or `dense` where another option asks for a head trained by
-            gradient descent (`default_head`). Chosen on real pretrained features (README, "The
-            recipe on real pretrained features"): the logistic head is the scikit-learn floor by
-            construction, which the dense head missed on the whole hymenoptera training set.
-        cache_dir: where unaugmented features are kept between runs; `None` for
-            `~/.cache/transfer/features`.
-        schedule: stage 1's learning-rate schedule (`SCHEDULES`); `None` for the stage's default
-            (`DEFAULT_SCHEDULES`).
-        finetune_schedule: stage 2's; `None` for its default.
-        label_smoothing: the targets are `(1 - x)` on the true class plus `x / classes` on every class.
-        mixup: MixUp's Beta(a, a) parameter; 0 for none. Training batches only.
-        cutmix: CutMix's Beta(a, a) parameter; 0 for none. With both, each batch gets one of the two.
-            Mixing is done on images, so a frozen stage with mixing runs the backbone in the loop.
-        tensorboard: write Keras TensorBoard logs of every stage under `RUN_DIR/logs`.
-        mixed_precision: build the model with the `mixed_float16` policy (float16 compute,
-            float32 weights and softmax, loss scaling); pays off on GPUs with tensor cores. XLA
-            needs no option: Keras compiles with `jit_compile="auto"`, on when a GPU is present.
+        backbone: a registry name (`transfer.backbones.BACKBONES`), a Keras model file or
+            `keras-hub:PRESET` (`transfer.external_backbones`); default resnet50, or the run's in `weights`.
+        preprocess, backbone_layer: for a model file: `none` (it preprocesses raw [0, 255] RGB
+            itself) or a `keras.applications` mode; the layer whose output are the features.
+        weights: `imagenet`, `none`, a weights file, or a run directory whose backbone (a baseline's
+            convolutional layers) is reused; default imagenet for pretrained backbones, else none.
+        image_size: the square input side; default the backbone's (the run's, with a run as `weights`).
+        head: `dense`, or `logistic` (the softmax layer fitted by scikit-learn on the pooled
+            features); default logistic, or dense where another option needs gradient descent
+            (`default_head`). Chosen on real pretrained features (README, "The recipe on real
+            pretrained features").
+        head_units, dropout, mixed_precision: the head's hidden units (0: none) and dropout; the
+            `mixed_float16` policy (for GPUs with tensor cores).
+        val_split, val_dir, manifest: the share of each class held out, or a validation folder, or a
+            `path,label[,split]` CSV file read instead of a folder.
+        dedupe, allow_split_names, class_weight: drop validation copies of training images; accept
+            class folders named like splits; `auto` for balanced class weights in the loss.
+        augment, flip: random flip, rotation, zoom, translation and contrast (baselines: flip and
+            translation); which flips (`none` for digits or text).
+        epochs, finetune_epochs, unfreeze: stage 1's epochs (default 10; given with a transferred
+            backbone, it asks for the dense head); stage 2's (0: frozen only); the top N backbone
+            layers it unfreezes, or `all` (BatchNormalization stays frozen).
+        lr, finetune_lr, optimizer: stage 1's rate (default 1e-3 for a new head, the baseline's
+            own from scratch); stage 2's (default 1e-5 for a pretrained backbone, `lr` for a
+            baseline's layers from a run, which must adapt: README, "Transfer against scratch");
+            adam, sgd (Nesterov 0.9) or rmsprop (default adam, the baseline's own from scratch).
+        schedule, finetune_schedule: each stage's learning-rate schedule (`DEFAULT_SCHEDULES`).
+        patience: epochs without a better validation score before a stage stops; default a third
+            of its epochs, at least 5.
+        batch_size: images per replica per step; default `default_batch_size` of the training split.
+        label_smoothing, mixup, cutmix: the loss's smoothing; MixUp's and CutMix's Beta(a, a)
+            parameter (0: off), on training batches only.
+        seed, strategy: seeds the split, initialization, shuffling and augmentation; the
+            `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
+        cache_features, cached_views, cache_dir: the frozen stage runs the backbone once per image
+            (`transfer.features`); with augmentation, 1 caches one unaugmented view (measured no
+            worse, and cheapest), K > 1 caches K augmented views, 0 runs the backbone in the loop;
+            where features are kept between runs (default ~/.cache/transfer/features).
+        tensorboard: Keras TensorBoard logs of every stage under `RUN_DIR/logs`.
     """
 
+    # What the network is (`ModelOptions`).
     backbone: str | None = None
     preprocess: str | None = None
     backbone_layer: str | None = None
     weights: str | None = None
     image_size: int | None = None
-    epochs: int | None = None
-    finetune_epochs: int = 0
-    unfreeze: str = "all"
-    lr: float | None = None
-    finetune_lr: float | None = None
-    optimizer: str | None = None
-    batch_size: int | None = None
-    augment: bool = True
-    flip: str = "horizontal"
-    dropout: float = 0.2
+    head: str | None = None
     head_units: int = 0
+    dropout: float = 0.2
+    mixed_precision: bool = False
+    # Which images, and how they are split, weighted and augmented (`DataOptions`).
     val_split: float = 0.2
     val_dir: str | None = None
     manifest: str | None = None
     dedupe: bool = False
     allow_split_names: bool = False
     class_weight: str = "none"
-    seed: int = 42
-    strategy: str = "auto"
-    patience: int | None = None
-    cache_features: bool = True
-    cached_views: int = 1
-    mixed_precision: bool = False
-    head: str | None = None
-    cache_dir: str | None = None
+    augment: bool = True
+    flip: str = "horizontal"
+    # How it is trained: stages, rates, schedules, regularization (`RecipeOptions`).
+    epochs: int | None = None
+    finetune_epochs: int = 0
+    unfreeze: str = "all"
+    lr: float | None = None
+    finetune_lr: float | None = None
+    optimizer: str | None = None
     schedule: str | None = None
     finetune_schedule: str | None = None
+    patience: int | None = None
+    batch_size: int | None = None
     label_smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
+    # Where and how it runs: the seed, the strategy, the feature cache, logs (`RuntimeOptions`).
+    seed: int = 42
+    strategy: str = "auto"
+    cache_features: bool = True
+    cached_views: int = 1
+    cache_dir: str | None = None
     tensorboard: bool = False
 
     def resolved(self) -> TrainOptions:
-        """Validates every value and returns the options with all defaults filled in.
+        """Validates every value and returns the options with all defaults filled in: the one place
+        where options are resolved. Defaults that depend on other options are filled first (the
+        backbone's own, a `--weights RUN_DIR` run's); then each group checks itself, and
+        `_check_combinations` the few rules that span groups.
 
         Raises:
             InvalidOptionError: naming the option, the value received and what is allowed.
         """
-        backbone, image_size = self.backbone, self.image_size
         source = self.source_run
+        backbone, image_size = self.backbone, self.image_size
         if source is not None:
             backbone, image_size = _from_source_run(source, backbone, image_size)
-        if source is not None and self.preprocess is not None:
-            raise InvalidOptionError(f"--preprocess: the run in --weights {source} brings its own preprocessing. Drop --preprocess.")
+            if self.preprocess is not None:
+                raise InvalidOptionError(f"--preprocess: the run in --weights {source} brings its own preprocessing. Drop --preprocess.")
         spec = dataclasses.replace(self, backbone=backbone).backbone_spec()
-        weights = self.weights or spec.source or ("imagenet" if spec.pretrained else "none")
-        if source is not None:
-            weights = str(Path(source).resolve())  # recorded in config.json: where the backbone came from
-        image_size = image_size or spec.input_size
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
-        optimizer = self.optimizer or (spec.optimizer if scratch else HEAD_OPTIMIZER)
-        finetune_lr = self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else FINETUNE_LEARNING_RATE)
-        epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
-        require(epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
-        require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
-        require(0 < lr < math.inf, "--lr", lr, "a finite number > 0")
-        require(0 < finetune_lr < math.inf, "--finetune-lr", finetune_lr, "a finite number > 0")
-        require(self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH_SIZE, "--batch-size", self.batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
-        require(0 <= self.seed < 2**32, "--seed", self.seed, "an integer between 0 and 2**32 - 1")
-        require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
-        require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
-        require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")
-        require(self.patience is None or self.patience >= 1, "--patience", self.patience, "an integer >= 1")
-        require(optimizer in OPTIMIZERS, "--optimizer", optimizer, " | ".join(OPTIMIZERS))
-        require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
-        require(self.class_weight in CLASS_WEIGHTS, "--class-weight", self.class_weight, " | ".join(CLASS_WEIGHTS))
-        if self.manifest and self.val_dir:
-            raise InvalidOptionError(
-                f"Received --manifest {self.manifest} and --val-dir {self.val_dir}; a manifest gives the "
-                f"validation images in its split column instead."
-            )
-        require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
-        if spec.max_input_size is not None and source is None:
-            require(image_size == spec.max_input_size, "--image-size", image_size,
-                    f"{spec.max_input_size}, the input size saved in {spec.source} (omit --image-size)")
-        require(
-            spec.min_input_size <= image_size <= MAX_IMAGE_SIZE, "--image-size", image_size,
-            f"between {spec.min_input_size} and {MAX_IMAGE_SIZE} for {spec.label}",
-        )
-        if self.backbone_layer is not None and (spec.source is None or spec.source.startswith(HUB_PREFIX) or source):
-            raise InvalidOptionError(
-                f"--backbone-layer {self.backbone_layer} chooses the features of a model file given as --backbone PATH.keras; "
-                f"{spec.label} is not one. Drop --backbone-layer."
-            )
-        require(
-            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
-            "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
-        )
-        if source is None:
-            check_weights(spec, weights)
-        if self.strategy == "multiworker" and cluster_task() is None:
-            raise InvalidOptionError(
-                "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
-                "TF_CONFIG is not set. See the README's \"Several machines\" section."
-            )
-        require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
-        if self.cached_views > 1 and not (self.augment and self.cache_features):
-            raise InvalidOptionError(
-                f"--cached-views {self.cached_views} caches augmented views, so it needs --augment and "
-                f"--cache-features. Without augmentation every epoch sees the same image and one "
-                f"cached view is exact."
-            )
-        require(self.head is None or self.head in HEADS, "--head", self.head, " | ".join(HEADS))
-        head = self.head or self.default_head(scratch)
-        for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):
-            require(value is None or value in SCHEDULES, option, value, " | ".join(SCHEDULES))
-        require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
-        for option, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
-            require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10 (MixUp: 0.2 to 0.4 is usual; CutMix: 1)")
-        if self.mixing and self.cached_views > 1:
-            raise InvalidOptionError(
-                f"--cached-views {self.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
-                f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
-            )
-        unused = [name for name, given in (("--label-smoothing", self.label_smoothing), ("--schedule", self.schedule),
-                                           ("--tensorboard", self.tensorboard)) if given]
-        if head == "logistic" and not self.finetune_epochs and unused:
-            raise InvalidOptionError(
-                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
-                f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
-                f"--finetune-epochs N."
-            )
-        if self.mixing and head == "logistic":
-            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
-        if head == "logistic" and scratch:
-            raise InvalidOptionError(
-                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
-                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
-            )
-        require(head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
-                "0 with --head logistic (a logistic regression is the softmax layer alone)")
-        if scratch and self.finetune_epochs:
-            raise InvalidOptionError(
-                f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
-                f"{self.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
-            )
-        return dataclasses.replace(
-            self, backbone=spec.source or spec.name, weights=weights, image_size=image_size, lr=lr, optimizer=optimizer, head=head,
-            epochs=epochs,
-            finetune_lr=finetune_lr, schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
+        resolved = dataclasses.replace(
+            self,
+            backbone=spec.source or spec.name,
+            # a run given as weights is recorded by its full path: where the backbone came from
+            weights=str(Path(source).resolve()) if source else self.weights or spec.source or ("imagenet" if spec.pretrained else "none"),
+            image_size=image_size or spec.input_size,
+            head=self.head or self.default_head(scratch),
+            epochs=DEFAULT_EPOCHS if self.epochs is None else self.epochs,
+            lr=lr,
+            finetune_lr=self.finetune_lr if self.finetune_lr is not None else (lr if source and not spec.pretrained else FINETUNE_LEARNING_RATE),
+            optimizer=self.optimizer or (spec.optimizer if scratch else HEAD_OPTIMIZER),
+            schedule=self.schedule or DEFAULT_SCHEDULES["scratch" if scratch else "frozen"],
             finetune_schedule=self.finetune_schedule or DEFAULT_SCHEDULES["finetune"],
         )
+        resolved.model_options.check(spec, source, given_head=self.head)
+        resolved.data_options.check()
+        resolved.recipe_options.check()
+        resolved.runtime_options.check()
+        _check_combinations(self, resolved, spec, scratch)
+        return resolved
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return _group(self, ModelOptions)
+
+    @property
+    def data_options(self) -> DataOptions:
+        return _group(self, DataOptions)
+
+    @property
+    def recipe_options(self) -> RecipeOptions:
+        return _group(self, RecipeOptions)
+
+    @property
+    def runtime_options(self) -> RuntimeOptions:
+        return _group(self, RuntimeOptions)
 
     @property
     def source_run(self) -> str | None:
@@ -355,6 +243,172 @@ class TrainOptions:
     @property
     def unfreeze_count(self) -> int | None:
         return None if self.unfreeze == "all" else int(self.unfreeze)
+
+
+# The four groups of `TrainOptions`: each holds the fields of one concern and checks them.
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the network is: the backbone and its weights, the input size, the head."""
+
+    backbone: str
+    preprocess: str | None
+    backbone_layer: str | None
+    weights: str
+    image_size: int
+    head: str
+    head_units: int
+    dropout: float
+    mixed_precision: bool
+
+    def check(self, spec: BackboneSpec, source: str | None, given_head: str | None) -> None:
+        if spec.max_input_size is not None and source is None:
+            require(self.image_size == spec.max_input_size, "--image-size", self.image_size,
+                    f"{spec.max_input_size}, the input size saved in {spec.source} (omit --image-size)")
+        require(
+            spec.min_input_size <= self.image_size <= MAX_IMAGE_SIZE, "--image-size", self.image_size,
+            f"between {spec.min_input_size} and {MAX_IMAGE_SIZE} for {spec.label}",
+        )
+        if self.backbone_layer is not None and (spec.source is None or spec.source.startswith(HUB_PREFIX) or source):
+            raise InvalidOptionError(
+                f"--backbone-layer {self.backbone_layer} chooses the features of a model file given as --backbone PATH.keras; "
+                f"{spec.label} is not one. Drop --backbone-layer."
+            )
+        if source is None:
+            check_weights(spec, self.weights)
+        require(given_head is None or given_head in HEADS, "--head", given_head, " | ".join(HEADS))
+        require(0 <= self.dropout < 1, "--dropout", self.dropout, "a rate in [0, 1)")
+        require(self.head_units >= 0, "--head-units", self.head_units, "an integer >= 0 (0: no hidden layer)")
+        require(self.head != "logistic" or self.head_units == 0, "--head-units", self.head_units,
+                "0 with --head logistic (a logistic regression is the softmax layer alone)")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which images, and how they are split, weighted and augmented."""
+
+    val_split: float
+    val_dir: str | None
+    manifest: str | None
+    dedupe: bool
+    allow_split_names: bool
+    class_weight: str
+    augment: bool
+    flip: str
+
+    def check(self) -> None:
+        require(0 < self.val_split < 1, "--val-split", self.val_split, "a fraction between 0 and 1")
+        require(self.class_weight in CLASS_WEIGHTS, "--class-weight", self.class_weight, " | ".join(CLASS_WEIGHTS))
+        if self.manifest and self.val_dir:
+            raise InvalidOptionError(
+                f"Received --manifest {self.manifest} and --val-dir {self.val_dir}; a manifest gives the "
+                f"validation images in its split column instead."
+            )
+        require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """How it is trained: the stages' epochs, rates, schedules and optimizer, early stopping, the
+    batch, and the regularization of the loss and the batches."""
+
+    epochs: int
+    finetune_epochs: int
+    unfreeze: str
+    lr: float
+    finetune_lr: float
+    optimizer: str
+    schedule: str
+    finetune_schedule: str
+    patience: int | None
+    batch_size: int | None
+    label_smoothing: float
+    mixup: float
+    cutmix: float
+
+    def check(self) -> None:
+        require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
+        require(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "an integer >= 0")
+        require(0 < self.lr < math.inf, "--lr", self.lr, "a finite number > 0")
+        require(0 < self.finetune_lr < math.inf, "--finetune-lr", self.finetune_lr, "a finite number > 0")
+        require(self.batch_size is None or 1 <= self.batch_size <= MAX_BATCH_SIZE, "--batch-size", self.batch_size,
+                f"an integer between 1 and {MAX_BATCH_SIZE}")
+        require(self.patience is None or self.patience >= 1, "--patience", self.patience, "an integer >= 1")
+        require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        require(
+            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+            "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
+        )
+        for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):
+            require(value in SCHEDULES, option, value, " | ".join(SCHEDULES))
+        require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
+        for option, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
+            require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10 (MixUp: 0.2 to 0.4 is usual; CutMix: 1)")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how it runs: the seed, the `tf.distribute` strategy, the feature cache, the logs."""
+
+    seed: int
+    strategy: str
+    cache_features: bool
+    cached_views: int
+    cache_dir: str | None
+    tensorboard: bool
+
+    def check(self) -> None:
+        require(0 <= self.seed < 2**32, "--seed", self.seed, "an integer between 0 and 2**32 - 1")
+        require(self.strategy in STRATEGIES, "--strategy", self.strategy, " | ".join(STRATEGIES))
+        if self.strategy == "multiworker" and cluster_task() is None:
+            raise InvalidOptionError(
+                "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
+                "TF_CONFIG is not set. See the README's \"Several machines\" section."
+            )
+        require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
+
+
+def _group(options: TrainOptions, group: type):
+    """The fields of `options` that make up `group`."""
+    return group(**{field.name: getattr(options, field.name) for field in dataclasses.fields(group)})
+
+
+def _check_combinations(given: TrainOptions, options: TrainOptions, spec: BackboneSpec, scratch: bool) -> None:
+    """The rules that span groups: caching augmented views, mixing, the logistic head, one stage for
+    a baseline. `given` are the options as received, `options` resolved."""
+    if options.cached_views > 1 and not (options.augment and options.cache_features):
+        raise InvalidOptionError(
+            f"--cached-views {options.cached_views} caches augmented views, so it needs --augment and "
+            f"--cache-features. Without augmentation every epoch sees the same image and one "
+            f"cached view is exact."
+        )
+    if options.mixing and options.cached_views > 1:
+        raise InvalidOptionError(
+            f"--cached-views {options.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
+            f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
+        )
+    if options.head == "logistic":
+        unused = [name for name, value in (("--label-smoothing", given.label_smoothing), ("--schedule", given.schedule),
+                                           ("--tensorboard", given.tensorboard)) if value]
+        if not options.finetune_epochs and unused:
+            raise InvalidOptionError(
+                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
+                f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
+                f"--finetune-epochs N."
+            )
+        if options.mixing:
+            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
+        if scratch:
+            raise InvalidOptionError(
+                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
+                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
+            )
+    if scratch and options.finetune_epochs:
+        raise InvalidOptionError(
+            f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
+            f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
+        )
 
 
 def _from_source_run(source: str, backbone: str | None, image_size: int | None) -> tuple[str, int]:

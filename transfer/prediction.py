@@ -14,7 +14,7 @@ import numpy as np
 
 from transfer.errors import DataError
 from transfer.imagenet import is_imagenet
-from transfer.options import MAX_BATCH_SIZE
+from transfer.choices import MAX_BATCH_SIZE
 from transfer.errors import require
 from transfer.progress import SILENT, Reporter
 from transfer.scorers import load_scorer, model_labels

@@ -17,7 +17,8 @@ import typer
 
 from transfer.backbones import BACKBONES, FILE_PREPROCESSING
 from transfer.datasets import RECIPES
-from transfer.options import CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES, TrainOptions
+from transfer.choices import CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
+from transfer.options import TrainOptions
 from transfer.distribute import STRATEGIES
 
 def _choices(name: str, values) -> type[Enum]:
@@ -98,40 +99,44 @@ CacheDir = Annotated[Optional[Path], typer.Option(help="Where backbone features 
 # The options of `train` that choose the data, the model and the recipe: the fields of `TrainOptions`,
 # declared once; `lr-find` and `cross-validate` take the same (`with_train_options`).
 TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
+    # ModelOptions: what the network is
     "backbone": (Annotated[Optional[str], typer.Option(help=f"{' | '.join(BACKBONES)} (pretrained backbones and from-scratch baselines) | PATH.keras (a Keras model file of images to features; a final softmax classifier is cut off) | keras-hub:PRESET (a keras-hub preset name or local preset folder; the hub extra). Default: resnet50, or the backbone of the --weights run.", show_default=False)], None),
     "preprocess": (Annotated[Optional[PreprocessMode], typer.Option(help="For --backbone PATH.keras: none (the model reads raw RGB in [0, 255] and preprocesses itself) | caffe | tf | torch (a keras.applications mode applied before it). Default: none.", show_default=False)], None),
     "backbone_layer": (Annotated[Optional[str], typer.Option(help="For --backbone PATH.keras: the layer whose output are the features. Default: the model's output, below a final softmax classifier and global average pooling.", show_default=False)], None),
     "weights": (Weights, DEFAULTS.weights),
+    "image_size": (ImageSize, DEFAULTS.image_size),
+    "head": (Annotated[Optional[HeadName], typer.Option(help="logistic: the frozen stage's softmax layer fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features; dense: trained by gradient descent. Default: logistic (measured on real pretrained features), or dense where --epochs, --mixup, --cutmix, --label-smoothing, --head-units, --lr, --schedule, --cached-views K, --no-cache-features, --tensorboard without fine-tuning, or multi-worker training need it.", show_default=False)], None),
+    "head_units": (Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")], DEFAULTS.head_units),
+    "dropout": (Annotated[float, typer.Option(help="Dropout rate of the new head.")], DEFAULTS.dropout),
+    "mixed_precision": (Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")], DEFAULTS.mixed_precision),
+    # DataOptions: which images
+    "val_split": (ValSplit, DEFAULTS.val_split),
+    "val_dir": (ValDir, None),
+    "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")], None),
+    "dedupe": (Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")], DEFAULTS.dedupe),
+    "allow_split_names": (Annotated[bool, typer.Option("--allow-split-names", help="Accept class folders all named like splits (train, val, test...); refused otherwise as the folder above the splits given by mistake.")], DEFAULTS.allow_split_names),
+    "class_weight": (Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")], ClassWeight(DEFAULTS.class_weight)),
+    "augment": (Augment, DEFAULTS.augment),
+    "flip": (FlipOption, Flip(DEFAULTS.flip)),
+    # RecipeOptions: how it is trained
     "epochs": (Epochs, DEFAULTS.epochs),
     "finetune_epochs": (FinetuneEpochs, DEFAULTS.finetune_epochs),
     "unfreeze": (Annotated[str, typer.Option(help="Stage 2 unfreezes the top N backbone layers, or 'all'. BatchNormalization stays frozen.")], DEFAULTS.unfreeze),
     "lr": (Annotated[Optional[float], typer.Option(help="Stage 1 learning rate. Default: 1e-3 for a new head; for a baseline from scratch its own (lenet 0.03, alexnet 0.01). `transfer lr-find` suggests one.", show_default=False)], DEFAULTS.lr),
     "finetune_lr": (Annotated[Optional[float], typer.Option(help="Stage 2 learning rate. Default: 1e-5 for a pretrained backbone (measured on real pretrained features); --lr itself for a baseline's layers reused from a run (--weights RUN_DIR).")], DEFAULTS.finetune_lr),
+    "optimizer": (Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)], DEFAULTS.optimizer),
     "schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 1 learning-rate schedule: constant | cosine (to 1%) | onecycle (fastai's, with warm-up). Default: {DEFAULT_SCHEDULES['frozen']}.", show_default=False)], None),
     "finetune_schedule": (Annotated[Optional[Schedule], typer.Option(help=f"Stage 2 learning-rate schedule. Default: {DEFAULT_SCHEDULES['finetune']}.", show_default=False)], None),
-    "optimizer": (Annotated[Optional[Optimizer], typer.Option(help="sgd uses Nesterov momentum 0.9. Default: adam for a new head, sgd for a baseline from scratch.", show_default=False)], DEFAULTS.optimizer),
+    "patience": (Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)], DEFAULTS.patience),
     "batch_size": (BatchSize, DEFAULTS.batch_size),
-    "image_size": (ImageSize, DEFAULTS.image_size),
-    "augment": (Augment, DEFAULTS.augment),
-    "flip": (FlipOption, Flip(DEFAULTS.flip)),
     "label_smoothing": (Annotated[float, typer.Option(help="Targets of 1 - X on the true class plus X / classes on every class (0.1 is usual).")], DEFAULTS.label_smoothing),
     "mixup": (Annotated[float, typer.Option(help="MixUp on training batches with Beta(A, A) weights (0.2 to 0.4 is usual); 0 = off.")], DEFAULTS.mixup),
     "cutmix": (Annotated[float, typer.Option(help="CutMix on training batches: a box of another image pasted in, its area share from Beta(A, A) (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.")], DEFAULTS.cutmix),
-    "dropout": (Annotated[float, typer.Option(help="Dropout rate of the new head.")], DEFAULTS.dropout),
-    "head_units": (Annotated[int, typer.Option(help="Hidden dense units in the new head; 0 for none.")], DEFAULTS.head_units),
-    "val_dir": (ValDir, None),
-    "val_split": (ValSplit, DEFAULTS.val_split),
-    "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")], None),
-    "dedupe": (Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")], DEFAULTS.dedupe),
-    "allow_split_names": (Annotated[bool, typer.Option("--allow-split-names", help="Accept class folders all named like splits (train, val, test...); refused otherwise as the folder above the splits given by mistake.")], DEFAULTS.allow_split_names),
-    "class_weight": (Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")], ClassWeight(DEFAULTS.class_weight)),
+    # RuntimeOptions: where it runs
     "seed": (Seed, DEFAULTS.seed),
     "strategy": (Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")], StrategyName(DEFAULTS.strategy)),
-    "patience": (Annotated[Optional[int], typer.Option(help="Epochs without a better validation accuracy (ties: loss) before a stage stops. Default: a third of the stage's epochs, at least 5.", show_default=False)], DEFAULTS.patience),
     "cache_features": (Annotated[bool, typer.Option(help="Frozen stage: run the backbone once per image and train the head on cached features.")], DEFAULTS.cache_features),
     "cached_views": (Annotated[int, typer.Option(help="Frozen stage with augmentation: 1 caches one unaugmented view per image (measured no worse, and cheapest), K > 1 caches K augmented views, 0 augments with the backbone in the loop every epoch.")], DEFAULTS.cached_views),
-    "mixed_precision": (Annotated[bool, typer.Option("--mixed-precision", help="float16 compute with float32 weights (for GPUs with tensor cores).")], DEFAULTS.mixed_precision),
-    "head": (Annotated[Optional[HeadName], typer.Option(help="logistic: the frozen stage's softmax layer fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features; dense: trained by gradient descent. Default: logistic (measured on real pretrained features), or dense where --epochs, --mixup, --cutmix, --label-smoothing, --head-units, --lr, --schedule, --cached-views K, --no-cache-features, --tensorboard without fine-tuning, or multi-worker training need it.", show_default=False)], None),
     "cache_dir": (CacheDir, None),
     "tensorboard": (Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs of every stage to RUN_DIR/logs (view: tensorboard --logdir RUN_DIR/logs).")], DEFAULTS.tensorboard),
 }
