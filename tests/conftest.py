@@ -19,6 +19,21 @@ def hymenoptera() -> Path:
     return HYMENOPTERA
 
 
+@pytest.fixture
+def offline_keras(tmp_path, monkeypatch) -> Path:
+    """Keras with no network, as on this project's machines and any offline one: every download
+    fails as `keras.utils.get_file` fails there, and Keras' cache is a fresh folder (returned)."""
+    from keras.src.utils import file_utils
+
+    def offline(fname, origin, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    return home
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """60 images per digit from scikit-learn's bundled digits, written by the built-in recipe."""

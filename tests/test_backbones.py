@@ -66,15 +66,8 @@ def test_missing_weights_path_is_an_invalid_option(tmp_path):
         build_backbone(get_backbone("resnet50"), 32, weights=str(tmp_path / "nope.h5"), num_classes=0)
 
 
-def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, monkeypatch):
+def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, offline_keras):
     """Offline, Keras' download fails; the error says which file, where it is cached, what to do."""
-    from keras.src.utils import file_utils
-
-    def offline(fname, origin, **kwargs):
-        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(file_utils, "get_file", offline)
     spec = get_backbone("resnet50")
     with pytest.raises(WeightsUnavailableError) as raised:
         build_backbone(spec, 32, weights="imagenet", num_classes=0)

@@ -46,14 +46,7 @@ def test_missing_data_folder(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_imagenet_unreachable_fails_fast_with_the_way_out(tmp_path, hymenoptera, monkeypatch):
-    from keras.src.utils import file_utils
-
-    def offline(fname, origin, **kwargs):
-        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(file_utils, "get_file", offline)
+def test_imagenet_unreachable_fails_fast_with_the_way_out(tmp_path, hymenoptera, offline_keras):
     result = runner.invoke(app, ["train", str(hymenoptera / "train"), "--backbone", "vgg16", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in result.output

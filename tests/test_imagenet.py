@@ -41,14 +41,7 @@ def test_unknown_classifier_and_stray_weights_are_option_errors(tmp_path):
     assert stray.exit_code == 2 and "--weights must be given only with imagenet:NAME" in stray.output
 
 
-def test_offline_error_names_the_classifier_file(tmp_path, monkeypatch):
-    from keras.src.utils import file_utils
-
-    def offline(fname, origin, **kwargs):
-        raise Exception(f"URL fetch failure on {origin}: [Errno -2] Name or service not known")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(file_utils, "get_file", offline)
+def test_offline_error_names_the_classifier_file(tmp_path, offline_keras):
     result = runner.invoke(app, ["predict", "imagenet:resnet50", str(write_png(tmp_path / "photo.png"))])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in result.output and str(tmp_path / "keras") in result.output
