@@ -97,7 +97,7 @@ def test_each_format_round_trips_through_its_runtime(augmented_run, reference, t
 
     paths, pixels, expected = reference
     done = export(augmented_run, tmp_path / "export", format=format, quantize=quantize)
-    assert done.images_checked == len(paths) and done.agreement >= done.min_agreement
+    assert done.images_checked == len(paths)
     assert done.min_agreement == (0.98 if quantize == "int8" else 0.999)
     assert publishing.marker_of(done.path)["kind"] == "export"
     assert (done.path / layout.LABELS).read_text().split() == [str(d) for d in range(10)]
@@ -109,7 +109,10 @@ def test_each_format_round_trips_through_its_runtime(augmented_run, reference, t
         [s for _, s in scorer.score_files(paths, batch_size=64)]
     )
     assert np.abs(scores - expected).max() <= tolerance
-    assert np.mean(scores.argmax(1) == expected.argmax(1)) >= least
+    agreement = np.mean(scores.argmax(1) == expected.argmax(1))
+    assert agreement >= least
+    # The export's own check reports what this test measures itself, through the runtime, on the same images.
+    assert done.agreement == pytest.approx(agreement, abs=1 / len(paths))
     assert not [op for op in _ops(done.path, format) if op.startswith(RANDOM_OPS)], "augmentation traced into the export"
 
 
