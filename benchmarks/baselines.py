@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import mean_sd  # noqa: E402  (also puts the checkout on the import path)
 
 
 def plain_keras(run_dir: Path, test_dir: Path, epochs: int, seed: int) -> float:
@@ -93,8 +91,7 @@ def main() -> None:
             plain.append(plain_keras(result.run_dir, test, args.plain_epochs, seed))
             plain_seconds = time.perf_counter() - started
             print(f"{seed:>4}  {ours[-1]:>20.3f} ({seconds:4.0f} s)  {plain[-1]:>22.3f} ({plain_seconds:4.0f} s)", flush=True)
-    spread = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
-    print(f"mean  {statistics.mean(ours):>20.3f} +- {spread(ours):.3f}  {statistics.mean(plain):>16.3f} +- {spread(plain):.3f}")
+    print(f"mean  {mean_sd(ours):>28}  {mean_sd(plain):>30}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import base64
 import http.client
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -45,9 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "hymenoptera"
+from common import HYMENOPTERA as DATA, ROOT, machine
 FORMATS = [  # (name in the tables, format, quantize)
     ("SavedModel", "savedmodel", "none"),
     ("LiteRT float32", "litert", "none"),
@@ -73,7 +70,7 @@ def main() -> None:
     import tensorflow as tf
 
     print(f"Command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"Machine: {os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}, "
+    print(f"Machine: {machine()}, "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}\n")
     with tempfile.TemporaryDirectory(prefix="transfer-deploy-") as work:
         work = Path(work)
@@ -263,14 +260,3 @@ def _free_port() -> int:
 
 def _size(path: Path) -> int:
     return path.stat().st_size
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-if __name__ == "__main__":
-    main()

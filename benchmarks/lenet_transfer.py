@@ -24,13 +24,12 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import mean_sd  # noqa: E402  (also puts the checkout on the import path)
 SOURCE_PER_CLASS, POOL_PER_CLASS, TEST_PER_CLASS = 400, 100, 100
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 10
 
@@ -105,7 +104,6 @@ def main() -> None:
             keras.backend.clear_session()
         print(f"seed {seed} done", flush=True)
 
-    spread = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
     print(f"\nLeNet-5 source run (4 shapes) reused for {', '.join(NEW_CLASSES)}: {TRAIN_PER_CLASS} train + "
           f"{VAL_PER_CLASS} val images per class; test accuracy on {TEST_PER_CLASS} per class that chose "
           f"nothing, mean +- sd over {args.seeds} seeds\n")
@@ -113,7 +111,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, flags, _ in ROWS:
         stages = ", ".join(f"{s} x{kept[name].count(s)}" for s in dict.fromkeys(kept[name]))
-        print(f"| {name} | `{flags}` | {statistics.mean(accuracy[name]):.3f} +- {spread(accuracy[name]):.3f} | "
+        print(f"| {name} | `{flags}` | {mean_sd(accuracy[name])} | "
               f"{stages} | {statistics.mean(seconds[name]):.1f} |")
     new, scratch = statistics.mean(accuracy[ROWS[-1][0]]), statistics.mean(accuracy["scratch"])
     print(f"\nnew default fine-tuned mean {new:.3f} is {'at or above' if new >= scratch else 'below'} scratch "

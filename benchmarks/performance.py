@@ -23,9 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "hymenoptera"
+from common import HYMENOPTERA as DATA, machine
 EPOCHS = 10
 
 
@@ -96,7 +94,7 @@ def peak_memory(run_dir: Path, work: Path) -> None:
 
 
 def main() -> None:
-    print(f"machine: {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         runs = frozen_stage(work)

@@ -52,16 +52,11 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-HYMENOPTERA = SHARED / "hymenoptera"
-LITE0 = SHARED / "efficientnet_lite0" / "efficientnet_lite0_notop.keras"
+from common import HYMENOPTERA, LITE0
 VAL_PER_CLASS = 15
 FT = ["--finetune-epochs", "5"]
 CANDIDATES = {

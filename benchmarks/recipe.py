@@ -27,15 +27,12 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
+from common import HYMENOPTERA, mean_sd
 TRAIN_PER_CLASS, VAL_PER_CLASS = 20, 30
 #: The recipe before `lr-find`, schedules and mixing came in: cosine decay, the frozen stage augmented
 #: in the loop. Every experiment but `default` changes one thing from it.
@@ -153,9 +150,8 @@ def main() -> None:
 
 def summary_line(rows: list[dict]) -> str:
     accuracy = [r["val_accuracy"] for r in rows]
-    sd = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
     seconds = statistics.mean(r["seconds"] for r in rows)
-    return (f"| {rows[0]['task']} | {rows[0]['configuration']} | {statistics.mean(accuracy):.3f} +- {sd:.3f} | "
+    return (f"| {rows[0]['task']} | {rows[0]['configuration']} | {mean_sd(accuracy)} | "
             f"{seconds:.1f} s | {statistics.mean(r['epochs_run'] for r in rows):.1f} |")
 
 

@@ -20,16 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
+from common import HYMENOPTERA, mean_sd
 VAL_PER_CLASS = 30
 
 
@@ -92,8 +88,7 @@ def main() -> None:
         cells = []
         for n in shots:
             values = results[(mode, n)]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} +- {sd:.3f}")
+            cells.append(mean_sd(values))
         print(f"{mode:>26}" + "".join(f"{c:>16}" for c in cells))
 
     if HYMENOPTERA.is_dir():
