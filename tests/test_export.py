@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from transfer import artifacts, layout, publishing
 from transfer.cli import app
-from transfer.export import export
+from transfer.export import ExportOptions, export
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -96,7 +96,7 @@ def test_each_format_round_trips_through_its_runtime(augmented_run, reference, t
     from transfer.scorers import load_scorer
 
     paths, pixels, expected = reference
-    done = export(augmented_run, tmp_path / "export", format=format, quantize=quantize)
+    done = export(augmented_run, tmp_path / "export", ExportOptions(format=format, quantize=quantize))
     assert done.images_checked == len(paths)
     assert done.min_agreement == (0.98 if quantize == "int8" else 0.999)
     assert publishing.marker_of(done.path)["kind"] == "export"
@@ -138,7 +138,7 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
-    int8 = export(augmented_run, tmp_path / "int8", format="litert", quantize="int8")
+    int8 = export(augmented_run, tmp_path / "int8", ExportOptions(format="litert", quantize="int8"))
     interpreter = Interpreter(model_path=str(int8.path / layout.LITERT_MODEL))
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert given["dtype"] == np.uint8 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.uint8
@@ -163,12 +163,12 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
     from transfer.errors import ExportCheckError
 
     out = tmp_path / "export"
-    earlier = export(augmented_run, out, format="litert")
+    earlier = export(augmented_run, out, ExportOptions(format="litert"))
     before = (out / layout.LITERT_MODEL).read_bytes()
     honest = scorers.LiteRTScorer.score_pixels
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
     with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images, below --min-agreement 0.999"):
-        export(augmented_run, out, format="litert", force=True)
+        export(augmented_run, out, ExportOptions(format="litert"), force=True)
     assert (out / layout.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
@@ -212,7 +212,7 @@ def test_min_confidence_in_the_signature_and_in_predict(digits_run, digits_dir, 
     """The SavedModel's `answer` is the top label where its probability reaches the threshold and
     `unknown` elsewhere; `transfer predict` answers the same on the run."""
     threshold = 0.9
-    path = export(digits_run, tmp_path / "export", min_confidence=threshold).path
+    path = export(digits_run, tmp_path / "export", ExportOptions(min_confidence=threshold)).path
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     images = sorted(str(p) for p in digits_dir.rglob("*.png"))[::20]
     result = serve(images=tf.constant([Path(p).read_bytes() for p in images]))

@@ -232,7 +232,7 @@ def test_the_real_lite0_classifier_file_gives_the_notop_files_features(hymenopte
 
     images = sorted(str(p) for p in (hymenoptera / "val" / "ants").iterdir())[:4]
     features = [
-        extract_features(feature_extractor(build_classifier(spec, num_classes=2, image_size=224, weights=None), spec), images, 224, 4)
+        extract_features(feature_extractor(build_classifier(spec, num_classes=2, image_size=224, weights=None), spec), images, 4)
         for spec in (with_top, notop)
     ]
     np.testing.assert_allclose(features[0], features[1], atol=1e-5)

@@ -27,7 +27,7 @@ def photos(hymenoptera, tmp_path_factory):
 def test_cached_features_equal_the_backbone_output_on_the_same_batch(photos):
     paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))
     model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
-    cached = extract_features(feature_extractor(model, SPEC), paths, 32, batch_size=3)
+    cached = extract_features(feature_extractor(model, SPEC), paths, batch_size=3)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(paths, 32, batch_size=8)])
     pooled = keras.Model(model.input, model.get_layer("avg_pool").output)(pixels, training=False)
     assert cached.shape == (len(paths), 2048)
@@ -39,8 +39,8 @@ def test_augmented_views_differ(photos):
     paths = sorted(str(p) for p in photos[0].rglob("*.jpg"))[:4]
     model = build_classifier(SPEC, 2, 32, None, augmentation=build_augmentation())
     extractor = feature_extractor(model, SPEC)
-    views = extract_features(extractor, paths, 32, 4, augmentation=model.get_layer("augmentation"), views=3)
-    plain = extract_features(extractor, paths, 32, 4)
+    views = extract_features(extractor, paths, 4, augmentation=model.get_layer("augmentation"), views=3)
+    plain = extract_features(extractor, paths, 4)
     assert views.shape == (4, 3, 2048)
     assert not np.allclose(views[:, 0], views[:, 1]) and not np.allclose(views[:, 0], plain)
 
@@ -100,13 +100,13 @@ def test_the_disk_cache_serves_unchanged_images_and_never_a_stale_entry(tmp_path
 
     counting = Counting(model.inputs, model.outputs)
     cache = FeatureCache(tmp_path / "cache", counting, 8)
-    first = extract_features(counting, paths, 8, 2, cache=cache)
+    first = extract_features(counting, paths, 2, cache=cache)
     assert sum(calls) == 4
-    again = extract_features(counting, paths, 8, 2, cache=FeatureCache(tmp_path / "cache", counting, 8))
+    again = extract_features(counting, paths, 2, cache=FeatureCache(tmp_path / "cache", counting, 8))
     assert sum(calls) == 4 and np.array_equal(first, again), "all four from the cache"
 
     write_png(tmp_path / "images" / "2.png", color=(1, 2, 3))  # a changed image
-    changed = extract_features(counting, paths, 8, 2, cache=cache)
+    changed = extract_features(counting, paths, 2, cache=cache)
     assert sum(calls) == 5 and not np.allclose(changed[2], first[2]) and np.array_equal(changed[[0, 1, 3]], first[[0, 1, 3]])
 
     assert FeatureCache(tmp_path / "cache", counting, 16).folder != cache.folder, "another input size"

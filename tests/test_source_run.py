@@ -24,7 +24,7 @@ def test_a_baseline_keeps_its_convolutions_and_gets_new_dense_layers(name, kept)
     size = 32 if name == "lenet" else 67
     keras.utils.set_random_seed(0)
     source = build_classifier(spec, num_classes=10, image_size=size, weights=None)
-    model = build_classifier(spec, num_classes=3, image_size=size, weights=None, source=source)
+    model = build_classifier(spec, num_classes=3, image_size=size, weights=source)
     backbone = model.get_layer(name)
     assert [layer.name for layer in backbone.layers if layer.weights] == kept, "the feature extractor ends at the last convolution"
     for layer in kept:

@@ -42,22 +42,22 @@ def build_classifier(
     spec: BackboneSpec,
     num_classes: int,
     image_size: int,
-    weights: str | None,
+    weights: str | keras.Model | None,
     dropout_rate: float = 0.2,
     head_units: int = 0,
     augmentation: keras.Layer | None = None,
-    source: keras.Model | None = None,
     backbone_layer: str | None = None,
 ) -> keras.Model:
     """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen.
 
     Args:
-        weights: the pretrained backbone's weights (`"imagenet"`, a file, or `None`).
-        source: a model trained by `transfer train` whose backbone (for a baseline: its layers up
-            to `spec.feature_layer`) is reused here, weights included, under a new head.
+        weights: where the backbone's weights come from: `"imagenet"`, a weights file, `None`
+            (random), or a model trained by `transfer train` whose backbone (for a baseline: its
+            layers up to `spec.feature_layer`) is reused here, weights included, under a new head.
         backbone_layer: for a model file, the layer whose output are the features (`None`: below
             its classifier, see `transfer.external_backbones`).
     """
+    source, weights = (weights, None) if isinstance(weights, keras.Model) else (None, weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     if not spec.pretrained and source is None:

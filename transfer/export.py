@@ -68,23 +68,12 @@ class Exported:
     min_agreement: float
 
 
-def export(
-    model_ref: Path | str,
-    out_dir: Path,
-    *,
-    format: str = "savedmodel",
-    quantize: str = "none",
-    top_k: int | None = None,
-    min_agreement: float | None = None,
-    min_confidence: float = 0.0,
-    images: Path | None = None,
-    weights: str | None = None,
-    force: bool = False,
-    reporter: Reporter = SILENT,
-) -> Exported:
-    """Writes the run at `model_ref` (or `imagenet:NAME`) to `out_dir` in `format`, checked.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to write and how it is checked.
 
-    Args:
+    Attributes:
+        format: one of `EXPORT_FORMATS`.
         quantize: LiteRT only: one of `QUANTIZATIONS`.
         top_k: SavedModel only: labels per image in its `labels`/`probabilities` outputs; default min(3, classes).
         min_agreement: the share of check images whose top-1 label must match the Keras model's;
@@ -92,6 +81,28 @@ def export(
         min_confidence: the SavedModel's `answer` is `unknown` where the top probability is below it.
         images: a folder of images to calibrate and check on, instead of the run's own split
             (required for `imagenet:NAME`, which has none).
+    """
+
+    format: str = "savedmodel"
+    quantize: str = "none"
+    top_k: int | None = None
+    min_agreement: float | None = None
+    min_confidence: float = 0.0
+    images: Path | None = None
+
+
+def export(
+    model_ref: Path | str,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    weights: str | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> Exported:
+    """Writes the run at `model_ref` (or `imagenet:NAME`) to `out_dir` as `options` say, checked.
+
+    Args:
         weights: for `imagenet:NAME`, its `include_top` weights file; `None` lets Keras download them.
         force: replace an earlier export at `out_dir`.
 
@@ -102,6 +113,8 @@ def export(
         OutputExistsError: something is at `out_dir` (`force` replaces only an earlier export).
         ExportCheckError: the export agrees with the Keras model on fewer images than `min_agreement`.
     """
+    format, quantize, top_k, images = options.format, options.quantize, options.top_k, options.images
+    min_agreement, min_confidence = options.min_agreement, options.min_confidence
     out_dir = Path(out_dir)
     require(format in EXPORT_FORMATS, "--format", format, " | ".join(EXPORT_FORMATS))
     require(quantize in QUANTIZATIONS, "--quantize", quantize, " | ".join(QUANTIZATIONS))

@@ -7,6 +7,7 @@ answered at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from transfer import artifacts, extras, layout, publishing
@@ -18,13 +19,22 @@ from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """The model whose features are written: a run directory, `imagenet:NAME` (with `weights`, its
+    weights file without top), a Keras model file (with `preprocess`, as `--preprocess` of `train`)
+    or `keras-hub:PRESET`."""
+
+    model: str | Path
+    weights: str | None = None
+    preprocess: str | None = None
+
+
 def write_features(
-    model_ref: str | Path,
+    source: FeatureSource,
     data_dir: Path,
     out_file: Path,
     *,
-    weights: str | None = None,
-    preprocess: str | None = None,
     batch_size: int = 32,
     cache_dir: Path | None = None,
     force: bool = False,
@@ -39,6 +49,7 @@ def write_features(
     Raises:
         DependencyMissingError: pyarrow is not installed (`pip install 'keras-transfer[features]'`).
     """
+    model_ref, weights, preprocess = source.model, source.weights, source.preprocess
     require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
     out_file = publishing.output_file(out_file, name=layout.FEATURES_FILE, suffixes=(".parquet", ".pq"))
     extras.require("features")
@@ -58,7 +69,7 @@ def write_features(
     unreadable = find_unreadable(paths, size, reporter)
     kept = listing.files[~listing.files["path"].isin(unreadable)]
     features = extract_features(
-        extractor, kept["path"].tolist(), size, batch_size, reporter=reporter, description="Features",
+        extractor, kept["path"].tolist(), batch_size, reporter=reporter, description="Features",
         cache=FeatureCache(cache_dir or default_cache_dir(), extractor, size),
     )
     columns = {f"f{i:04d}": features[:, i] for i in range(features.shape[1])}

@@ -90,7 +90,6 @@ def extractor_key(extractor: keras.Model, image_size: int) -> str:
 def extract_features(
     extractor: keras.Model,
     paths: Sequence[str],
-    image_size: int,
     batch_size: int,
     *,
     augmentation: keras.Layer | None = None,
@@ -103,18 +102,20 @@ def extract_features(
 
     Each batch is decoded once; with `augmentation`, each of the `views` is a fresh random
     augmentation of it (the layers run in training mode), else the images are used as decoded.
-    With a `cache` (unaugmented features only), images already there skip the backbone.
+    With a `cache` (unaugmented features only), images already there skip the backbone. Images are
+    decoded at the extractor's own input size.
 
     Raises:
         DataError: an image that decoded when the dataset was checked no longer does.
     """
+    image_size = int(extractor.input_shape[1])
     if cache is not None and augmentation is None:
         digest_of = {path: publishing.sha256(path) for path in paths}
         digests = [digest_of[path] for path in paths]
         found = {digest: cache.get(digest) for digest in set(digests)}
         missing = sorted({path for path in paths if found[digest_of[path]] is None})
         if missing:
-            computed = extract_features(extractor, missing, image_size, batch_size, reporter=reporter, description=description)
+            computed = extract_features(extractor, missing, batch_size, reporter=reporter, description=description)
             for path, features in zip(missing, computed):
                 cache.put(digest_of[path], features)
                 found[digest_of[path]] = features

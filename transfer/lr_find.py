@@ -93,7 +93,7 @@ def lr_find(
     batch_size = options.batch_size or default_batch_size(len(paths))
     if options.transfers:
         extractor, cache = extractor_and_cache(model, spec, options)
-        features = extract_features(extractor, paths, options.image_size, batch_size, cache=cache, reporter=reporter,
+        features = extract_features(extractor, paths, batch_size, cache=cache, reporter=reporter,
                                     description="Backbone features, train")
         target, dataset = model.get_layer("head"), features_dataset(features, labels, batch_size, shuffle=True, seed=options.seed)
         source = f"of {options.source_run}" if options.source_run else f"--weights {Path(options.weights).name if options.weights not in ('imagenet', 'none') else options.weights}" if spec.source is None else "its own weights"

@@ -308,7 +308,7 @@ def _frozen_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndar
     options = run.options
     extractor, cache = extractor_and_cache(run.model, run.spec, options)
     train_features = extract_features(
-        extractor, run.train_paths, options.image_size, options.batch_size,
+        extractor, run.train_paths, options.batch_size,
         augmentation=run.model.get_layer(AUGMENTATION) if views > 1 else None, views=views, cache=cache,
         reporter=run.reporter,
         description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
@@ -329,6 +329,6 @@ def head_val_probabilities(run: RunState) -> np.ndarray:
 
 def _val_features(run: RunState, extractor: keras.Model, cache) -> np.ndarray:
     return extract_features(
-        extractor, run.val_paths, run.options.image_size, run.options.batch_size, cache=cache,
+        extractor, run.val_paths, run.options.batch_size, cache=cache,
         reporter=run.reporter, description="Backbone features, validation",
     )

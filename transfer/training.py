@@ -392,11 +392,10 @@ def build_model(
                 spec,
                 num_classes=num_classes,
                 image_size=options.image_size,
-                weights=None if options.weights in ("none", options.source_run) else options.weights,
+                weights=source if source is not None else None if options.weights == "none" else options.weights,
                 dropout_rate=options.dropout,
                 head_units=options.head_units,
                 augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
-                source=source,
                 backbone_layer=options.backbone_layer,
             )
     finally:

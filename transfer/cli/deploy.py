@@ -32,12 +32,12 @@ def export(
     Example: transfer export runs/photos --out exports/photos
     """
     with user_errors():
+        from transfer.export import ExportOptions
         from transfer.export import export as run_export
 
-        done = run_export(
-            run_dir, out, format=format.value, quantize=quantize.value, top_k=top_k, min_agreement=min_agreement,
-            min_confidence=min_confidence, images=images, weights=weights, force=force, reporter=RichReporter(),
-        )
+        chosen = ExportOptions(format=format.value, quantize=quantize.value, top_k=top_k, min_agreement=min_agreement,
+                               min_confidence=min_confidence, images=images)
+        done = run_export(run_dir, out, chosen, weights=weights, force=force, reporter=RichReporter())
     results.print(
         f"{done.format}{f' ({done.quantize})' if done.quantize != 'none' else ''} export written to {done.path}: "
         f"{done.size_bytes / 1e6:.2f} MB, top-1 agreement with the Keras model {done.agreement:.4f} on {done.images_checked} "

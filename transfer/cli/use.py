@@ -133,9 +133,10 @@ def features(
     Example: transfer features imagenet:resnet50 photos/ --out features.parquet
     """
     with user_errors():
-        from transfer.feature_files import write_features
+        from transfer.feature_files import FeatureSource, write_features
 
-        table = write_features(model, data_dir, out, weights=weights, preprocess=preprocess.value if preprocess else None, batch_size=batch_size, cache_dir=cache_dir,
+        source = FeatureSource(model, weights=weights, preprocess=preprocess.value if preprocess else None)
+        table = write_features(source, data_dir, out, batch_size=batch_size, cache_dir=cache_dir,
                                force=force, reporter=RichReporter())
     for row in table.attrs["skipped"].itertuples():
         messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
