@@ -58,7 +58,7 @@ def test_predict_needs_a_run_or_savedmodel(tmp_path):
     from tests.helpers import write_png
 
     result = runner.invoke(app, ["predict", str(tmp_path), str(write_png(tmp_path / "photo.png"))])
-    assert result.exit_code == 1 and "neither a run directory" in result.output
+    assert result.exit_code == 2 and "neither a run directory" in result.output
 
 
 def test_backbones_table_counts_parameters():

@@ -12,7 +12,7 @@ def test_defaults_follow_the_backbone():
     assert (resnet.weights, resnet.image_size, resnet.finetune_lr) == ("imagenet", 224, 1e-5), "not tied to the head's rate"
     lenet = TrainOptions(backbone="lenet").resolved()
     assert (lenet.weights, lenet.image_size) == ("none", 32)
-    inception = TrainOptions(backbone="inceptionv3", finetune_lr=0.5).resolved()
+    inception = TrainOptions(backbone="inceptionv3", finetune_epochs=1, finetune_lr=0.5).resolved()
     assert (inception.image_size, inception.finetune_lr) == (299, 0.5)
 
 
@@ -103,7 +103,7 @@ def test_require_echoes_the_value_received():
 
 @pytest.mark.parametrize("num_train, expected", [(25, 8), (80, 8), (160, 16), (244, 24), (320, 32), (5000, 32)])
 def test_default_batch_size_gives_small_data_ten_steps_an_epoch(num_train, expected):
-    from transfer.options import default_batch_size
+    from transfer.choices import default_batch_size
 
     assert default_batch_size(num_train) == expected
     assert expected == 32 or num_train // expected >= 10 or expected == 8

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from transfer.errors import InvalidOptionError, ModelLoadError, op_error_message
+from transfer.errors import InvalidOptionError, ModelLoadError, NotAModelError, op_error_message
 from transfer.layout import (
     BEST_WEIGHTS, CHECKPOINT, CONFIG, CONFUSION_CSV, CV_CSV, CV_JSON, DUPLICATE_COLUMNS, DUPLICATES, ERRORS_CSV,
     EVALUATION, EXPORT_FILES, FOLDS_CSV, HISTORY, HISTORY_COLUMNS, LABELS, LEADERBOARD_CSV, METRICS, METRICS_CSV,
@@ -44,7 +44,7 @@ class Run:
         run = cls(Path(path))
         _require_exists(run.path, "a run directory written by `transfer train`")
         if not run.model_file.is_file():
-            raise ModelLoadError(f"{path} is not a run directory: {run.path / MODEL} is missing.")
+            raise NotAModelError(f"{path} is not a run directory: {run.path / MODEL} is missing.{_folder_hint(run.path)}")
         return run
 
     @property
@@ -178,7 +178,7 @@ class Export:
         for format, name in EXPORT_FILES.items():
             if (path / name).is_file():
                 return cls(path, format, None if format == "savedmodel" else path / name)
-        raise ModelLoadError(
+        raise NotAModelError(
             f"{path} is not an export: it holds none of {', '.join(EXPORT_FILES.values())}. "
             f"Pass the --out folder of `transfer export`, or its .tflite or .onnx file."
         )
@@ -249,10 +249,16 @@ def open_model(path: Path) -> Run | Export:
     try:
         return Export.open(path)
     except ModelLoadError:
-        raise ModelLoadError(
+        raise NotAModelError(
             f"{path} is neither a run directory (with {MODEL}) nor an export (with {', '.join(EXPORT_FILES.values())}). "
             f"Pass the --out folder of `transfer train` or `transfer export`, or an exported .tflite or .onnx file."
+            f"{_folder_hint(path)}"
         ) from None
+
+
+def _folder_hint(path: Path) -> str:
+    """For a run's own model file given in place of the run: its folder is what to pass."""
+    return f" {path.name} is a run's model file: pass its folder, {path.parent}." if path.name in (MODEL, CHECKPOINT) else ""
 
 
 def load_keras_model(model_file: Path):

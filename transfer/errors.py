@@ -53,6 +53,13 @@ class ModelLoadError(TransferError):
     """A run directory or an export is missing, incomplete or inconsistent."""
 
 
+class NotAModelError(ModelLoadError):
+    """A path that exists but is not what the command reads (not a run directory, not an export):
+    bad input, like a missing one."""
+
+    exit_code = 2
+
+
 class TrainingInterrupted(TransferError):
     """Training was stopped by the user; the run can be resumed."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from transfer import artifacts, extras, layout, publishing
 from transfer.backbones import get_backbone
 from transfer.external_backbones import FILE_SUFFIX, HUB_PREFIX
-from transfer.imagenet import is_imagenet
+from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.errors import require
 from transfer.progress import SILENT, Reporter
 from transfer.sources import list_folder
@@ -53,7 +53,7 @@ def write_features(
     require(batch_size >= 1, "--batch-size", batch_size, "an integer >= 1")
     out_file = publishing.output_file(out_file, name=layout.FEATURES_FILE, suffixes=(".parquet", ".pq"))
     extras.require("features")
-    _check_model(model_ref, preprocess)
+    _check_model(model_ref, preprocess, weights)
     publishing.check_destination(out_file, kind="features", force=force, data=(data_dir,))
     listing = list_folder(Path(data_dir), allow_split_names=True)  # folder names are only labels here
 
@@ -87,13 +87,16 @@ def write_features(
     return table
 
 
-def _check_model(model_ref: str | Path, preprocess: str | None) -> None:
+def _check_model(model_ref: str | Path, preprocess: str | None, weights: str | None) -> None:
     """Refuses a model reference that cannot work, before anything heavy: a model file that is not
-    one, a run directory that is not there, `--preprocess` for anything but a model file."""
+    one, a run directory that is not there, an unknown `imagenet:NAME` or a weights path that is
+    not a file, `--preprocess` for anything but a model file."""
     text = str(model_ref)
     if text.startswith(HUB_PREFIX) or Path(text).suffix.lower() == FILE_SUFFIX:
         get_backbone(text, preprocess)
         return
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
-    if not is_imagenet(text):
+    if is_imagenet(text):
+        ImageNetClassifier.open(text, weights)
+    else:
         artifacts.Run.open(Path(text))

@@ -29,7 +29,8 @@ import pandas as pd
 
 from transfer import layout, publishing
 from transfer.errors import InvalidOptionError
-from transfer.options import TrainOptions, default_batch_size
+from transfer.choices import default_batch_size
+from transfer.options import TrainOptions
 from transfer.errors import require
 from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
@@ -72,6 +73,14 @@ def lr_find(
     require(0 < start_lr < math.inf, "--start-lr", start_lr, "a finite number > 0")
     require(start_lr < end_lr < math.inf, "--end-lr", end_lr, f"a finite number above --start-lr ({start_lr:g})")
     require(steps >= 20, "--steps", steps, "an integer >= 20 (the suggestion leaves out the first 10% and the last 5)")
+    stage_two = [name for name, given in (("--finetune-epochs", options.finetune_epochs), ("--unfreeze", options.unfreeze != "all"),
+                                          ("--finetune-lr", options.finetune_lr is not None),
+                                          ("--finetune-schedule", options.finetune_schedule is not None)) if given]
+    if stage_two:
+        raise InvalidOptionError(
+            f"lr-find sweeps the first stage's learning rate (--lr); {', '.join(stage_two)} set the fine-tuning stage and "
+            f"would have no effect here. Drop {'it' if len(stage_two) == 1 else 'them'}."
+        )
     options = dataclasses.replace(options, head=options.head or "dense").resolved()  # the head that has a rate
     if options.head == "logistic":
         raise InvalidOptionError("--head logistic is fitted in closed form and has no learning rate to find; use --head dense.")

@@ -181,7 +181,10 @@ class TrainOptions:
         return dataclasses.replace(
             self, backbone=name, manifest=str(manifest), val_dir=None,
             weights=self.weights if transfers and spec.source is None else None,
-            finetune_epochs=self.finetune_epochs if transfers else 0,
+            finetune_epochs=self.finetune_epochs if transfers else 0,  # a baseline from scratch: one stage
+            unfreeze=self.unfreeze if transfers else "all",
+            finetune_lr=self.finetune_lr if transfers else None,
+            finetune_schedule=self.finetune_schedule if transfers else None,
             preprocess=self.preprocess if is_file else None, backbone_layer=self.backbone_layer if is_file else None,
         )
 
@@ -409,6 +412,16 @@ def _check_combinations(given: TrainOptions, options: TrainOptions, spec: Backbo
             f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
             f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
         )
+    stage_two = [name for name, given_it in (("--unfreeze", given.unfreeze != "all"), ("--finetune-lr", given.finetune_lr is not None),
+                                             ("--finetune-schedule", given.finetune_schedule is not None)) if given_it]
+    if stage_two and not options.finetune_epochs:
+        them = "it" if len(stage_two) == 1 else "them"
+        raise InvalidOptionError(
+            f"{spec.name} is trained from scratch in one stage; received {', '.join(stage_two)}, which set the fine-tuning "
+            f"stage. Drop {them} (or --weights RUN_DIR to reuse a run's layers)." if scratch else
+            f"Received {', '.join(stage_two)}, which set stage 2 (fine-tuning), but no --finetune-epochs: stage 2 would not "
+            f"run. Add --finetune-epochs N, or drop {them}."
+        )
 
 
 def _from_source_run(source: str, backbone: str | None, image_size: int | None) -> tuple[str, int]:
@@ -429,13 +442,3 @@ def _from_source_run(source: str, backbone: str | None, image_size: int | None) 
             f"omit --image-size, the run's is used."
         )
     return config["backbone"], config["image_size"]
-
-
-def default_batch_size(num_train: int) -> int:
-    """32 images a step, fewer on small data so that an epoch is at least 10 steps, but not under 8.
-
-    A few hundred images at 32 a step make an epoch of a handful of steps, and a 30-epoch stage
-    too few for its learning-rate schedule: LeNet-5 on 160 `shapes` images went from 0.69 to 0.90
-    validation accuracy at 16 a step (README, "Baselines that learn").
-    """
-    return max(8, min(32, num_train // 10))

@@ -164,6 +164,10 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
         )
 
     def not_found(target: str, version: str | None) -> JSONResponse | None:
+        if ":" in target and target.partition(":")[0] == name:  # a method such as :predict, asked for with GET
+            response = error(405, f"GET {target}: :{target.partition(':')[2]} takes POST, with the images in a JSON body")
+            response.headers["Allow"] = "POST"
+            return response
         if target != name:
             return error(404, f"Servable not found for request: Latest({target})")
         if version not in (None, "0", "1"):  # 0: the latest, as clients such as ovmsclient ask for it

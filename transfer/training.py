@@ -36,7 +36,8 @@ from transfer.errors import (
     WorkerLostError,
     op_error_message,
 )
-from transfer.options import TrainOptions, default_batch_size
+from transfer.choices import default_batch_size
+from transfer.options import TrainOptions
 from transfer.distribute import worker_index
 from transfer.plots import plot_curves
 from transfer.preflight import preflight

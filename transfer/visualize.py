@@ -10,17 +10,17 @@ the model looked. `transfer report` shows it over validation images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from transfer import artifacts, layout, publishing
 from transfer.backbones import run_backbone
-from transfer.data import iter_decoded_batches
 from transfer.errors import DataError, InvalidOptionError
 from transfer.plots import plot_image_grid
+
+if TYPE_CHECKING:  # TensorFlow is imported when the work starts, after every check
+    import keras
 
 
 def visualize(
@@ -49,6 +49,8 @@ def visualize(
         raise DataError(f"--image {image} is a folder, not an image file; pass the path of one image.")
     spec = run_backbone(run.config())
     _check_layers(run, spec, layers)  # from the model file's description: before the model is loaded
+    import keras
+
     model = run.load_model()
     backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
@@ -83,6 +85,8 @@ def first_layer_filters(layer: keras.layers.Conv2D, bgr: bool = False) -> tuple[
     """The kernels of a convolution as images scaled to [0, 1] each: colour for 3 input channels
     (`bgr`: the backbone reads BGR, as the caffe-mode ResNet50 and VGG16 do), else the mean over
     input channels (gray)."""
+    import keras
+
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # [h, w, in, out]
     images = []
     for index in range(min(kernel.shape[-1], 64)):
@@ -96,6 +100,8 @@ def first_layer_filters(layer: keras.layers.Conv2D, bgr: bool = False) -> tuple[
 
 def feature_maps(model: keras.Model, backbone_name: str, pixels: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
     """Activations of the named backbone layers for decoded `pixels` (inference mode)."""
+    import keras
+
     backbone = model.get_layer(backbone_name)
     probe = keras.Model(backbone.inputs, [backbone.get_layer(name).output for name in names])
     outputs = probe(model.get_layer("preprocess")(pixels), training=False)
@@ -110,6 +116,9 @@ def grad_cam(model: keras.Model, backbone_name: str, pretrained: bool, pixels: n
     The feature maps are the backbone's output for pretrained backbones (the head pools them) and,
     for the from-scratch baselines, those of the last layer whose output is larger than 1x1.
     """
+    import keras
+    import tensorflow as tf
+
     backbone = model.get_layer(backbone_name)
     x = model.get_layer("preprocess")(tf.constant(pixels))
     if pretrained:
@@ -146,6 +155,8 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.
 
 
 def _layers(model: keras.Model) -> list[keras.Layer]:
+    import keras
+
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
@@ -168,8 +179,16 @@ def _check_layers(run: artifacts.Run, spec, layers: Sequence[str]) -> None:
         close = [match for name in unknown for match in difflib.get_close_matches(name, known, n=3, cutoff=0.5)]
         raise InvalidOptionError(
             f"--layers: {', '.join(unknown)} {'is not a layer' if len(unknown) == 1 else 'are not layers'} of {spec.label} ({len(known)} layers, from {known[0]} to "
-            f"{known[-1]})" + (f"; the closest: {', '.join(dict.fromkeys(close))}." if close else ".")
+            f"{known[-1]})" + (f"; the closest: {', '.join(dict.fromkeys(close))}." if close else
+                               f"; its layers include {', '.join(_spread(known, 6))}.")
         )
+
+
+def _spread(names: list[str], count: int) -> list[str]:
+    """`count` names spread evenly over `names`, first and last included."""
+    if len(names) <= count:
+        return names
+    return [names[round(i * (len(names) - 1) / (count - 1))] for i in range(count)]
 
 
 def _first_validation_image(run: artifacts.Run) -> str:
@@ -179,6 +198,8 @@ def _first_validation_image(run: artifacts.Run) -> str:
 
 
 def _decode_one(path: str, size: int) -> np.ndarray:
+    from transfer.data import iter_decoded_batches
+
     batch = next(iter_decoded_batches([path], size, 1))  # one file: one batch, decoded or failed
     if batch.failed:
         raise DataError(f"Cannot read {path}: {batch.failed[0][1]}")

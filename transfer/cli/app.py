@@ -43,15 +43,25 @@ class _OneLineError(click.exceptions.ClickException):
 _ALIASES = {"tflite": "litert", "tf-lite": "litert", "saved_model": "savedmodel", "saved-model": "savedmodel"}
 
 
-def _one_line(error: click.exceptions.UsageError) -> _OneLineError:
-    """`error` as one line, with the closest choice for a near miss and the command's --help."""
+#: The options of `transfer` itself, which go before the command.
+_GLOBAL_OPTIONS = ("--verbose", "--version")
+
+
+def _one_line(error: click.exceptions.UsageError, args: list[str] = ()) -> _OneLineError:
+    """`error` as one line: the value received (`args` are the command's own), the closest choice
+    for a near miss, and the command's --help."""
     import difflib
     import re
 
     text = " ".join(error.format_message().replace("Value error, ", "").split())
-    if isinstance(error, click.exceptions.NoSuchOption) and error.possibilities:
+    if isinstance(error, click.exceptions.NoSuchOption) and error.option_name in _GLOBAL_OPTIONS:
+        text = f"{error.option_name} is an option of transfer itself: put it before the command (transfer {error.option_name} COMMAND ...)"
+    elif isinstance(error, click.exceptions.NoSuchOption) and error.possibilities:
         close = difflib.get_close_matches(error.option_name, sorted(error.possibilities), n=1, cutoff=0.0)
         text = f"No such option: {error.option_name}. Did you mean {close[0]}?"
+    received = _received(error, args)
+    if received is not None and repr(received) not in text:
+        text = text.rstrip(".") + f"; received {received!r}"
     text = text if text.endswith((".", "?")) else text + "."
     wrong = re.search(r"'([^']*)' is not one of (.*)\.$", text)
     if wrong:
@@ -61,6 +71,21 @@ def _one_line(error: click.exceptions.UsageError) -> _OneLineError:
             text += f" Did you mean {close[0]}?"
     command = " ".join(["transfer", *(error.ctx.command_path.split()[1:] if error.ctx is not None else [])])
     return _OneLineError(f"{text} See `{command} --help`.")
+
+
+def _received(error: click.exceptions.UsageError, args: list[str]) -> str | None:
+    """The value given to the option a `BadParameter` is about, as typed (its last, as Click takes
+    the last), or `None`."""
+    param = getattr(error, "param", None)
+    names = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())] if param is not None else []
+    received = None
+    for index, word in enumerate(args):
+        for name in names:
+            if word == name and index + 1 < len(args):
+                received = args[index + 1]
+            elif word.startswith(name + "="):
+                received = word[len(name) + 1:]
+    return received
 
 
 class _App(TyperGroup):
@@ -75,12 +100,13 @@ class _App(TyperGroup):
             raise _one_line(error) from None
 
     def invoke(self, ctx):
+        args = [*getattr(ctx, "protected_args", ()), *ctx.args]  # the command's own, as typed
         try:
             return super().invoke(ctx)
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.exceptions.UsageError as error:
-            raise _one_line(error) from None
+            raise _one_line(error, args) from None
 
 
 app = typer.Typer(

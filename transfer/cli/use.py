@@ -43,7 +43,7 @@ def predict(
         finally:
             printer.close()  # what was scored is shown, also after Ctrl-C
     if printer.count and printer.failed == printer.count:
-        fail(f"none of the {printer.count} file(s) could be read as an image (each is named above with its reason).", 1)
+        fail(f"none of the {printer.count} file(s) could be read as an image (each is named above with its reason).", 2)
 
 
 @app.command()
