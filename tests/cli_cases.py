@@ -282,6 +282,7 @@ CASES = [
     Case("visualize --layers with a misspelt name", lambda ws: ["visualize", str(ws.run), "--layers", "c11", "--out", str(ws.fresh("vis"))], 2, "--layers: c11 is not a layer of lenet (8 layers, from c1 to predictions); the closest: c1."),
     Case("a misspelt option", lambda ws: _train(str(ws.data), ws, "--epoch", "2"), 2, "No such option: --epoch. Did you mean --epochs? See `transfer train --help`."),
     Case("a word for a number", lambda ws: _train(str(ws.data), ws, "--epochs", "two"), 2, "Invalid value for '--epochs': Input should be a valid integer, unable to parse string as an integer; received 'two'."),
+    Case("--val-dir that does not exist", lambda ws: _train(str(ws.data), ws, "--val-dir", str(ws.path("nosuch-val"))), 2, "--val-dir "),
     Case("a global option after the command", lambda ws: ["backbones", "--verbose"], 2, "--verbose is an option of transfer itself: put it before the command"),
     Case("--unfreeze for a baseline from scratch", lambda ws: _train(str(ws.data), ws, "--unfreeze", "2"), 2, "lenet is trained from scratch in one stage; received --unfreeze"),
     Case("a fine-tuning option without fine-tuning", lambda ws: ["train", str(ws.data), "--backbone", "resnet50", "--weights", "none", "--finetune-lr", "1e-4", "--out", str(ws.fresh("out"))], 2, "but no --finetune-epochs: stage 2 would not run"),

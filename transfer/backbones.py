@@ -296,10 +296,9 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
     url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
     if weights == "imagenet":
         import contextlib
-        import sys
 
-        try:  # Keras says "Downloading data from ..." on stdout, which carries a command's results
-            with contextlib.redirect_stdout(sys.stderr):
+        try:  # Keras' download progress goes to stderr: stdout carries a command's results
+            with contextlib.redirect_stdout(_DownloadProgress()):
                 return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
             raise WeightsUnavailableError(
@@ -315,6 +314,22 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
             f"{input_shape[0]}x{input_shape[1]}): {error}\nExpected a Keras weights file of this "
             f"architecture {top}, such as {weights_file}."
         ) from error
+
+
+class _DownloadProgress:
+    """Keras' download chatter, forwarded to stderr without its "Downloading data from URL" line: a
+    failed download is said by the error alone, in at most three lines, and the URL is in it."""
+
+    def write(self, text: str) -> int:
+        import sys
+
+        kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("Downloading data from"))
+        return sys.stderr.write(kept) if kept else len(text)
+
+    def flush(self) -> None:
+        import sys
+
+        sys.stderr.flush()
 
 
 def _download_failure(error: Exception) -> str:

@@ -114,6 +114,7 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
         leaderboard["run_dir"] = [str(artifacts.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
         verdict = transfer_verdict({row.backbone: (row.mode != "scratch", row.val_accuracy) for row in leaderboard.itertuples()})
         leaderboard.attrs["verdict"] = verdict
+        leaderboard.attrs["top_k"] = min(3, len(folder.class_names))  # the k of `top3_accuracy`: 2 of 2 classes
         plot_leaderboard(leaderboard, comparison.path / layout.LEADERBOARD_PNG)
         comparison.write_leaderboard(leaderboard, {
             "command": "compare", "backbones": list(backbones), "data": folder.source, "verdict": verdict,

@@ -120,7 +120,8 @@ def check_destination(path: Path, *, kind: str, force: bool, data: tuple[Path | 
                 f"left as it is. Choose another output name."
             )
         if not force:
-            raise OutputExistsError(f"{path} already exists ({what}). Choose another name, or pass --force to replace it.")
+            elsewhere = "another OUT folder" if kind == "dataset" else "another --out"
+            raise OutputExistsError(f"{path} already exists ({what}). Choose {elsewhere}, or pass --force to replace it.")
         foreign = [] if single_file else foreign_files(path)
         if foreign:
             shown = ", ".join(str(p.relative_to(path)) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")

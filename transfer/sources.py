@@ -110,6 +110,9 @@ def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: 
     class_names = list_classes(data_dir, allow_split_names)
     folders = [(Path(data_dir), "train" if val_dir else "")]
     if val_dir is not None:
+        if not Path(val_dir).is_dir():
+            raise DataError(f"--val-dir {val_dir} does not exist or is not a folder. Expected the validation folder, with "
+                            f"the same class subfolders as {data_dir}.")
         val_classes = list_classes(val_dir, allow_split_names)
         if val_classes != class_names:
             raise DataError(

@@ -124,7 +124,8 @@ def print_cross_validation(summary: dict, folds: int) -> None:
 
 def print_leaderboard(leaderboard) -> None:
     """A comparison's leaderboard, best first; a failed backbone shows its error."""
-    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", "top-3", "train s", "images/s")]
+    top_k = f"top-{leaderboard.attrs.get('top_k', 3)}"
+    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", top_k, "train s", "images/s")]
     table = Table("backbone", "mode", *numbers, "error")
     for row in leaderboard.itertuples():
         failed = bool(row.error)
