@@ -120,8 +120,8 @@ def _export_all(run: Path, work: Path) -> dict[str, dict]:
 #: One export in a fresh process (run, out, format, quantize in argv): its result and peak memory as JSON.
 EXPORT_CHILD = """
 import json, resource, sys
-from transfer.export import export
-done = export(sys.argv[1], sys.argv[2], format=sys.argv[3], quantize=sys.argv[4], min_agreement=0)
+from transfer.export import ExportOptions, export
+done = export(sys.argv[1], sys.argv[2], ExportOptions(format=sys.argv[3], quantize=sys.argv[4], min_agreement=0))
 print(json.dumps({"path": str(done.path), "size_bytes": done.size_bytes, "agreement": done.agreement,
                   "images_checked": done.images_checked, "max_difference": done.max_difference,
                   "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
@@ -260,3 +260,7 @@ def _free_port() -> int:
 
 def _size(path: Path) -> int:
     return path.stat().st_size
+
+
+if __name__ == "__main__":
+    main()
