@@ -76,3 +76,13 @@ def test_modules_import_each_other_without_a_circle():
 
 def test_the_layout_of_outputs_needs_nothing_else_of_the_project():
     assert _imports(PACKAGE / "layout.py", module_level_only=False) == set()
+
+
+@pytest.mark.parametrize("script", sorted((PACKAGE.parent / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_each_benchmark_script_runs_its_main(script):
+    """A benchmark is a script: `python benchmarks/NAME.py` must run something (the shared module aside)."""
+    if script.name == "common.py":
+        return
+    tree = ast.parse(script.read_text())
+    guards = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    assert guards and any(isinstance(call, ast.Call) for call in ast.walk(guards[-1])), f"{script.name} runs nothing"
