@@ -303,6 +303,7 @@ def test_tf_servings_rules_for_bodies_methods_and_versions(server, images):
     connection.request("DELETE", "/v1/models/digits", headers={"Authorization": f"Bearer {KEY}"})
     response = connection.getresponse()
     assert response.status == 405 and "GET" in response.getheader("Allow", "")
+    response.read()
     connection.request("GET", "/v1/models/digits:predict", headers={"Authorization": f"Bearer {KEY}"})
     response = connection.getresponse()
     assert response.status == 405 and response.getheader("Allow") == "POST" and b"takes POST" in response.read()

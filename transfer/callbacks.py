@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import numpy as np
@@ -26,7 +22,7 @@ import tensorflow as tf
 
 from transfer import publishing
 from transfer.distribute import is_multi_worker, min_across_workers
-from transfer.errors import WorkerLostError
+from transfer.errors import WorkerLostError, sigint_deferred
 
 #: The `BackupAndRestore` folder inside a stage's folder.
 BACKUP = "backup"
@@ -153,22 +149,6 @@ class WholeBackupAndRestore(keras.callbacks.BackupAndRestore):
             with publishing.atomic_path(Path(self._weights_path)) as temporary:
                 self.model.save_weights(filepath=str(temporary), overwrite=True)
             publishing.write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": self._last_batch_seen})
-
-
-@contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Holds a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then raises it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
 
 
 def backup_epoch(backup_dir: Path, previous: bool = False) -> int:

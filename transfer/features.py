@@ -36,7 +36,7 @@ from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
 from transfer import artifacts, publishing
-from transfer.errors import DataError
+from transfer.errors import DataError, sigint_deferred
 from transfer.progress import SILENT, Reporter
 
 
@@ -123,16 +123,21 @@ def extract_features(
             reporter.message(f"{description}: all {len(paths)} from the feature cache.")
         return np.stack([found[digest] for digest in digests]) if paths else np.zeros((0, 0), np.float32)
     batches = []
+    decoded = iter_decoded_batches(paths, image_size, batch_size)
     with reporter.progress(description, total=len(paths) * views) as progress:
-        for batch in iter_decoded_batches(paths, image_size, batch_size):
-            if batch.failed:
-                path, reason = batch.failed[0]
-                raise DataError(f"{path} can no longer be read ({reason}); it was readable when checked.")
-            per_view = []
-            for _ in range(views):
-                pixels = batch.pixels if augmentation is None else augmentation(batch.pixels, training=True)
-                per_view.append(np.asarray(extractor.predict_on_batch(pixels)))
-                progress.advance(len(batch.paths))
+        while True:
+            with sigint_deferred():  # Ctrl-C inside TensorFlow's calls is raised once they return
+                batch = next(decoded, None)
+                if batch is None:
+                    break
+                if batch.failed:
+                    path, reason = batch.failed[0]
+                    raise DataError(f"{path} can no longer be read ({reason}); it was readable when checked.")
+                per_view = []
+                for _ in range(views):
+                    pixels = batch.pixels if augmentation is None else augmentation(batch.pixels, training=True)
+                    per_view.append(np.asarray(extractor.predict_on_batch(pixels)))
+            progress.advance(len(batch.paths) * views)
             batches.append(np.stack(per_view, axis=1))
     features = np.concatenate(batches)
     return features[:, 0] if views == 1 else features

@@ -23,9 +23,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from transfer import extras
-from transfer.errors import BadImageError, ModelLoadError, op_error_message
+from transfer.errors import BadImageError, ModelLoadError, op_error_message, require, sigint_deferred
 from transfer.imagenet import ImageNetClassifier, is_imagenet
-from transfer.errors import require
 from transfer.artifacts import Export, Run, open_model
 from transfer.layout import LABELS
 
@@ -43,10 +42,16 @@ class PixelScorer:
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
         from transfer.data import iter_decoded_batches
 
-        for batch in iter_decoded_batches(paths, self.image_size, batch_size):
+        batches = iter_decoded_batches(paths, self.image_size, batch_size)
+        while True:
+            with sigint_deferred():  # Ctrl-C inside TensorFlow's decoding or scoring is raised once it returns
+                batch = next(batches, None)
+                scores = self.score_pixels(batch.pixels) if batch is not None and batch.paths else None
+            if batch is None:
+                return
             yield from batch.failed
             if batch.paths:
-                yield from zip(batch.paths, self.score_pixels(batch.pixels))
+                yield from zip(batch.paths, scores)
 
     def score_encoded(self, contents: Sequence[bytes]) -> np.ndarray:
         """Softmax for encoded image files.
@@ -172,7 +177,9 @@ class SavedModelScorer:
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
             try:
-                yield from zip(batch, self._scores([_read(p) for p in batch]))
+                with sigint_deferred():
+                    scores = self._scores([_read(p) for p in batch])
+                yield from zip(batch, scores)
             except (tf.errors.OpError, OSError):
                 for path in batch:  # isolate the file(s) that failed
                     try:
