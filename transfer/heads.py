@@ -29,3 +29,20 @@ def classification_head(
         ]
     steps.append(layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
     return keras.Sequential(steps, name="head")
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class Temperature(layers.Layer):
+    """Temperature scaling of probabilities, the classifier's last layer: `softmax(log p / T)`
+    (`transfer.calibration`). T > 1 flattens overconfident probabilities; no prediction changes."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        logits = keras.ops.log(keras.ops.clip(keras.ops.cast(probabilities, "float32"), 1e-12, 1.0))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature}
