@@ -76,3 +76,45 @@ def test_the_model_layer_computes_what_the_module_does():
     probabilities, _ = overconfident(seed=2, n=50)
     layer = Temperature(2.5)
     np.testing.assert_allclose(np.asarray(layer(probabilities.astype("float32"))), scale(probabilities, 2.5), rtol=1e-4, atol=1e-6)
+
+
+def test_a_run_builds_its_temperature_in_and_says_so(digits_run, digits_dir, tmp_path):
+    """The run's model ends in the fitted temperature: its probabilities are the scaled ones of the
+    layers below it, no prediction changes, and metrics.json's ECE is what evaluate measures."""
+    import json
+
+    import keras
+    from typer.testing import CliRunner
+
+    from transfer.artifacts import Run
+    from transfer.cli import app
+
+    run = Run.open(digits_run)
+    config, metrics = run.config(), json.loads((digits_run / "metrics.json").read_text())
+    assert config["calibrate"] == "temperature" and metrics["calibration"]["temperature"] == config["temperature"]
+    model = run.load_model()
+    below = keras.Model(model.inputs[0], model.get_layer("temperature").input)
+    assert model.get_layer("temperature").temperature == pytest.approx(config["temperature"])
+    images = run.validation_images()
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(path).convert("RGB"), np.float32) for path in images["path"]])  # 32x32 already
+    calibrated, raw = np.asarray(model(pixels)), np.asarray(below(pixels))
+    np.testing.assert_allclose(calibrated, scale(raw, config["temperature"]), rtol=1e-4, atol=1e-6)
+    assert (calibrated.argmax(1) == raw.argmax(1)).all()
+
+    result = CliRunner().invoke(app, ["evaluate", str(digits_run), str(digits_dir), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    labels = [run.labels().index(label) for label in images["label"]]
+    assert metrics["val_ece"] == pytest.approx(expected_calibration_error(calibrated, np.array(labels)), abs=1e-4)
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= evaluated["ece"] <= 1
+
+
+def test_calibrate_none_leaves_the_model_as_trained(digits_dir, tmp_path):
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    result = train(digits_dir, tmp_path / "run", TrainOptions(backbone="lenet", epochs=1, augment=False, calibrate="none"), verbose=0)
+    assert "temperature" not in [layer.name for layer in result.model.layers]
+    assert result.metrics["calibration"] is None and result.metrics["val_ece"] is None

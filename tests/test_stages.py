@@ -77,6 +77,10 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
     regression = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42))
     regression.fit(x.loc[train["path"]].to_numpy(), (train["label"] == "7").astype(int))
     expected = regression.predict_proba(x.loc[val["path"]].to_numpy())
+    if config["temperature"] is not None:  # the run's calibration, built in after the head (transfer.calibration)
+        from transfer.calibration import scale
+
+        expected = scale(expected, config["temperature"])
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     scores = serve(images=tf.constant([open(p, "rb").read() for p in val["path"]]))["scores"].numpy()
     np.testing.assert_allclose(scores, expected, atol=1e-4)

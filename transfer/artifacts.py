@@ -265,6 +265,7 @@ def load_keras_model(model_file: Path):
     """A `model.keras` written by `transfer train`, for inference, with a clear error if damaged."""
     import keras
 
+    import transfer.heads  # noqa: F401  (registers the Temperature layer)
     import transfer.preprocessing  # noqa: F401  (registers the in-model Preprocess layer)
 
     model_file = Path(model_file)

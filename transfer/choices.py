@@ -27,6 +27,9 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 #: than cosine decay or one cycle in this tool's short stages; fine-tuning showed no clear winner
 #: and keeps cosine.
 DEFAULT_SCHEDULES = {"frozen": "constant", "finetune": "cosine", "scratch": "constant"}
+#: After training, `temperature` fits one temperature on the validation split and builds it into the
+#: model (`transfer.calibration`); `none` leaves the probabilities as trained.
+CALIBRATIONS = ("temperature", "none")
 #: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.export`).
 EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

@@ -205,3 +205,12 @@ def unfreeze_top(model: keras.Model, spec: BackboneSpec, count: int | None) -> l
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     return [layer.name for layer in layers if layer.trainable and layer.trainable_weights]
+
+
+def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
+    """`model` with temperature scaling as its last layer (`transfer.heads.Temperature`, float32),
+    named `temperature`; the same layers and weights."""
+    from transfer.heads import Temperature
+
+    outputs = Temperature(temperature, dtype="float32", name="temperature")(model.outputs[0])
+    return keras.Model(model.inputs[0], outputs, name=model.name)  # one input, as built: called with a tensor

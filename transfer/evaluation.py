@@ -231,6 +231,8 @@ def measure(
     true `labels` (class names) of the images at `paths`."""
     from sklearn import metrics as skm
 
+    from transfer.calibration import expected_calibration_error
+
     index = {name: i for i, name in enumerate(class_names)}
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores / scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
@@ -262,6 +264,7 @@ def measure(
         "top_k_accuracy": float(np.mean((ranked[:, :k] == truth[:, None]).any(axis=1))),
         "top_k": k,
         "log_loss": float(skm.log_loss(truth, scores, labels=classes)),
+        "ece": expected_calibration_error(scores, truth),  # 15 bins of top-1 confidence (`transfer.calibration`)
         "classes_absent": [name for i, name in enumerate(class_names) if i not in set(truth.tolist())],
         "macro_f1": float(per_class.loc["macro avg", "f1"]),
         "weighted_f1": float(per_class.loc["weighted avg", "f1"]),

@@ -15,7 +15,7 @@ from transfer.backbones import BackboneSpec, check_weights, get_backbone, run_ba
 from transfer.external_backbones import HUB_PREFIX, is_external
 from transfer.distribute import STRATEGIES, cluster_task
 from transfer.choices import (
-    CLASS_WEIGHTS, DEFAULT_EPOCHS, DEFAULT_SCHEDULES, FINETUNE_LEARNING_RATE, FLIPS, HEAD_LEARNING_RATE, HEAD_OPTIMIZER,
+    CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_EPOCHS, DEFAULT_SCHEDULES, FINETUNE_LEARNING_RATE, FLIPS, HEAD_LEARNING_RATE, HEAD_OPTIMIZER,
     DEFAULT_BACKBONE, HEADS, MAX_BATCH_SIZE, MAX_IMAGE_SIZE, OPTIMIZERS, SCHEDULES,
 )
 from transfer.errors import InvalidOptionError, require
@@ -61,6 +61,8 @@ class TrainOptions:
         batch_size: images per replica per step; default `default_batch_size` of the training split.
         label_smoothing, mixup, cutmix: the loss's smoothing; MixUp's and CutMix's Beta(a, a)
             parameter (0: off), on training batches only.
+        calibrate: `temperature` (one temperature fitted on the validation split after training, in
+            the model's last layer: `transfer.calibration`) or `none`.
         seed, strategy: seeds the split, initialization, shuffling and augmentation; the
             `tf.distribute` strategy (`transfer.distribute.STRATEGIES`).
         cache_features, cached_views, cache_dir: the frozen stage runs the backbone once per image
@@ -103,6 +105,7 @@ class TrainOptions:
     label_smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
+    calibrate: str = "temperature"
     # Where and how it runs: the seed, the strategy, the feature cache, logs (`RuntimeOptions`).
     seed: int = 42
     strategy: str = "auto"
@@ -329,6 +332,7 @@ class RecipeOptions:
     label_smoothing: float
     mixup: float
     cutmix: float
+    calibrate: str
 
     def check(self) -> None:
         require(self.epochs >= 1, "--epochs", self.epochs, "an integer >= 1")
@@ -348,6 +352,7 @@ class RecipeOptions:
         require(0 <= self.label_smoothing < 1, "--label-smoothing", self.label_smoothing, "a fraction in [0, 1)")
         for option, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
             require(0 <= value <= 10, option, value, "a Beta(a, a) parameter between 0 (off) and 10 (MixUp: 0.2 to 0.4 is usual; CutMix: 1)")
+        require(self.calibrate in CALIBRATIONS, "--calibrate", self.calibrate, " | ".join(CALIBRATIONS))
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,27 @@ def plot_cross_validation(table: pd.DataFrame, path: Path) -> None:
     axis.grid(alpha=0.3, axis="x")
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_reliability(rows: list[dict], path: Path, *, title: str = "reliability") -> None:
+    """A reliability diagram: each confidence bin's accuracy as a bar against the diagonal (perfect
+    calibration), its image count written on it (`transfer.calibration.reliability` rows)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
+    filled = [row for row in rows if row["count"]]
+    width = rows[0]["upper"] - rows[0]["lower"]
+    axis.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="calibrated")
+    axis.bar([row["lower"] for row in filled], [row["accuracy"] for row in filled], width=width, align="edge",
+             color="#4c72b0", edgecolor="white", label="accuracy in the bin")
+    axis.scatter([row["confidence"] for row in filled], [row["confidence"] for row in filled], color="#dd8452",
+                 zorder=3, s=14, label="mean confidence in the bin")
+    for row in filled:
+        axis.text(row["lower"] + width / 2, min(row["accuracy"] + 0.02, 0.97), str(row["count"]), ha="center", fontsize=7)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("top-1 confidence")
+    axis.set_ylabel("accuracy")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.set_title(title)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -23,7 +23,8 @@ from transfer import __version__, artifacts, layout, publishing
 from transfer.backbones import run_backbone
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
-from transfer.plots import plot_confusion_matrix, plot_image_grid
+from transfer.calibration import reliability
+from transfer.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
 from transfer.progress import SILENT, Reporter
 
 
@@ -58,6 +59,9 @@ def report(
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
+        truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
+        plot_reliability(reliability(evaluation.scores, truth), scratch / "reliability.png",
+                         title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation),
@@ -65,6 +69,7 @@ def report(
             _section("Training curves", _image(run.path / layout.CURVES, "training curves")),
             _section("Metrics on the validation split", _metrics(evaluation)),
             _section("Confusion matrix", _image(scratch / "confusion.png", "confusion matrix")),
+            _section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png")),
             _section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
             _section("Where the model looked (Grad-CAM)", heatmaps),
             _section("Configuration", _config(config)),
@@ -105,6 +110,20 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
         f'<p class="headline"><span id="accuracy">{s["accuracy"]:.1%}</span> validation accuracy</p>'
         f"<table class=facts>{rows}</table></header>"
     )
+
+
+def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
+    """The reliability diagram, the ECE, and what temperature the run built in."""
+    temperature = config.get("temperature")
+    built = (f"The run divides its logits by a temperature of {temperature:.3g}, fitted on this split after training "
+             f"(it changes no prediction)." if temperature not in (None, 1.0) else
+             "The run has no temperature built in (`--calibrate none`, a fit that would not have helped, or a run "
+             "trained before calibration).")
+    text = (f"<p>Expected calibration error {evaluation.summary['ece']:.3f}: of the images given a probability near "
+            f"0.9, about 90% should be right; each bar is the accuracy of the images whose top probability falls in "
+            f"its bin (the number on it: how many). {html.escape(built)} Measured on the validation split that also "
+            f"chose the temperature, so it flatters the model a little.</p>")
+    return text + _image(figure, "reliability diagram")
 
 
 def _data(run: artifacts.Run, split: pd.DataFrame) -> str:

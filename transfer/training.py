@@ -297,6 +297,13 @@ def _publish(run: RunState) -> TrainResult:
         probabilities = head_val_probabilities(run)  # the backbone is the frozen one: its features are cached
     else:
         probabilities = run.model.predict(run.val_data.map(lambda pixels, label: pixels), verbose=0)
+    calibration = _calibrate(run, probabilities)
+    if calibration is not None and calibration.applied:
+        from transfer.calibration import scale
+        from transfer.classifier import with_temperature
+
+        run.model = with_temperature(run.model, calibration.temperature)
+        probabilities = scale(probabilities, calibration.temperature).astype("float32")
     loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
     import pandas as pd
 
@@ -315,6 +322,8 @@ def _publish(run: RunState) -> TrainResult:
         "stage_seconds": run.stages_done,
         "train_seconds": round(time.perf_counter() - run.started, 1),
         "resumed": "resumed_at" in run.record,
+        "val_ece": None if calibration is None else calibration.ece_after,
+        "calibration": None if calibration is None else calibration.to_dict(),
     }
     config = {
         **dataclasses.asdict(options),
@@ -333,6 +342,7 @@ def _publish(run: RunState) -> TrainResult:
         "source_run": _source_record(options.source_run),
         "backbone_sha256": run.record.get("backbone_sha256"),
         "logistic": run.record.get("logistic"),
+        "temperature": calibration.temperature if calibration is not None else None,  # in the model's last layer
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
         "replicas": run.strategy.num_replicas_in_sync,
@@ -347,6 +357,24 @@ def _publish(run: RunState) -> TrainResult:
         run.files.drop_resume_state()
         publishing.publish(run.files.path, run.out_dir)
     return TrainResult(run.out_dir, metrics, history, run.model)
+
+
+def _calibrate(run: RunState, probabilities):
+    """Fits the temperature on the validation probabilities (`--calibrate temperature`) and says what
+    it did; `None` with `--calibrate none`."""
+    if run.options.calibrate == "none":
+        return None
+    from transfer.calibration import calibrate
+
+    calibration = calibrate(probabilities, run.val_labels)
+    run.reporter.message(
+        f"Calibration: temperature {calibration.temperature:.3g} built into the model (validation ECE "
+        f"{calibration.ece_before:.3f} -> {calibration.ece_after:.3f}, log loss {calibration.log_loss_before:.3f} -> "
+        f"{calibration.log_loss_after:.3f}; no prediction changes)." if calibration.applied else
+        f"Calibration: the fitted temperature ({calibration.fitted:.3g}) would raise the validation ECE "
+        f"({calibration.ece_before:.3f}), so it is not applied; the probabilities stay as trained."
+    )
+    return calibration
 
 
 def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:

@@ -17,7 +17,7 @@ import typer
 
 from transfer.backbones import BACKBONES, FILE_PREPROCESSING
 from transfer.datasets import RECIPES
-from transfer.choices import CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
+from transfer.choices import CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
 from transfer.options import TrainOptions
 from transfer.distribute import STRATEGIES
 
@@ -57,6 +57,7 @@ Quantization = _choices("Quantization", QUANTIZATIONS)
 
 
 Schedule = _choices("Schedule", SCHEDULES)
+CalibrationName = _choices("CalibrationName", CALIBRATIONS)
 
 
 DEFAULTS = TrainOptions()
@@ -132,6 +133,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     "label_smoothing": (Annotated[float, typer.Option(help="Targets of 1 - X on the true class plus X / classes on every class (0.1 is usual).")], DEFAULTS.label_smoothing),
     "mixup": (Annotated[float, typer.Option(help="MixUp on training batches with Beta(A, A) weights (0.2 to 0.4 is usual); 0 = off.")], DEFAULTS.mixup),
     "cutmix": (Annotated[float, typer.Option(help="CutMix on training batches: a box of another image pasted in, its area share from Beta(A, A) (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.")], DEFAULTS.cutmix),
+    "calibrate": (Annotated[CalibrationName, typer.Option(help="temperature: after training, fit one temperature on the validation split (it changes no prediction) and build it into the model, so that a probability of 0.9 means right about nine times in ten; none: keep the probabilities as trained.")], CalibrationName(DEFAULTS.calibrate)),
     # RuntimeOptions: where it runs
     "seed": (Seed, DEFAULTS.seed),
     "strategy": (Annotated[StrategyName, typer.Option(help="auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.")], StrategyName(DEFAULTS.strategy)),
