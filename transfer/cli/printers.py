@@ -143,10 +143,11 @@ def print_evaluation(evaluation) -> None:
     """Accuracy, top-k and log loss, a row per class, and the skipped files (on stderr)."""
     s = evaluation.summary
     numbers = [Column(name, justify="right") for name in ("precision", "recall", "f1", "support")]
-    table = Table("class", *numbers, title=(
+    results.print(  # a line of its own: as a table title it wrapped at the table's width
         f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"
-        f"   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})"
-    ))
+        f"   ECE {s['ece']:.4f}   ({s['num_images']} images, TTA {'on' if s['tta'] else 'off'})", highlight=False,
+    )
+    table = Table("class", *numbers)
     for name, row in evaluation.per_class.iterrows():
         table.add_row(str(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(int(row["support"])))
     results.print(table)
