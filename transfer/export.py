@@ -132,6 +132,9 @@ def export(
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
     run_data = () if isinstance(source, ImageNetClassifier) else tuple(artifacts.data_folders(source.path))
     publishing.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))
+    where = f"--images {images}" if images is not None else "the run's validation split"
+    reporter.message(f"The export is checked on {len(check_paths)} images of {where}"
+                     + (f", and int8 calibrated on {len(calibration_paths)}." if calibration_paths else "."))
 
     from transfer.classifier import inference_model
     from transfer.scorers import EXPORT_SCORERS, KerasScorer
