@@ -12,7 +12,7 @@ from pathlib import Path
 from transfer import publishing
 from transfer.datasets.digits import materialize as digits
 from transfer.datasets.shapes import materialize as shapes
-from transfer.options import require
+from transfer.errors import require
 
 RECIPES = {"digits": digits, "shapes": shapes}
 

@@ -122,7 +122,7 @@ def test_the_four_groups_hold_every_option_once_and_the_command_line_offers_them
     import dataclasses
 
     from transfer.cli.parameters import TRAIN_OPTIONS
-    from transfer.options import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
+    from transfer.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
     grouped = [f.name for group in (ModelOptions, DataOptions, RecipeOptions, RuntimeOptions) for f in dataclasses.fields(group)]
     assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(TrainOptions))
