@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -321,14 +322,10 @@ class _DownloadProgress:
     failed download is said by the error alone, in at most three lines, and the URL is in it."""
 
     def write(self, text: str) -> int:
-        import sys
-
         kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("Downloading data from"))
         return sys.stderr.write(kept) if kept else len(text)
 
     def flush(self) -> None:
-        import sys
-
         sys.stderr.flush()
 
 

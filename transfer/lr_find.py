@@ -73,9 +73,7 @@ def lr_find(
     require(0 < start_lr < math.inf, "--start-lr", start_lr, "a finite number > 0")
     require(start_lr < end_lr < math.inf, "--end-lr", end_lr, f"a finite number above --start-lr ({start_lr:g})")
     require(steps >= 20, "--steps", steps, "an integer >= 20 (the suggestion leaves out the first 10% and the last 5)")
-    stage_two = [name for name, given in (("--finetune-epochs", options.finetune_epochs), ("--unfreeze", options.unfreeze != "all"),
-                                          ("--finetune-lr", options.finetune_lr is not None),
-                                          ("--finetune-schedule", options.finetune_schedule is not None)) if given]
+    stage_two = ["--finetune-epochs"] * bool(options.finetune_epochs) + options.finetune_options_given
     if stage_two:
         raise InvalidOptionError(
             f"lr-find sweeps the first stage's learning rate (--lr); {', '.join(stage_two)} set the fine-tuning stage and "

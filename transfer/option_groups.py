@@ -185,8 +185,7 @@ def check_combinations(given: TrainOptions, options: TrainOptions, spec: Backbon
             f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
             f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
         )
-    stage_two = [name for name, given_it in (("--unfreeze", given.unfreeze != "all"), ("--finetune-lr", given.finetune_lr is not None),
-                                             ("--finetune-schedule", given.finetune_schedule is not None)) if given_it]
+    stage_two = given.finetune_options_given
     if stage_two and not options.finetune_epochs:
         them = "it" if len(stage_two) == 1 else "them"
         raise InvalidOptionError(

@@ -213,6 +213,12 @@ class TrainOptions:
         return is_external(name) or get_backbone(name).pretrained or self.source_run is not None
 
     @property
+    def finetune_options_given(self) -> list[str]:
+        """The options of stage 2 (fine-tuning) given a value other than their default, by name."""
+        return [name for name, given in (("--unfreeze", self.unfreeze != "all"), ("--finetune-lr", self.finetune_lr is not None),
+                                         ("--finetune-schedule", self.finetune_schedule is not None)) if given]
+
+    @property
     def mixing(self) -> bool:
         """Whether training batches are mixed (MixUp, CutMix)."""
         return bool(self.mixup or self.cutmix)

@@ -42,16 +42,20 @@ class PixelScorer:
     def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
         from transfer.data import iter_decoded_batches
 
-        batches = iter_decoded_batches(paths, self.image_size, batch_size)
+        batches, score = iter_decoded_batches(paths, self.image_size, batch_size), self.scorer_for(len(paths))
         while True:
             with sigint_deferred():  # Ctrl-C inside TensorFlow's decoding or scoring is raised once it returns
                 batch = next(batches, None)
-                scores = self.score_pixels(batch.pixels) if batch is not None and batch.paths else None
+                scores = score(batch.pixels) if batch is not None and batch.paths else None
             if batch is None:
                 return
             yield from batch.failed
             if batch.paths:
                 yield from zip(batch.paths, scores)
+
+    def scorer_for(self, count: int):
+        """The function that scores the pixels of a call with `count` images: `score_pixels`."""
+        return self.score_pixels
 
     def score_encoded(self, contents: Sequence[bytes]) -> np.ndarray:
         """Softmax for encoded image files.
@@ -67,7 +71,7 @@ class PixelScorer:
 class KerasScorer(PixelScorer):
     """A run's `model.keras`, or the ImageNet classifier as it comes.
 
-    A call to `score_files` with at most `EAGER_IMAGES` images (`transfer predict a.jpg b.jpg`)
+    A call to `score_files` with at most `EAGER_IMAGES` images (`scorer_for`) (`transfer predict a.jpg b.jpg`)
     runs the model eagerly: tracing Keras' predict function costs more than it saves there (ResNet50
     on 2 images: the first call 0.8 s eagerly, 1.7 s through the traced function). Anything longer,
     and the server's calls, go through the traced function.
@@ -81,19 +85,14 @@ class KerasScorer(PixelScorer):
         self.labels = run.labels()
         self.config = run.config()
         self.image_size = int(self.model.input_shape[1])
-        self.eager = False
         _check_labels(self.labels, int(self.model.output_shape[-1]), run.path)
 
-    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
-        self.eager = len(paths) <= self.EAGER_IMAGES
-        try:
-            yield from super().score_files(paths, batch_size)
-        finally:
-            self.eager = False
+    def scorer_for(self, count: int):
+        if count <= self.EAGER_IMAGES:
+            return lambda pixels: np.asarray(self.model(pixels, training=False))
+        return self.score_pixels
 
     def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        if self.eager:
-            return np.asarray(self.model(pixels, training=False))
         return np.asarray(self.model.predict_on_batch(pixels))
 
 
