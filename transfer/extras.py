@@ -19,6 +19,7 @@ EXTRAS = {
     "serve": (("fastapi", "uvicorn"), "the HTTP server of `transfer serve`"),
     "tensorboard": (("tensorboard",), "writing and viewing the logs of `train --tensorboard`"),
     "hub": (("keras_hub",), "loading keras-hub presets (`--backbone keras-hub:PRESET`)"),
+    "audit": (("cleanlab",), "finding label issues (`transfer audit`)"),
 }
 
 

@@ -8,6 +8,7 @@
 | report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file |
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
 | comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
+| audit | `audit` | `audit.csv`, `audit.html`, `clean.csv`, `out_of_fold.csv`, `folds.csv`, `skipped.csv`, `config.json` |
 
 A lr-find writes `lr_find.csv` and `.png`; a cross-validation `folds.csv`, `fold-K/`, `cv.csv`,
 `.json` and `.png`; `transfer features` one Parquet file. This module imports nothing of the
@@ -62,6 +63,11 @@ LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PNG = "lr_find.png"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_PNG = "leaderboard.png"
+#: `transfer audit`: the flagged images, the page, the manifest without label issues, every image's probabilities.
+AUDIT_CSV = "audit.csv"
+AUDIT_HTML = "audit.html"
+CLEAN_CSV = "clean.csv"
+OUT_OF_FOLD_CSV = "out_of_fold.csv"
 
 
 #: The columns of `history.csv`, `skipped.csv` and `duplicates.csv`.

@@ -9,17 +9,13 @@ Grad-CAM heatmaps over a few validation images.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
-
-from transfer import __version__, artifacts, layout, publishing
+from transfer import artifacts, layout, pages, publishing
 from transfer.backbones import run_backbone
 from transfer.errors import ModelLoadError
 from transfer.evaluation import Evaluation, evaluate
@@ -65,16 +61,16 @@ def report(
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation),
-            _section("Data", _data(run, split)),
-            _section("Training curves", _image(run.path / layout.CURVES, "training curves")),
-            _section("Metrics on the validation split", _metrics(evaluation)),
-            _section("Confusion matrix", _image(scratch / "confusion.png", "confusion matrix")),
-            _section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png")),
-            _section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
-            _section("Where the model looked (Grad-CAM)", heatmaps),
-            _section("Configuration", _config(config)),
+            pages.section("Data", _data(run, split)),
+            pages.section("Training curves", pages.image(run.path / layout.CURVES, "training curves")),
+            pages.section("Metrics on the validation split", _metrics(evaluation)),
+            pages.section("Confusion matrix", pages.image(scratch / "confusion.png", "confusion matrix")),
+            pages.section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png")),
+            pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
+            pages.section("Where the model looked (Grad-CAM)", heatmaps),
+            pages.section("Configuration", _config(config)),
         ]
-        page = _page(f"transfer report: {run_dir.name}", "\n".join(sections))
+        page = pages.page(f"transfer report: {run_dir.name}", "\n".join(sections), generator=layout.REPORT_GENERATOR)
     publishing.write_text(out_file, page)
     return out_file
 
@@ -123,7 +119,7 @@ def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
             f"0.9, about 90% should be right; each bar is the accuracy of the images whose top probability falls in "
             f"its bin (the number on it: how many). {html.escape(built)} Measured on the validation split that also "
             f"chose the temperature, so it flatters the model a little.</p>")
-    return text + _image(figure, "reliability diagram")
+    return text + pages.image(figure, "reliability diagram")
 
 
 def _data(run: artifacts.Run, split: pd.DataFrame) -> str:
@@ -153,7 +149,7 @@ def _errors(evaluation: Evaluation, count: int) -> str:
     for row in worst.itertuples():
         top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
         cards.append(
-            f'<figure class="card">{_thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label)}</b>'
+            f'<figure class="card">{pages.thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label)}</b>'
             f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
         )
     return f'<div class="grid">{"".join(cards)}</div>'
@@ -175,7 +171,7 @@ def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, co
     titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
     plot_image_grid(images, titles, path, columns=4, size=2.4)
     return (
-        _image(path, "Grad-CAM heatmaps")
+        pages.image(path, "Grad-CAM heatmaps")
         + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
         + ("the backbone's last feature maps" if _transfers(config) else "the last convolutional feature maps")
         + ").</p>"
@@ -194,51 +190,3 @@ def _config(config: dict) -> str:
         for k, v in sorted(config.items()) if k != "class_names"
     )
     return f"<table class=facts>{rows}</table>"
-
-
-def _thumbnail(path: str, side: int = 160) -> str:
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((side, side))
-            if max(image.size) < side // 2:  # small images (digits) enlarged, pixels kept sharp
-                factor = side // max(image.size)
-                image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-    except OSError:
-        return f"<div class=missing>cannot show {html.escape(path)}</div>"
-    return _data_uri(buffer.getvalue(), "thumbnail")
-
-
-def _image(path: Path, alt: str) -> str:
-    return _data_uri(Path(path).read_bytes(), alt)
-
-
-def _data_uri(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>\n{body}\n</section>"
-
-
-def _page(title: str, body: str) -> str:
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="{layout.REPORT_GENERATOR} {__version__}"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-h1 {{ margin-bottom: 0; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }}
-.headline {{ font-size: 1.3rem; }} #accuracy {{ font-size: 2.4rem; font-weight: 700; color: #2a7; }}
-table {{ border-collapse: collapse; font-size: .9rem; }} th, td {{ padding: .2rem .6rem; text-align: left; border-bottom: 1px solid #eee; }}
-table.numbers td {{ text-align: right; font-variant-numeric: tabular-nums; }}
-img {{ max-width: 100%; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 1rem; }}
-.card {{ margin: 0; padding: .5rem; border: 1px solid #ddd; border-radius: 6px; }}
-.card ol {{ margin: .3rem 0; padding-left: 1.2rem; }} .card small {{ color: #777; word-break: break-all; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""

@@ -122,6 +122,28 @@ def print_cross_validation(summary: dict, folds: int) -> None:
         results.print(summary["verdict"], highlight=False)
 
 
+def print_audit(result) -> None:
+    """What the audit found, the worst label issues, and what to do next."""
+    summary, table = result.summary, result.table
+    results.print(
+        f"{summary['num_images']} images, {summary['folds']}-fold out-of-fold accuracy {summary['out_of_fold_accuracy']:.4f}: "
+        f"{summary['label_issues']} label issue(s), {summary['near_duplicate_pairs']} near-duplicate pair(s), "
+        f"{summary['outliers']} outlier(s).", highlight=False,
+    )
+    issues = table[table["kind"] == "label_issue"]
+    if len(issues):
+        shown = Table("path", "given", "suggested", Column("score", justify="right"), title="The surest label issues")
+        for row in issues.head(10).itertuples():
+            shown.add_row(escape(row.path), escape(row.given), escape(row.suggested), f"{row.score:.3f}")
+        results.print(shown)
+    out = result.path
+    results.print(f"Next: look at the top of {out}/audit.html (every flagged image beside its given and suggested class); "
+                  f"all of them are in {out}/audit.csv.", highlight=False)
+    if len(issues):
+        results.print(f"Then train on the {summary['clean_images']} images without a label issue: "
+                      f"transfer train --manifest {out}/clean.csv --out RUN_DIR", highlight=False)
+
+
 def print_leaderboard(leaderboard) -> None:
     """A comparison's leaderboard, best first; a failed backbone shows its error."""
     top_k = f"top-{leaderboard.attrs.get('top_k', 3)}"

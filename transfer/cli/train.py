@@ -1,4 +1,4 @@
-"""The commands that train: `train`, `lr-find`, `cross-validate`, `compare`."""
+"""The commands that train: `train`, `lr-find`, `cross-validate`, `audit`, `compare`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from transfer.backbones import BACKBONES
 from transfer.cli.app import app, results, user_errors
 from transfer.cli.parameters import option_name, train_options_of, with_train_options
-from transfer.cli.printers import RichReporter, print_cross_validation, print_leaderboard, print_trained
+from transfer.cli.printers import RichReporter, print_audit, print_cross_validation, print_leaderboard, print_trained
 
 
 @app.command()
@@ -108,6 +108,38 @@ def cross_validate(
                                     reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
     print_cross_validation(done.summary, folds)
     results.print(f"Per fold and per class: {out}/cv.csv; summary: {out}/cv.json; plot: {out}/cv.png", highlight=False)
+
+
+#: What `audit` does not take: a frozen backbone is audited by a logistic regression, a baseline trained in one stage.
+AUDIT_WITHOUT = ("head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
+                 "finetune_lr", "finetune_schedule", "label_smoothing", "mixup", "cutmix", "calibrate", "strategy",
+                 "cache_features", "cached_views", "tensorboard")
+
+
+@app.command()
+@with_train_options(without=AUDIT_WITHOUT)
+def audit(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): every image is audited.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for audit.csv, audit.html, clean.csv and out_of_fold.csv.", show_default=False)] = None,
+    folds: Annotated[int, typer.Option(help="K: each image is judged by the model fitted on the other K - 1 folds.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier audit written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Find wrong labels, near-duplicates and outliers.
+
+    Judges every image by a model that never saw it (K-fold), and lists the labels to check (cleanlab), near-duplicate pairs and outliers; the data is not changed.
+
+    Example: transfer audit photos/ --out runs/audit
+    """
+    with user_errors():
+        from transfer.audit import audit as run_audit
+        from transfer.errors import InvalidOptionError
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for audit.csv, audit.html and clean.csv, e.g. --out audit.")
+        done = run_audit(data_dir, out, train_options_of(options), folds=folds, force=force,
+                         reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
+    print_audit(done)
 
 
 @app.command()
