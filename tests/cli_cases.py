@@ -311,6 +311,13 @@ CASES = [
     Case("lr-find without --out", lambda ws: ["lr-find", str(ws.data), "--backbone", "lenet"], 2, "Missing --out: the folder for lr_find.png"),
     Case("lr-find over a run", lambda ws: ["lr-find", str(ws.data), "--backbone", "lenet", "--out", str(ws.run)], 2, "is an earlier transfer run; --force replaces only an earlier transfer lr-find"),
     Case("cross-validate with more folds than a class has images", lambda ws: ["cross-validate", str(ws.data), "--backbones", "lenet", "--folds", "20", "--out", str(ws.fresh("cv"))], 2, "--folds 20 needs at least 20 usable images of each class; ants has 6, bees has 6"),
+    Case("audit without --out", lambda ws: ["audit", str(ws.data), "--backbone", "lenet"], 2, "Missing --out: the folder for audit.csv"),
+    Case("audit --folds 1", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--folds", "1", "--out", str(ws.fresh("out"))], 2, "--folds must be an integer >= 2; received 1"),
+    Case("audit with more folds than a class has images", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--folds", "7", "--out", str(ws.fresh("out"))], 2, "--folds 7 needs at least 7 usable images of each class; ants has 6, bees has 6"),
+    Case("audit a class with one image", lambda ws: ["audit", str(_data_with(ws, "one-bee", _one_usable_bee)), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "bees"),
+    Case("audit --out inside the data", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--out", str(ws.data / "ants" / "audit")], 2, "is inside the data folder"),
+    Case("audit --force over a run", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--force", "--out", str(ws.copy_of(ws.run, "run-under-audit"))], 2, "is an earlier transfer run; --force replaces only an earlier transfer audit"),
+    Case("audit --epochs with a pretrained backbone", lambda ws: ["audit", str(ws.data), "--weights", "none", "--epochs", "5", "--out", str(ws.fresh("out"))], 2, "Received --epochs with the pretrained backbone resnet50; a pretrained backbone is audited by a logistic regression"),
     # Outputs and faults
     Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists (an earlier transfer run)"),
     Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),
