@@ -65,9 +65,40 @@ def test_a_fit_that_would_make_the_ece_worse_is_not_applied():
     probabilities = np.array([[0.13, 0.87], [0.25, 0.75], [0.66, 0.34], [0.22, 0.78], [0.76, 0.24]])
     labels = np.array([1, 1, 0, 1, 1])
     result = calibrate(probabilities, labels)
-    assert result.fitted == pytest.approx(0.888, abs=0.01) and not result.applied
+    assert result.fitted == pytest.approx(0.888, abs=0.01) and not result.applied and result.reason
     assert result.temperature == 1.0 and result.ece_after == result.ece_before == pytest.approx(0.152)
     assert result.log_loss_after == result.log_loss_before
+
+
+def test_with_no_validation_error_no_temperature_is_fitted():
+    """Every image right: the likelihood only grows as T falls, so a "fit" would make every answer certain."""
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+    labels = np.array([0, 1, 0, 1])
+    assert fit_temperature(probabilities, labels) < 0.06, "the check itself: the search runs to its smallest T"
+    result = calibrate(probabilities, labels)
+    assert not result.applied and result.temperature == 1.0 and result.fitted is None
+    assert "classified right" in result.reason
+
+
+def test_a_temperature_that_only_fits_its_own_images_is_not_applied():
+    """49 images right at 0.9 and one wrong at 0.6: on all 50 the fit sharpens (T < 1) and lowers the
+    validation ECE, but the fold holding the error is scored by a temperature fitted on images
+    that are all right, which makes it certain of the wrong class."""
+    probabilities = np.array([[0.9, 0.1]] * 49 + [[0.6, 0.4]])
+    labels = np.array([0] * 49 + [1])
+    fitted = fit_temperature(probabilities, labels)
+    assert fitted < 1 and expected_calibration_error(scale(probabilities, fitted), labels) < expected_calibration_error(probabilities, labels)
+    result = calibrate(probabilities, labels)
+    assert not result.applied and result.temperature == 1.0
+    assert result.held_out_log_loss > result.log_loss_before and "not fitted on" in result.reason
+
+
+def test_the_held_out_check_agrees_with_the_fit_on_plenty_of_images():
+    probabilities, labels = overconfident(seed=3)
+    result = calibrate(probabilities, labels)
+    assert result.applied
+    assert result.held_out_log_loss == pytest.approx(result.log_loss_after, rel=0.01)
+    assert result.held_out_log_loss < result.log_loss_before
 
 
 def test_the_model_layer_computes_what_the_module_does():

@@ -371,8 +371,7 @@ def _calibrate(run: RunState, probabilities):
         f"Calibration: temperature {calibration.temperature:.3g} built into the model (validation ECE "
         f"{calibration.ece_before:.3f} -> {calibration.ece_after:.3f}, log loss {calibration.log_loss_before:.3f} -> "
         f"{calibration.log_loss_after:.3f}; no prediction changes)." if calibration.applied else
-        f"Calibration: the fitted temperature ({calibration.fitted:.3g}) would raise the validation ECE "
-        f"({calibration.ece_before:.3f}), so it is not applied; the probabilities stay as trained."
+        f"Calibration: no temperature applied, the probabilities stay as trained: {calibration.reason}."
     )
     return calibration
 
