@@ -125,7 +125,7 @@ def audit(
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier audit written by transfer (nothing else).")] = False,
     **options,
 ) -> None:
-    """Find wrong labels, near-duplicates and outliers.
+    """Find wrong labels, duplicates and outliers.
 
     Judges every image by a model that never saw it (K-fold), and lists the labels to check (cleanlab), near-duplicate pairs and outliers; the data is not changed.
 
