@@ -149,3 +149,25 @@ def test_calibrate_none_leaves_the_model_as_trained(digits_dir, tmp_path):
     result = train(digits_dir, tmp_path / "run", TrainOptions(backbone="lenet", epochs=1, augment=False, calibrate="none"), verbose=0)
     assert "temperature" not in [layer.name for layer in result.model.layers]
     assert result.metrics["calibration"] is None and result.metrics["val_ece"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [
+    {"backbone": "lenet", "epochs": 2, "label_smoothing": 0.1},
+    {"backbone": "lenet", "epochs": 2, "mixup": 0.2},
+    {"backbone": "resnet50", "weights": "none", "image_size": 32, "head": "logistic"},
+], ids=["label-smoothing", "mixup", "logistic-head"])
+def test_every_recipe_is_calibrated_the_same_way(recipe, digits_dir, tmp_path):
+    """Smoothed or mixed targets and the closed-form head: the run records its calibration, and the
+    model ends in the temperature exactly when the fit was applied."""
+    import json
+
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    result = train(digits_dir, tmp_path / "run", TrainOptions(augment=False, seed=1, **recipe), verbose=0)
+    record = json.loads((result.run_dir / "metrics.json").read_text())["calibration"]
+    layers = [layer.name for layer in result.model.layers]
+    assert ("temperature" in layers) == record["applied"]
+    assert record["applied"] or record["reason"]
+    assert record["ece_after"] <= record["ece_before"]
