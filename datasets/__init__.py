@@ -2,7 +2,7 @@
 
 This folder installs as `transfer.datasets`. `RECIPES` maps a name to a function
 `(out_dir: Path) -> Path` that writes the dataset in the folder layout described in
-`datasets/README.md`; `write_dataset` writes one as an output of `transfer` (it owns the folder).
+`datasets/README.md` (`shapes-multi`: images and a multi-label manifest, `labels.csv`); `write_dataset` writes one as an output of `transfer` (it owns the folder).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 from transfer import publishing
 from transfer.datasets.digits import materialize as digits
 from transfer.datasets.shapes import materialize as shapes
+from transfer.datasets.shapes_multi import materialize as shapes_multi
 from transfer.errors import require
 
-RECIPES = {"digits": digits, "shapes": shapes}
+RECIPES = {"digits": digits, "shapes": shapes, "shapes-multi": shapes_multi}
 
 
 def write_dataset(name: str, out_dir: Path, *, force: bool = False) -> Path:

@@ -41,13 +41,24 @@ def materialize(out_dir: Path, per_class: int = 50, seed: int = 0, classes: tupl
 
 
 def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
-    background = rng.integers(130, 256, 3)
-    noise = rng.normal(0, 25, (SIZE, SIZE, 3))
-    image = Image.fromarray(np.clip(background + noise, 0, 255).astype(np.uint8))
+    image, background = noisy_background(SIZE, rng)
     draw = ImageDraw.Draw(image)
-    colour = _contrasting(background, rng)
     radius = rng.uniform(14, 24)
     cx, cy = rng.uniform(radius + 2, SIZE - radius - 2, 2)
+    draw_shape(draw, shape, (cx, cy, radius), _contrasting(background, rng), rng)
+    return image
+
+
+def noisy_background(size: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+    """A `size` x `size` image of noise around a random light colour, and that colour."""
+    background = rng.integers(130, 256, 3)
+    noise = rng.normal(0, 25, (size, size, 3))
+    return Image.fromarray(np.clip(background + noise, 0, 255).astype(np.uint8)), background
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, circle: tuple[float, float, float], colour, rng: np.random.Generator) -> None:
+    """Draws `shape` filling the circle `(cx, cy, radius)`, turned by a small random angle."""
+    cx, cy, radius = circle
     upright = {"triangle": -math.pi / 2, "square": math.pi / 4, "pentagon": -math.pi / 2, "ring": -math.pi / 2, "star": -math.pi / 2}
     angle = rng.uniform(-0.25, 0.25) + upright.get(shape, 0.0)
     if shape == "circle":
@@ -72,7 +83,6 @@ def _draw(shape: str, rng: np.random.Generator) -> Image.Image:
             points = [(cx + dx * math.cos(a) * radius + dy * math.cos(b) * w, cy + dx * math.sin(a) * radius + dy * math.sin(b) * w)
                       for dx, dy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
             draw.polygon(points, fill=colour)
-    return image
 
 
 def _luminance(rgb) -> float:

@@ -261,14 +261,14 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
 
 
-def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num_classes: int):
+def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num_classes: int, activation: str = "softmax"):
     """Builds the backbone as an uncompiled Keras model.
 
     Pretrained backbones come from `keras.applications` with `include_top=False` and no pooling;
     `weights` is `"imagenet"` (downloaded by Keras, or read from its cache), `None` (random
     initialization) or the path of a weights file (for example the `.h5` file Keras would
     download, fetched by hand). Baselines are complete classifiers ending in a softmax over
-    `num_classes` and only accept `weights=None`.
+    `num_classes` (or `activation`, a sigmoid per label for multi-label data) and only accept `weights=None`.
 
     Raises:
         InvalidOptionError: weights that do not apply to this backbone.
@@ -278,7 +278,7 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
     check_weights(spec, "none" if weights is None else weights)
     input_shape = (image_size, image_size, spec.input_channels)
     if not spec.pretrained:
-        return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes)
+        return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes, activation=activation)
     return load_application(spec, include_top=False, weights=weights, input_shape=input_shape,
                             otherwise="; or train from random initialization with --weights none")
 

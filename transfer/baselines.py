@@ -1,6 +1,7 @@
 """From-scratch baselines: LeNet-5 and AlexNet, as in the reference lecture notes.
 
-Both return complete, uncompiled classifiers ending in a softmax layer named `predictions`.
+Both return complete, uncompiled classifiers ending in a softmax layer named `predictions` (a sigmoid
+per label with `activation="sigmoid"`, for multi-label data).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import keras
 from keras import layers
 
 
-def lenet(input_shape=(32, 32, 1), num_classes=10, name="lenet") -> keras.Model:
+def lenet(input_shape=(32, 32, 1), num_classes=10, name="lenet", activation="softmax") -> keras.Model:
     """LeNet-5 (LeCun et al., 1998, "Gradient-based learning applied to document recognition").
 
     C1: 6 maps 5x5 tanh; S2: 2x2 average pool; C3: 16 maps 5x5 tanh; S4: 2x2 average pool;
@@ -24,11 +25,11 @@ def lenet(input_shape=(32, 32, 1), num_classes=10, name="lenet") -> keras.Model:
     x = layers.Conv2D(120, 5, activation="tanh", name="c5")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(84, activation="tanh", name="f6")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def alexnet(input_shape=(227, 227, 3), num_classes=1000, name="alexnet") -> keras.Model:
+def alexnet(input_shape=(227, 227, 3), num_classes=1000, name="alexnet", activation="softmax") -> keras.Model:
     """AlexNet (Krizhevsky et al., 2012), single-stream, without local response normalization.
 
     96 11x11/4 conv, 3x3/2 max pool, 256 5x5 conv (pad 2), max pool, 384 3x3, 384 3x3, 256 3x3
@@ -49,5 +50,5 @@ def alexnet(input_shape=(227, 227, 3), num_classes=1000, name="alexnet") -> kera
     x = layers.Dropout(0.5, name="dropout6")(x)
     x = layers.Dense(4096, activation="relu", name="fc7")(x)
     x = layers.Dropout(0.5, name="dropout7")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)

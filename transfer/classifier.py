@@ -47,8 +47,10 @@ def build_classifier(
     head_units: int = 0,
     augmentation: keras.Layer | None = None,
     backbone_layer: str | None = None,
+    multi_label: bool = False,
 ) -> keras.Model:
-    """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen.
+    """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen. It ends
+    in a softmax over the classes, or with `multi_label` in one sigmoid per label.
 
     Args:
         weights: where the backbone's weights come from: `"imagenet"`, a weights file, `None`
@@ -58,18 +60,19 @@ def build_classifier(
             its classifier, see `transfer.external_backbones`).
     """
     source, weights = (weights, None) if isinstance(weights, keras.Model) else (None, weights)
+    activation = "sigmoid" if multi_label else "softmax"
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     if not spec.pretrained and source is None:
         x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
-        return keras.Model(inputs, build_backbone(spec, image_size, None, num_classes)(x), name=f"{spec.name}_classifier")
+        return keras.Model(inputs, build_backbone(spec, image_size, None, num_classes, activation)(x), name=f"{spec.name}_classifier")
     backbone, preprocess = _backbone_and_preprocessing(spec, image_size, weights, source, backbone_layer)
     x = Preprocess(**preprocess, dtype="float32", name="preprocess")(x)
     backbone.trainable = False
     x = backbone(x, training=False)
     pool = keras.layers.GlobalAveragePooling2D(name="avg_pool") if spec.pretrained else keras.layers.Flatten(name="flatten_features")
     x = pool(x)
-    outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units)(x)
+    outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units, activation)(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
 
 

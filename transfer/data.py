@@ -40,6 +40,7 @@ class ImageFolder:
         duplicates: validation images whose bytes equal a training image's: `val_path`,
             `val_label`, `train_path`, `train_label`, `removed` (by `dedupe`).
         source: the folder(s) or manifest the images came from.
+        multi_label: each `label` is a set of labels joined by `;` (`transfer.sources.split_labels`).
     """
 
     class_names: list[str]
@@ -47,17 +48,23 @@ class ImageFolder:
     skipped: pd.DataFrame
     duplicates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=layout.DUPLICATE_COLUMNS))
     source: str = ""
+    multi_label: bool = False
 
     def paths_and_indices(self, split: str) -> tuple[list[str], np.ndarray]:
+        """The paths of a split and their targets: class indices, or for multi-label data a
+        `[images, labels]` 0/1 matrix (float32)."""
         rows = self.examples[self.examples["split"] == split]
+        if self.multi_label:
+            return rows["path"].tolist(), multi_hot(rows["label"], self.class_names)
         index = {name: i for i, name in enumerate(self.class_names)}
         return rows["path"].tolist(), rows["label"].map(index).to_numpy(dtype=np.int32)
 
     def counts(self) -> pd.DataFrame:
-        """Usable images per class (rows, in class order) by split, and skipped files per class."""
-        table = pd.crosstab(self.examples["label"], self.examples["split"])
+        """Usable images per class (rows, in class order) by split, and skipped files per class; for
+        multi-label data, the images carrying each label."""
+        table = pd.crosstab(*_label_rows(self.examples, self.multi_label))
         table = table.reindex(index=self.class_names, columns=list(SPLITS), fill_value=0)
-        skipped = self.skipped["label"].value_counts() if len(self.skipped) else pd.Series(dtype=int)
+        skipped = _label_rows(self.skipped, self.multi_label)[0].value_counts() if len(self.skipped) else pd.Series(dtype=int)
         table["skipped"] = [int(skipped.get(name, 0)) for name in self.class_names]
         return table
 
@@ -67,7 +74,7 @@ class ImageFolder:
         return float(train.max() / max(train.min(), 1))
 
     def class_weights(self) -> dict[int, float]:
-        """scikit-learn's balanced weights, n_samples / (n_classes * n_class), by class index."""
+        """scikit-learn's balanced weights, n_samples / (n_classes * n_class), by class index (single-label data)."""
         _, labels = self.paths_and_indices("train")
         classes = np.arange(len(self.class_names))
         weights = compute_class_weight("balanced", classes=classes, y=labels)
@@ -103,13 +110,14 @@ def prepare(
     examples = files[~broken].reset_index(drop=True)
     _require_usable(examples, skipped, listing)
     if (examples["split"] == "").any():
-        examples["split"] = _stratified_split(examples, val_split, seed)
+        split = _multi_label_split if listing.multi_label else _stratified_split
+        examples["split"] = split(examples, val_split, seed)
     duplicates = find_duplicates(examples, reporter)
     if dedupe and len(duplicates):
         duplicates["removed"] = True
         examples = examples[~examples["path"].isin(duplicates["val_path"])].reset_index(drop=True)
         _require_usable(examples, skipped, listing)
-    return ImageFolder(listing.class_names, examples, skipped, duplicates, listing.source)
+    return ImageFolder(listing.class_names, examples, skipped, duplicates, listing.source, listing.multi_label)
 
 
 def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_weight: str) -> None:
@@ -171,23 +179,46 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
     }, columns=layout.DUPLICATE_COLUMNS)
 
 
+def multi_hot(joined: pd.Series, class_names: list[str]) -> np.ndarray:
+    """`[images, labels]` float32 0/1 targets of multi-label images (`label` = labels joined by `;`)."""
+    from transfer.sources import split_labels
+
+    index = {name: i for i, name in enumerate(class_names)}
+    targets = np.zeros((len(joined), len(class_names)), np.float32)
+    for row, labels in enumerate(joined):
+        targets[row, [index[label] for label in split_labels(labels)]] = 1
+    return targets
+
+
+def _label_rows(table: pd.DataFrame, multi_label: bool) -> tuple[pd.Series, ...]:
+    """`(label, split)` columns of `table` with one row per label an image carries (multi-label data)."""
+    if not multi_label:
+        return (table["label"],) + ((table["split"],) if "split" in table else ())
+    from transfer.sources import split_labels
+
+    exploded = table.assign(label=table["label"].map(split_labels)).explode("label").dropna(subset=["label"])
+    return (exploded["label"],) + ((exploded["split"],) if "split" in exploded else ())
+
+
 def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: Listing) -> None:
     """At least 2 usable images per class, and at least 1 per class in each fixed split."""
-    usable = examples["label"].value_counts()
+    usable = _label_rows(examples, listing.multi_label)[0].value_counts()
     lacking = [name for name in listing.class_names if usable.get(name, 0) < 2]
     if lacking:
         def detail(name: str) -> str:
-            left_out = skipped[skipped["label"] == name]
+            left_out = skipped[_label_rows(skipped, listing.multi_label)[0].eq(name).groupby(level=0).any().reindex(skipped.index, fill_value=False)]
             files = "; ".join(f"{row.path}: {row.reason}" for row in left_out.head(5).itertuples())
             more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
             return f"{name}: {usable.get(name, 0)} usable, {len(left_out)} skipped" + (f" ({files}{more})" if files else "")
 
+        what = "Label(s) on" if listing.multi_label else "Class(es) with"
         raise DataError(
-            f"Class(es) with fewer than 2 usable images in {listing.source}: {', '.join(map(detail, lacking))}. "
-            f"Every class needs at least 2 readable images (one to train on, one to validate)."
+            f"{what} fewer than 2 usable images in {listing.source}: {', '.join(map(detail, lacking))}. "
+            f"Every {'label' if listing.multi_label else 'class'} needs at least 2 readable images (one to train on, "
+            f"one to validate)."
         )
     for split in sorted(set(examples["split"]) - {""}):
-        counts = examples[examples["split"] == split]["label"].value_counts()
+        counts = _label_rows(examples[examples["split"] == split], listing.multi_label)[0].value_counts()
         empty = [name for name in listing.class_names if counts.get(name, 0) == 0]
         if empty:
             raise DataError(
@@ -205,6 +236,33 @@ def _stratified_split(examples: pd.DataFrame, val_split: float, seed: int) -> li
         held_out = min(len(rows) - 1, max(1, int(np.floor(val_split * len(rows) + 0.5))))
         split[rng.permutation(rows.index.to_numpy())[:held_out]] = "val"
     return split.tolist()
+
+
+def _multi_label_split(examples: pd.DataFrame, val_split: float, seed: int) -> list[str]:
+    """Holds out `val_split` of the images by iterative stratification (Sechidis et al. 2011, the
+    `iterative-stratification` package), so each label keeps about its share in validation; then
+    every label (each has 2 or more images) is given at least one image in each split, moving the
+    image whose other labels can spare it."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    from transfer.sources import split_labels
+
+    names = sorted({label for joined in examples["label"] for label in split_labels(joined)})
+    targets = multi_hot(examples["label"], names).astype(int)
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val_split, random_state=seed % 2**32)
+    _, held_out = next(splitter.split(np.zeros(len(examples)), targets))
+    in_val = np.zeros(len(examples), bool)
+    in_val[held_out] = True
+    for label in np.argsort(targets.sum(axis=0), kind="stable"):  # the rarest first
+        for lacking in (True, False):  # validation lacks it, then training
+            if (in_val[targets[:, label] == 1] == lacking).any():
+                continue
+            counts = targets[in_val != lacking].sum(axis=0)  # in the split that gives an image up
+            donors = [i for i in np.flatnonzero((targets[:, label] == 1) & (in_val != lacking))
+                      if (counts[targets[i] == 1] > 1).all()]
+            if donors:
+                in_val[min(donors, key=lambda i: targets[i].sum())] = lacking
+    return ["val" if held else "train" for held in in_val]
 
 
 def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = SILENT) -> dict[str, str]:

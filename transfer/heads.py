@@ -7,9 +7,10 @@ from keras import layers
 
 
 def classification_head(
-    num_features: int, num_classes: int, dropout_rate: float = 0.2, head_units: int = 0
+    num_features: int, num_classes: int, dropout_rate: float = 0.2, head_units: int = 0, activation: str = "softmax"
 ) -> keras.Sequential:
-    """Dropout, an optional ReLU dense layer with its own dropout, and a softmax dense layer.
+    """Dropout, an optional ReLU dense layer with its own dropout, and a softmax dense layer (a
+    sigmoid per label, `activation="sigmoid"`, for multi-label data).
 
     The head is a model of its own, named `head`, that reads the backbone's globally average
     pooled features; so the frozen stage can train it directly on cached features (see
@@ -27,7 +28,7 @@ def classification_head(
             layers.Dense(head_units, activation="relu", name="head_dense"),
             layers.Dropout(dropout_rate, name="head_dense_dropout"),
         ]
-    steps.append(layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"))
+    steps.append(layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions"))
     return keras.Sequential(steps, name="head")
 
 

@@ -48,7 +48,10 @@ def uses_probability_targets(options: TrainOptions) -> bool:
 
 
 def make_loss(options: TrainOptions) -> keras.losses.Loss:
-    """Cross-entropy on class indices, or on probability vectors with label smoothing."""
+    """Cross-entropy on class indices, or on probability vectors with label smoothing; for
+    multi-label data, binary cross-entropy on each label (0/1 targets, smoothed as asked)."""
+    if options.multi_label:
+        return keras.losses.BinaryCrossentropy(label_smoothing=options.label_smoothing)
     if not uses_probability_targets(options):
         return keras.losses.SparseCategoricalCrossentropy()
     return keras.losses.CategoricalCrossentropy(label_smoothing=options.label_smoothing)

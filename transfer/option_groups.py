@@ -65,6 +65,7 @@ class DataOptions:
     val_split: float
     val_dir: str | None
     manifest: str | None
+    multi_label: bool
     dedupe: bool
     allow_split_names: bool
     class_weight: str
@@ -80,6 +81,16 @@ class DataOptions:
                 f"validation images in its split column instead."
             )
         require(self.flip in FLIPS, "--flip", self.flip, " | ".join(FLIPS))
+        if self.multi_label and not self.manifest:
+            raise InvalidOptionError(
+                "--multi-label reads a manifest with a labels column (path,labels[,split]; labels separated by ;): "
+                "pass --manifest FILE.csv. Class folders give one label per image."
+            )
+        if self.multi_label and self.class_weight == "auto":
+            raise InvalidOptionError(
+                "--class-weight auto balances the classes of single-label data; with --multi-label each label is its own "
+                "yes/no, which it does not weigh. Drop --class-weight auto."
+            )
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class TrainOptions:
             `mixed_float16` policy (for GPUs with tensor cores).
         val_split, val_dir, manifest: the share of each class held out, or a validation folder, or a
             `path,label[,split]` CSV file read instead of a folder.
+        multi_label: zero or more labels per image (`transfer.multilabel`), from a manifest with a
+            `labels` column (which switches it on by itself).
         dedupe, allow_split_names, class_weight: drop validation copies of training images; accept
             class folders named like splits; `auto` for balanced class weights in the loss.
         augment, flip: random flip, rotation, zoom, translation and contrast (baselines: flip and
@@ -85,6 +87,7 @@ class TrainOptions:
     val_split: float = 0.2
     val_dir: str | None = None
     manifest: str | None = None
+    multi_label: bool = False
     dedupe: bool = False
     allow_split_names: bool = False
     class_weight: str = "none"

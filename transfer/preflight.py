@@ -35,9 +35,41 @@ def preflight(data_dir: Path | None, out_dir: Path, options: TrainOptions, *, ki
         publishing.check_destination(out_dir, kind=kind, force=force, data=data)
     check_installed(options)
     listing = list_data(data_dir, options)
+    check_labels_kind(listing, options)
     if worker is None:
         publishing.check_outside(out_dir, tuple(listing.folders))  # a manifest's folders are known now
     return listing
+
+
+def check_labels_kind(listing: Listing, options: TrainOptions) -> None:
+    """Refuses `--multi-label` on single-label data, and options that single-label data alone can use
+    on a multi-label manifest (whose `labels` column switches multi-label on by itself).
+
+    Raises:
+        DataError, InvalidOptionError: naming the column or the option.
+    """
+    from transfer.errors import DataError
+
+    if options.multi_label and not listing.multi_label:
+        raise DataError(
+            f"--multi-label: {listing.source} has one label per image (a label column, or class folders); a multi-label "
+            f"manifest has a labels column: path,labels with the labels of each image separated by ;."
+        )
+    if listing.multi_label and options.class_weight == "auto":
+        raise InvalidOptionError(
+            f"--class-weight auto balances the classes of single-label data; {listing.source} is multi-label (a labels "
+            f"column), where each label is its own yes/no. Drop --class-weight auto."
+        )
+
+
+def with_labels_kind(options: TrainOptions, listing: Listing, reporter) -> TrainOptions:
+    """`options` with `multi_label` on where the manifest has a `labels` column, said once."""
+    import dataclasses
+
+    if listing.multi_label and not options.multi_label:
+        reporter.message("The manifest has a labels column: multi-label training, one sigmoid per label (as --multi-label).")
+        return dataclasses.replace(options, multi_label=True)
+    return options
 
 
 def check_installed(options: TrainOptions) -> None:

@@ -11,7 +11,10 @@ too, each real folder once), and their images belong to that class; `transfer pr
 the same way. Hidden files and files without an image extension are skipped and reported.
 
 Manifest: a CSV file with columns `path,label` and optionally `split` (`train` or `val`). Relative
-paths are relative to the manifest's folder.
+paths are relative to the manifest's folder. A `labels` column instead of `label` makes it a
+multi-label manifest: each image carries zero or more labels separated by `;` (none: a negative
+example for every label); its `label` in the listing is the sorted set joined by `;`
+(`split_labels` reads it back), and the class names are every label used, sorted.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ if TYPE_CHECKING:  # pandas is imported where a listing is made: `predict`'s opt
     import pandas as pd
 
 SPLITS = ("train", "val")
+#: What separates the labels of one image in a multi-label manifest's `labels` column.
+LABEL_SEPARATOR = ";"
 #: Folder names that name a split, not a class: `DATA/` holding `train/` and `val/` given as the data
 #: folder is almost always a mistake (a two-class "train" vs "val" classifier), refused unless insisted on.
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval")
@@ -50,6 +55,7 @@ class Listing:
         source: where the listing came from, for messages and `config.json`.
         folders: the data folders (for a manifest, the folder above each image's folder), where
             no output may go: the next run on them would read it.
+        multi_label: a multi-label manifest: each `label` is a set of labels joined by `;`.
     """
 
     class_names: list[str]
@@ -57,6 +63,12 @@ class Listing:
     skipped: pd.DataFrame
     source: str
     folders: list[str] = field(default_factory=list)
+    multi_label: bool = False
+
+
+def split_labels(joined: str) -> list[str]:
+    """The labels of a multi-label image from its `label` (`"a;b"`, or `""` for none)."""
+    return [label for label in joined.split(LABEL_SEPARATOR) if label]
 
 
 def list_classes(data_dir: Path, allow_split_names: bool = False) -> list[str]:
@@ -163,16 +175,26 @@ def read_manifest(manifest: Path) -> Listing:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"Manifest {manifest} is not a readable CSV file: {error}") from None
     table.columns = [str(column).strip() for column in table.columns]
+    if {"label", "labels"} <= set(table.columns):
+        raise DataError(
+            f"Manifest {manifest} has both a label and a labels column; give one: label (one class per image) or labels "
+            f"(zero or more labels per image, separated by {LABEL_SEPARATOR})."
+        )
+    multi_label = "labels" in table.columns
+    table = table.rename(columns={"labels": "label"})
     missing = [column for column in ("path", "label") if column not in table.columns]
     if missing:
         raise DataError(
             f"Manifest {manifest} has columns {list(table.columns)} but lacks {', '.join(missing)}; "
-            f"expected a header line with path,label and optionally split."
+            f"expected a header line with path,label (or path,labels) and optionally split."
         )
     has_split = "split" in table.columns
     table = table[["path", "label"] + (["split"] if has_split else [])].apply(lambda column: column.str.strip())
     rows = table.index + 2  # line numbers in the file, after the header
-    _refuse_rows(manifest, rows[(table["path"] == "") | (table["label"] == "")], "an empty path or label")
+    empty_label = (table["label"] == "") & (not multi_label)  # no label: a multi-label negative example
+    _refuse_rows(manifest, rows[(table["path"] == "") | empty_label], "an empty path or label")
+    if multi_label:
+        table["label"] = _label_sets(manifest, table["label"], rows)
     if has_split:
         _refuse_rows(manifest, rows[~table["split"].isin(SPLITS)], f"a split other than {' or '.join(SPLITS)}")
     if table.empty:
@@ -187,12 +209,53 @@ def read_manifest(manifest: Path) -> Listing:
             f"{len(absent)} file(s) listed in manifest {manifest} do not exist ({shown}"
             f"{'; ...' if len(absent) > 5 else ''}). Relative paths are read from {base}."
         )
-    class_names = sorted(table["label"].unique())
-    if len(class_names) < 2:
-        raise DataError(f"Manifest {manifest} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier needs at least 2.")
+    if multi_label:
+        _refuse_listed_twice(manifest, paths, table["label"].tolist(), rows)
+        class_names = sorted({label for joined in table["label"] for label in split_labels(joined)})
+        if not class_names:
+            raise DataError(f"Manifest {manifest} has a labels column, but no image carries a label; expected labels separated by {LABEL_SEPARATOR}.")
+    else:
+        class_names = sorted(table["label"].unique())
+        if len(class_names) < 2:
+            raise DataError(f"Manifest {manifest} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier needs at least 2.")
     files = pd.DataFrame({"path": paths, "label": table["label"].tolist(), "split": table["split"].tolist() if has_split else ""})
     folders = sorted({os.path.dirname(os.path.dirname(path)) for path in paths})
-    return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()), folders)
+    return Listing(class_names, files, pd.DataFrame(columns=["path", "label", "reason"]), str(manifest.resolve()), folders,
+                   multi_label=multi_label)
+
+
+def _label_sets(manifest: Path, cells: pd.Series, rows: pd.Index) -> list[str]:
+    """Each `labels` cell as its sorted labels joined by `;`; refuses empty names, names that are file
+    paths, and a label given twice in one row."""
+    sets, problems = [], []
+    for row, cell in zip(rows, cells):
+        labels = [label.strip() for label in cell.split(LABEL_SEPARATOR)] if cell else []
+        if any(label == "" for label in labels):
+            problems.append((row, f"an empty label name in {cell!r} (two {LABEL_SEPARATOR} in a row, or one at an end)"))
+        elif any("/" in label or "\\" in label or has_image_suffix(Path(label)) for label in labels):
+            path = next(label for label in labels if "/" in label or "\\" in label or has_image_suffix(Path(label)))
+            problems.append((row, f"a label that is a file path, {path!r} (is a comma missing between path and labels?)"))
+        elif len(set(labels)) < len(labels):
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            problems.append((row, f"the label {twice[0]!r} twice in {cell!r}"))
+        sets.append(LABEL_SEPARATOR.join(sorted(labels)))
+    if problems:
+        shown = "; ".join(f"line {row}: {problem}" for row, problem in problems[:5])
+        raise DataError(f"Manifest {manifest} has {len(problems)} bad labels cell(s): {shown}"
+                        f"{'; ...' if len(problems) > 5 else ''}. Separate labels with {LABEL_SEPARATOR}, each a name.")
+    return sets
+
+
+def _refuse_listed_twice(manifest: Path, paths: list[str], label_sets: list[str], rows: pd.Index) -> None:
+    """An image is listed once in a multi-label manifest: twice is either a conflict or a copy to drop."""
+    first: dict[str, tuple[int, str]] = {}
+    for row, path, labels in zip(rows, paths, label_sets):
+        if path in first:
+            line, earlier = first[path]
+            conflict = f"with labels {earlier!r} and {labels!r}" if earlier != labels else "with the same labels"
+            raise DataError(f"Manifest {manifest} lists {path} twice (lines {line} and {row}), {conflict}. List each image "
+                            f"once, with all its labels separated by {LABEL_SEPARATOR}.")
+        first[path] = (row, labels)
 
 
 def special_file_kind(path: str | Path) -> str | None:

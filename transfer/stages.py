@@ -159,7 +159,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         train_data, val_data = _cached_feature_datasets(run)
     if uses_probability_targets(options):
         classes = len(run.folder.class_names)
-        train_data, val_data = one_hot_targets(train_data, classes), one_hot_targets(val_data, classes)
+        if not options.multi_label:  # multi-label targets are 0/1 vectors already
+            train_data, val_data = one_hot_targets(train_data, classes), one_hot_targets(val_data, classes)
         if options.mixing:  # never on cached features: `TrainOptions.frozen_features` is in_loop with mixing
             train_data = mixed_batches(train_data, options, seed=options.seed + run.epoch)
     run.reporter.message(
@@ -172,7 +173,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         model.compile(
             optimizer=make_optimizer(options.optimizer, make_schedule(stage.schedule, stage.learning_rate, steps)),
             loss=make_loss(options),
-            metrics=["accuracy"],
+            # multi-label: the share of right yes/no decisions at 0.5, averaged over labels and images
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy") if options.multi_label else "accuracy"],
         )
     patience = options.stage_patience(stage.epochs)
     early_stopping = ResumableEarlyStopping(
@@ -221,25 +223,64 @@ def fit_logistic(run: RunState) -> None:
     if run.options.augment:
         run.reporter.message("--head logistic: the regression is fitted on unaugmented features.")
     train_x, val_x = _frozen_features(run)
-    classes = np.arange(len(run.folder.class_names))
-    regression, strength, folds = logistic_regression(
-        train_x, run.train_labels, len(classes), seed=run.options.seed, balanced=run.options.class_weight == "auto",
-    )
-    run.reporter.message(f"Stage logistic: C = {strength:g} ({f'{folds}-fold cross-validation' if folds >= 2 else 'no cross-validation possible'}).")
-    run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
-    train_p, val_p = regression.predict_proba(train_x), regression.predict_proba(val_x)
-    row = {
-        "epoch": 0, "accuracy": float(np.mean(train_p.argmax(1) == run.train_labels)),
-        "loss": float(log_loss(run.train_labels, train_p, labels=classes)),
-        "val_accuracy": float(np.mean(val_p.argmax(1) == run.val_labels)),
-        "val_loss": float(log_loss(run.val_labels, val_p, labels=classes)), "learning_rate": float("nan"),
-    }
+    if run.options.multi_label:
+        row, strength, folds = _fit_one_vs_rest(run, train_x, val_x)
+    else:
+        classes = np.arange(len(run.folder.class_names))
+        regression, strength, folds = logistic_regression(
+            train_x, run.train_labels, len(classes), seed=run.options.seed, balanced=run.options.class_weight == "auto",
+        )
+        run.reporter.message(f"Stage logistic: C = {strength:g} ({f'{folds}-fold cross-validation' if folds >= 2 else 'no cross-validation possible'}).")
+        run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
+        train_p, val_p = regression.predict_proba(train_x), regression.predict_proba(val_x)
+        row = {
+            "epoch": 0, "accuracy": float(np.mean(train_p.argmax(1) == run.train_labels)),
+            "loss": float(log_loss(run.train_labels, train_p, labels=classes)),
+            "val_accuracy": float(np.mean(val_p.argmax(1) == run.val_labels)),
+            "val_loss": float(log_loss(run.val_labels, val_p, labels=classes)), "learning_rate": float("nan"),
+        }
     stage_dir = run.files.stage_dir(stage.name)
     stage_dir.mkdir(parents=True, exist_ok=True)
     publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / layout.CHECKPOINT)
     run.record["logistic"] = {"C": strength, "folds": folds}
     run.end_stage(stage, selection_score(row["val_accuracy"], row["val_loss"]), time.perf_counter() - started)
+
+
+def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> tuple[dict, list, list]:
+    """Multi-label data: one logistic regression per label (`logistic_regression` on that label's
+    yes/no), each the weights of its sigmoid; a label on every training image or on none gets a
+    constant output. Returns the history row, and each label's C and folds."""
+    from transfer.multilabel import binary_log_loss
+
+    kernel = np.zeros((train_x.shape[1], run.train_labels.shape[1]), np.float32)
+    bias = np.zeros(run.train_labels.shape[1], np.float32)
+    strengths, folds = [], []
+    for label in range(run.train_labels.shape[1]):
+        truth = run.train_labels[:, label].astype(int)
+        if truth.min() == truth.max():  # nothing to separate: the training share, as a constant
+            share = np.clip(truth.mean(), 1e-3, 1 - 1e-3)
+            bias[label] = np.log(share / (1 - share))
+            strengths.append(None), folds.append(0)
+            continue
+        regression, strength, fold = logistic_regression(train_x, truth, 2, seed=run.options.seed)
+        coef, intercept = linear_weights(regression)
+        kernel[:, label], bias[label] = coef[0], intercept[0]
+        strengths.append(strength), folds.append(fold)
+    run.model.get_layer("head").get_layer("predictions").set_weights([kernel, bias])
+    run.reporter.message(f"Stage logistic: one regression per label, C = {', '.join('-' if c is None else f'{c:g}' for c in strengths)}.")
+
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-(x @ kernel + bias)))
+
+    train_p, val_p = sigmoid(train_x), sigmoid(val_x)
+    row = {
+        "epoch": 0, "accuracy": float(np.mean((train_p >= 0.5) == run.train_labels.astype(bool))),
+        "loss": binary_log_loss(train_p, run.train_labels),
+        "val_accuracy": float(np.mean((val_p >= 0.5) == run.val_labels.astype(bool))),
+        "val_loss": binary_log_loss(val_p, run.val_labels), "learning_rate": float("nan"),
+    }
+    return row, strengths, folds
 
 
 def logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int,
@@ -265,11 +306,10 @@ def logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: i
     return regression, float(np.ravel(regression[-1].C_)[0]), folds
 
 
-def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:
-    """`[kernel, bias]` of a softmax layer with the probabilities of a fitted scikit-learn logistic
-    regression, alone or after a `StandardScaler` in a pipeline: its coefficients for several
-    classes; for two, `[0, w]` and `[0, b]`, since softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)].
-    A scaler's z = (x - mean) / scale is folded in: w.z + b = (w / scale).x + b - w.(mean / scale)."""
+def linear_weights(regression) -> tuple[np.ndarray, np.ndarray]:
+    """`(coef, intercept)` of a fitted scikit-learn logistic regression, alone or after a
+    `StandardScaler` in a pipeline, on the raw features: a scaler's z = (x - mean) / scale is folded
+    in, w.z + b = (w / scale).x + b - w.(mean / scale)."""
     steps = getattr(regression, "steps", [(None, regression)])
     model = steps[-1][1]
     coef, intercept = model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
@@ -277,6 +317,14 @@ def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:
         scaler = steps[0][1]
         coef = coef / scaler.scale_
         intercept = intercept - coef @ scaler.mean_
+    return coef, intercept
+
+
+def softmax_weights(regression, num_classes: int) -> list[np.ndarray]:
+    """`[kernel, bias]` of a softmax layer with the probabilities of a fitted scikit-learn logistic
+    regression (`linear_weights`): its coefficients for several classes; for two, `[0, w]` and
+    `[0, b]`, since softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]."""
+    coef, intercept = linear_weights(regression)
     if num_classes == 2:
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     return [coef.T.astype(np.float32), intercept.astype(np.float32)]

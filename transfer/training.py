@@ -40,7 +40,7 @@ from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
 from transfer.distribute import worker_index
 from transfer.plots import plot_curves
-from transfer.preflight import preflight
+from transfer.preflight import preflight, with_labels_kind
 from transfer.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def train(
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
     listing = preflight(data_dir, out_dir, options, kind="run", force=force, worker=worker)
+    options = with_labels_kind(options, listing, reporter)
     publishing.check_no_interrupted_run(out_dir, force, worker)
     if spec.note and options.backbone_layer is None:
         reporter.message(spec.note)
@@ -304,14 +305,20 @@ def _publish(run: RunState) -> TrainResult:
 
         run.model = with_temperature(run.model, calibration.temperature)
         probabilities = scale(probabilities, calibration.temperature).astype("float32")
-    loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
     import pandas as pd
 
     history = pd.concat(run.histories, ignore_index=True)
     folder, options = run.folder, run.options
+    if options.multi_label:
+        scores, thresholds = _multi_label_scores(run, probabilities)
+    else:
+        loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
+        scores, thresholds = {
+            "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == run.val_labels)),
+            "val_loss": float(np.mean(keras.ops.convert_to_numpy(loss))),
+        }, None
     metrics = {
-        "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == run.val_labels)),
-        "val_loss": float(np.mean(keras.ops.convert_to_numpy(loss))),
+        **scores,
         "num_classes": len(folder.class_names),
         "num_train": len(run.train_paths),
         "num_val": len(run.val_paths),
@@ -343,6 +350,7 @@ def _publish(run: RunState) -> TrainResult:
         "backbone_sha256": run.record.get("backbone_sha256"),
         "logistic": run.record.get("logistic"),
         "temperature": calibration.temperature if calibration is not None else None,  # in the model's last layer
+        "thresholds": thresholds,  # multi-label: each label's, chosen on validation
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
         "replicas": run.strategy.num_replicas_in_sync,
@@ -359,10 +367,30 @@ def _publish(run: RunState) -> TrainResult:
     return TrainResult(run.out_dir, metrics, history, run.model)
 
 
+def _multi_label_scores(run: RunState, probabilities) -> tuple[dict, dict]:
+    """The validation metrics of a multi-label run (`val_accuracy`: the share of images whose label
+    set is exactly right) and each label's threshold, chosen on the validation split and said."""
+    from transfer.multilabel import choose_thresholds, measure
+
+    names = run.folder.class_names
+    chosen = choose_thresholds(probabilities, run.val_labels)
+    summary, _ = measure(probabilities, run.val_labels, chosen, names)
+    run.reporter.message("Thresholds chosen on the validation split (the best F1 of each label): "
+                         + ", ".join(f"{name} {t:.2f}" for name, t in zip(names, chosen)) + ".")
+    scores = {"val_accuracy": summary["exact_match"], "val_loss": summary["log_loss"],
+              "val_map": summary["mean_average_precision"], "val_micro_f1": summary["micro_f1"],
+              "val_macro_f1": summary["macro_f1"]}
+    return scores, {name: float(t) for name, t in zip(names, chosen)}
+
+
 def _calibrate(run: RunState, probabilities):
     """Fits the temperature on the validation probabilities (`--calibrate temperature`) and says what
-    it did; `None` with `--calibrate none`."""
+    it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
     if run.options.calibrate == "none":
+        return None
+    if run.options.multi_label:
+        run.reporter.message("Calibration: a multi-label run is not temperature-scaled (a softmax temperature does not "
+                             "apply to independent sigmoids); each label's threshold is chosen on the validation split instead.")
         return None
     from transfer.calibration import calibrate
 
@@ -425,6 +453,7 @@ def build_model(
                 head_units=options.head_units,
                 augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
                 backbone_layer=options.backbone_layer,
+                multi_label=options.multi_label,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
