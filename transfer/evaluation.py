@@ -10,6 +10,11 @@ Test-time augmentation (`tta=True`) averages the softmax over views of each imag
 testing of the AlexNet paper (ten 224 crops of a 256 image: four corners and the centre, each also
 mirrored): the image is decoded at `input / 0.875` and cropped to the input size at the corners and
 the centre, each crop also mirrored left-right unless the run was trained without horizontal flips.
+
+A multi-label model (`transfer.multilabel`) is evaluated on a `labels` manifest (`--manifest`): mean
+average precision, micro and macro F1 of its thresholded decisions, each label's precision, recall,
+F1, average precision and support, the share of images whose label set is exactly right, and each
+label's counts of true and false positives and negatives in place of the confusion matrix.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Evaluation:
     per_class: pd.DataFrame
     confusion: pd.DataFrame
     seconds: float
+    multi_label: bool = False
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -80,24 +86,32 @@ class Evaluation:
 
 def evaluate_folder(
     model_path: Path,
-    data_dir: Path,
+    data_dir: Path | None,
     out_dir: Path | None = None,
     *,
+    manifest: Path | None = None,
     top_k: int | None = None,
+    threshold: float | None = None,
     tta: bool = False,
     batch_size: int = 32,
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> tuple[Evaluation, Path]:
-    """Evaluates a run or an export on a class folder and writes the results to `out_dir`
-    (default `RUN/evaluation`, or `NAME-evaluation` beside an export). Returns the evaluation and
-    the folder written."""
+    """Evaluates a run or an export on a class folder (or a `manifest`, multi-label ones included)
+    and writes the results to `out_dir` (default `RUN/evaluation`, or `NAME-evaluation` beside an
+    export). Returns the evaluation and the folder written."""
+    from transfer.sources import read_manifest
+
     _check_options(top_k, batch_size)
+    if (data_dir is None) == (manifest is None):
+        raise InvalidOptionError("Give the labelled images as DATA_DIR (class folders) or --manifest FILE.csv, one of them.")
     if out_dir is None and is_imagenet(model_path):
         raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
     out_dir = Path(out_dir) if out_dir is not None else artifacts.default_evaluation_dir(model_path)
     publishing.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *artifacts.data_folders(model_path)))
-    listing = list_folder(Path(data_dir), allow_split_names=True)  # the model's classes are checked against it
+    # the model's classes are checked against the data's
+    listing = read_manifest(Path(manifest)) if manifest else list_folder(Path(data_dir), allow_split_names=True)
+    publishing.check_outside(out_dir, tuple(listing.folders))
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
     if seen:
@@ -105,7 +119,7 @@ def evaluate_folder(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
             f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
-    evaluation = evaluate(model_path, data, top_k=top_k, tta=tta, batch_size=batch_size, reporter=reporter)
+    evaluation = evaluate(model_path, data, top_k=top_k, threshold=threshold, tta=tta, batch_size=batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
@@ -113,7 +127,12 @@ def evaluate_folder(
 
 
 def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:
-    """What `artifacts.write_evaluation` draws into the folder it writes: the confusion matrix."""
+    """What `artifacts.write_evaluation` draws into the folder it writes: the confusion matrix, or
+    each label's precision-recall curve."""
+    if evaluation.multi_label:
+        from transfer.plots import plot_precision_recall
+
+        return lambda folder: plot_precision_recall(evaluation, folder / layout.PRECISION_RECALL_PNG)
     return lambda folder: plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
 
 
@@ -142,20 +161,30 @@ def evaluate(
     data: pd.DataFrame,
     *,
     top_k: int | None = None,
+    threshold: float | None = None,
     tta: bool = False,
     batch_size: int = 32,
     reporter: Reporter = SILENT,
 ) -> Evaluation:
-    """Scores the images of `data` (`path`, `label` columns) and computes the metrics.
+    """Scores the images of `data` (`path`, `label` columns; for a multi-label model, each `label`
+    the image's labels joined by `;`) and computes the metrics; `threshold` replaces a multi-label
+    model's own thresholds.
 
     Raises:
         InvalidOptionError: `top_k` < 1 or `batch_size` < 1.
         DataError: labels the model does not know, or no image that can be scored.
     """
     _check_options(top_k, batch_size)
+    from transfer.multilabel import is_multi_label, thresholds_of
+    from transfer.sources import split_labels
+
     class_names = model_labels(model_path)  # the classes are checked before the model is loaded
+    config = {} if is_imagenet(model_path) else artifacts.open_model(model_path).config()
+    multi = is_multi_label(config)
+    require(threshold is None or multi, "--threshold", threshold, "given only for a multi-label model")
     top_k = resolve_top_k(top_k, len(class_names), reporter)
-    unknown = sorted(set(data["label"]) - set(class_names))
+    given = {label for joined in data["label"] for label in split_labels(joined)} if multi else set(data["label"])
+    unknown = sorted(given - set(class_names))
     if unknown:
         raise DataError(
             f"The data has classes the model was not trained on: {', '.join(unknown)}. The model "
@@ -177,10 +206,11 @@ def evaluate(
     if not scored:
         reasons = "; ".join(f"{path}: {reason}" for path, _, reason in failed[:3])
         raise DataError(f"None of the {len(paths)} images could be read ({reasons}{'; ...' if len(failed) > 3 else ''}).")
-    evaluation = measure(
-        class_names, [path for path, _ in scored], np.stack([s for _, s in scored]),
-        [labels[path] for path, _ in scored], top_k=top_k, tta=tta, seconds=seconds,
-    )
+    arguments = (class_names, [path for path, _ in scored], np.stack([s for _, s in scored]), [labels[path] for path, _ in scored])
+    if multi:
+        evaluation = measure_multi_label(*arguments, thresholds=thresholds_of(config, class_names, threshold), tta=tta, seconds=seconds)
+    else:
+        evaluation = measure(*arguments, top_k=top_k, tta=tta, seconds=seconds)
     evaluation.skipped = pd.DataFrame(failed, columns=layout.SKIPPED_COLUMNS)
     evaluation.summary["num_skipped"] = len(failed)
     return evaluation
@@ -279,3 +309,36 @@ def measure(
     confusion.index.name, confusion.columns.name = "true", "predicted"
     skipped = pd.DataFrame(columns=layout.SKIPPED_COLUMNS)
     return Evaluation(list(class_names), examples, scores, skipped, summary, per_class, confusion, seconds)
+
+
+def measure_multi_label(class_names: list[str], paths: Sequence[str], scores: np.ndarray, labels: Sequence[str], *,
+                        thresholds: np.ndarray, tta: bool = False, seconds: float = 0.0) -> Evaluation:
+    """The metrics of a multi-label model's `scores` (`[images, labels]` sigmoids) against the true
+    label sets (`labels`, joined by `;`), its decisions taken at `thresholds` (`transfer.multilabel`)."""
+    from transfer.data import multi_hot
+    from transfer.multilabel import decide, label_sets, measure as measure_labels, worst_mistake
+
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = multi_hot(pd.Series(list(labels)), class_names)
+    chosen = decide(scores, thresholds)
+    summary, per_label = measure_labels(scores, targets, thresholds, class_names)
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    examples = pd.DataFrame({
+        "path": list(paths), "label": list(labels), "predicted": label_sets(chosen, class_names),
+        "confidence": worst_mistake(scores, targets, thresholds),  # how sure its surest wrong decision was
+        "top": ["; ".join(f"{class_names[i]} {row[i]:.3f}" for i in order) for order, row in zip(ranked, scores)],
+        "correct": (chosen == targets.astype(bool)).all(axis=1),
+    })
+    per_label.loc["micro avg"] = [np.nan] * len(per_label.columns)
+    per_label.loc["micro avg", ["f1", "support"]] = [summary["micro_f1"], targets.sum()]
+    per_label.loc["macro avg", ["f1", "average_precision", "support"]] = [summary["macro_f1"], summary["mean_average_precision"], targets.sum()]
+    per_label["support"] = per_label["support"].astype(int)
+    truth = targets.astype(bool)
+    confusion = pd.DataFrame({
+        "true_positives": (chosen & truth).sum(axis=0), "false_positives": (chosen & ~truth).sum(axis=0),
+        "false_negatives": (~chosen & truth).sum(axis=0), "true_negatives": (~chosen & ~truth).sum(axis=0),
+    }, index=pd.Index(class_names, name="label"))
+    summary.update(accuracy=summary["exact_match"], multi_label=True, tta=tta, num_skipped=0,
+                   images_per_second=round(len(paths) / seconds, 2) if seconds > 0 else None)
+    return Evaluation(list(class_names), examples, scores, pd.DataFrame(columns=layout.SKIPPED_COLUMNS), summary,
+                      per_label, confusion, seconds, multi_label=True)

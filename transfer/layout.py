@@ -46,6 +46,8 @@ EVALUATION = "evaluation"
 METRICS_CSV = "metrics.csv"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+#: A multi-label evaluation: each label's precision-recall curve, in place of the confusion matrix's picture.
+PRECISION_RECALL_PNG = "precision_recall.png"
 ERRORS_CSV = "errors.csv"
 # A report and a visualization.
 REPORT = "report.html"

@@ -193,3 +193,34 @@ def plot_reliability(rows: list[dict], path: Path, *, title: str = "reliability"
     axis.set_title(title)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_precision_recall(evaluation, path: Path) -> None:
+    """Each label's precision-recall curve (scikit-learn's) from a multi-label evaluation, with its
+    average precision in the legend and its threshold's operating point marked."""
+    from sklearn.metrics import precision_recall_curve
+
+    from transfer.data import multi_hot
+    from transfer.multilabel import decide
+
+    plt = _pyplot()
+    targets = multi_hot(evaluation.examples["label"], evaluation.class_names)
+    thresholds = evaluation.per_class["threshold"].reindex(evaluation.class_names).to_numpy(dtype=float)
+    chosen = decide(evaluation.scores, thresholds)
+    figure, axis = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    for j, name in enumerate(evaluation.class_names):
+        if not targets[:, j].any():
+            continue
+        precision, recall, _ = precision_recall_curve(targets[:, j], evaluation.scores[:, j])
+        ap = evaluation.per_class.loc[name, "average_precision"]
+        line, = axis.step(recall, precision, where="post", label=f"{name} (AP {ap:.2f})")
+        hits = (chosen[:, j] & (targets[:, j] == 1)).sum()
+        axis.scatter([hits / targets[:, j].sum()], [hits / max(chosen[:, j].sum(), 1)], color=line.get_color(), zorder=3, s=20)
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.legend(loc="lower left", fontsize=8)
+    axis.set_title(f"precision-recall per label (dots: the thresholds); mAP {evaluation.summary['mean_average_precision']:.3f}")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

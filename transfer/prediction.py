@@ -28,18 +28,23 @@ UNKNOWN = "unknown"
 @dataclass
 class Prediction:
     """The most probable labels for one file, most probable first, and the answer (the top label,
-    or `UNKNOWN` below the minimum confidence); or why it has none."""
+    or `UNKNOWN` below the minimum confidence); or why it has none.
+
+    For a multi-label model, `chosen` are the labels whose probability reaches their threshold (it
+    may be empty), `labels` those and the top k, and `answer` the chosen ones joined by `;`."""
 
     path: str
     labels: list[str] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     answer: str | None = None
     error: str | None = None
+    chosen: list[str] | None = None
 
     def to_dict(self) -> dict:
         entry = {
             "path": self.path,
             "answer": self.answer,
+            **({"labels": self.chosen} if self.chosen is not None else {}),
             "predictions": [
                 {"label": label, "probability": probability}
                 for label, probability in zip(self.labels, self.probabilities)
@@ -112,6 +117,7 @@ def predict(
     top_k: int | None = None,
     batch_size: int = 32,
     min_confidence: float | None = None,
+    threshold: float | None = None,
     weights: str | None = None,
     reporter: Reporter = SILENT,
 ) -> Iterator[Prediction]:
@@ -119,6 +125,8 @@ def predict(
 
     Folders are streamed in batches, so memory is bounded by `batch_size`. Files that cannot be
     decoded, and files of the folders that are not images, yield a `Prediction` with `error` set.
+    A multi-label model gives each image the labels that reach their threshold (the run's, chosen
+    on validation, or `threshold` for all).
 
     Raises:
         InvalidOptionError: `top_k`, `batch_size` or `min_confidence` out of range.
@@ -137,15 +145,43 @@ def predict(
             "given only with imagenet:NAME (a run or an export has its own)")
     k = resolve_top_k(top_k, len(model_labels(model_path)), reporter)  # before the model is loaded: labels.txt says
     model = load_scorer(model_path, weights)
-    threshold = resolve_min_confidence(min_confidence, model.labels, model.config)
+    decide = decision_rule(model.labels, model.config, min_confidence=min_confidence, threshold=threshold)
     for path, reason in skipped:
         yield Prediction(path, error=reason)
     with reporter.progress("Predicting", total=len(paths)) as progress:
         for path, scores in model.score_files(paths, batch_size):
             progress.advance()
-            if isinstance(scores, str):
-                yield Prediction(path, error=scores)
-                continue
+            yield Prediction(path, error=scores) if isinstance(scores, str) else decide(path, scores, k)
+
+
+def decision_rule(labels: list[str], config: dict, *, min_confidence: float | None, threshold: float | None):
+    """`(path, scores, k) -> Prediction`: the top label or `UNKNOWN` below `min_confidence`; for a
+    multi-label model (`transfer.multilabel`), every label that reaches its threshold.
+
+    Raises:
+        InvalidOptionError: an option of the other kind of model, or out of range.
+    """
+    from transfer.multilabel import decide, is_multi_label, thresholds_of
+
+    if not is_multi_label(config):
+        require(threshold is None, "--threshold", threshold, "given only for a multi-label model (this one picks one class; "
+                "--min-confidence sets when it answers 'unknown')")
+        floor = resolve_min_confidence(min_confidence, labels, config)
+
+        def single(path: str, scores: np.ndarray, k: int) -> Prediction:
             order = np.argsort(-scores, kind="stable")[:k]
-            labels, probabilities = [model.labels[i] for i in order], [float(scores[i]) for i in order]
-            yield Prediction(path, labels, probabilities, answer(labels[0], probabilities[0], threshold))
+            top, probabilities = [labels[i] for i in order], [float(scores[i]) for i in order]
+            return Prediction(path, top, probabilities, answer(top[0], probabilities[0], floor))
+
+        return single
+    require(min_confidence is None, "--min-confidence", min_confidence, "given only for a single-label model (this one is "
+            "multi-label: each label has its threshold, and --threshold sets one for all)")
+    cuts = thresholds_of(config, labels, threshold)
+
+    def multi(path: str, scores: np.ndarray, k: int) -> Prediction:
+        chosen = decide(scores, cuts)
+        order = [i for i in np.argsort(-scores, kind="stable") if chosen[i] or i in np.argsort(-scores, kind="stable")[:k]]
+        names = [labels[i] for i in order if chosen[i]]
+        return Prediction(path, [labels[i] for i in order], [float(scores[i]) for i in order], ";".join(names), chosen=names)
+
+    return multi

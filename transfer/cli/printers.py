@@ -90,13 +90,18 @@ class PredictionPrinter:
             k = max((len(p.labels) for p in self.rows), default=0)
             from transfer.prediction import UNKNOWN
 
-            unknown = any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
-            table = Table("image", *(["answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
+            multi = any(p.chosen is not None for p in self.rows)  # multi-label: the labels given, then the ranks
+            unknown = multi or any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
+            table = Table("image", *(["labels" if multi else "answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
             for p in self.rows:
                 cells = [escape(f"{label} {probability:.1%}") for label, probability in zip(p.labels, p.probabilities)]
-                answer = [escape(p.answer or "")] if unknown else []
+                answer = [escape(p.answer or ("(none)" if multi else ""))] if unknown else []
                 table.add_row(escape(p.path), *(answer + cells if cells else [f"[red]{escape(p.error)}[/red]"]))
             results.print(table)
+
+
+def pd_isna(value) -> bool:
+    return value is None or value != value  # NaN is the one value unequal to itself
 
 
 def _indented(text: str) -> str:
@@ -162,8 +167,22 @@ def print_leaderboard(leaderboard) -> None:
 
 
 def print_evaluation(evaluation) -> None:
-    """Accuracy, top-k and log loss, a row per class, and the skipped files (on stderr)."""
+    """Accuracy, top-k and log loss, a row per class, and the skipped files (on stderr); for a
+    multi-label model, mean average precision, F1 and exact matches, a row per label."""
     s = evaluation.summary
+    if evaluation.multi_label:
+        results.print(
+            f"mAP {s['mean_average_precision']:.4f}   micro F1 {s['micro_f1']:.4f}   macro F1 {s['macro_f1']:.4f}   exact label "
+            f"sets {s['exact_match']:.4f}   ({s['num_images']} images, {s['images_without_label']} without a label)", highlight=False,
+        )
+        columns = ("precision", "recall", "f1", "average_precision", "support", "threshold")
+        table = Table("label", *[Column(name.replace("average_precision", "AP"), justify="right") for name in columns])
+        for name, row in evaluation.per_class.iterrows():
+            table.add_row(str(name), *("" if pd_isna(row[c]) else str(int(row[c])) if c == "support" else f"{row[c]:.3f}" for c in columns))
+        results.print(table)
+        for row in evaluation.skipped.itertuples():
+            messages.print(f"[yellow]skipped {escape(f'{row.path}: {row.reason}')}[/yellow]", highlight=False)
+        return
     numbers = [Column(name, justify="right") for name in ("precision", "recall", "f1", "support")]
     results.print(  # a line of its own: as a table title it wrapped at the table's width
         f"accuracy {s['accuracy']:.4f}   top-{s['top_k']} {s['top_k_accuracy']:.4f}   log loss {s['log_loss']:.4f}"

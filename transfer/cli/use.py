@@ -21,6 +21,7 @@ def predict(
     format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout (csv and json are written as each batch is scored).")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
     min_confidence: Annotated[Optional[float], typer.Option(help="The answer is 'unknown' where the top probability is below this. Default: the export's, else 0.", show_default=False)] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Multi-label models: give every label whose probability reaches this. Default: each label's threshold, chosen on the validation split.", show_default=False)] = None,
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
     """Top-k labels with probabilities per image.
@@ -35,7 +36,7 @@ def predict(
     with user_errors():
         try:
             predictions = run_prediction(
-                model, paths, top_k=top_k, batch_size=batch_size, min_confidence=min_confidence, weights=weights,
+                model, paths, top_k=top_k, batch_size=batch_size, min_confidence=min_confidence, threshold=threshold, weights=weights,
                 reporter=RichReporter(),
             )
             for prediction in predictions:
@@ -49,9 +50,11 @@ def predict(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A run directory or an export (SavedModel folder, .tflite or .onnx).")],
-    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of labelled images per class.")],
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of labelled images per class (or --manifest).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics, confusion matrix and errors. Default: RUN/evaluation, or NAME-evaluation beside an export.", show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV file of labelled images instead of DATA_DIR: path,label, or path,labels for a multi-label model.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="k of the top-k accuracy. Default: min(3, classes).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Multi-label models: one threshold for every label. Default: each label's, chosen on the validation split.", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation written by transfer (nothing else).")] = False,
@@ -65,7 +68,8 @@ def evaluate(
     with user_errors():
         from transfer.evaluation import evaluate_folder
 
-        evaluation, path = evaluate_folder(model, data_dir, out, top_k=top_k, tta=tta, batch_size=batch_size, force=force, reporter=RichReporter())
+        evaluation, path = evaluate_folder(model, data_dir, out, manifest=manifest, top_k=top_k, threshold=threshold, tta=tta,
+                                           batch_size=batch_size, force=force, reporter=RichReporter())
     print_evaluation(evaluation)
     results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
 
