@@ -66,6 +66,7 @@ class Exported:
     images_checked: int
     max_difference: float
     min_agreement: float
+    agreement_of: str = "top-1"  # or "label-set": a multi-label model's decisions
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ExportOptions:
         min_agreement: the share of check images whose top-1 label must match the Keras model's;
             default `MIN_AGREEMENT_INT8` for int8, else `MIN_AGREEMENT`.
         min_confidence: the SavedModel's `answer` is `unknown` where the top probability is below it.
+        threshold: a multi-label run's one threshold for every label, in place of its own (`config.json`).
         images: a folder of images to calibrate and check on, instead of the run's own split
             (required for `imagenet:NAME`, which has none).
     """
@@ -88,6 +90,7 @@ class ExportOptions:
     top_k: int | None = None
     min_agreement: float | None = None
     min_confidence: float = 0.0
+    threshold: float | None = None
     images: Path | None = None
 
 
@@ -125,8 +128,15 @@ def export(
     require(0 <= min_agreement <= 1, "--min-agreement", min_agreement, "a share between 0 and 1")
     if format in FORMAT_EXTRAS:
         extras.require(FORMAT_EXTRAS[format])
+    from transfer.multilabel import is_multi_label, thresholds_of
+
     source = _open_source(model_ref, weights)
     class_names = source.labels()
+    multi = is_multi_label(source.config())
+    require(not multi or not min_confidence, "--min-confidence", min_confidence,
+            "given only for a single-label model (this one is multi-label: --threshold sets one threshold for all labels)")
+    require(multi or options.threshold is None, "--threshold", options.threshold, "given only for a multi-label model")
+    thresholds = thresholds_of(source.config(), class_names, options.threshold) if multi else None
     min_confidence = resolve_min_confidence(min_confidence, class_names, {})
     k = resolve_top_k(top_k, len(class_names), reporter)
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
@@ -142,17 +152,20 @@ def export(
     keras_scorer = KerasScorer(source)
     model = inference_model(keras_scorer.model)
     config = {**source.config(), "export": {"format": format, "quantize": quantize, "min_confidence": min_confidence}}
+    if multi:  # the thresholds the export's users apply (`--threshold` replaces the run's)
+        config["thresholds"] = dict(zip(class_names, thresholds.tolist()))
     with publishing.staged(out_dir, "export") as staging:
         reporter.message(f"Converting to {format}" + (f" ({quantize})" if quantize != "none" else ""))
         if format == "savedmodel":
-            _write_savedmodel(model, staging, class_names, k, min_confidence)
+            _write_savedmodel(model, staging, class_names, k, min_confidence, thresholds)
         elif format == "litert":
             _write_litert(model, staging / layout.LITERT_MODEL, quantize, calibration_paths)
         else:
-            _write_onnx(model, staging / layout.ONNX_MODEL, class_names)
+            _write_onnx(model, staging / layout.ONNX_MODEL, class_names, config.get("thresholds"))
         artifacts.Export(staging).write_metadata(class_names, config)
         exported = artifacts.Export.open(staging)
-        agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter)
+        agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter,
+                                                    thresholds=thresholds)
         size = _size(exported.model_file)
         if agreement < min_agreement:
             raise ExportCheckError(
@@ -164,7 +177,7 @@ def export(
         summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference,
                    "min_agreement": min_agreement, "size_bytes": size}
         publishing.write_json(staging / layout.CONFIG, {**config, "export": {**config["export"], **summary}})
-    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement)
+    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement, "label-set" if multi else "top-1")
 
 
 def _open_source(model_ref: Path | str, weights: str | None):
@@ -200,8 +213,10 @@ def _check_and_calibration_images(source, images: Path | None, format: str, quan
     return check, calibration
 
 
-def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) -> tuple[float, int, float]:
-    """Top-1 agreement of two scorers on `paths`, the number of images both scored, and the largest
+def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
+               thresholds: np.ndarray | None = None) -> tuple[float, int, float]:
+    """Top-1 agreement of two scorers on `paths` (with a multi-label model's `thresholds`: the share
+    of images given the same label set), the number of images both scored, and the largest
     absolute difference of their probabilities."""
     scores = []
     for scorer, description in ((reference, "Checking: the Keras model"), (exported, "Checking: the export")):
@@ -212,14 +227,21 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter) ->
                 if not isinstance(row, str):
                     scored[path] = row
         scores.append(scored)
-    common = [path for path in paths if path in scores[0] and path in scores[1]]
-    if not common:
+    readable = [path for path in paths if path in scores[0]]  # an image the export fails on counts against it
+    if not readable:
         raise DataError(
             f"None of the {len(paths)} check images could be read (the first: {paths[0] if paths else 'none'}); "
             f"if the data moved, pass --images FOLDER."
         )
+    common = [path for path in readable if path in scores[1]]
+    if not common:
+        return 0.0, len(readable), float("nan")
     a, b = (np.stack([scored[path] for path in common]) for scored in scores)
-    return float(np.mean(a.argmax(1) == b.argmax(1))), len(common), float(np.abs(a - b).max())
+    if thresholds is not None:
+        same = ((a >= thresholds) == (b >= thresholds)).all(axis=1)
+    else:
+        same = a.argmax(1) == b.argmax(1)
+    return float(np.sum(same) / len(readable)), len(readable), float(np.abs(a - b).max())
 
 
 @contextlib.contextmanager
@@ -281,8 +303,12 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_confidence: float) -> None:
-    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training."""
+def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_confidence: float,
+                      thresholds: np.ndarray | None = None) -> None:
+    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training. With
+    a multi-label model's `thresholds`, `labels` has a place for every label, most probable first,
+    holding the label where its probability reaches its threshold and "" elsewhere; `answer` is the
+    labels given, joined by `;`."""
     import keras
     import tensorflow as tf
 
@@ -303,13 +329,20 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
         indices = tf.range(tf.size(images, out_type=tf.int64))
         pixels = tf.map_fn(decode, (indices, images), fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
         scores = tf.cast(model(pixels, training=False), tf.float32)
+        if thresholds is not None:
+            top = tf.math.top_k(scores, k=classes)
+            given = top.values >= tf.gather(tf.constant(thresholds, tf.float32), top.indices)
+            names = tf.where(given, tf.gather(labels, top.indices), "")
+            answer = tf.strings.reduce_join(tf.where(given, tf.strings.join([";", names]), ""), axis=1)
+            return {"labels": names, "probabilities": top.values, "scores": scores, "answer": tf.strings.regex_replace(answer, "^;", "")}
         top = tf.math.top_k(scores, k=k)
         answer = tf.where(top.values[:, 0] >= min_confidence, tf.gather(labels, top.indices[:, 0]), UNKNOWN)
         return {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores, "answer": answer}
 
     def serve(images):
+        places = classes if thresholds is not None else k
         nothing = {  # an empty batch gets empty answers of the same shapes
-            "labels": tf.zeros([0, k], tf.string), "probabilities": tf.zeros([0, k]), "scores": tf.zeros([0, classes]),
+            "labels": tf.zeros([0, places], tf.string), "probabilities": tf.zeros([0, places]), "scores": tf.zeros([0, classes]),
             "answer": tf.zeros([0], tf.string),
         }
         return tf.cond(tf.size(images) > 0, lambda: classify(images), lambda: nothing)
@@ -353,9 +386,9 @@ def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[
         raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {_first_line(error)}") from None
 
 
-def _write_onnx(model, file: Path, class_names: list[str]) -> None:
-    """A `.onnx` file by Keras' exporter (tf2onnx), with the labels in its metadata and the output
-    named `scores`."""
+def _write_onnx(model, file: Path, class_names: list[str], thresholds: dict | None = None) -> None:
+    """A `.onnx` file by Keras' exporter (tf2onnx), with the labels (and a multi-label model's
+    thresholds) in its metadata and the output named `scores`."""
     import onnx
 
     size = int(model.input_shape[1])
@@ -370,7 +403,9 @@ def _write_onnx(model, file: Path, class_names: list[str]) -> None:
     for node in proto.graph.node:
         node.output[:] = ["scores" if name == output else name for name in node.output]
     proto.graph.output[0].name = "scores"
-    for key, value in {"labels": json.dumps(class_names), "producer": "transfer export"}.items():
+    metadata = {"labels": json.dumps(class_names), "producer": "transfer export",
+                **({"thresholds": json.dumps(thresholds)} if thresholds else {})}
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(file))

@@ -7,7 +7,9 @@ Routes (NAME is `--model-name`):
   `{"inputs": {"images": [...]}}`, answered with `{"outputs": {...}}` as TF Serving does) returns `{"predictions": [{"labels": [...],
   "probabilities": [...], "scores": [...], "answer": "..."}, ...]}`: the outputs of the exported
   SavedModel's signature, so a client of TF Serving serving that SavedModel works here unchanged.
-  `answer` is the top label, or `unknown` where its probability is below `--min-confidence`.
+  `answer` is the top label, or `unknown` where its probability is below `--min-confidence`. For a
+  multi-label model, `labels` are the labels whose probability reaches their threshold (the run's,
+  or `--threshold`), most probable first, possibly none; `probabilities` theirs; `answer` them joined by `;`.
 - `GET /v1/models/NAME` reports the model's status as TF Serving does; `GET /v1/models/NAME/metadata`
   adds the labels and the input size.
 - `GET /` is a page to drop or pick images on and see their top labels; it loads nothing from
@@ -61,6 +63,7 @@ class ServerOptions:
     model_name: str | None = None
     api_key_file: Path | None = None
     min_confidence: float | None = None
+    threshold: float | None = None
     top_k: int | None = None
     max_instances: int = MAX_INSTANCES
     max_body_mb: float = MAX_BODY_MB
@@ -98,11 +101,19 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     from transfer.prediction import resolve_min_confidence, resolve_top_k
     from transfer.scorers import load_scorer
 
+    from transfer.multilabel import is_multi_label, thresholds_of
+
     scorer = load_scorer(model_ref, weights)
     k = resolve_top_k(options.top_k, len(scorer.labels), reporter)
-    threshold = resolve_min_confidence(options.min_confidence, scorer.labels, scorer.config)
+    if is_multi_label(scorer.config):
+        require(options.min_confidence is None, "--min-confidence", options.min_confidence,
+                "given only for a single-label model (this one is multi-label: --threshold sets one threshold for all labels)")
+        floor, thresholds = 0.0, thresholds_of(scorer.config, scorer.labels, options.threshold)
+    else:
+        require(options.threshold is None, "--threshold", options.threshold, "given only for a multi-label model")
+        floor, thresholds = resolve_min_confidence(options.min_confidence, scorer.labels, scorer.config), None
     _warm_up(scorer)
-    app = create_app(scorer, name, options, api_key=api_key, top_k=k, min_confidence=threshold)
+    app = create_app(scorer, name, options, api_key=api_key, top_k=k, min_confidence=floor, thresholds=thresholds)
     where = f"http://{options.host if ':' not in options.host else f'[{options.host}]'}:{options.port}"
     reporter.message(f"Serving {name} at {where}/ (page) and {where}/v1/models/{name}:predict; Ctrl-C stops.")
     import signal
@@ -119,8 +130,10 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
         signal.signal(signal.SIGTERM, previous)
 
 
-def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None, top_k: int, min_confidence: float):
-    """The ASGI application serving `scorer` (`transfer.scorers`) as model `name`."""
+def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None, top_k: int, min_confidence: float,
+               thresholds: np.ndarray | None = None):
+    """The ASGI application serving `scorer` (`transfer.scorers`) as model `name`; `thresholds`: a
+    multi-label model's, by label."""
     # Annotations are evaluated here (no `from __future__ import annotations` in this module): FastAPI
     # reads them to know that `request` is the request.
     from fastapi import FastAPI, Request
@@ -186,7 +199,7 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
     async def metadata(target: str, version: str | None = None):
         return not_found(target, version) or {
             "model_spec": {"name": name, "signature_name": "", "version": "1"},
-            "metadata": {"signature_def": {"signature_def": {"serving_default": signature_def(len(labels), top_k)}}},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature_def(len(labels), top_k, thresholds is not None)}}},
             "labels": scorer.labels, "image_size": scorer.image_size, "top_k": top_k, "min_confidence": min_confidence,
         }
 
@@ -222,7 +235,7 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
                     else np.zeros((0, len(labels)))  # no model call for nothing: not every runtime takes an empty batch
             except BadImageError as bad:
                 return error(400, f"instances[{bad.index}] is not an image that can be read: {bad.reason}")
-            predictions = format_predictions(scores, labels, top_k, min_confidence)
+            predictions = format_predictions(scores, labels, top_k, min_confidence, thresholds)
             if columnar:  # TF Serving answers the columnar form with one list per output
                 return {"outputs": {key: [p[key] for p in predictions] for key in ("labels", "probabilities", "scores", "answer")}}
             return {"predictions": predictions}
@@ -232,9 +245,11 @@ def create_app(scorer, name: str, options: ServerOptions, *, api_key: str | None
     return app
 
 
-def signature_def(classes: int, top_k: int) -> dict:
+def signature_def(classes: int, top_k: int, multi_label: bool = False) -> dict:
     """The `serving_default` signature as TF Serving's metadata describes it: the exported
-    SavedModel's inputs and outputs (`transfer.export`), their dtypes and shapes (-1: the batch)."""
+    SavedModel's inputs and outputs (`transfer.export`), their dtypes and shapes (-1: the batch; a
+    multi-label model's `labels` and `probabilities` have a place for every label)."""
+    top_k = classes if multi_label else top_k
     def tensor(dtype: str, *dims: int, key: str) -> dict:
         return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
                 "name": f"serving_default_{key}:0"}
@@ -290,9 +305,18 @@ def parse_request(body: bytes, max_instances: int) -> tuple[list[bytes], bool]:
     return contents, field == "inputs"
 
 
-def format_predictions(scores: np.ndarray, labels: np.ndarray, top_k: int, min_confidence: float) -> list[dict]:
-    """One prediction per row of `scores`, with the outputs of the SavedModel's signature."""
+def format_predictions(scores: np.ndarray, labels: np.ndarray, top_k: int, min_confidence: float,
+                       thresholds: np.ndarray | None = None) -> list[dict]:
+    """One prediction per row of `scores`, with the outputs of the SavedModel's signature; with a
+    multi-label model's `thresholds`, `labels` are those that reach theirs (the SavedModel's, less its
+    empty places)."""
     predictions = []
+    if thresholds is not None:
+        for row in np.asarray(scores, np.float64):
+            order = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+            predictions.append({"labels": labels[order].tolist(), "probabilities": row[order].tolist(), "scores": row.tolist(),
+                                "answer": ";".join(labels[order].tolist())})
+        return predictions
     for row in np.asarray(scores, np.float64):
         order = np.argsort(-row, kind="stable")[:top_k]
         predictions.append({

@@ -22,6 +22,7 @@ def export(
     images: Annotated[Optional[Path], typer.Option(help="Images to check the export on (and calibrate int8 with) instead of the run's own split; required for imagenet:NAME, which has no split.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="SavedModel: labels per image in the signature. Default: min(3, classes).")] = None,
     min_confidence: Annotated[float, typer.Option(help="The answer is 'unknown' where the top probability is below this: kept in config.json for predict and serve, and in the SavedModel's `answer` output.")] = 0.0,
+    threshold: Annotated[Optional[float], typer.Option(help="Multi-label runs: one threshold for every label, in place of each label's own (kept in config.json, and in the SavedModel's outputs).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export written by transfer (nothing else).")] = False,
     weights: Annotated[Optional[str], typer.Option(help="With imagenet:NAME: PATH to its include_top weights file. Default: downloaded by Keras.", show_default=False)] = None,
 ) -> None:
@@ -36,11 +37,11 @@ def export(
         from transfer.export import export as run_export
 
         chosen = ExportOptions(format=format.value, quantize=quantize.value, top_k=top_k, min_agreement=min_agreement,
-                               min_confidence=min_confidence, images=images)
+                               min_confidence=min_confidence, threshold=threshold, images=images)
         done = run_export(run_dir, out, chosen, weights=weights, force=force, reporter=RichReporter())
     results.print(
         f"{done.format}{f' ({done.quantize})' if done.quantize != 'none' else ''} export written to {done.path}: "
-        f"{done.size_bytes / 1e6:.2f} MB, top-1 agreement with the Keras model {done.agreement:.4f} on {done.images_checked} "
+        f"{done.size_bytes / 1e6:.2f} MB, {done.agreement_of} agreement with the Keras model {done.agreement:.4f} on {done.images_checked} "
         f"images (max probability difference {done.max_difference:.2g})",
         highlight=False,
     )
@@ -54,6 +55,7 @@ def serve(
     model_name: Annotated[Optional[str], typer.Option(help="NAME in /v1/models/NAME:predict. Default: the MODEL folder's name.", show_default=False)] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding a key every request must send ('Authorization: Bearer KEY' or 'X-API-Key: KEY').", show_default=False)] = None,
     min_confidence: Annotated[Optional[float], typer.Option(help="The answer is 'unknown' where the top probability is below this. Default: the export's, else 0.", show_default=False)] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Multi-label models: give every label whose probability reaches this. Default: each label's threshold, chosen on the validation split.", show_default=False)] = None,
     top_k: Annotated[Optional[int], typer.Option(help="Labels per image. Default: min(3, classes).", show_default=False)] = None,
     max_instances: Annotated[int, typer.Option(help="Images per request at most.")] = 64,
     max_body_mb: Annotated[float, typer.Option(help="Request body size limit in MB.")] = 16.0,
@@ -69,7 +71,7 @@ def serve(
         from transfer.serving import ServerOptions, serve as run_server
 
         options = ServerOptions(
-            host=host, port=port, model_name=model_name, api_key_file=api_key_file, min_confidence=min_confidence,
+            host=host, port=port, model_name=model_name, api_key_file=api_key_file, min_confidence=min_confidence, threshold=threshold,
             top_k=top_k, max_instances=max_instances, max_body_mb=max_body_mb,
         )
         run_server(model, options, weights=weights, reporter=RichReporter())
