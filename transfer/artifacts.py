@@ -90,7 +90,7 @@ class Run:
         """
         if not (self.path / SPLIT).is_file():
             raise ModelLoadError(f"{self.path} lacks {SPLIT}; this needs a run directory written by `transfer train`.")
-        return read_table(self.path / SPLIT)
+        return read_table(self.path / SPLIT).rename(columns={"labels": "label"})  # a multi-label run's: its label sets
 
     def validation_images(self) -> pd.DataFrame:
         split = self.split()
@@ -108,7 +108,7 @@ class Run:
     def write_data(self, folder) -> None:
         """The class names, split, skipped files and duplicates of an `ImageFolder`."""
         write_labels(self.path / LABELS, folder.class_names)
-        write_table(self.path / SPLIT, folder.examples)
+        write_table(self.path / SPLIT, as_manifest(folder.examples, folder.multi_label))
         write_table(self.path / SKIPPED, folder.skipped)
         write_table(self.path / DUPLICATES, folder.duplicates)
 
@@ -315,7 +315,7 @@ class Comparison:
         return self.path / RUNS / backbone_folder(backbone)
 
     def write_data(self, folder) -> None:
-        write_table(self.split_file, folder.examples)
+        write_table(self.split_file, as_manifest(folder.examples, folder.multi_label))
         write_table(self.path / SKIPPED, folder.skipped)
 
     def relocate_runs(self, final: Path) -> None:
@@ -369,6 +369,12 @@ class CrossValidation:
         `cv.png` first)."""
         write_json(self.path / CV_JSON, summary)
         write_table(self.path / CV_CSV, table)
+
+
+def as_manifest(examples: pd.DataFrame, multi_label: bool) -> pd.DataFrame:
+    """Images with their `label` (and `split`) as a manifest that `train --manifest` reads back: a
+    multi-label one's label sets in a `labels` column."""
+    return examples.rename(columns={"label": "labels"}) if multi_label else examples
 
 
 def data_folders(run: Path) -> list[str]:

@@ -27,7 +27,7 @@ from transfer.progress import SILENT, Reporter
 from transfer.training import train
 
 COLUMNS = [
-    "backbone", "mode", "parameters", "trainable_parameters", "val_accuracy", "top3_accuracy",
+    "backbone", "mode", "parameters", "trainable_parameters", "val_accuracy", "top3_accuracy", "val_map",
     "train_seconds", "images_per_second", "run_dir", "error",
 ]
 
@@ -109,11 +109,13 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
         comparison.write_data(folder)
         rows = [_train_one(comparison, name, options, folder, reporter=reporter, verbose=verbose) for name in backbones]
         leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
-        leaderboard = leaderboard.sort_values("val_accuracy", ascending=False, na_position="last", kind="stable")
+        rank_by = "val_map" if folder.multi_label else "val_accuracy"  # multi-label: mean average precision
+        leaderboard = leaderboard.sort_values(rank_by, ascending=False, na_position="last", kind="stable")
         leaderboard = leaderboard.reset_index(drop=True)
         leaderboard["run_dir"] = [str(artifacts.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
-        verdict = transfer_verdict({row.backbone: (row.mode != "scratch", row.val_accuracy) for row in leaderboard.itertuples()})
+        verdict = transfer_verdict({row.backbone: (row.mode != "scratch", getattr(row, rank_by)) for row in leaderboard.itertuples()})
         leaderboard.attrs["verdict"] = verdict
+        leaderboard.attrs["rank_by"] = rank_by
         leaderboard.attrs["top_k"] = min(3, len(folder.class_names))  # the k of `top3_accuracy`: 2 of 2 classes
         plot_leaderboard(leaderboard, comparison.path / layout.LEADERBOARD_PNG)
         comparison.write_leaderboard(leaderboard, {
@@ -142,8 +144,9 @@ def _train_one(comparison: artifacts.Comparison, name: str, options: TrainOption
         return row | {
             "parameters": int(result.model.count_params()),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in result.model.trainable_weights)),
-            "val_accuracy": evaluation.summary["accuracy"],
-            "top3_accuracy": evaluation.summary["top_k_accuracy"],
+            "val_accuracy": evaluation.summary["accuracy"],  # multi-label: images whose label set is exactly right
+            "top3_accuracy": evaluation.summary.get("top_k_accuracy"),
+            "val_map": evaluation.summary.get("mean_average_precision"),
             "train_seconds": result.metrics["train_seconds"],
             "images_per_second": evaluation.summary["images_per_second"],
             "error": "",

@@ -40,6 +40,8 @@ from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
 
 METRICS = ("accuracy", "top_k_accuracy", "log_loss")
+#: A multi-label model's, ranked by the first: mean average precision, exact label sets, micro F1, log loss.
+MULTI_LABEL_METRICS = ("mean_average_precision", "exact_match", "micro_f1", "log_loss")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def cross_validate(
     report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
     images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
     contents = [publishing.sha256(path) for path in images["path"]]
-    images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents)
+    images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents, multi_label=folder.multi_label)
     copies = len(contents) - len(set(contents))
     if copies:
         reporter.message(f"{copies} image(s) are byte-for-byte copies of others; each set of copies is kept in one fold.")
@@ -119,44 +121,48 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
     """Every backbone on every fold, in a staging folder published when all have had their turn."""
     with publishing.staged(out_dir, "cross-validation") as staging:
         cv = artifacts.CrossValidation(staging)
-        publishing.write_table(cv.folds_file, images)
+        publishing.write_table(cv.folds_file, artifacts.as_manifest(images, folder.multi_label))
         publishing.write_table(staging / layout.SKIPPED, folder.skipped)
         rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
+        metrics = MULTI_LABEL_METRICS if folder.multi_label else METRICS
         for fold in range(1, folds + 1):
             cv.fold_dir(fold).mkdir()
-            publishing.write_table(cv.manifest(fold), images.loc[images["fold"] != fold, ["path", "label"]])
+            publishing.write_table(cv.manifest(fold), artifacts.as_manifest(images.loc[images["fold"] != fold, ["path", "label"]], folder.multi_label))
             held_out = images.loc[images["fold"] == fold, ["path", "label"]]
             for name in backbones:
                 if name in unusable:  # the same weights would fail the same way: not tried again
-                    rows.append(_row(cv, fold, name, held_out, folder.class_names) | {"error": unusable[name]})
+                    rows.append(_row(cv, fold, name, held_out, folder.class_names, metrics) | {"error": unusable[name]})
                     continue
                 reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
                 row = _run_fold(cv, fold, name, options=options, held_out=held_out, class_names=folder.class_names,
-                                reporter=reporter, verbose=verbose)
+                                metrics=metrics, reporter=reporter, verbose=verbose)
                 if row.pop("weights_failed"):
                     unusable[name] = f"not run: {row['error']}"
                 rows.append(row)
         table = pd.DataFrame(rows)
-        summary = summarize(table, folder.class_names) | {
-            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images),
+        summary = summarize(table, folder.class_names, metrics) | {
+            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images), "metrics": list(metrics),
             "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, cv.manifest(1)).resolved())
                                                 for name in backbones},
         }
         summary["verdict"] = transfer_verdict({
-            name: (options.for_backbone(name, cv.manifest(1)).transfers, entry["accuracy"]["mean"])
+            name: (options.for_backbone(name, cv.manifest(1)).transfers, entry[metrics[0]]["mean"])
             for name, entry in summary["backbones"].items()
         })
-        plot_cross_validation(table, cv.path / layout.CV_PNG)
+        plot_cross_validation(table, cv.path / layout.CV_PNG, metrics[0])
         cv.write_results(table, summary)
         cv.relocate_runs(out_dir)
     return table, summary
 
 
-def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None = None) -> np.ndarray:
+def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None = None, multi_label: bool = False) -> np.ndarray:
     """The fold (1..`folds`) of each image: stratified by label, shuffled with `seed`; images of the
     same group (the same content: byte-for-byte copies) always share a fold, so no held-out image
     is a copy of one trained on (scikit-learn's `StratifiedGroupKFold`, stratified as far as the
     groups allow).
+
+    Multi-label images (`multi_label`: each label a set joined by `;`) are stratified label by label
+    (iterative stratification, `iterstrat`'s `MultilabelStratifiedKFold`), a set of copies as one.
 
     Raises:
         DataError: a class has too few images for every fold to hold one and every run to train
@@ -164,6 +170,8 @@ def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | No
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
+    if multi_label:
+        return _assign_multi_label_folds(labels, folds, seed, groups)
     counts = labels.value_counts()
     needed = max(folds, 3)  # a run needs 2 images of each class in its part (1 to train, 1 to validate)
     small = counts[counts < needed]
@@ -181,7 +189,30 @@ def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | No
     return assigned
 
 
-def summarize(table: pd.DataFrame, class_names: list[str]) -> dict:
+def _assign_multi_label_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None) -> np.ndarray:
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    from transfer.data import multi_hot
+    from transfer.sources import split_labels
+
+    names = sorted({label for joined in labels for label in split_labels(joined)})
+    targets = multi_hot(labels.reset_index(drop=True), names)
+    counts = targets.sum(axis=0)
+    needed = max(folds, 3)
+    small = [(name, int(count)) for name, count in zip(names, counts) if count < needed]
+    if small:
+        raise DataError(f"--folds {folds} needs at least {needed} images of each label; "
+                        + ", ".join(f"{name} has {count}" for name, count in small) + ". Add images, or lower --folds.")
+    group_of = np.arange(len(labels)) if groups is None else pd.factorize(pd.Series(list(groups)))[0]
+    per_group = pd.DataFrame(targets).groupby(group_of).max()  # a set of copies carries every label any copy has
+    assigned = np.zeros(len(per_group), dtype=int)
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(per_group)), per_group.to_numpy()), start=1):
+        assigned[held_out] = fold
+    return pd.Series(assigned, index=per_group.index).loc[group_of].to_numpy()
+
+
+def summarize(table: pd.DataFrame, class_names: list[str], metrics: Sequence[str] = METRICS) -> dict:
     """Mean and sample standard deviation over the successful folds, per backbone: of each metric
     and of each class's recall; the failed folds with their reasons."""
     summary = {"backbones": {}}
@@ -190,7 +221,7 @@ def summarize(table: pd.DataFrame, class_names: list[str]) -> dict:
         entry = {"folds_completed": len(ok), "failed": [
             {"fold": int(row.fold), "error": row.error} for row in rows.itertuples() if row.error
         ]}
-        for metric in METRICS:
+        for metric in metrics:
             entry[metric] = _mean_std(ok[metric])
         entry["per_class_recall"] = {label: _mean_std(ok[f"recall:{label}"]) for label in class_names}
         summary["backbones"][name] = entry
@@ -205,14 +236,14 @@ def _mean_std(values: pd.Series) -> dict:
 
 
 def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: TrainOptions, held_out: pd.DataFrame,
-              class_names: list[str], reporter: Reporter, verbose: int | str) -> dict:
+              class_names: list[str], metrics: Sequence[str], reporter: Reporter, verbose: int | str) -> dict:
     """The `cv.csv` row of one backbone on one fold: trained on the other folds, evaluated on this one."""
     import keras
 
     from transfer.evaluation import evaluate, evaluation_pictures
     from transfer.training import train
 
-    row = _row(cv, fold, name, held_out, class_names) | {"weights_failed": False}
+    row = _row(cv, fold, name, held_out, class_names, metrics) | {"weights_failed": False}
     try:
         result = train(None, cv.run_dir(fold, name), options.for_backbone(name, cv.manifest(fold)),
                        reporter=reporter, verbose=verbose)
@@ -220,8 +251,8 @@ def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: T
         artifacts.write_evaluation(evaluation, result.run_dir / layout.EVALUATION, draw=evaluation_pictures(evaluation))
         recall = evaluation.per_class["recall"]
         return row | {
-            "num_train": result.metrics["num_train"], "top_k": evaluation.summary["top_k"],
-            **{metric: evaluation.summary[metric] for metric in METRICS},
+            "num_train": result.metrics["num_train"], "top_k": evaluation.summary.get("top_k"),
+            **{metric: evaluation.summary[metric] for metric in metrics},
             **{f"recall:{label}": float(recall[label]) for label in class_names},
             "train_seconds": result.metrics["train_seconds"],
         }
@@ -234,10 +265,11 @@ def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: T
         keras.backend.clear_session()
 
 
-def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str]) -> dict:
+def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str],
+         metrics: Sequence[str]) -> dict:
     """A `cv.csv` row with nothing measured yet."""
     return {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out), "top_k": None,
-            **dict.fromkeys(METRICS), **{f"recall:{label}": None for label in class_names},
+            **dict.fromkeys(metrics), **{f"recall:{label}": None for label in class_names},
             "train_seconds": None, "run_dir": str(cv.run_dir(fold, name).relative_to(cv.path)), "error": ""}
 
 

@@ -107,15 +107,17 @@ def plot_leaderboard(leaderboard: pd.DataFrame, path: Path) -> None:
     rows = leaderboard.iloc[::-1]
     figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5), constrained_layout=True)
     labels = [f"{r.backbone} ({r.mode})" for r in rows.itertuples()]
-    accuracy = rows["val_accuracy"].fillna(0).to_numpy()
-    bars = axis.barh(labels, accuracy, color=["#c44" if isinstance(e, str) and e else "#4a7" for e in rows["error"]])
+    multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: ranked by mean average precision
+    score = rows["val_map" if multi else "val_accuracy"].astype(float).fillna(0).to_numpy()
+    bars = axis.barh(labels, score, color=["#c44" if isinstance(e, str) and e else "#4a7" for e in rows["error"]])
     for bar, row in zip(bars, rows.itertuples()):
         text = f"failed: {row.error[:70]}" if isinstance(row.error, str) and row.error else (
+            f"{row.val_map:.3f}  (exact label sets {row.val_accuracy:.3f}, {row.train_seconds:.0f} s)" if multi else
             f"{row.val_accuracy:.3f}  (top-3 {row.top3_accuracy:.3f}, {row.train_seconds:.0f} s)"
         )
         axis.text(max(bar.get_width(), 0) + 0.01, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
     axis.set_xlim(0, 1.45)
-    axis.set_xlabel("validation accuracy")
+    axis.set_xlabel("validation mean average precision" if multi else "validation accuracy")
     axis.set_title("leaderboard")
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -145,16 +147,16 @@ def plot_lr_find(table: pd.DataFrame, suggestion: float, path: Path, *, title: s
     plt.close(figure)
 
 
-def plot_cross_validation(table: pd.DataFrame, path: Path) -> None:
-    """Held-out accuracy of each fold (dots) and its mean +- standard deviation (bar) per backbone;
-    failed folds are counted in the label."""
+def plot_cross_validation(table: pd.DataFrame, path: Path, metric: str = "accuracy") -> None:
+    """Held-out accuracy (or `metric`) of each fold (dots) and its mean +- standard deviation (bar)
+    per backbone; failed folds are counted in the label."""
     plt = _pyplot()
     names = list(dict.fromkeys(table["backbone"]))
     figure, axis = plt.subplots(figsize=(8, 0.8 * len(names) + 1.8), constrained_layout=True)
     for y, name in enumerate(names):
         rows = table[table["backbone"] == name]
         ok = rows[~rows["error"].astype(bool)]
-        values = ok["accuracy"].astype(float).to_numpy()
+        values = ok[metric].astype(float).to_numpy()
         axis.scatter(values, np.full(len(values), y), color="#4a7", zorder=3)
         if len(values):
             sd = values.std(ddof=1) if len(values) > 1 else 0.0
@@ -164,7 +166,7 @@ def plot_cross_validation(table: pd.DataFrame, path: Path) -> None:
     axis.set_yticks(range(len(names)), [f"{name}" + (f" ({failed[name]} failed)" if failed[name] else "") for name in names])
     axis.set_ylim(-0.7, len(names) - 0.3)
     axis.set_xlim(0, 1.02)
-    axis.set_xlabel("held-out accuracy per fold (mean +- sd)")
+    axis.set_xlabel(f"held-out {metric.replace('_', ' ')} per fold (mean +- sd)")
     axis.set_title(f"{table['fold'].max()}-fold cross-validation")
     axis.grid(alpha=0.3, axis="x")
     figure.savefig(path, dpi=100)

@@ -111,7 +111,10 @@ def _indented(text: str) -> str:
 def print_cross_validation(summary: dict, folds: int) -> None:
     """The cross-validation's summary: mean +- sd of each metric per backbone, and the failed folds."""
     top_k = f"top-{summary['top_k']}" if summary.get("top_k") else "top-k"
-    numbers = [Column(name, justify="right") for name in ("folds", "accuracy", top_k, "log loss")]
+    metrics = summary.get("metrics", ["accuracy", "top_k_accuracy", "log_loss"])
+    names = {"accuracy": "accuracy", "top_k_accuracy": top_k, "log_loss": "log loss", "mean_average_precision": "mAP",
+             "exact_match": "exact sets", "micro_f1": "micro F1"}
+    numbers = [Column(name, justify="right") for name in ["folds", *(names[m] for m in metrics)]]
     table = Table("backbone", *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
     for name, entry in summary["backbones"].items():
         def cell(metric):
@@ -121,7 +124,7 @@ def print_cross_validation(summary: dict, folds: int) -> None:
             return f"{value['mean']:.4f}" + (f" +- {value['std']:.4f}" if value["std"] is not None else "")
 
         failed = "; ".join(f"{f['fold']}: {f['error']}" for f in entry["failed"])
-        table.add_row(name, str(entry["folds_completed"]), cell("accuracy"), cell("top_k_accuracy"), cell("log_loss"), escape(failed))
+        table.add_row(name, str(entry["folds_completed"]), *(cell(metric) for metric in metrics), escape(failed))
     results.print(table)
     if summary.get("verdict"):
         results.print(summary["verdict"], highlight=False)
@@ -151,14 +154,15 @@ def print_audit(result) -> None:
 
 def print_leaderboard(leaderboard) -> None:
     """A comparison's leaderboard, best first; a failed backbone shows its error."""
-    top_k = f"top-{leaderboard.attrs.get('top_k', 3)}"
-    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "val acc", top_k, "train s", "images/s")]
+    multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: mAP, and the share of exact label sets
+    second = "val mAP" if multi else f"top-{leaderboard.attrs.get('top_k', 3)}"
+    numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "exact sets" if multi else "val acc", second, "train s", "images/s")]
     table = Table("backbone", "mode", *numbers, "error")
     for row in leaderboard.itertuples():
         failed = bool(row.error)
         table.add_row(
             row.backbone, row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
-            "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.top3_accuracy:.4f}",
+            "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.val_map if multi else row.top3_accuracy:.4f}",
             "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
         )
     results.print(table)
