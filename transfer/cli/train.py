@@ -145,8 +145,8 @@ def audit(
 @app.command()
 @with_train_options(without=("backbone",))
 def compare(
-    data_dir: Annotated[Path, typer.Argument(help="Folder with one subfolder of images per class.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.")],
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.", show_default=False)] = None,
     backbones: Annotated[str, typer.Option(help="Comma-separated backbones to train on the same split: registry names, PATH.keras files, keras-hub:PRESET.")] = ",".join(BACKBONES),
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier comparison written by transfer (nothing else).")] = False,
     **options,
@@ -159,7 +159,10 @@ def compare(
     """
     with user_errors():
         from transfer.compare import compare as run_compare
+        from transfer.errors import InvalidOptionError
 
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for the runs and leaderboard.csv, e.g. --out compare.")
         chosen = train_options_of(options)
         names = [name.strip() for name in backbones.split(",") if name.strip()]
         leaderboard = run_compare(data_dir, out, names, chosen, force=force,
