@@ -88,6 +88,12 @@ def audit(
     extras.require("audit")
     out_dir = Path(out_dir)
     listing = preflight(data_dir, out_dir, resolved, kind="audit", force=force)
+    if listing.multi_label:
+        raise InvalidOptionError(
+            f"{listing.source} is a multi-label manifest (a labels column); the audit finds label issues in data with one "
+            f"label per image, and does not audit label sets yet. Audit one label at a time with a path,label manifest "
+            f"of yes/no classes, or train and look at the report's most confident errors."
+        )
     from transfer.data import prepare, report_skipped
 
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))

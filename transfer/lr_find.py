@@ -32,7 +32,7 @@ from transfer.errors import InvalidOptionError
 from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
 from transfer.errors import require
-from transfer.preflight import preflight
+from transfer.preflight import preflight, with_labels_kind
 from transfer.progress import SILENT, Reporter
 
 #: The smoothing of the recorded loss (an exponential moving average, bias-corrected, as fastai's).
@@ -85,6 +85,7 @@ def lr_find(
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
     listing = preflight(data_dir, out_dir, options, kind="lr-find", force=force)
+    options = with_labels_kind(options, listing, reporter)  # a labels manifest: sigmoids and binary cross-entropy
 
     import tensorflow as tf
 
@@ -110,7 +111,8 @@ def lr_find(
         dataset = make_dataset(paths, labels, options.image_size, batch_size, shuffle=True, seed=options.seed)
         trained = f"{spec.name} from scratch" + (", augmented" if options.augment else "") + (", mixed" if options.mixing else "")
     if uses_probability_targets(options):
-        dataset = one_hot_targets(dataset, len(folder.class_names))
+        if not options.multi_label:  # multi-label targets are 0/1 vectors already
+            dataset = one_hot_targets(dataset, len(folder.class_names))
         if options.mixing and not options.transfers:
             dataset = mixed_batches(dataset, options, seed=options.seed)
     reporter.message(f"Sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} steps of {batch_size} images: {trained}.")

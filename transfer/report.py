@@ -54,18 +54,13 @@ def report(
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
-        truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
-        plot_reliability(reliability(evaluation.scores, truth), scratch / "reliability.png",
-                         title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation),
-            pages.section("Data", _data(run, split)),
+            pages.section("Data", _data(run, split, evaluation.multi_label)),
             pages.section("Training curves", pages.image(run.path / layout.CURVES, "training curves")),
             pages.section("Metrics on the validation split", _metrics(evaluation)),
-            pages.section("Confusion matrix", pages.image(scratch / "confusion.png", "confusion matrix")),
-            pages.section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png")),
+            *(_multi_label_sections(evaluation, scratch) if evaluation.multi_label else _single_label_sections(config, evaluation, scratch)),
             pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
             pages.section("Where the model looked (Grad-CAM)", heatmaps),
             pages.section("Configuration", _config(config)),
@@ -86,8 +81,32 @@ def _weights_of(config: dict) -> str:
     return "its own" if config.get("weights") == config.get("backbone") else str(config.get("weights"))
 
 
+def _single_label_sections(config: dict, evaluation: Evaluation, scratch: Path) -> list[str]:
+    """The confusion matrix and the reliability diagram."""
+    plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
+    truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
+    plot_reliability(reliability(evaluation.scores, truth), scratch / "reliability.png",
+                     title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
+    return [pages.section("Confusion matrix", pages.image(scratch / "confusion.png", "confusion matrix")),
+            pages.section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png"))]
+
+
+def _multi_label_sections(evaluation: Evaluation, scratch: Path) -> list[str]:
+    """Each label's precision-recall curve with its threshold, and each label's right and wrong decisions."""
+    from transfer.plots import plot_precision_recall
+
+    plot_precision_recall(evaluation, scratch / "precision_recall.png")
+    text = ("<p>Each label's precision and recall as its threshold moves; the dot is the threshold the run chose on "
+            "this split (the best F1 of that label), which predict, evaluate, every export and the server apply. "
+            "Measured on the split that chose the thresholds, so it flatters the model a little.</p>")
+    return [pages.section("Precision and recall per label", text + pages.image(scratch / "precision_recall.png", "precision-recall curves")),
+            pages.section("Decisions per label", evaluation.confusion.to_html(classes="numbers", border=0))]
+
+
 def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     s = evaluation.summary
+    if evaluation.multi_label:
+        return _multi_label_summary(run_dir, config, evaluation)
     mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
     source = config.get("source_run")
     facts = {
@@ -108,6 +127,24 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
     )
 
 
+def _multi_label_summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
+    s = evaluation.summary
+    facts = {
+        "backbone": f"{config.get('backbone')} (weights {_weights_of(config)})",
+        "labels": f"{len(evaluation.class_names)}, any number per image (multi-label: one sigmoid each)",
+        "validation images": f"{s['num_images']} ({s['images_without_label']} without a label)",
+        "exact label sets": f"{s['exact_match']:.1%}",
+        "micro F1": f"{s['micro_f1']:.3f}", "macro F1": f"{s['macro_f1']:.3f}",
+        "log loss (per label)": f"{s['log_loss']:.4f}",
+    }
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    return (
+        f'<header><h1>{html.escape(run_dir.name)}</h1>'
+        f'<p class="headline"><span id="accuracy">{s["mean_average_precision"]:.1%}</span> validation mean average precision</p>'
+        f"<table class=facts>{rows}</table></header>"
+    )
+
+
 def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
     """The reliability diagram, the ECE, and what temperature the run built in."""
     temperature = config.get("temperature")
@@ -122,7 +159,11 @@ def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
     return text + pages.image(figure, "reliability diagram")
 
 
-def _data(run: artifacts.Run, split: pd.DataFrame) -> str:
+def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) -> str:
+    if multi_label:  # the images carrying each label
+        from transfer.sources import split_labels
+
+        split = split.assign(label=split["label"].map(split_labels)).explode("label").dropna(subset=["label"])
     counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
     parts = [counts.to_html(classes="numbers", border=0)]
     skipped = run.skipped()
@@ -138,7 +179,7 @@ def _data(run: artifacts.Run, split: pd.DataFrame) -> str:
 
 
 def _metrics(evaluation: Evaluation) -> str:
-    return evaluation.per_class.to_html(classes="numbers", border=0, float_format=lambda v: f"{v:.3f}")
+    return evaluation.per_class.to_html(classes="numbers", border=0, float_format=lambda v: f"{v:.3f}", na_rep="")
 
 
 def _errors(evaluation: Evaluation, count: int) -> str:
@@ -149,8 +190,9 @@ def _errors(evaluation: Evaluation, count: int) -> str:
     for row in worst.itertuples():
         top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
         cards.append(
-            f'<figure class="card">{pages.thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label)}</b>'
-            f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
+            f'<figure class="card">{pages.thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label or "(none)")}</b>'
+            + (f"<br>given: {html.escape(row.predicted or '(none)')}" if evaluation.multi_label else "")
+            + f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
         )
     return f'<div class="grid">{"".join(cards)}</div>'
 
@@ -166,7 +208,12 @@ def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, co
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
     index = {name: i for i, name in enumerate(evaluation.class_names)}
-    heatmaps = grad_cam(model, spec.name, _transfers(config), pixels, [index[p] for p in chosen["predicted"]])
+    if evaluation.multi_label:  # the most probable label of each image
+        position = {path: i for i, path in enumerate(evaluation.examples["path"])}
+        targets = [int(evaluation.scores[position[path]].argmax()) for path in chosen["path"]]
+    else:
+        targets = [index[p] for p in chosen["predicted"]]
+    heatmaps = grad_cam(model, spec.name, _transfers(config), pixels, targets)
     images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
     titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
     plot_image_grid(images, titles, path, columns=4, size=2.4)

@@ -45,7 +45,8 @@ class RichReporter(Reporter):
 def print_trained(result) -> None:
     metrics = result.metrics
     messages.print(
-        f"[bold green]done[/bold green] val_accuracy {metrics['val_accuracy']:.4f}  val_loss "
+        "[bold green]done[/bold green] " + (f"val mAP {metrics['val_map']:.4f}  exact label sets {metrics['val_accuracy']:.4f}"
+                                             if "val_map" in metrics else f"val_accuracy {metrics['val_accuracy']:.4f}") + "  val_loss "
         f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
         f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s)",
         highlight=False,
