@@ -58,3 +58,22 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "hymenoptera" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture(scope="session")
+def shapes_multi_dir(tmp_path_factory) -> Path:
+    """160 images of zero to three shapes and their `labels.csv`, written by the built-in recipe."""
+    from transfer.datasets.shapes_multi import materialize
+
+    return materialize(tmp_path_factory.mktemp("shapes-multi"), images=160)
+
+
+@pytest.fixture(scope="session")
+def shapes_multi_run(shapes_multi_dir, tmp_path_factory) -> Path:
+    """LeNet-5, multi-label, a few epochs on the shapes: sigmoids with thresholds chosen on validation."""
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    out = tmp_path_factory.mktemp("shapes-multi-run") / "lenet"
+    options = TrainOptions(backbone="lenet", epochs=4, augment=False, seed=1, manifest=str(shapes_multi_dir / "labels.csv"))
+    return train(None, out, options, verbose=0).run_dir
