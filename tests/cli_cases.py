@@ -47,6 +47,17 @@ class Workspace:
         return train(self.data, self.root / "run", options, verbose=0).run_dir
 
     @functools.cached_property
+    def multi_label_run(self) -> Path:
+        from transfer.options import TrainOptions
+        from transfer.training import train
+
+        rows = "".join(f"{path},{'ants;bees' if i % 3 == 0 else path.parent.name}\n"
+                       for i, path in enumerate(sorted(self.data.glob("*/*.png"))))
+        (self.root / "tags.csv").write_text("path,labels\n" + rows)
+        options = TrainOptions(backbone="lenet", epochs=1, augment=False, manifest=str(self.root / "tags.csv"))
+        return train(None, self.root / "multi-label-run", options, verbose=0).run_dir
+
+    @functools.cached_property
     def export(self) -> Path:
         from transfer.export import export
 
@@ -318,6 +329,18 @@ CASES = [
     Case("audit --out inside the data", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--out", str(ws.data / "ants" / "audit")], 2, "is inside the data folder"),
     Case("audit --force over a run", lambda ws: ["audit", str(ws.data), "--backbone", "lenet", "--force", "--out", str(ws.copy_of(ws.run, "run-under-audit"))], 2, "is an earlier transfer run; --force replaces only an earlier transfer audit"),
     Case("audit --epochs with a pretrained backbone", lambda ws: ["audit", str(ws.data), "--weights", "none", "--epochs", "5", "--out", str(ws.fresh("out"))], 2, "Received --epochs with the pretrained backbone resnet50; a pretrained backbone is audited by a logistic regression"),
+    Case("multi-label manifest with both label and labels", lambda ws: ["train", "--manifest", _manifest(ws, "both.csv", "path,label,labels\n{data}/ants/0.png,ants,ants\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "has both a label and a labels column"),
+    Case("multi-label manifest with an empty label name", lambda ws: ["train", "--manifest", _manifest(ws, "empty-name.csv", "path,labels\n{data}/ants/0.png,ants;;bees\n{data}/ants/1.png,ants\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "line 2: an empty label name in 'ants;;bees'"),
+    Case("multi-label manifest with a path as a label", lambda ws: ["train", "--manifest", _manifest(ws, "path-label.csv", "path,labels\n{data}/ants/0.png,ants;{data}/ants/1.png\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "a label that is a file path"),
+    Case("multi-label manifest with a label twice in a row", lambda ws: ["train", "--manifest", _manifest(ws, "twice.csv", "path,labels\n{data}/ants/0.png,ants;bees;ants\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "the label 'ants' twice in 'ants;bees;ants'"),
+    Case("multi-label manifest listing an image twice", lambda ws: ["train", "--manifest", _manifest(ws, "listed-twice.csv", "path,labels\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants\n{data}/ants/0.png,bees\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "twice (lines 2 and 4), with labels 'ants' and 'bees'"),
+    Case("multi-label label on one image", lambda ws: ["train", "--manifest", _manifest(ws, "one-wasp.csv", "path,labels\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants;wasps\n{data}/ants/2.png,\n"), "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "Label(s) on fewer than 2 usable images"),
+    Case("--multi-label on class folders", lambda ws: _train(str(ws.data), ws, "--multi-label"), 2, "--multi-label reads a manifest with a labels column"),
+    Case("--multi-label on a single-label manifest", lambda ws: ["train", "--manifest", _manifest(ws, "single.csv", "path,label\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants\n{data}/bees/0.png,bees\n{data}/bees/1.png,bees\n"), "--multi-label", "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "has one label per image"),
+    Case("--class-weight auto on a labels manifest", lambda ws: ["train", "--manifest", _manifest(ws, "weights.csv", "path,labels\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants\n"), "--class-weight", "auto", "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "is multi-label (a labels column)"),
+    Case("--threshold for a single-label model", lambda ws: ["predict", str(ws.run), str(ws.data / "ants" / "0.png"), "--threshold", "0.5"], 2, "--threshold must be given only for a multi-label model"),
+    Case("--min-confidence for a multi-label model", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--min-confidence", "0.5"], 2, "given only for a single-label model (this one is multi-label"),
+    Case("--threshold out of range", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--threshold", "1.5"], 2, "--threshold must be a probability between 0 and 1"),
     # Outputs and faults
     Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists (an earlier transfer run)"),
     Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),

@@ -48,10 +48,15 @@ def choose_thresholds(probabilities: np.ndarray, targets: np.ndarray) -> np.ndar
     return thresholds
 
 
+def check_threshold(override: float | None) -> None:
+    """Raises InvalidOptionError unless `override` (`--threshold`) is `None` or in (0, 1)."""
+    require(override is None or 0 < override < 1, "--threshold", override, "a probability between 0 and 1 (both excluded)")
+
+
 def thresholds_of(config: dict, class_names: list[str], override: float | None = None) -> np.ndarray:
     """The thresholds of a run or export (`config.json`), by label in `class_names` order; `override`
     (`--threshold`) for every label."""
-    require(override is None or 0 < override < 1, "--threshold", override, "a probability between 0 and 1 (both excluded)")
+    check_threshold(override)
     if override is not None:
         return np.full(len(class_names), float(override))
     stored = config.get("thresholds") or {}

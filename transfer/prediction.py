@@ -132,8 +132,11 @@ def predict(
         InvalidOptionError: `top_k`, `batch_size` or `min_confidence` out of range.
         DataError: an input that does not exist, or no image file at all.
     """
+    from transfer.multilabel import check_threshold
+
     require(top_k is None or top_k >= 1, "--top-k", top_k, "an integer >= 1")
     check_min_confidence(min_confidence)
+    check_threshold(threshold)
     require(1 <= batch_size <= MAX_BATCH_SIZE, "--batch-size", batch_size, f"an integer between 1 and {MAX_BATCH_SIZE}")
     paths, skipped = collect_images(inputs)
     if not paths:

@@ -43,6 +43,7 @@ from transfer import extras
 from transfer.errors import BadImageError, InvalidOptionError, OutputLocationError
 from transfer.imagenet import is_imagenet
 from transfer.errors import require
+from transfer.multilabel import check_threshold
 from transfer.prediction import answer, check_min_confidence
 from transfer.progress import SILENT, Reporter
 
@@ -74,6 +75,7 @@ class ServerOptions:
         require(self.model_name is None or NAME_PATTERN.fullmatch(self.model_name) is not None, "--model-name",
                 self.model_name, "letters, digits, '.', '_' and '-' (up to 64), as in a URL path")
         check_min_confidence(self.min_confidence)
+        check_threshold(self.threshold)
         require(self.top_k is None or self.top_k >= 1, "--top-k", self.top_k, "an integer >= 1")
         require(1 <= self.max_instances <= 4096, "--max-instances", self.max_instances, "an integer between 1 and 4096")
         require(0 < self.max_body_mb <= 1024, "--max-body-mb", self.max_body_mb, "a size in MB above 0, at most 1024")

@@ -113,7 +113,8 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
     # DataOptions: which images
     "val_split": (ValSplit, DEFAULTS.val_split),
     "val_dir": (ValDir, None),
-    "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR.")], None),
+    "manifest": (Annotated[Optional[Path], typer.Option(help="CSV file with columns path,label[,split] to train on instead of DATA_DIR; path,labels[,split] (labels separated by ;, none allowed) is multi-label.")], None),
+    "multi_label": (Annotated[bool, typer.Option("--multi-label", help="Zero or more labels per image: one sigmoid per label, each with a threshold chosen on validation. Needs a --manifest with a labels column, which switches it on by itself.")], DEFAULTS.multi_label),
     "dedupe": (Annotated[bool, typer.Option("--dedupe", help="Remove validation images that are byte-for-byte copies of training images.")], DEFAULTS.dedupe),
     "allow_split_names": (Annotated[bool, typer.Option("--allow-split-names", help="Accept class folders all named like splits (train, val, test...); refused otherwise as the folder above the splits given by mistake.")], DEFAULTS.allow_split_names),
     "class_weight": (Annotated[ClassWeight, typer.Option(help="auto: weight the loss by scikit-learn's balanced class weights.")], ClassWeight(DEFAULTS.class_weight)),

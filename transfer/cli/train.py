@@ -111,7 +111,7 @@ def cross_validate(
 
 
 #: What `audit` does not take: a frozen backbone is audited by a logistic regression, a baseline trained in one stage.
-AUDIT_WITHOUT = ("head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
+AUDIT_WITHOUT = ("multi_label", "head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
                  "finetune_lr", "finetune_schedule", "label_smoothing", "mixup", "cutmix", "calibrate", "strategy",
                  "cache_features", "cached_views", "tensorboard")
 
