@@ -31,12 +31,12 @@ def backbones() -> None:
 @app.command()
 def dataset(
     name: Annotated[DatasetName, typer.Argument(help="Built-in dataset.")],
-    out: Annotated[Path, typer.Argument(help="New or empty folder to write the class subfolders into.")],
+    out: Annotated[Path, typer.Argument(help="New or empty folder to write the class subfolders into (shapes-multi: images/ and the labels.csv manifest).")],
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier dataset written by transfer (nothing else).")] = False,
 ) -> None:
     """Write a built-in dataset (no network needed).
 
-    Writes the class subfolders of images into OUT.
+    Writes the class subfolders of images into OUT (shapes-multi: images/ and a multi-label labels.csv).
 
     Example: transfer dataset digits data/digits
     """
@@ -46,3 +46,5 @@ def dataset(
         path = write_dataset(name.value, out, force=force)
     count = sum(1 for _ in Path(path).rglob("*.png"))
     results.print(f"{name.value}: {count} images in {path}", highlight=False)
+    if (Path(path) / "labels.csv").is_file():
+        results.print(f"Multi-label manifest: {Path(path) / 'labels.csv'} (transfer train --manifest {Path(path) / 'labels.csv'} ...)", highlight=False)
