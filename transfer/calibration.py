@@ -104,6 +104,13 @@ class Calibration:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """What was done, in one line for the person training."""
+        if not self.applied:
+            return f"Calibration: no temperature applied, the probabilities stay as trained: {self.reason}."
+        return (f"Calibration: temperature {self.temperature:.3g} built into the model (validation ECE {self.ece_before:.3f} -> "
+                f"{self.ece_after:.3f}, log loss {self.log_loss_before:.3f} -> {self.log_loss_after:.3f}; no prediction changes).")
+
 
 #: At most this many folds for the held-out check of a fitted temperature.
 CHECK_FOLDS = 5

@@ -310,7 +310,11 @@ def _publish(run: RunState) -> TrainResult:
     history = pd.concat(run.histories, ignore_index=True)
     folder, options = run.folder, run.options
     if options.multi_label:
-        scores, thresholds = _multi_label_scores(run, probabilities)
+        from transfer.multilabel import validation_scores
+
+        scores, thresholds = validation_scores(probabilities, run.val_labels, folder.class_names)
+        run.reporter.message("Thresholds chosen on the validation split (the best F1 of each label): "
+                             + ", ".join(f"{name} {t:.2f}" for name, t in thresholds.items()) + ".")
     else:
         loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
         scores, thresholds = {
@@ -367,22 +371,6 @@ def _publish(run: RunState) -> TrainResult:
     return TrainResult(run.out_dir, metrics, history, run.model)
 
 
-def _multi_label_scores(run: RunState, probabilities) -> tuple[dict, dict]:
-    """The validation metrics of a multi-label run (`val_accuracy`: the share of images whose label
-    set is exactly right) and each label's threshold, chosen on the validation split and said."""
-    from transfer.multilabel import choose_thresholds, measure
-
-    names = run.folder.class_names
-    chosen = choose_thresholds(probabilities, run.val_labels)
-    summary, _ = measure(probabilities, run.val_labels, chosen, names)
-    run.reporter.message("Thresholds chosen on the validation split (the best F1 of each label): "
-                         + ", ".join(f"{name} {t:.2f}" for name, t in zip(names, chosen)) + ".")
-    scores = {"val_accuracy": summary["exact_match"], "val_loss": summary["log_loss"],
-              "val_map": summary["mean_average_precision"], "val_micro_f1": summary["micro_f1"],
-              "val_macro_f1": summary["macro_f1"]}
-    return scores, {name: float(t) for name, t in zip(names, chosen)}
-
-
 def _calibrate(run: RunState, probabilities):
     """Fits the temperature on the validation probabilities (`--calibrate temperature`) and says what
     it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
@@ -395,12 +383,7 @@ def _calibrate(run: RunState, probabilities):
     from transfer.calibration import calibrate
 
     calibration = calibrate(probabilities, run.val_labels)
-    run.reporter.message(
-        f"Calibration: temperature {calibration.temperature:.3g} built into the model (validation ECE "
-        f"{calibration.ece_before:.3f} -> {calibration.ece_after:.3f}, log loss {calibration.log_loss_before:.3f} -> "
-        f"{calibration.log_loss_after:.3f}; no prediction changes)." if calibration.applied else
-        f"Calibration: no temperature applied, the probabilities stay as trained: {calibration.reason}."
-    )
+    run.reporter.message(calibration.describe())
     return calibration
 
 
