@@ -29,7 +29,7 @@ import keras
 from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec, build_backbone
 from transfer.errors import InvalidOptionError, ModelLoadError
-from transfer.heads import classification_head
+from transfer.heads import HeadSpec, classification_head
 from transfer.preprocessing import Preprocess
 
 
@@ -43,14 +43,12 @@ def build_classifier(
     num_classes: int,
     image_size: int,
     weights: str | keras.Model | None,
-    dropout_rate: float = 0.2,
-    head_units: int = 0,
+    head: HeadSpec = HeadSpec(),
     augmentation: keras.Layer | None = None,
     backbone_layer: str | None = None,
-    multi_label: bool = False,
 ) -> keras.Model:
     """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen. It ends
-    in a softmax over the classes, or with `multi_label` in one sigmoid per label.
+    in a softmax over the classes, or for `head.multi_label` in one sigmoid per label.
 
     Args:
         weights: where the backbone's weights come from: `"imagenet"`, a weights file, `None`
@@ -60,7 +58,7 @@ def build_classifier(
             its classifier, see `transfer.external_backbones`).
     """
     source, weights = (weights, None) if isinstance(weights, keras.Model) else (None, weights)
-    activation = "sigmoid" if multi_label else "softmax"
+    activation = "sigmoid" if head.multi_label else "softmax"
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     if not spec.pretrained and source is None:
@@ -72,7 +70,7 @@ def build_classifier(
     x = backbone(x, training=False)
     pool = keras.layers.GlobalAveragePooling2D(name="avg_pool") if spec.pretrained else keras.layers.Flatten(name="flatten_features")
     x = pool(x)
-    outputs = classification_head(x.shape[-1], num_classes, dropout_rate, head_units, activation)(x)
+    outputs = classification_head(x.shape[-1], num_classes, head.dropout_rate, head.units, activation)(x)
     return keras.Model(inputs, outputs, name=f"{spec.name}_classifier")
 
 

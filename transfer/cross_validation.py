@@ -124,18 +124,18 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
         publishing.write_table(cv.folds_file, artifacts.as_manifest(images, folder.multi_label))
         publishing.write_table(staging / layout.SKIPPED, folder.skipped)
         rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
-        metrics = MULTI_LABEL_METRICS if folder.multi_label else METRICS
+        metrics = metrics_of(folder)
         for fold in range(1, folds + 1):
             cv.fold_dir(fold).mkdir()
             publishing.write_table(cv.manifest(fold), artifacts.as_manifest(images.loc[images["fold"] != fold, ["path", "label"]], folder.multi_label))
             held_out = images.loc[images["fold"] == fold, ["path", "label"]]
             for name in backbones:
                 if name in unusable:  # the same weights would fail the same way: not tried again
-                    rows.append(_row(cv, fold, name, held_out, folder.class_names, metrics) | {"error": unusable[name]})
+                    rows.append(_row(cv, fold, name, held_out, folder) | {"error": unusable[name]})
                     continue
                 reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
-                row = _run_fold(cv, fold, name, options=options, held_out=held_out, class_names=folder.class_names,
-                                metrics=metrics, reporter=reporter, verbose=verbose)
+                row = _run_fold(cv, fold, name, options=options, held_out=held_out, folder=folder, reporter=reporter,
+                                verbose=verbose)
                 if row.pop("weights_failed"):
                     unusable[name] = f"not run: {row['error']}"
                 rows.append(row)
@@ -235,15 +235,21 @@ def _mean_std(values: pd.Series) -> dict:
     return {"mean": None if math.isnan(mean) else mean, "std": None if math.isnan(std) else std}
 
 
+def metrics_of(folder) -> tuple[str, ...]:
+    """The metrics cross-validated on `folder`'s data, the one that ranks first."""
+    return MULTI_LABEL_METRICS if folder.multi_label else METRICS
+
+
 def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: TrainOptions, held_out: pd.DataFrame,
-              class_names: list[str], metrics: Sequence[str], reporter: Reporter, verbose: int | str) -> dict:
+              folder, reporter: Reporter, verbose: int | str) -> dict:
     """The `cv.csv` row of one backbone on one fold: trained on the other folds, evaluated on this one."""
     import keras
 
     from transfer.evaluation import evaluate, evaluation_pictures
     from transfer.training import train
 
-    row = _row(cv, fold, name, held_out, class_names, metrics) | {"weights_failed": False}
+    row = _row(cv, fold, name, held_out, folder) | {"weights_failed": False}
+    class_names, metrics = folder.class_names, metrics_of(folder)
     try:
         result = train(None, cv.run_dir(fold, name), options.for_backbone(name, cv.manifest(fold)),
                        reporter=reporter, verbose=verbose)
@@ -265,9 +271,9 @@ def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: T
         keras.backend.clear_session()
 
 
-def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, class_names: list[str],
-         metrics: Sequence[str]) -> dict:
+def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataFrame, folder) -> dict:
     """A `cv.csv` row with nothing measured yet."""
+    class_names, metrics = folder.class_names, metrics_of(folder)
     return {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out), "top_k": None,
             **dict.fromkeys(metrics), **{f"recall:{label}": None for label in class_names},
             "train_seconds": None, "run_dir": str(cv.run_dir(fold, name).relative_to(cv.path)), "error": ""}

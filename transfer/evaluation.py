@@ -84,33 +84,41 @@ class Evaluation:
         return wrong.sort_values("confidence", ascending=False, kind="stable")
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How `evaluate_folder` scores: the k of top-k accuracy (default min(3, classes)), a multi-label
+    model's one `threshold` for every label (default: each label's own), test-time augmentation,
+    and the images decoded and scored at a time."""
+
+    top_k: int | None = None
+    threshold: float | None = None
+    tta: bool = False
+    batch_size: int = 32
+
+
 def evaluate_folder(
     model_path: Path,
-    data_dir: Path | None,
+    data: Path,
     out_dir: Path | None = None,
     *,
-    manifest: Path | None = None,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    tta: bool = False,
-    batch_size: int = 32,
+    scoring: Scoring = Scoring(),
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> tuple[Evaluation, Path]:
-    """Evaluates a run or an export on a class folder (or a `manifest`, multi-label ones included)
-    and writes the results to `out_dir` (default `RUN/evaluation`, or `NAME-evaluation` beside an
-    export). Returns the evaluation and the folder written."""
+    """Evaluates a run or an export on `data`, a class folder or a CSV manifest (multi-label ones
+    included), and writes the results to `out_dir` (default `RUN/evaluation`, or `NAME-evaluation`
+    beside an export). Returns the evaluation and the folder written."""
     from transfer.sources import read_manifest
 
-    _check_options(top_k, batch_size)
-    if (data_dir is None) == (manifest is None):
-        raise InvalidOptionError("Give the labelled images as DATA_DIR (class folders) or --manifest FILE.csv, one of them.")
+    _check_options(scoring.top_k, scoring.batch_size)
     if out_dir is None and is_imagenet(model_path):
         raise InvalidOptionError(f"Pass --out: {model_path} has no folder to put the evaluation in.")
     out_dir = Path(out_dir) if out_dir is not None else artifacts.default_evaluation_dir(model_path)
-    publishing.check_destination(out_dir, kind="evaluation", force=force, data=(data_dir, *artifacts.data_folders(model_path)))
+    manifest = Path(data).is_file() and Path(data).suffix.lower() == ".csv"
+    publishing.check_destination(out_dir, kind="evaluation", force=force,
+                                 data=(None if manifest else data, *artifacts.data_folders(model_path)))
     # the model's classes are checked against the data's
-    listing = read_manifest(Path(manifest)) if manifest else list_folder(Path(data_dir), allow_split_names=True)
+    listing = read_manifest(Path(data)) if manifest else list_folder(Path(data), allow_split_names=True)
     publishing.check_outside(out_dir, tuple(listing.folders))
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
@@ -119,7 +127,8 @@ def evaluate_folder(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
             f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
-    evaluation = evaluate(model_path, data, top_k=top_k, threshold=threshold, tta=tta, batch_size=batch_size, reporter=reporter)
+    evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
+                          batch_size=scoring.batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import layers
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The new head: dropout before each dense layer, the hidden units (0: none), and whether it ends
+    in one sigmoid per label (multi-label) instead of a softmax."""
+
+    dropout_rate: float = 0.2
+    units: int = 0
+    multi_label: bool = False
 
 
 def classification_head(

@@ -415,6 +415,7 @@ def build_model(
 
     from transfer.augmentation import build_augmentation
     from transfer.classifier import build_classifier, freeze_backbone, unfreeze_top
+    from transfer.heads import HeadSpec
     from transfer.distribute import describe
 
     keras.utils.set_random_seed(options.seed)
@@ -432,11 +433,9 @@ def build_model(
                 num_classes=num_classes,
                 image_size=options.image_size,
                 weights=source if source is not None else None if options.weights == "none" else options.weights,
-                dropout_rate=options.dropout,
-                head_units=options.head_units,
+                head=HeadSpec(options.dropout, options.head_units, options.multi_label),
                 augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
                 backbone_layer=options.backbone_layer,
-                multi_label=options.multi_label,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)

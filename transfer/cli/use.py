@@ -66,10 +66,13 @@ def evaluate(
     Example: transfer evaluate runs/photos test_photos/
     """
     with user_errors():
-        from transfer.evaluation import evaluate_folder
+        from transfer.errors import InvalidOptionError
+        from transfer.evaluation import Scoring, evaluate_folder
 
-        evaluation, path = evaluate_folder(model, data_dir, out, manifest=manifest, top_k=top_k, threshold=threshold, tta=tta,
-                                           batch_size=batch_size, force=force, reporter=RichReporter())
+        if (data_dir is None) == (manifest is None):
+            raise InvalidOptionError("Give the labelled images as DATA_DIR (class folders) or --manifest FILE.csv, one of them.")
+        evaluation, path = evaluate_folder(model, manifest or data_dir, out, scoring=Scoring(top_k, threshold, tta, batch_size),
+                                           force=force, reporter=RichReporter())
     print_evaluation(evaluation)
     results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)
 
