@@ -197,11 +197,18 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
     run = artifacts.Run.open(model_ref)
     model, spec = run.load_model(), run_backbone(run.config())
+    transfers = run.config().get("transfers", run.config().get("pretrained"))  # runs before `transfers` say `pretrained`
+    return frozen_extractor(model, spec, bool(transfers)), int(model.input_shape[1])
+
+
+def frozen_extractor(model: keras.Model, spec: BackboneSpec, transfers: bool) -> keras.Model:
+    """Pixels -> features of a classifier: its backbone's pooled features (`feature_extractor`), or
+    for a from-scratch baseline its layers up to its `feature_layer`, flattened."""
+    if transfers:
+        return feature_extractor(model, spec)
     size = int(model.input_shape[1])
-    if run.config().get("transfers", run.config().get("pretrained")):  # runs before `transfers` say `pretrained`
-        return feature_extractor(model, spec), size
     baseline = model.get_layer(spec.name)
     convolutions = keras.Model(baseline.inputs, baseline.get_layer(spec.feature_layer).output)
     inputs = keras.Input((size, size, 3), name="image")
     x = convolutions(model.get_layer("preprocess")(inputs), training=False)
-    return keras.Model(inputs, keras.layers.Flatten(name="flatten_features")(x), name=f"{spec.name}_features"), size
+    return keras.Model(inputs, keras.layers.Flatten(name="flatten_features")(x), name=f"{spec.name}_features")

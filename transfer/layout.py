@@ -8,6 +8,7 @@
 | report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file |
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
 | comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
+| probe | `probe` | `probe.csv`, `probe.png`, `config.json`; with `--curve`, `curve.csv` and `curve.png` |
 | audit | `audit` | `audit.csv`, `audit.html`, `clean.csv`, `out_of_fold.csv`, `folds.csv`, `skipped.csv`, `config.json` |
 
 A lr-find writes `lr_find.csv` and `.png`; a cross-validation `folds.csv`, `fold-K/`, `cv.csv`,
@@ -70,6 +71,11 @@ AUDIT_CSV = "audit.csv"
 AUDIT_HTML = "audit.html"
 CLEAN_CSV = "clean.csv"
 OUT_OF_FOLD_CSV = "out_of_fold.csv"
+#: `transfer probe`: the backbones ranked by a linear probe on frozen features, and the data-efficiency curve.
+PROBE_CSV = "probe.csv"
+PROBE_PNG = "probe.png"
+CURVE_CSV = "curve.csv"
+CURVE_PNG = "curve.png"
 
 
 #: The columns of `history.csv`, `skipped.csv` and `duplicates.csv`.

@@ -27,6 +27,7 @@ class ModelOptions:
     """What the network is: the backbone and its weights, the input size, the head."""
 
     backbone: str
+    candidates: str | None
     preprocess: str | None
     backbone_layer: str | None
     weights: str
@@ -37,6 +38,7 @@ class ModelOptions:
     mixed_precision: bool
 
     def check(self, spec: BackboneSpec, source: str | None, given_head: str | None) -> None:
+        require(self.candidates is None, "--backbones", self.candidates, "given only with --backbone auto (the backbones it probes)")
         if spec.max_input_size is not None and source is None:
             require(self.image_size == spec.max_input_size, "--image-size", self.image_size,
                     f"{spec.max_input_size}, the input size saved in {spec.source} (omit --image-size)")

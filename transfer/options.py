@@ -30,6 +30,9 @@ class TrainOptions:
     Attributes:
         backbone: a registry name (`transfer.backbones.BACKBONES`), a Keras model file or
             `keras-hub:PRESET` (`transfer.external_backbones`); default resnet50, or the run's in `weights`.
+            `auto` is resolved by `transfer train` before anything else (`transfer.probe.choose_backbone`).
+        candidates: with `backbone="auto"`, the comma-separated backbones to probe (default: the
+            registry's pretrained ones).
         preprocess, backbone_layer: for a model file: `none` (it preprocesses raw [0, 255] RGB
             itself) or a `keras.applications` mode; the layer whose output are the features.
         weights: `imagenet`, `none`, a weights file, or a run directory whose backbone (a baseline's
@@ -75,6 +78,7 @@ class TrainOptions:
 
     # What the network is (`ModelOptions`).
     backbone: str | None = None
+    candidates: str | None = None
     preprocess: str | None = None
     backbone_layer: str | None = None
     weights: str | None = None

@@ -226,3 +226,44 @@ def plot_precision_recall(evaluation, path: Path) -> None:
     axis.set_title(f"precision-recall per label (dots: the thresholds); mAP {evaluation.summary['mean_average_precision']:.3f}")
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_probe(table: pd.DataFrame, path: Path) -> None:
+    """Each backbone's linear-probe accuracy (mean +- sd over folds), best first, its LogME written
+    beside it; a backbone that could not be probed is shown with its reason."""
+    plt = _pyplot()
+    rows = table.iloc[::-1]
+    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6), constrained_layout=True)
+    failed = rows["error"].astype(bool).to_numpy()
+    accuracy = rows["accuracy"].astype(float).fillna(0).to_numpy()
+    spread = rows["accuracy_sd"].astype(float).fillna(0).to_numpy()
+    axis.barh(rows["backbone"].map(_short_name), accuracy, xerr=spread, color=["#c44" if f else "#4a7" for f in failed], capsize=3)
+    for y, row in enumerate(rows.itertuples()):
+        text = f"failed: {row.error[:70]}" if row.error else f"{row.accuracy:.3f} +- {row.accuracy_sd:.3f}  (LogME {row.log_me:.3f})"
+        axis.text((0 if row.error else row.accuracy + row.accuracy_sd) + 0.01, y, text, va="center", fontsize=8)
+    axis.set_xlim(0, 1.45)
+    axis.set_xlabel("linear-probe accuracy on frozen features (cross-validated; not the fine-tuned result)")
+    axis.set_title("probe: backbones ranked")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_curve(curve: pd.DataFrame, path: Path) -> None:
+    """Held-out accuracy against training images per class (log axis), mean +- sd over draws, a line per backbone."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for name, rows in curve.groupby("backbone", sort=False):
+        stats = rows.groupby("per_class")["accuracy"].agg(["mean", "std"]).fillna(0)
+        axis.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=_short_name(name))
+    axis.set_xscale("log")
+    axis.set_xlabel("training images per class (nested, stratified subsets)")
+    axis.set_ylabel("held-out accuracy (mean +- sd over draws)")
+    axis.set_title("would more images help? (linear probe on frozen features)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _short_name(name: str) -> str:
+    return Path(name).stem if name.endswith(".keras") else name

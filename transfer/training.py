@@ -88,6 +88,9 @@ def train(
         TrainingInterrupted: on Ctrl-C; `resume(out_dir)` goes on from the last epoch.
     """
     started = time.perf_counter()
+    from transfer.probe import resolve_auto
+
+    options, probed = resolve_auto(data_dir, out_dir, options, force=force, reporter=reporter)  # --backbone auto
     options = options.resolved()
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
@@ -123,7 +126,7 @@ def train(
             f"{out_dir / layout.TENSORBOARD_LOGS}; watch them with: tensorboard --logdir {files.path / layout.TENSORBOARD_LOGS}"
         )
     record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": [],
-              "backbone_sha256": backbone_sha256(spec, options)}
+              "backbone_sha256": backbone_sha256(spec, options), "probe": probed}
     publishing.write_json(files.resume_file, record)
     from transfer.stages import RunState
 
@@ -355,6 +358,7 @@ def _publish(run: RunState) -> TrainResult:
         "logistic": run.record.get("logistic"),
         "temperature": calibration.temperature if calibration is not None else None,  # in the model's last layer
         "thresholds": thresholds,  # multi-label: each label's, chosen on validation
+        "probe": run.record.get("probe"),  # --backbone auto: the candidates ranked, the winner trained
         "frozen_features": _frozen_features(run),
         "strategy_resolved": strategy_name(run.strategy),
         "replicas": run.strategy.num_replicas_in_sync,

@@ -153,6 +153,26 @@ def print_audit(result) -> None:
                       f"transfer train --manifest {out}/clean.csv --out RUN_DIR", highlight=False)
 
 
+def print_probe(result) -> None:
+    """The backbones ranked by the probe, what that is, and the curve's sentences."""
+    numbers = [Column(name, justify="right") for name in ("probe accuracy", "log loss", "LogME", "features", "pass s", "images/s")]
+    table = Table("backbone", *numbers, "error", title="Linear probe on frozen features, best first")
+    for row in result.table.itertuples():
+        failed = bool(row.error)
+        table.add_row(escape(row.backbone), *([""] * 6 if failed else [
+            f"{row.accuracy:.4f} +- {row.accuracy_sd:.4f}", f"{row.log_loss:.4f}", f"{row.log_me:.4f}", str(row.feature_size),
+            f"{row.pass_seconds:.1f}", f"{row.images_per_second:.1f}"]), escape(row.error or ""))
+    results.print(table)
+    summary = result.summary
+    margin = f", {summary['margin']:+.3f} ahead of the next" if summary.get("margin") is not None else ""
+    results.print(f"Best: {summary['best']}{margin}. {summary['note']}", highlight=False)
+    for name, sentence in (summary.get("curve") or {}).items():
+        if sentence:
+            results.print(f"{name}: {sentence}", highlight=False)
+    written = "probe.csv, probe.png" + (", curve.csv, curve.png" if len(result.curve) else "")
+    results.print(f"Written to {result.path}: {written}, config.json", highlight=False)
+
+
 def print_leaderboard(leaderboard) -> None:
     """A comparison's leaderboard, best first; a failed backbone shows its error."""
     multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: mAP, and the share of exact label sets

@@ -1,4 +1,4 @@
-"""The commands that train: `train`, `lr-find`, `cross-validate`, `audit`, `compare`."""
+"""The commands that train or fit: `train`, `lr-find`, `cross-validate`, `audit`, `compare`, `probe`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from transfer.backbones import BACKBONES
 from transfer.cli.app import app, results, user_errors
 from transfer.cli.parameters import option_name, train_options_of, with_train_options
-from transfer.cli.printers import RichReporter, print_audit, print_cross_validation, print_leaderboard, print_trained
+from transfer.cli.printers import RichReporter, print_audit, print_cross_validation, print_leaderboard, print_probe, print_trained
 
 
 @app.command()
@@ -53,7 +53,7 @@ def train(
 
 
 @app.command("lr-find")
-@with_train_options
+@with_train_options(without=("candidates",))
 def lr_find(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for lr_find.png and lr_find.csv.", show_default=False)] = None,
@@ -82,7 +82,7 @@ def lr_find(
 
 
 @app.command("cross-validate")
-@with_train_options(without=("backbone", "val_dir"))
+@with_train_options(without=("backbone", "candidates", "val_dir"))
 def cross_validate(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): all of them are cross-validated.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for folds.csv, fold-K/BACKBONE runs, cv.csv, cv.json and cv.png.", show_default=False)] = None,
@@ -111,7 +111,7 @@ def cross_validate(
 
 
 #: What `audit` does not take: a frozen backbone is audited by a logistic regression, a baseline trained in one stage.
-AUDIT_WITHOUT = ("multi_label", "head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
+AUDIT_WITHOUT = ("candidates", "multi_label", "head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
                  "finetune_lr", "finetune_schedule", "label_smoothing", "mixup", "cutmix", "calibrate", "strategy",
                  "cache_features", "cached_views", "tensorboard")
 
@@ -143,7 +143,7 @@ def audit(
 
 
 @app.command()
-@with_train_options(without=("backbone",))
+@with_train_options(without=("backbone", "candidates"))
 def compare(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.", show_default=False)] = None,
@@ -169,3 +169,36 @@ def compare(
                                   reporter=RichReporter(), verbose=1 if sys.stdout.isatty() else 2)
     print_leaderboard(leaderboard)
     results.print(f"Leaderboard written to {out}/leaderboard.csv and {out}/leaderboard.png", highlight=False)
+
+
+@app.command()
+@with_train_options(without=("backbone", "candidates", "head", "head_units", "dropout", "mixed_precision", "dedupe", "class_weight",
+                             "augment", "flip", "epochs", "finetune_epochs", "unfreeze", "lr", "finetune_lr", "optimizer",
+                             "schedule", "finetune_schedule", "patience", "label_smoothing", "mixup", "cutmix", "calibrate",
+                             "strategy", "cached_views", "tensorboard", "multi_label"))
+def probe(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest); --val-dir images join them.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for probe.csv, probe.png and config.json (and curve.csv, curve.png).", show_default=False)] = None,
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones to rank: registry names, PATH.keras files, keras-hub:PRESET.")] = ",".join(BACKBONES),
+    folds: Annotated[int, typer.Option(help="K of the probe's stratified cross-validation.")] = 5,
+    curve: Annotated[bool, typer.Option("--curve", help="Also the data-efficiency curve: the probe on 1, 2, 5, 10, 20, ... training images per class, scored on the held-out images (--val-dir, or --val-split of each class).")] = False,
+    draws: Annotated[int, typer.Option(help="With --curve: random draws of each subset size.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier probe written by transfer (nothing else).")] = False,
+    **options,
+) -> None:
+    """Rank backbones in minutes on frozen features.
+
+    One pass per backbone (cached), then a cross-validated linear probe and LogME; --curve says whether more images would help.
+
+    Example: transfer probe photos/ --backbones resnet50,vgg16 --out runs/probe
+    """
+    with user_errors():
+        from transfer.errors import InvalidOptionError
+        from transfer.probe import probe as run_probe
+
+        if out is None:
+            raise InvalidOptionError("Missing --out: the folder for probe.csv and probe.png, e.g. --out probe.")
+        names = [name.strip() for name in backbones.split(",") if name.strip()]
+        done = run_probe(data_dir, out, names, train_options_of(options), folds=folds, curve=curve, draws=draws, force=force,
+                         reporter=RichReporter())
+    print_probe(done)
