@@ -47,14 +47,18 @@ class Workspace:
         return train(self.data, self.root / "run", options, verbose=0).run_dir
 
     @functools.cached_property
+    def multi_label_manifest(self) -> Path:
+        rows = "".join(f"{path},{'ants;bees' if i % 3 == 0 else path.parent.name}\n"
+                       for i, path in enumerate(sorted(self.data.glob("*/*.png"))))
+        (self.root / "tags.csv").write_text("path,labels\n" + rows)
+        return self.root / "tags.csv"
+
+    @functools.cached_property
     def multi_label_run(self) -> Path:
         from transfer.options import TrainOptions
         from transfer.training import train
 
-        rows = "".join(f"{path},{'ants;bees' if i % 3 == 0 else path.parent.name}\n"
-                       for i, path in enumerate(sorted(self.data.glob("*/*.png"))))
-        (self.root / "tags.csv").write_text("path,labels\n" + rows)
-        options = TrainOptions(backbone="lenet", epochs=1, augment=False, manifest=str(self.root / "tags.csv"))
+        options = TrainOptions(backbone="lenet", epochs=1, augment=False, manifest=str(self.multi_label_manifest))
         return train(None, self.root / "multi-label-run", options, verbose=0).run_dir
 
     @functools.cached_property
@@ -341,6 +345,14 @@ CASES = [
     Case("--threshold for a single-label model", lambda ws: ["predict", str(ws.run), str(ws.data / "ants" / "0.png"), "--threshold", "0.5"], 2, "--threshold must be given only for a multi-label model"),
     Case("--min-confidence for a multi-label model", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--min-confidence", "0.5"], 2, "given only for a single-label model (this one is multi-label"),
     Case("--threshold out of range", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--threshold", "1.5"], 2, "--threshold must be a probability between 0 and 1"),
+    Case("probe without --out", lambda ws: ["probe", str(ws.data), "--backbones", "lenet"], 2, "Missing --out: the folder for probe.csv"),
+    Case("probe with more folds than a class has images", lambda ws: ["probe", str(ws.data), "--backbones", "lenet", "--folds", "9", "--out", str(ws.fresh("out"))], 2, "--folds 9 needs at least 9 usable images of each class"),
+    Case("probe --draws 0", lambda ws: ["probe", str(ws.data), "--backbones", "lenet", "--curve", "--draws", "0", "--out", str(ws.fresh("out"))], 2, "--draws must be an integer >= 1; received 0"),
+    Case("probe an unknown backbone", lambda ws: ["probe", str(ws.data), "--backbones", "lenet,resnet5", "--out", str(ws.fresh("out"))], 2, "resnet5"),
+    Case("probe --out inside the data", lambda ws: ["probe", str(ws.data), "--backbones", "lenet", "--out", str(ws.data / "bees" / "probe")], 2, "is inside the data folder"),
+    Case("probe a multi-label manifest", lambda ws: ["probe", "--manifest", str(ws.multi_label_manifest), "--backbones", "lenet", "--out", str(ws.fresh("out"))], 2, "is multi-label (a labels column); the probe ranks backbones for one label per image"),
+    Case("train --backbones without --backbone auto", lambda ws: _train(str(ws.data), ws, "--backbones", "lenet,alexnet"), 2, "--backbones must be given only with --backbone auto"),
+    Case("train --backbone auto with an unknown candidate", lambda ws: ["train", str(ws.data), "--backbone", "auto", "--backbones", "lenet,vgg61", "--out", str(ws.fresh("out"))], 2, "vgg61"),
     # Outputs and faults
     Case("output exists, no --force", lambda ws: _train(str(ws.data), ws)[:-1] + [str(ws.run)], 2, "already exists (an earlier transfer run)"),
     Case("export --force over the user's own folder", _export_over_thesis, 2, "not written by transfer (holding config.json, thesis.tex)"),
