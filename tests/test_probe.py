@@ -108,6 +108,10 @@ def test_auto_trains_the_candidate_whose_features_separate_the_classes(two_backb
     assert [row["backbone"] for row in ranking] == [str(colour), str(blind)]
     assert ranking[0]["accuracy"] == 1.0 and ranking[1]["accuracy"] <= 0.6
     assert f"--backbone auto: {colour} wins the probe" in " ".join(result.output.split())
+    reported = runner.invoke(app, ["report", str(tmp_path / "run"), "--gradcam", "0"])
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "run" / layout.REPORT).read_text()
+    assert "How the backbone was chosen (--backbone auto)" in page and page.index(colour.name) < page.index(blind.name, page.index("How the backbone"))
 
 
 @pytest.mark.slow

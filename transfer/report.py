@@ -63,6 +63,7 @@ def report(
             *(_multi_label_sections(evaluation, scratch) if evaluation.multi_label else _single_label_sections(config, evaluation, scratch)),
             pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
             pages.section("Where the model looked (Grad-CAM)", heatmaps),
+            *([pages.section("How the backbone was chosen (--backbone auto)", _probe(config["probe"]))] if config.get("probe") else []),
             pages.section("Configuration", _config(config)),
         ]
         page = pages.page(f"transfer report: {run_dir.name}", "\n".join(sections), generator=layout.REPORT_GENERATOR)
@@ -229,6 +230,14 @@ def _spread_over_classes(examples: pd.DataFrame, count: int) -> pd.DataFrame:
     """Up to `count` rows taking the classes in turn, in their order."""
     ranked = examples.assign(rank=examples.groupby("label").cumcount())
     return ranked.sort_values(["rank", "label"], kind="stable").head(count)
+
+
+def _probe(probe: dict) -> str:
+    """The candidates ranked by the probe (`transfer.probe`), the winner trained."""
+    table = pd.DataFrame(probe["ranking"])[["backbone", "accuracy", "accuracy_sd", "log_me", "feature_size", "error"]]
+    return (f"<p>{html.escape(str(probe['best']))} won the linear probe on frozen features and was trained. A probe is "
+            f"an estimate, not the fine-tuned result.</p>"
+            + table.to_html(index=False, border=0, classes="numbers", float_format=lambda v: f"{v:.3f}", na_rep=""))
 
 
 def _config(config: dict) -> str:
