@@ -62,13 +62,13 @@ def probe(
     options: TrainOptions = TrainOptions(),
     *,
     folds: int = 5,
-    curve: bool = False,
-    draws: int = 5,
+    curve_draws: int | None = None,
     force: bool = False,
     reporter: Reporter = SILENT,
 ) -> ProbeResult:
     """Probes each of `backbones` on the images of `data_dir` (and `options.val_dir`, or
-    `options.manifest`) and writes the ranking (and the curve) to `out_dir`.
+    `options.manifest`) and writes the ranking to `out_dir`; with `curve_draws`, the curve too, each
+    subset size drawn that many times.
 
     Raises:
         TransferError: bad options or data, too few images for the folds or the curve, an output in
@@ -76,14 +76,15 @@ def probe(
     """
     check_backbone_list(list(backbones))
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
-    require(isinstance(draws, int) and draws >= 1, "--draws", draws, "an integer >= 1")
+    require(curve_draws is None or (isinstance(curve_draws, int) and curve_draws >= 1), "--draws", curve_draws, "an integer >= 1")
+    curve = curve_draws is not None
     out_dir = Path(out_dir)
     listing = preflight(data_dir, out_dir, options, kind="probe", force=force)
     images, class_names = _images(listing, options, folds, reporter)
     if curve:
         _check_curve(images, class_names)
     table, features = rank_backbones(images, class_names, backbones, options, reporter=reporter)
-    curve_table = (pd.concat([_curve(name, features[name], images, class_names, draws, options.seed) for name in features])
+    curve_table = (pd.concat([_curve(name, features[name], images, class_names, curve_draws, options.seed) for name in features])
                    if curve else pd.DataFrame())
     summary = _summary(table, curve_table, listing.source, len(images), folds)
     with publishing.staged(out_dir, "probe") as staging:

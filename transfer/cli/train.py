@@ -199,6 +199,6 @@ def probe(
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for probe.csv and probe.png, e.g. --out probe.")
         names = [name.strip() for name in backbones.split(",") if name.strip()]
-        done = run_probe(data_dir, out, names, train_options_of(options), folds=folds, curve=curve, draws=draws, force=force,
-                         reporter=RichReporter())
+        done = run_probe(data_dir, out, names, train_options_of(options), folds=folds, curve_draws=draws if curve else None,
+                         force=force, reporter=RichReporter())
     print_probe(done)
