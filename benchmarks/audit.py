@@ -31,21 +31,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
-from common import HYMENOPTERA, LITE0, machine, mean_sd
+from common import HYMENOPTERA, LITE0, cli, machine, mean_sd
 
 NOISE = (0.0, 0.05, 0.10)
 BACKBONE = LITE0
-
-
-def cli(*args) -> None:
-    """`transfer ARGS...` in this process (the installed Typer app, without its start-up)."""
-    from transfer.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise RuntimeError(f"transfer {' '.join(map(str, args))} exited with {exit_.code}") from None
 
 
 def images_of(folder: Path) -> pd.DataFrame:

@@ -36,7 +36,7 @@ import random
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from common import HYMENOPTERA, LITE0, machine, mean_sd
+from common import HYMENOPTERA, LITE0, cli, machine, mean_sd
 
 RECIPES = {
     "frozen": [],
@@ -45,17 +45,6 @@ RECIPES = {
                                  "--finetune-lr", "1e-4", "--unfreeze", "all"],
 }
 VAL_PER_CLASS = 30
-
-
-def cli(*args) -> None:
-    """`transfer ARGS...` in this process (the installed Typer app, without its start-up)."""
-    from transfer.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise RuntimeError(f"transfer {' '.join(map(str, args))} exited with {exit_.code}") from None
 
 
 def manifest(out: Path, seed: int) -> Path:

@@ -45,3 +45,15 @@ def mean_sd(values, digits: int = 3) -> str:
     values = list(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} +- {sd:.{digits}f}"
+
+
+def cli(*args) -> None:
+    """`transfer ARGS...` in this process (the installed Typer app, without its start-up); raises
+    on a non-zero exit."""
+    from transfer.cli import app
+
+    try:
+        app([str(a) for a in args], standalone_mode=False)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise RuntimeError(f"transfer {' '.join(map(str, args))} exited with {exit_.code}") from None

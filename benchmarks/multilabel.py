@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
-from common import LITE0, machine, mean_sd
+from common import LITE0, cli, machine, mean_sd
 
 RECIPES = {
     "lenet": ["--backbone", "lenet", "--epochs", "40", "--flip", "none"],
@@ -33,17 +33,6 @@ RECIPES = {
     "lite0-finetuned": ["--backbone", LITE0, "--head", "dense", "--epochs", "5", "--finetune-epochs", "5",
                         "--finetune-lr", "1e-4", "--unfreeze", "30"],
 }
-
-
-def cli(*args) -> None:
-    """`transfer ARGS...` in this process (the installed Typer app, without its start-up)."""
-    from transfer.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise RuntimeError(f"transfer {' '.join(map(str, args))} exited with {exit_.code}") from None
 
 
 def test_manifest(out: Path) -> Path:

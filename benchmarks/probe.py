@@ -23,19 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
-from common import HYMENOPTERA, LITE0, machine
+from common import HYMENOPTERA, LITE0, cli, machine
 
 BACKBONES = [str(LITE0), "resnet50", "vgg16", "inceptionv3", "lenet", "alexnet"]
-
-
-def cli(*args) -> None:
-    from transfer.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise RuntimeError(f"transfer {' '.join(map(str, args))} exited with {exit_.code}") from None
 
 
 def main() -> None:
