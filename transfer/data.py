@@ -148,9 +148,11 @@ def report_data(folder: ImageFolder, reporter: Reporter, *, dedupe: bool, class_
         advice = "class weights are on (--class-weight auto)" if class_weight == "auto" else (
             "--class-weight auto weights the loss to balance them"
         )
+        if folder.multi_label:
+            advice = "each label's threshold is chosen on the validation split, which makes up for it in the decisions"
         reporter.warning(
-            f"Classes are imbalanced: {train.idxmax()} has {train.max()} training images, {train.idxmin()} "
-            f"{train.min()} ({ratio:.1f}x); {advice}."
+            f"{'Labels' if folder.multi_label else 'Classes'} are imbalanced: {train.idxmax()} has {train.max()} training "
+            f"images, {train.idxmin()} {train.min()} ({ratio:.1f}x); {advice}."
         )
 
 

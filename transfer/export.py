@@ -137,6 +137,8 @@ def export(
             "given only for a single-label model (this one is multi-label: --threshold sets one threshold for all labels)")
     require(multi or options.threshold is None, "--threshold", options.threshold, "given only for a multi-label model")
     thresholds = thresholds_of(source.config(), class_names, options.threshold) if multi else None
+    require(not multi or top_k is None, "--top-k", top_k, "left out for a multi-label model (its SavedModel's labels output "
+            "has a place for every label, given or empty)")
     min_confidence = resolve_min_confidence(min_confidence, class_names, {})
     k = resolve_top_k(top_k, len(class_names), reporter)
     check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)

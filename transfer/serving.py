@@ -110,6 +110,8 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     if is_multi_label(scorer.config):
         require(options.min_confidence is None, "--min-confidence", options.min_confidence,
                 "given only for a single-label model (this one is multi-label: --threshold sets one threshold for all labels)")
+        require(options.top_k is None, "--top-k", options.top_k, "left out for a multi-label model (it answers every label "
+                "that reaches its threshold, and every label's score)")
         floor, thresholds = 0.0, thresholds_of(scorer.config, scorer.labels, options.threshold)
     else:
         require(options.threshold is None, "--threshold", options.threshold, "given only for a multi-label model")
