@@ -136,6 +136,12 @@ def test_a_multi_label_run_predicts_evaluates_and_exports_its_label_sets(shapes_
     assert given == [e["labels"] for e in predicted], "the SavedModel's own outputs: the labels given, then empty places"
     assert [a.decode() for a in outputs["answer"].numpy()] == [e["answer"] for e in predicted]
 
+    result = runner.invoke(app, ["report", str(shapes_multi_run), "--gradcam", "2", "--out", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert f'{metrics["val_map"]:.1%}</span> validation mean average precision' in page
+    assert "Precision and recall per label" in page and "Decisions per label" in page and "Grad-CAM" in page
+
 
 NAMES_SHAPES = ["circle", "cross", "square", "triangle"]
 

@@ -105,43 +105,36 @@ def _multi_label_sections(evaluation: Evaluation, scratch: Path) -> list[str]:
 
 
 def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
+    """The page's header: the headline number (validation accuracy, or a multi-label run's mAP) and the facts."""
     s = evaluation.summary
     if evaluation.multi_label:
-        return _multi_label_summary(run_dir, config, evaluation)
-    mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
-    source = config.get("source_run")
-    facts = {
-        "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
-        **({"backbone file SHA-256": config["backbone_sha256"]} if config.get("backbone_sha256") else {}),
-        **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
-        "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
-        f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
-        "log loss": f"{s['log_loss']:.4f}",
-        "macro F1": f"{s['macro_f1']:.3f}",
-        "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
-    }
+        facts = {
+            "backbone": f"{config.get('backbone')} (weights {_weights_of(config)})",
+            "labels": f"{len(evaluation.class_names)}, any number per image (multi-label: one sigmoid each)",
+            "validation images": f"{s['num_images']} ({s['images_without_label']} without a label)",
+            "exact label sets": f"{s['exact_match']:.1%}",
+            "micro F1": f"{s['micro_f1']:.3f}", "macro F1": f"{s['macro_f1']:.3f}",
+            "log loss (per label)": f"{s['log_loss']:.4f}",
+        }
+        headline, caption = s["mean_average_precision"], "validation mean average precision"
+    else:
+        mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+        source = config.get("source_run")
+        facts = {
+            "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
+            **({"backbone file SHA-256": config["backbone_sha256"]} if config.get("backbone_sha256") else {}),
+            **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
+            "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
+            f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
+            "log loss": f"{s['log_loss']:.4f}",
+            "macro F1": f"{s['macro_f1']:.3f}",
+            "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
+        }
+        headline, caption = s["accuracy"], "validation accuracy"
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (
         f'<header><h1>{html.escape(run_dir.name)}</h1>'
-        f'<p class="headline"><span id="accuracy">{s["accuracy"]:.1%}</span> validation accuracy</p>'
-        f"<table class=facts>{rows}</table></header>"
-    )
-
-
-def _multi_label_summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
-    s = evaluation.summary
-    facts = {
-        "backbone": f"{config.get('backbone')} (weights {_weights_of(config)})",
-        "labels": f"{len(evaluation.class_names)}, any number per image (multi-label: one sigmoid each)",
-        "validation images": f"{s['num_images']} ({s['images_without_label']} without a label)",
-        "exact label sets": f"{s['exact_match']:.1%}",
-        "micro F1": f"{s['micro_f1']:.3f}", "macro F1": f"{s['macro_f1']:.3f}",
-        "log loss (per label)": f"{s['log_loss']:.4f}",
-    }
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
-    return (
-        f'<header><h1>{html.escape(run_dir.name)}</h1>'
-        f'<p class="headline"><span id="accuracy">{s["mean_average_precision"]:.1%}</span> validation mean average precision</p>'
+        f'<p class="headline"><span id="accuracy">{headline:.1%}</span> {caption}</p>'
         f"<table class=facts>{rows}</table></header>"
     )
 
