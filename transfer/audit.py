@@ -116,6 +116,7 @@ def audit(
         table = find_issues(images, labels, probabilities, features, class_names)
         clean = images.loc[~images["path"].isin(table.loc[table["kind"] == "label_issue", "path"]), ["path", "label"]]
         summary = _summary(images, labels, probabilities, table, folder.source, resolved, folds)
+        _warn_if_weak(summary, labels, reporter)
         _write(staging, images, probabilities, table, clean, folder, summary)
     return AuditResult(table, clean.reset_index(drop=True), summary, out_dir)
 
@@ -134,8 +135,9 @@ def _check_options(options: TrainOptions) -> TrainOptions:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise InvalidOptionError(
             f"Received {flags} with the pretrained backbone {options.backbone or 'resnet50'}; a pretrained backbone is "
-            f"audited by a logistic regression on its frozen features, which has no epochs or learning rate. Drop "
-            f"{flags}, or audit with --backbone lenet or alexnet, which are trained on each fold."
+            f"audited by a logistic regression on its frozen features, which has no training recipe (epochs, learning "
+            f"rate, augmentation, validation split). Drop {flags}, or audit with --backbone lenet or alexnet, which are "
+            f"trained on each fold."
         )
     return dataclasses.replace(options, head="logistic").resolved() if options.transfers else options.resolved()
 
@@ -285,6 +287,7 @@ def _summary(images, labels, probabilities, table, source, options: TrainOptions
     return {
         "data": source, "num_images": len(images), "folds": folds, "seed": options.seed,
         "backbone": options.backbone, "weights": options.weights, "image_size": options.image_size,
+        "class_weight": options.class_weight,
         "method": "frozen features, logistic regression per fold" if options.transfers else "trained from scratch per fold",
         "out_of_fold_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
         "label_issues": int(counts.get("label_issue", 0)),
@@ -293,6 +296,18 @@ def _summary(images, labels, probabilities, table, source, options: TrainOptions
         "clean_images": len(images) - int(counts.get("label_issue", 0)),
         "cleanlab": cleanlab.__version__,
     }
+
+
+def _warn_if_weak(summary: dict, labels: np.ndarray, reporter: Reporter) -> None:
+    """Says so where the out-of-fold model is closer to guessing (the largest class's share) than to
+    being right: its label issues are then as doubtful as it is."""
+    chance = float(np.bincount(labels).max() / len(labels))
+    if summary["out_of_fold_accuracy"] < (chance + 1) / 2:
+        reporter.warning(
+            f"The out-of-fold accuracy is {summary['out_of_fold_accuracy']:.3f}, closer to guessing the largest class "
+            f"({chance:.3f}) than to being right: the label issues come from a weak model, so check them before removing "
+            f"any. A pretrained backbone (--backbone resnet50, or a model file) judges far better."
+        )
 
 
 def _write(staging: Path, images, probabilities, table, clean, folder, summary) -> None:

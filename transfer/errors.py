@@ -96,6 +96,10 @@ class ComparisonFailedError(TransferError):
     """Every backbone of a comparison failed."""
 
 
+class ProbeFailedError(TransferError):
+    """No candidate backbone of a probe (or of `--backbone auto`) could be loaded."""
+
+
 class CrossValidationFailedError(TransferError):
     """Every fold of every backbone of a cross-validation failed."""
 

@@ -32,7 +32,7 @@ import pandas as pd
 from transfer import layout, publishing
 from transfer.backbones import BACKBONES, check_backbone_list, get_backbone
 from transfer.cross_validation import assign_folds
-from transfer.errors import DataError, InvalidOptionError, TransferError, require
+from transfer.errors import DataError, InvalidOptionError, ProbeFailedError, TransferError, require
 from transfer.options import TrainOptions
 from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
@@ -139,7 +139,10 @@ def rank_backbones(images: pd.DataFrame, class_names: list[str], backbones: Sequ
                          f"LogME {rows[-1]['log_me']:.3f}")
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"feature_size": "Int64", "parameters": "Int64"})
     if not features:
-        raise DataError("No backbone could be probed: " + "; ".join(f"{r.backbone}: {r.error}" for r in table.itertuples()))
+        raise ProbeFailedError(
+            "No backbone could be probed (" + "; ".join(f"{r.backbone}: {r.error.rstrip('.')}" for r in table.itertuples())
+            + "). Put the weights files where the errors say, or probe model files (--backbones PATH.keras) or baselines."
+        )
     table = table.sort_values(["accuracy", "log_loss"], ascending=[False, True], na_position="last", kind="stable")
     return table.reset_index(drop=True), features
 
@@ -215,12 +218,19 @@ def curve_sentence(curve: pd.DataFrame) -> str | None:
     if not len(before):
         return None
     previous = before[-1]
-    a, b = power_law(steps.astype(float), 1 - means.to_numpy())
+    try:
+        a, b = power_law(steps.astype(float), 1 - means.to_numpy())
+    except (np.linalg.LinAlgError, TypeError, ValueError):  # fewer than two points with an error left to fit
+        a, b = 0.0, 0.0
     predicted = 1 - a * (2 * last) ** -b
-    return (f"From {previous} to {last} images per class the held-out accuracy went from {means[previous]:.3f} to "
-            f"{means[last]:.3f} ({means[last] - means[previous]:+.3f}). A power law fitted to the curve (error = "
-            f"{a:.2f} x n^-{b:.2f}) extrapolates {predicted:.3f} at {2 * last} per class ({predicted - means[last]:+.3f}): "
-            f"an extrapolation, not a measurement.")
+    held_out = int(curve["held_out"].iloc[0])
+    measured = (f"From {previous} to {last} images per class the held-out accuracy went from {means[previous]:.3f} to "
+                f"{means[last]:.3f} ({means[last] - means[previous]:+.3f}; {held_out} held-out images).")
+    if b <= 0 or predicted <= means[last]:
+        return measured + (" The curve is flat or within noise here: a power law fitted to it predicts no gain from "
+                           "more images of this kind.")
+    return measured + (f" A power law fitted to the curve (error = {a:.2f} x n^-{b:.2f}) extrapolates {predicted:.3f} at "
+                       f"{2 * last} per class ({predicted - means[last]:+.3f}): an extrapolation, not a measurement.")
 
 
 def _summary(table: pd.DataFrame, curve: pd.DataFrame, source: str, count: int, folds: int) -> dict:
@@ -229,7 +239,13 @@ def _summary(table: pd.DataFrame, curve: pd.DataFrame, source: str, count: int, 
     margin = float(best["accuracy"] - ok.iloc[1]["accuracy"]) if len(ok) > 1 else None
     sentences = {name: curve_sentence(group) for name, group in curve.groupby("backbone")} if len(curve) else {}
     return {"data": source, "num_images": count, "folds": folds, "best": best["backbone"], "margin": margin,
-            "note": NOTE, "curve": sentences, "ranking": table.to_dict(orient="records")}
+            "note": NOTE, "curve": sentences, "ranking": _records(table)}
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    """The rows as JSON can hold them: a failed backbone's missing numbers as null, not NaN."""
+    return [{key: (None if isinstance(value, float) and value != value else value.item() if hasattr(value, "item") else value)
+             for key, value in row.items()} for row in table.astype(object).to_dict(orient="records")]
 
 
 def default_candidates() -> list[str]:

@@ -185,7 +185,7 @@ def _errors(evaluation: Evaluation, count: int) -> str:
         top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
         cards.append(
             f'<figure class="card">{pages.thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label or "(none)")}</b>'
-            + (f"<br>given: {html.escape(row.predicted or '(none)')}" if evaluation.multi_label else "")
+            + (f"<br>predicted: {html.escape(row.predicted or '(none)')}" if evaluation.multi_label else "")
             + f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
         )
     return f'<div class="grid">{"".join(cards)}</div>'

@@ -170,10 +170,17 @@ def read_manifest(manifest: Path) -> Listing:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(f"Manifest {manifest} does not exist; expected a CSV file with columns path,label[,split].")
+    import warnings
+
     try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"Manifest {manifest} is not a readable CSV file: {error}") from None
+        with warnings.catch_warnings():  # a line longer than the header is refused, not read with a shifted index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        more = "Expected" in str(error) or "Length of header" in str(error)
+        hint = (f" A line has more fields than the header: if an image has several labels, put them in one labels column "
+                f"separated by {LABEL_SEPARATOR}, not by commas." if more else "")
+        raise DataError(f"Manifest {manifest} is not a readable CSV file: {str(error).rstrip('.')}.{hint}") from None
     table.columns = [str(column).strip() for column in table.columns]
     if {"label", "labels"} <= set(table.columns):
         raise DataError(
@@ -192,7 +199,12 @@ def read_manifest(manifest: Path) -> Listing:
     table = table[["path", "label"] + (["split"] if has_split else [])].apply(lambda column: column.str.strip())
     rows = table.index + 2  # line numbers in the file, after the header
     empty_label = (table["label"] == "") & (not multi_label)  # no label: a multi-label negative example
-    _refuse_rows(manifest, rows[(table["path"] == "") | empty_label], "an empty path or label")
+    _refuse_rows(manifest, rows[(table["path"] == "") | empty_label], "an empty path or label",
+                 "" if multi_label else " For images with no label (multi-label data), name the column labels.")
+    if not multi_label:
+        _refuse_rows(manifest, rows[table["label"].str.contains(LABEL_SEPARATOR, regex=False)],
+                     f"a label with {LABEL_SEPARATOR} in it",
+                     " For several labels per image, name the column labels (a multi-label manifest).")
     if multi_label:
         table["label"] = _label_sets(manifest, table["label"], rows)
     if has_split:
@@ -328,7 +340,7 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(images), sorted(others)
 
 
-def _refuse_rows(manifest: Path, rows: pd.Index, problem: str) -> None:
+def _refuse_rows(manifest: Path, rows: pd.Index, problem: str, hint: str = "") -> None:
     if len(rows):
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-        raise DataError(f"Manifest {manifest} has {problem} on {len(rows)} line(s): {shown}.")
+        raise DataError(f"Manifest {manifest} has {problem} on {len(rows)} line(s): {shown}.{hint}")

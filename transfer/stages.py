@@ -166,7 +166,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     run.reporter.message(
         f"Stage {stage.name}: up to {stage.epochs} epoch{'s' if stage.epochs != 1 else ''} at learning rate "
         f"{stage.learning_rate:g} ({stage.schedule} schedule); the epoch kept has the lowest val_selection "
-        f"(1 - val_accuracy + val_loss / 1000)."
+        f"(1 - val_accuracy + val_loss / 1000)"
+        + ("; val_accuracy here: the share of right yes/no decisions at 0.5, over labels and images." if options.multi_label else ".")
     )
     steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
     with run.strategy.scope():

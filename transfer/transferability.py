@@ -107,5 +107,7 @@ def power_law(per_class: np.ndarray, error: np.ndarray) -> tuple[float, float]:
     """`(a, b)` of error = a * per_class^-b, fitted by least squares on the logs (points with a
     positive error only)."""
     keep = (error > 0) & (per_class > 0)
+    if keep.sum() < 2:
+        raise ValueError("a power law needs two points with an error above 0")
     slope, intercept = np.polyfit(np.log(per_class[keep]), np.log(error[keep]), 1)
     return float(np.exp(intercept)), float(-slope)

@@ -149,8 +149,9 @@ def print_audit(result) -> None:
     results.print(f"Next: look at the top of {out}/audit.html (every flagged image beside its given and suggested class); "
                   f"all of them are in {out}/audit.csv.", highlight=False)
     if len(issues):
+        backbone = f" --backbone {summary['backbone']}" if summary.get("backbone") else ""
         results.print(f"Then train on the {summary['clean_images']} images without a label issue: "
-                      f"transfer train --manifest {out}/clean.csv --out RUN_DIR", highlight=False)
+                      f"transfer train --manifest {out}/clean.csv{backbone} --out RUN_DIR", highlight=False)
 
 
 def print_probe(result) -> None:

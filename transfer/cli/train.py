@@ -182,7 +182,7 @@ def probe(
     backbones: Annotated[str, typer.Option(help="Comma-separated backbones to rank: registry names, PATH.keras files, keras-hub:PRESET.")] = ",".join(BACKBONES),
     folds: Annotated[int, typer.Option(help="K of the probe's stratified cross-validation.")] = 5,
     curve: Annotated[bool, typer.Option("--curve", help="Also the data-efficiency curve: the probe on 1, 2, 5, 10, 20, ... training images per class, scored on the held-out images (--val-dir, or --val-split of each class).")] = False,
-    draws: Annotated[int, typer.Option(help="With --curve: random draws of each subset size.")] = 5,
+    draws: Annotated[Optional[int], typer.Option(help="With --curve: random draws of each subset size. Default: 5.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier probe written by transfer (nothing else).")] = False,
     **options,
 ) -> None:
@@ -198,7 +198,9 @@ def probe(
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for probe.csv and probe.png, e.g. --out probe.")
+        if draws is not None and not curve:
+            raise InvalidOptionError(f"Received --draws {draws} without --curve; the draws are the curve's. Add --curve, or drop --draws.")
         names = [name.strip() for name in backbones.split(",") if name.strip()]
-        done = run_probe(data_dir, out, names, train_options_of(options), folds=folds, curve_draws=draws if curve else None,
+        done = run_probe(data_dir, out, names, train_options_of(options), folds=folds, curve_draws=(5 if draws is None else draws) if curve else None,
                          force=force, reporter=RichReporter())
     print_probe(done)

@@ -17,7 +17,7 @@ from transfer.cli.printers import PredictionPrinter, RichReporter, print_evaluat
 def predict(
     model: Annotated[str, typer.Argument(help="A run directory, an export (SavedModel folder, .tflite or .onnx), or imagenet:resnet50|vgg16|inceptionv3 (the ImageNet classifier as it comes).")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
-    top_k: Annotated[Optional[int], typer.Option(help="Labels per image, most probable first. Default: min(3, classes).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Labels per image, most probable first (multi-label: every label above its threshold, and the top k). Default: min(3, classes).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", help="table | csv | json on stdout (csv and json are written as each batch is scored).")] = OutputFormat.table,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
     min_confidence: Annotated[Optional[float], typer.Option(help="The answer is 'unknown' where the top probability is below this. Default: the export's, else 0.", show_default=False)] = None,
