@@ -146,19 +146,34 @@ TRAIN_OPTIONS: dict[str, tuple[object, object]] = {
 }
 
 
-def with_train_options(command=None, *, without: tuple[str, ...] = ()):
+def with_train_options(command=None, *, without: tuple[str, ...] = (), helps: dict[str, str] | None = None):
     """Gives `command` the options of `TRAIN_OPTIONS` (less those `without`), after its own; they
-    reach it as `**options`."""
+    reach it as `**options`. `helps` replaces the help of some of them, where the command uses them
+    otherwise than `train` does."""
     if command is None:
-        return lambda command: with_train_options(command, without=without)
+        return lambda command: with_train_options(command, without=without, helps=helps)
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                          annotation=_with_help(annotation, (helps or {}).get(name)))
         for name, (annotation, default) in TRAIN_OPTIONS.items() if name not in without
     ]
     command.__signature__ = inspect.Signature(own + added)
     command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in added}}
     return command
+
+
+def _with_help(annotation, help: str | None):
+    """`annotation` (`Annotated[type, typer.Option(...)]`) with its option's help replaced by `help`."""
+    if help is None:
+        return annotation
+    import copy
+    import typing
+
+    kind, option = typing.get_args(annotation)
+    option = copy.copy(option)
+    option.help = help
+    return Annotated[kind, option]
 
 
 def train_options_of(chosen: dict) -> TrainOptions:

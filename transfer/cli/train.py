@@ -117,7 +117,12 @@ AUDIT_WITHOUT = ("candidates", "multi_label", "head", "head_units", "dropout", "
 
 
 @app.command()
-@with_train_options(without=AUDIT_WITHOUT)
+@with_train_options(without=AUDIT_WITHOUT, helps={
+    "backbone": f"{' | '.join(BACKBONES)} | PATH.keras | keras-hub:PRESET: a pretrained backbone (or file, or preset) is frozen and "
+                "a logistic regression fitted on its features per fold; lenet and alexnet are trained on each fold. Default: resnet50.",
+    "manifest": "CSV file with columns path,label to audit instead of DATA_DIR (its split column is not used).",
+    "val_split": "lenet/alexnet: the share of each fold's training images that stops its training early.",
+})
 def audit(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): every image is audited.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for audit.csv, audit.html, clean.csv and out_of_fold.csv.", show_default=False)] = None,
@@ -175,7 +180,13 @@ def compare(
 @with_train_options(without=("backbone", "candidates", "head", "head_units", "dropout", "mixed_precision", "dedupe", "class_weight",
                              "augment", "flip", "epochs", "finetune_epochs", "unfreeze", "lr", "finetune_lr", "optimizer",
                              "schedule", "finetune_schedule", "patience", "label_smoothing", "mixup", "cutmix", "calibrate",
-                             "strategy", "cached_views", "tensorboard", "multi_label"))
+                             "strategy", "cached_views", "tensorboard", "multi_label"), helps={
+    "preprocess": "For the model files in --backbones: none (the model reads raw RGB in [0, 255]) | caffe | tf | torch. Default: none.",
+    "backbone_layer": "For the model files in --backbones: the layer whose output are the features.",
+    "batch_size": "Images per batch of each backbone's pass. Default: 32.",
+    "cache_features": "Keep each backbone's features in the feature cache, so a second probe skips the pass.",
+    "val_split": "With --curve (and no --val-dir): the share of each class held out to score the curve.",
+})
 def probe(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest); --val-dir images join them.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for probe.csv, probe.png and config.json (and curve.csv, curve.png).", show_default=False)] = None,
