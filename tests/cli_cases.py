@@ -350,6 +350,7 @@ CASES = [
     Case("--min-confidence for a multi-label model", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--min-confidence", "0.5"], 2, "given only for a single-label model (this one is multi-label"),
     Case("export --top-k for a multi-label run", lambda ws: ["export", str(ws.multi_label_run), "--top-k", "2", "--out", str(ws.fresh("out"))], 2, "--top-k must be left out for a multi-label model"),
     Case("serve --top-k for a multi-label run", lambda ws: ["serve", str(ws.multi_label_run), "--top-k", "2", "--port", "18599"], 2, "--top-k must be left out for a multi-label model"),
+    Case("evaluate a single-label run on a multi-label manifest", lambda ws: ["evaluate", str(ws.run), "--manifest", str(ws.multi_label_manifest), "--out", str(ws.fresh("out"))], 2, "is a multi-label manifest (a labels column), but"),
     Case("--threshold out of range", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--threshold", "1.5"], 2, "--threshold must be a probability between 0 and 1"),
     Case("probe without --out", lambda ws: ["probe", str(ws.data), "--backbones", "lenet"], 2, "Missing --out: the folder for probe.csv"),
     Case("probe with more folds than a class has images", lambda ws: ["probe", str(ws.data), "--backbones", "lenet", "--folds", "9", "--out", str(ws.fresh("out"))], 2, "--folds 9 needs at least 9 usable images of each class"),

@@ -120,6 +120,9 @@ def evaluate_folder(
     # the model's classes are checked against the data's
     listing = read_manifest(Path(data)) if manifest else list_folder(Path(data), allow_split_names=True)
     publishing.check_outside(out_dir, tuple(listing.folders))
+    if listing.multi_label and (is_imagenet(model_path) or not artifacts.open_model(model_path).config().get("multi_label")):
+        raise DataError(f"{data} is a multi-label manifest (a labels column), but {model_path} picks one class per image; "
+                        f"evaluate it on class folders or a path,label manifest.")
     data = listing.files[["path", "label"]]
     seen = _training_images(model_path, data)
     if seen:
