@@ -7,8 +7,9 @@ its ImageNet weights (`../shared/data/efficientnet_lite0`), the registry's ResNe
 InceptionV3 with random weights (`--weights none`: no ImageNet weights here), and LeNet-5 and
 AlexNet. First `transfer probe train/` (5-fold linear probe and LogME on frozen features of the
 245 photos; the baselines through their randomly initialized convolutions), then `transfer compare
-train/ --val-dir val/` (each trained by the default recipe: the logistic head on a frozen backbone,
-the baselines from scratch for 10 epochs) with the same feature cache, each scored on `val/`.
+train/` (each trained by the default recipe on compare's own split of train/, which picks the epoch:
+the logistic head on a frozen backbone, the baselines from scratch for 10 epochs) with the same
+feature cache; then each run scored by `transfer evaluate` on `val/` (153 photos that chose nothing).
 Printed: both rankings, their Spearman correlation (and the probe's LogME's), whether the top
 choice agrees, and the wall time of each command.
 """
@@ -41,17 +42,22 @@ def main() -> None:
     cli("probe", HYMENOPTERA / "train", *common, "--out", args.out / "probe", "--force")
     probe_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    cli("compare", HYMENOPTERA / "train", "--val-dir", HYMENOPTERA / "val", *common, "--out", args.out / "compare", "--force")
+    cli("compare", HYMENOPTERA / "train", *common, "--out", args.out / "compare", "--force")
     compare_seconds = time.perf_counter() - started
     probe = pd.read_csv(args.out / "probe" / "probe.csv", keep_default_na=False)
     leaderboard = pd.read_csv(args.out / "compare" / "leaderboard.csv", keep_default_na=False)
+    test = []  # each trained run scored on val/, which chose nothing (compare's own split picked the epoch)
+    for row in leaderboard.itertuples():
+        cli("evaluate", row.run_dir, HYMENOPTERA / "val", "--out", args.out / "test" / Path(row.run_dir).name, "--force")
+        test.append(json.loads((args.out / "test" / Path(row.run_dir).name / "metrics.json").read_text())["accuracy"])
+    leaderboard = leaderboard.assign(val_accuracy=test)  # the column the table reads: test accuracy on val/
     table = probe[["backbone", "accuracy", "log_me"]].merge(
         leaderboard[["backbone", "mode", "val_accuracy"]], on="backbone").astype({"accuracy": float, "log_me": float, "val_accuracy": float})
     table["backbone"] = table["backbone"].map(lambda name: Path(name).stem if name.endswith(".keras") else name)
     rho_probe = spearmanr(table["accuracy"], table["val_accuracy"]).statistic
     rho_logme = spearmanr(table["log_me"], table["val_accuracy"]).statistic
     top_probe, top_train = table.loc[table["accuracy"].idxmax(), "backbone"], table.loc[table["val_accuracy"].idxmax(), "backbone"]
-    print("\n| backbone | probe accuracy (5-fold, train/) | LogME | trained by compare: accuracy on val/ | mode |")
+    print("\n| backbone | probe accuracy (5-fold, train/) | LogME | trained by compare, test accuracy on val/ | mode |")
     print("|---|---|---|---|---|")
     for row in table.sort_values("val_accuracy", ascending=False).itertuples():
         print(f"| {row.backbone} | {row.accuracy:.3f} | {row.log_me:.3f} | {row.val_accuracy:.3f} | {row.mode} |")
