@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from transfer import extras, layout, publishing
-from transfer.cross_validation import assign_folds
+from transfer.cross_validation import images_in_folds
 from transfer.errors import DataError, InvalidOptionError, require
 from transfer.options import TrainOptions
 from transfer.preflight import preflight
+from transfer.probe import frozen_features
 from transfer.progress import SILENT, Reporter
 
 #: Neighbours each image is compared with in feature space.
@@ -99,15 +100,14 @@ def audit(
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=resolved.val_split, seed=resolved.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter)
-    images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
-    images["fold"] = assign_folds(images["label"], folds, resolved.seed, groups=[publishing.sha256(p) for p in images["path"]])
+    images = images_in_folds(folder, folds, resolved.seed, reporter)
     class_names = folder.class_names
     labels = images["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     reporter.message(f"Auditing {len(images)} images of {len(class_names)} classes by {folds}-fold out-of-fold "
                      f"probabilities: each image is judged by a model that never saw it.")
     with publishing.staged(out_dir, "audit") as staging:
         if resolved.transfers:
-            features = backbone_features(images["path"].tolist(), resolved, len(class_names), reporter)
+            features, _ = frozen_features(resolved.backbone, images["path"].tolist(), options, len(class_names), reporter)
             probabilities = logistic_out_of_fold(features, labels, images["fold"].to_numpy(), len(class_names),
                                                  seed=resolved.seed, balanced=resolved.class_weight == "auto")
         else:  # each fold's `train` resolves the options given
@@ -140,20 +140,6 @@ def _check_options(options: TrainOptions) -> TrainOptions:
             f"trained on each fold."
         )
     return dataclasses.replace(options, head="logistic").resolved() if options.transfers else options.resolved()
-
-
-def backbone_features(paths: list[str], options: TrainOptions, num_classes: int, reporter: Reporter) -> np.ndarray:
-    """The pooled features of the frozen backbone of `options` for each of `paths` (through the feature cache)."""
-    import tensorflow as tf
-
-    from transfer.features import extract_features, extractor_and_cache
-    from transfer.training import build_model
-
-    spec = options.backbone_spec()
-    model = build_model(spec, options, num_classes, tf.distribute.get_strategy(), reporter)
-    extractor, cache = extractor_and_cache(model, spec, options)
-    return extract_features(extractor, paths, options.batch_size or 32, cache=cache if options.cache_features else None,
-                            reporter=reporter, description="Extracting backbone features")
 
 
 def logistic_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, *,

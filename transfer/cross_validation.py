@@ -88,12 +88,7 @@ def cross_validate(
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
-    images = folder.examples[["path", "label"]].sort_values("path", kind="stable").reset_index(drop=True)
-    contents = [publishing.sha256(path) for path in images["path"]]
-    images["fold"] = assign_folds(images["label"], folds, options.seed, groups=contents, multi_label=folder.multi_label)
-    copies = len(contents) - len(set(contents))
-    if copies:
-        reporter.message(f"{copies} image(s) are byte-for-byte copies of others; each set of copies is kept in one fold.")
+    images = images_in_folds(folder, folds, options.seed, reporter)
     reporter.message(
         f"{len(images)} images in {folds} stratified folds of {', '.join(str(n) for n in np.bincount(images['fold'])[1:])}; "
         f"each run trains on the other folds (holding out {options.val_split:g} of them for early stopping) and is "
@@ -153,6 +148,19 @@ def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[s
         cv.write_results(table, summary)
         cv.relocate_runs(out_dir)
     return table, summary
+
+
+def images_in_folds(folder, folds: int, seed: int, reporter: Reporter = SILENT,
+                    columns: Sequence[str] = ("path", "label")) -> pd.DataFrame:
+    """The usable images of `folder` (`columns`), sorted by path, each with its `fold`
+    (`assign_folds`: byte-for-byte copies, found by content, share one), the copies said."""
+    images = folder.examples[list(columns)].sort_values("path", kind="stable").reset_index(drop=True)
+    contents = [publishing.sha256(path) for path in images["path"]]
+    images["fold"] = assign_folds(images["label"], folds, seed, groups=contents, multi_label=folder.multi_label)
+    copies = len(contents) - len(set(contents))
+    if copies:
+        reporter.message(f"{copies} image(s) are byte-for-byte copies of others; each set of copies is kept in one fold.")
+    return images
 
 
 def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None = None, multi_label: bool = False) -> np.ndarray:

@@ -62,9 +62,9 @@ class ImageFolder:
     def counts(self) -> pd.DataFrame:
         """Usable images per class (rows, in class order) by split, and skipped files per class; for
         multi-label data, the images carrying each label."""
-        table = pd.crosstab(*_label_rows(self.examples, self.multi_label))
+        table = pd.crosstab(*label_rows(self.examples, self.multi_label))
         table = table.reindex(index=self.class_names, columns=list(SPLITS), fill_value=0)
-        skipped = _label_rows(self.skipped, self.multi_label)[0].value_counts() if len(self.skipped) else pd.Series(dtype=int)
+        skipped = label_rows(self.skipped, self.multi_label)[0].value_counts() if len(self.skipped) else pd.Series(dtype=int)
         table["skipped"] = [int(skipped.get(name, 0)) for name in self.class_names]
         return table
 
@@ -192,7 +192,7 @@ def multi_hot(joined: pd.Series, class_names: list[str]) -> np.ndarray:
     return targets
 
 
-def _label_rows(table: pd.DataFrame, multi_label: bool) -> tuple[pd.Series, ...]:
+def label_rows(table: pd.DataFrame, multi_label: bool) -> tuple[pd.Series, ...]:
     """`(label, split)` columns of `table` with one row per label an image carries (multi-label data)."""
     if not multi_label:
         return (table["label"],) + ((table["split"],) if "split" in table else ())
@@ -204,11 +204,11 @@ def _label_rows(table: pd.DataFrame, multi_label: bool) -> tuple[pd.Series, ...]
 
 def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: Listing) -> None:
     """At least 2 usable images per class, and at least 1 per class in each fixed split."""
-    usable = _label_rows(examples, listing.multi_label)[0].value_counts()
+    usable = label_rows(examples, listing.multi_label)[0].value_counts()
     lacking = [name for name in listing.class_names if usable.get(name, 0) < 2]
     if lacking:
         def detail(name: str) -> str:
-            left_out = skipped[_label_rows(skipped, listing.multi_label)[0].eq(name).groupby(level=0).any().reindex(skipped.index, fill_value=False)]
+            left_out = skipped[label_rows(skipped, listing.multi_label)[0].eq(name).groupby(level=0).any().reindex(skipped.index, fill_value=False)]
             files = "; ".join(f"{row.path}: {row.reason}" for row in left_out.head(5).itertuples())
             more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
             return f"{name}: {usable.get(name, 0)} usable, {len(left_out)} skipped" + (f" ({files}{more})" if files else "")
@@ -220,7 +220,7 @@ def _require_usable(examples: pd.DataFrame, skipped: pd.DataFrame, listing: List
             f"one to validate)."
         )
     for split in sorted(set(examples["split"]) - {""}):
-        counts = _label_rows(examples[examples["split"] == split], listing.multi_label)[0].value_counts()
+        counts = label_rows(examples[examples["split"] == split], listing.multi_label)[0].value_counts()
         empty = [name for name in listing.class_names if counts.get(name, 0) == 0]
         if empty:
             raise DataError(

@@ -24,18 +24,21 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
 from transfer import layout, publishing
 from transfer.backbones import BACKBONES, check_backbone_list, get_backbone
-from transfer.cross_validation import assign_folds
+from transfer.cross_validation import images_in_folds
 from transfer.errors import DataError, InvalidOptionError, ProbeFailedError, TransferError, require
 from transfer.options import TrainOptions
 from transfer.preflight import preflight
 from transfer.progress import SILENT, Reporter
+
+if TYPE_CHECKING:
+    import keras
 
 AUTO = "auto"
 NOTE = ("A probe is a frozen-feature estimate (a linear classifier on each backbone's features), not the result of "
@@ -108,9 +111,8 @@ def _images(listing, options: TrainOptions, folds: int, reporter: Reporter) -> t
                                  f"label per image. Compare multi-label backbones with `transfer compare` (ranked by mAP).")
     folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter, listed_in=None)
-    images = folder.examples[["path", "label", "split"]].sort_values("path", kind="stable").reset_index(drop=True)
+    images = images_in_folds(folder, folds, options.seed, reporter, columns=("path", "label", "split"))
     images["index"] = images["label"].map({name: i for i, name in enumerate(folder.class_names)})
-    images["fold"] = assign_folds(images["label"], folds, options.seed, groups=[publishing.sha256(p) for p in images["path"]])
     return images, folder.class_names
 
 
@@ -125,13 +127,15 @@ def rank_backbones(images: pd.DataFrame, class_names: list[str], backbones: Sequ
     for name in backbones:
         reporter.message(f"== {name} ==")
         row = dict.fromkeys(COLUMNS) | {"backbone": name, "error": ""}
+        paths, started = images["path"].tolist(), time.perf_counter()
         try:
-            extracted, facts = backbone_features(name, images["path"].tolist(), options, len(class_names), reporter)
+            extracted, extractor = frozen_features(name, paths, options, len(class_names), reporter)
         except TransferError as error:
             reporter.warning(f"{name} cannot be probed: {error}")
             rows.append(row | {"error": str(error).splitlines()[0]})
             continue
         features[name] = extracted
+        facts = backbone_facts(extractor, extracted, paths, time.perf_counter() - started)
         scores = probe_scores(extracted, labels, folds, len(class_names), seed=options.seed)
         rows.append(row | facts | {key: scores[key] for key in ("accuracy", "accuracy_sd", "log_loss", "log_loss_sd")}
                     | {"log_me": log_me(extracted, labels)})
@@ -147,14 +151,13 @@ def rank_backbones(images: pd.DataFrame, class_names: list[str], backbones: Sequ
     return table.reset_index(drop=True), features
 
 
-def backbone_features(name: str, paths: list[str], options: TrainOptions, num_classes: int,
-                      reporter: Reporter) -> tuple[np.ndarray, dict]:
-    """The frozen features of backbone `name` for `paths` (through the feature cache), and the row's
-    facts: feature size, parameters, the pass's seconds, images per second at prediction."""
+def frozen_features(name: str, paths: list[str], options: TrainOptions, num_classes: int,
+                    reporter: Reporter) -> tuple[np.ndarray, keras.Model]:
+    """`[images, D]` features of backbone `name` frozen (a baseline: its random convolutions) for
+    `paths`, through the feature cache, and the extractor that computes them."""
     import keras
     import tensorflow as tf
 
-    from transfer.data import iter_decoded_batches
     from transfer.features import FeatureCache, default_cache_dir, extract_features, frozen_extractor
     from transfer.training import build_model
 
@@ -164,18 +167,23 @@ def backbone_features(name: str, paths: list[str], options: TrainOptions, num_cl
     model = build_model(spec, chosen, num_classes, tf.distribute.get_strategy(), SILENT)
     extractor = frozen_extractor(model, spec, chosen.transfers)
     cache = FeatureCache(chosen.cache_dir or default_cache_dir(), extractor, chosen.image_size)
-    started = time.perf_counter()
     features = extract_features(extractor, paths, chosen.batch_size or 32, cache=cache if chosen.cache_features else None,
                                 reporter=reporter, description=f"{name}: features")
-    seconds = time.perf_counter() - started
-    sample = next(iter_decoded_batches(paths[:16], chosen.image_size, 16)).pixels
-    extractor.predict_on_batch(sample)  # warm-up, then timed
+    return features.reshape(len(paths), -1), extractor
+
+
+def backbone_facts(extractor: keras.Model, features: np.ndarray, paths: list[str], seconds: float) -> dict:
+    """A probe row's facts: feature size, parameters, the pass's seconds, and images per second at
+    prediction (16 images, timed after a warm-up call)."""
+    from transfer.data import iter_decoded_batches
+
+    sample = next(iter_decoded_batches(paths[:16], int(extractor.input_shape[1]), 16)).pixels
+    extractor.predict_on_batch(sample)
     timed = time.perf_counter()
     extractor.predict_on_batch(sample)
     speed = len(sample) / (time.perf_counter() - timed)
-    features = features.reshape(len(paths), -1)
-    return features, {"feature_size": features.shape[1], "parameters": int(extractor.count_params()),
-                      "pass_seconds": round(seconds, 2), "images_per_second": round(speed, 1)}
+    return {"feature_size": features.shape[1], "parameters": int(extractor.count_params()),
+            "pass_seconds": round(seconds, 2), "images_per_second": round(speed, 1)}
 
 
 def _check_curve(images: pd.DataFrame, class_names: list[str]) -> None:

@@ -154,11 +154,9 @@ def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
 
 
 def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) -> str:
-    if multi_label:  # the images carrying each label
-        from transfer.sources import split_labels
+    from transfer.data import label_rows
 
-        split = split.assign(label=split["label"].map(split_labels)).explode("label").dropna(subset=["label"])
-    counts = pd.crosstab(split["label"], split["split"]).reindex(columns=["train", "val"], fill_value=0)
+    counts = pd.crosstab(*label_rows(split, multi_label)).reindex(columns=["train", "val"], fill_value=0)  # multi-label: images per label
     parts = [counts.to_html(classes="numbers", border=0)]
     skipped = run.skipped()
     if len(skipped):
