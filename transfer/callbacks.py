@@ -51,11 +51,34 @@ class LearningRateLog(keras.callbacks.Callback):
 
 
 class SelectionScore(keras.callbacks.Callback):
-    """Adds `val_selection` (`selection_score`) to each epoch's logs, for the callbacks after it."""
+    """Adds `val_selection` (`selection_score`) to each epoch's logs, for the callbacks after it: of
+    `val_map` in place of `val_accuracy` where the logs have it (multi-label runs, `MULTI_LABEL_SCORE`)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and "val_accuracy" in logs and "val_loss" in logs:
-            logs[SELECTION] = selection_score(logs["val_accuracy"], logs["val_loss"])
+        score = None if logs is None else logs.get(MULTI_LABEL_SCORE, logs.get("val_accuracy"))
+        if score is not None and "val_loss" in logs:
+            logs[SELECTION] = selection_score(score, logs["val_loss"])
+
+
+#: What a multi-label stage is judged by in place of `val_accuracy`: the validation mean average
+#: precision over labels. The share of right yes/no decisions at 0.5 hardly moves on labels that
+#: most images lack, and the epoch it kept was an early, underfit one (benchmarks.md, "Multi-label
+#: from scratch").
+MULTI_LABEL_SCORE = "val_map"
+
+
+def mean_average_precision_metric() -> keras.metrics.Metric:
+    """Keras' per-label area under the precision-recall curve, averaged over the labels (`map`, and
+    `val_map` on the validation split): the mean average precision `transfer.multilabel` reports,
+    interpolated over 200 thresholds."""
+    return keras.metrics.AUC(curve="PR", multi_label=True, name="map")
+
+
+def mean_average_precision(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """`mean_average_precision_metric` on arrays, so a stage fitted in closed form is judged alike."""
+    metric = mean_average_precision_metric()
+    metric.update_state(targets.astype("float32"), probabilities.astype("float32"))
+    return float(keras.ops.convert_to_numpy(metric.result()))
 
 
 class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):

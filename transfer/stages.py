@@ -26,6 +26,7 @@ from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
+    MULTI_LABEL_SCORE,
     SELECTION,
     FullModelCheckpoint,
     ResumableEarlyStopping,
@@ -36,6 +37,8 @@ from transfer.callbacks import (
     backup,
     backup_epoch,
     load_weights,
+    mean_average_precision,
+    mean_average_precision_metric,
     save_weights,
 )
 from transfer.data import ImageFolder, make_dataset
@@ -130,7 +133,7 @@ class RunState:
             self.record.update(best_loss=float(stage_loss), best_stage=stage.name)
         else:
             self.reporter.message(
-                f"Stage {stage.name} did not beat the best epoch so far (by validation accuracy, ties broken by loss: "
+                f"Stage {stage.name} did not beat the best epoch so far (by validation accuracy, or mAP for multi-label, ties broken by loss: "
                 f"val_selection {self.best_loss:.4f}, lower is better); keeping "
                 f"the weights of stage {self.best_stage}."
             )
@@ -166,16 +169,16 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     run.reporter.message(
         f"Stage {stage.name}: up to {stage.epochs} epoch{'s' if stage.epochs != 1 else ''} at learning rate "
         f"{stage.learning_rate:g} ({stage.schedule} schedule); the epoch kept has the lowest val_selection "
-        f"(1 - val_accuracy + val_loss / 1000)"
-        + ("; val_accuracy here: the share of right yes/no decisions at 0.5, over labels and images." if options.multi_label else ".")
+        + ("(1 - val_map + val_loss / 1000; val_map: the mean average precision over labels)." if options.multi_label
+           else "(1 - val_accuracy + val_loss / 1000).")
     )
     steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
     with run.strategy.scope():
         model.compile(
             optimizer=make_optimizer(options.optimizer, make_schedule(stage.schedule, stage.learning_rate, steps)),
             loss=make_loss(options),
-            # multi-label: the share of right yes/no decisions at 0.5, averaged over labels and images
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy") if options.multi_label else "accuracy"],
+            # multi-label: the share of right yes/no decisions at 0.5 (over labels and images), and the mAP that judges the epoch
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), mean_average_precision_metric()] if options.multi_label else ["accuracy"],
         )
     patience = options.stage_patience(stage.epochs)
     early_stopping = ResumableEarlyStopping(
@@ -245,7 +248,7 @@ def fit_logistic(run: RunState) -> None:
     publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / layout.CHECKPOINT)
     run.record["logistic"] = {"C": strength, "folds": folds}
-    run.end_stage(stage, selection_score(row["val_accuracy"], row["val_loss"]), time.perf_counter() - started)
+    run.end_stage(stage, selection_score(row.get(MULTI_LABEL_SCORE, row["val_accuracy"]), row["val_loss"]), time.perf_counter() - started)
 
 
 def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> tuple[dict, list, list]:
@@ -279,7 +282,8 @@ def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> t
         "epoch": 0, "accuracy": float(np.mean((train_p >= 0.5) == run.train_labels.astype(bool))),
         "loss": binary_log_loss(train_p, run.train_labels),
         "val_accuracy": float(np.mean((val_p >= 0.5) == run.val_labels.astype(bool))),
-        "val_loss": binary_log_loss(val_p, run.val_labels), "learning_rate": float("nan"),
+        "val_loss": binary_log_loss(val_p, run.val_labels), MULTI_LABEL_SCORE: mean_average_precision(val_p, run.val_labels),
+        "learning_rate": float("nan"),
     }
     return row, strengths, folds
 
