@@ -69,6 +69,35 @@ def test_the_split_keeps_every_label_in_validation():
         assert 0.15 <= (split == "val").mean() <= 0.3
 
 
+def test_a_multi_label_epoch_is_judged_by_its_validation_map_not_its_yes_no_accuracy():
+    from transfer.callbacks import SELECTION, SelectionScore
+
+    # yes/no accuracy at 0.5 barely moves when most images lack a label: the mAP is what improved
+    earlier = {"val_accuracy": 0.66, "val_map": 0.55, "val_loss": 0.60}
+    later = {"val_accuracy": 0.65, "val_map": 0.80, "val_loss": 0.50}
+    for logs in (earlier, later):
+        SelectionScore().on_epoch_end(0, logs)
+    assert earlier[SELECTION] == pytest.approx(1 - 0.55 + 0.60 / 1000)
+    assert later[SELECTION] == pytest.approx(1 - 0.80 + 0.50 / 1000)
+    assert later[SELECTION] < earlier[SELECTION], "the later epoch, whose mAP is higher, is the better one"
+    single = {"val_accuracy": 0.9, "val_loss": 0.3}  # a single-label stage keeps its accuracy
+    SelectionScore().on_epoch_end(0, single)
+    assert single[SELECTION] == pytest.approx(1 - 0.9 + 0.3 / 1000)
+
+
+def test_the_stages_map_is_scikit_learns_mean_average_precision():
+    from sklearn.metrics import average_precision_score
+
+    from transfer.callbacks import mean_average_precision
+
+    rng = np.random.default_rng(3)
+    targets = (rng.random((80, 4)) < 0.4).astype(int)
+    scores = np.clip(targets * 0.3 + rng.random((80, 4)) * 0.7, 0, 1)
+    # Keras interpolates the precision-recall curve over 200 thresholds; scikit-learn's steps
+    assert mean_average_precision(scores, targets) == pytest.approx(average_precision_score(targets, scores, average="macro"), abs=0.01)
+    assert mean_average_precision(targets.astype(float), targets) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_a_labels_manifest_gives_sorted_label_sets_and_negative_examples(tmp_path):
     from tests.helpers import write_png
     from transfer.sources import read_manifest
@@ -192,3 +221,23 @@ def test_a_frozen_real_backbone_with_one_logistic_regression_per_label_separates
     assert "The manifest has a labels column: multi-label training" in result.output
     metrics = json.loads((tmp_path / "run" / layout.METRICS).read_text())
     assert metrics["best_stage"] == "logistic" and metrics["val_map"] > 0.9, metrics
+
+
+@pytest.mark.slow
+def test_a_short_default_lenet_run_finds_the_shapes_well_above_chance(shapes_multi_dir, tmp_path):
+    """LeNet-5 from scratch with the default recipe (10 epochs on 128 images), scored on 80 images of
+    another draw, which chose nothing: a label's average precision by chance is its share of the images."""
+    from transfer.datasets.shapes_multi import materialize
+    from transfer.evaluation import evaluate
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    test_dir = materialize(tmp_path / "test", images=80, seed=5)
+    test = pd.read_csv(test_dir / "labels.csv", keep_default_na=False).rename(columns={"labels": "label"})
+    test["path"] = [str(test_dir / path) for path in test["path"]]
+    options = TrainOptions(backbone="lenet", seed=0, manifest=str(shapes_multi_dir / "labels.csv"))
+    run = train(None, tmp_path / "runs" / "lenet", options, verbose=0).run_dir
+    summary = evaluate(run, test).summary
+    chance = np.mean([[name in labels.split(";") for name in sorted(NAMES_SHAPES)] for labels in test["label"]])
+    assert chance < 0.5
+    assert summary["mean_average_precision"] > chance + 0.2, (summary["mean_average_precision"], chance)
