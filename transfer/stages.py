@@ -26,7 +26,9 @@ from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
+    LONG_EPOCH_STEPS,
     SELECTION,
+    BatchProgress,
     FullModelCheckpoint,
     ResumableEarlyStopping,
     LearningRateLog,
@@ -197,6 +199,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / layout.TENSORBOARD_LOGS, write_graph=False))
     if backup_epoch(stage_dir / BACKUP):
         run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
+    if run.verbose not in (1, "auto") and steps // stage.epochs >= LONG_EPOCH_STEPS:  # Keras shows no bar within an epoch
+        callbacks.insert(0, BatchProgress(run.reporter, steps // stage.epochs, f"Stage {stage.name}"))
     model.fit(
         train_data, validation_data=val_data, epochs=run.epoch + stage.epochs, initial_epoch=run.epoch,
         callbacks=callbacks, verbose=run.verbose, shuffle=False,  # the datasets shuffle themselves

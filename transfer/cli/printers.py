@@ -31,7 +31,8 @@ class RichReporter(Reporter):
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(elapsed_when_finished=True))  # a finished bar shows the time it took, not 0:00:00
         with Progress(*columns, console=messages, transient=False) as bar:
             task = bar.add_task(description, total=total)
 
