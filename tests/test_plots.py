@@ -90,3 +90,15 @@ def test_lr_find_title_is_whole_inside_the_figure(tmp_path, drawn):
     figure = drawn[-1]
     assert " ".join(figure.axes[0].get_title().split()) == title  # all of it, wrapped
     assert texts_outside(figure) == []
+
+
+def test_curves_of_a_logistic_head_alone_have_no_empty_learning_rate_panel(tmp_path, drawn):
+    from transfer.plots import plot_curves
+
+    fitted = pd.DataFrame({"epoch": [0], "stage": ["logistic"], "accuracy": [0.9], "loss": [0.3], "val_accuracy": [0.8],
+                           "val_loss": [0.4], "learning_rate": [np.nan]})
+    plot_curves(fitted, tmp_path / "curves.png")
+    assert [axis.get_title() for axis in drawn[-1].axes] == ["loss", "accuracy"]
+    trained = pd.concat([fitted, fitted.assign(epoch=1, stage="finetune", learning_rate=1e-5)], ignore_index=True)
+    plot_curves(trained, tmp_path / "curves.png")
+    assert [axis.get_title() for axis in drawn[-1].axes] == ["loss", "accuracy", "learning rate"]

@@ -24,13 +24,16 @@ def _pyplot():
 
 def plot_curves(history: pd.DataFrame, path: Path) -> None:
     """Loss and accuracy, train and validation, and the learning rate at each epoch's end (log
-    scale), over both stages, the stage boundary marked."""
+    scale; no panel where no stage had one: a logistic head alone), over both stages, the stage
+    boundary marked."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for axis, metric in zip(axes, ("loss", "accuracy", "learning_rate")):
+    rated = pd.to_numeric(history["learning_rate"], errors="coerce").notna().any()  # no rate: a logistic head alone
+    metrics = ("loss", "accuracy", "learning_rate") if rated else ("loss", "accuracy")
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), constrained_layout=True)
+    for axis, metric in zip(axes, metrics):
         if metric == "learning_rate":
             rates = pd.to_numeric(history[metric], errors="coerce")
             axis.plot(history["epoch"], rates, marker="o", label="learning rate (end of epoch)")
@@ -50,6 +53,25 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
         axis.set_title(metric.replace("_", " "))
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_logistic_fit(strengths: Sequence[float], losses: Sequence[float], chosen: float, folds: int, path: Path) -> None:
+    """How a logistic head's C was chosen: the mean held-out log loss of the cross-validation at
+    each C of the grid (log axis), the chosen C marked."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    axis.plot(strengths, losses, marker="o", color="#2a6", label=f"mean held-out log loss ({folds} folds)")
+    at = int(np.argmin(np.abs(np.log(np.asarray(strengths)) - np.log(chosen))))
+    axis.axvline(chosen, color="#c44", linestyle="--")
+    axis.plot([chosen], [losses[at]], "o", color="#c44", label=f"chosen C = {chosen:.3g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("C, inverse regularization strength (log scale; smaller: stronger)")
+    axis.set_ylabel("cross-validated log loss")
+    axis.set_title("logistic head: C chosen by cross-validation on the training split")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

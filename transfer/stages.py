@@ -248,7 +248,7 @@ def fit_logistic(run: RunState) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / layout.CHECKPOINT)
-    run.record["logistic"] = {"C": strength, "folds": folds}
+    run.record["logistic"] = {"C": strength, "folds": folds, **(cross_validated_losses(regression) if not run.options.multi_label else {})}
     run.end_stage(stage, selection_score(row["val_accuracy"], row["val_loss"]), time.perf_counter() - started)
 
 
@@ -309,6 +309,17 @@ def logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: i
             Cs=10, cv=folds, scoring="neg_log_loss", max_iter=5000, class_weight=weights, random_state=seed
         )).fit(features, labels)
     return regression, float(np.ravel(regression[-1].C_)[0]), folds
+
+
+def cross_validated_losses(regression) -> dict:
+    """`{"Cs": grid, "cv_log_loss": mean held-out log loss at each C}` of a fitted `logistic_regression`
+    (what chose its C, for the report), `{}` where no cross-validation was possible."""
+    model = regression[-1]
+    if not hasattr(model, "Cs_"):
+        return {}
+    scores = np.asarray(next(iter(model.scores_.values())), dtype=float)  # [folds, Cs(, l1 ratios)] of -log loss
+    losses = -scores.reshape(scores.shape[0], len(model.Cs_), -1).mean(axis=(0, 2))
+    return {"Cs": [float(c) for c in model.Cs_], "cv_log_loss": [float(v) for v in losses]}
 
 
 def linear_weights(regression) -> tuple[np.ndarray, np.ndarray]:
