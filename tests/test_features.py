@@ -146,7 +146,7 @@ def test_the_progress_counts_the_images_from_the_cache_and_says_so(tmp_path):
     extract_features(model, paths[:1], 2, cache=cache)
     reporter = Recording()
     extract_features(model, paths, 2, cache=cache, reporter=reporter, description="train")
-    assert reporter.bars == [{"description": "train (1 of 4 from the feature cache)", "total": 4, "done": 4}]
+    assert reporter.bars == [{"description": "train, 1 of 4 cached", "total": 4, "done": 4}]
     again = Recording()
     extract_features(model, paths, 2, cache=cache, reporter=again, description="train")
     assert again.bars == [] and again.lines == ["train: all 4 from the feature cache."]

@@ -77,3 +77,16 @@ def test_training_without_keras_bars_reports_batches_of_long_epochs(tmp_path, mo
     quiet = Recording()
     train(data, tmp_path / "run-tty", options, reporter=quiet, verbose=1)  # Keras draws its own bar
     assert not [bar for bar in quiet.bars if ", epoch " in bar["description"]]
+
+
+def test_a_long_description_in_a_narrow_terminal_keeps_the_counts_and_the_time(monkeypatch):
+    from rich.console import Console
+
+    import transfer.cli.printers as printers
+
+    out = io.StringIO()
+    monkeypatch.setattr(printers, "messages", Console(file=out, width=80, get_time=lambda: 5.0, force_terminal=False))
+    with printers.RichReporter().progress("Backbone features, train (1 view per image), 29 of 32 cached", total=32) as progress:
+        progress.advance(32)
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.endswith("32/32     0:00:00") and "…" not in last, last

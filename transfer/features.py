@@ -146,7 +146,8 @@ def extract_features(
 
 
 class _WithCached(Reporter):
-    """`reporter`, its progress counting `cached` images already done (from the feature cache) and saying so."""
+    """`reporter`, its progress counting `cached` images already done (from the feature cache) and
+    saying so (`Backbone features, train, 10 of 120 cached`: the bar runs to 120)."""
 
     def __init__(self, reporter: Reporter, cached: int):
         self.reporter, self.cached = reporter, cached
@@ -164,7 +165,7 @@ class _WithCached(Reporter):
                 yield progress
             return
         images = total + self.cached
-        with self.reporter.progress(f"{description} ({self.cached} of {images} from the feature cache)", images) as progress:
+        with self.reporter.progress(f"{description}, {self.cached} of {images} cached", images) as progress:
             progress.advance(self.cached)
             yield progress
 

@@ -31,8 +31,11 @@ class RichReporter(Reporter):
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(elapsed_when_finished=True))  # a finished bar shows the time it took, not 0:00:00
+        columns = (  # a narrow terminal shortens the description and the bar, never the counts or the time
+            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")), BarColumn(),
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=9)),
+            TimeRemainingColumn(elapsed_when_finished=True, table_column=Column(no_wrap=True, min_width=7)),  # when finished: the time it took
+        )
         with Progress(*columns, console=messages, transient=False) as bar:
             task = bar.add_task(description, total=total)
 
