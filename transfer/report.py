@@ -98,17 +98,19 @@ def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
     from transfer.plots import plot_logistic_fit
 
     fit = config["logistic"]
-    parts = ["<p>The head's softmax layer is a logistic regression fitted in closed form (scikit-learn, L-BFGS) on the "
+    multi = isinstance(fit["C"], list)  # multi-label: one regression per label
+    what = "sigmoid outputs are logistic regressions, one per label," if multi else "softmax layer is a logistic regression"
+    parts = [f"<p>The head's {what} fitted in closed form (scikit-learn, L-BFGS) on the "
              "backbone's pooled features of the training images, each feature standardized: no epochs, learning rate "
              "or optimizer" + (" (the fine-tuning after it trained by gradient descent)." if config.get("finetune_epochs") else ".")
              + " Its inverse regularization strength C (smaller: stronger) is chosen " + (
                  f"among {len(fit['Cs'])} values from {min(fit['Cs']):.0e} to {max(fit['Cs']):.0e} " if fit.get("Cs") else "")
              + "by the held-out log loss of a stratified cross-validation on the training split.</p>"]
-    if isinstance(fit["C"], list):  # multi-label: one regression per label
+    if multi:
         names = config.get("class_names") or [str(i) for i in range(len(fit["C"]))]
         rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{'constant (on every or no training image)' if c is None else f'{c:.3g}'}</td>"
                        f"<td>{folds if c is not None else ''}</td></tr>" for name, c, folds in zip(names, fit["C"], fit["folds"]))
-        parts.append(f"<p>One regression per label.</p><table class=numbers><tr><th>label</th><th>C</th><th>folds</th></tr>{rows}</table>")
+        parts.append(f"<table class=numbers><tr><th>label</th><th>C</th><th>folds</th></tr>{rows}</table>")
     elif fit["folds"] < 2:
         parts.append(f"<p>No cross-validation was possible (a class has a single training image): C = {fit['C']:.3g}.</p>")
     else:
@@ -119,7 +121,8 @@ def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
     row = history[history["stage"] == "logistic"] if "stage" in history else history.head(1)
     if len(row):
         scores = row.iloc[0]
-        parts.append("<table class=numbers><tr><th></th><th>accuracy</th><th>log loss</th></tr>"
+        accuracy = "yes/no decisions right at 0.5" if multi else "accuracy"
+        parts.append(f"<table class=numbers><tr><th></th><th>{accuracy}</th><th>log loss</th></tr>"
                      f"<tr><th>training split</th><td>{scores['accuracy']:.3f}</td><td>{scores['loss']:.4f}</td></tr>"
                      f"<tr><th>validation split</th><td>{scores['val_accuracy']:.3f}</td><td>{scores['val_loss']:.4f}</td></tr></table>")
     return "\n".join(parts)
