@@ -66,7 +66,7 @@ demo: install
 	@echo
 	@echo "== Demo outputs =="
 	@echo "run (model, labels, config, history, curves.png, metrics): $(DEMO)/lenet"
-	@echo "metrics: $$(tr -d '\n ' < $(DEMO)/lenet/metrics.json)"
+	@$(BIN)/python -c 'import json, sys; print("metrics:", json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' $(DEMO)/lenet/metrics.json
 	@echo "learning-rate sweep (loss against rate, the suggestion marked): $(DEMO)/lr-find/lr_find.png"
 	@echo "report (curves, metrics, confusion matrix, errors, Grad-CAM): $(DEMO)/lenet/report.html"
 	@echo "predictions for every digit image, from the SavedModel:  $(DEMO)/predictions.csv"

@@ -1,5 +1,7 @@
 """compare: every backbone on one split; a backbone that fails gets a row with the reason."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,6 +57,8 @@ def test_a_backbone_that_fails_is_reported_and_the_others_still_run(tmp_path, hy
     assert list(board["backbone"]) == ["lenet", "vgg16"], "a failed backbone comes last"
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in rows.loc["vgg16", "error"]
     assert rows.loc["lenet", "error"] == "" and 0 <= float(rows.loc["lenet", "val_accuracy"]) <= 1
+    assert rows.loc["vgg16", "run_dir"] == "", "a failed backbone left no run to point to"
+    assert (Path(rows.loc["lenet", "run_dir"]) / "model.keras").is_file()
 
 
 def test_a_comparison_where_every_backbone_fails_says_so(tmp_path, offline_keras):

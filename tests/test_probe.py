@@ -130,3 +130,25 @@ def test_probe_ranks_writes_the_curve_and_keeps_going_past_a_backbone_it_cannot_
     assert summary["best"] == str(colour) and summary["margin"] > 0.3
     for picture in (layout.PROBE_PNG, layout.CURVE_PNG):
         assert (tmp_path / "probe" / picture).stat().st_size > 5000
+
+
+def test_the_probe_table_keeps_two_long_model_paths_apart(monkeypatch):
+    """A terminal-wide table cut long paths to the same `/models/...`; each row names its own file."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import transfer.cli.printers as printers
+
+    shared = "/data/checkpoints/experiments/2026/efficientnet_variants/"
+    names = [shared + "teacher_distilled/model.keras", shared + "student_pruned/model.keras"]
+    table = pd.DataFrame({"backbone": names, "accuracy": [0.9, 0.8], "accuracy_sd": [0.01, 0.02], "log_loss": [0.3, 0.4],
+                          "log_me": [1.0, 0.5], "feature_size": [1280, 1280], "pass_seconds": [1.0, 1.0],
+                          "images_per_second": [50.0, 50.0], "error": ["", ""]})
+    out = io.StringIO()
+    monkeypatch.setattr(printers, "results", Console(file=out, width=100))
+    printers.print_probe(SimpleNamespace(table=table, curve=pd.DataFrame(), path="probe", summary={"best": names[0], "note": ""}))
+    rows = [line for line in out.getvalue().splitlines() if "0.9000" in line or "0.8000" in line]
+    assert len(rows) == 2
+    assert ".../teacher_distilled/model.keras" in rows[0] and ".../student_pruned/model.keras" in rows[1], out.getvalue()

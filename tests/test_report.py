@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -38,3 +39,37 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     assert headings[:3] == ["Data", "Training curves", "Metrics on the validation split"]
     assert "Where the model looked (Grad-CAM)" in headings
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_report_of_a_logistic_head_shows_its_fit_not_epochs(tmp_path):
+    """A logistic head alone trains no epoch: the page shows the C chosen, its folds and the held-out
+    loss per C, no training curves, and puts epochs, lr and optimizer among the options not used."""
+    from selenium.webdriver.common.by import By
+
+    from tests.helpers import image_folder
+    from transfer.options import TrainOptions
+    from transfer.training import train
+
+    data = image_folder(tmp_path / "data", per_class=10)
+    run = train(data, tmp_path / "run", TrainOptions(backbone="resnet50", weights="none", image_size=32), verbose=0).run_dir
+    config = json.loads((run / layout.CONFIG).read_text())
+    assert config["head"] == "logistic" and config["logistic"]["folds"] == 5
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "report.html"), "--gradcam", "2"])
+    assert result.exit_code == 0, result.output
+
+    with headless_chromium() as driver:
+        driver.get((tmp_path / "report.html").as_uri())
+        headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
+        fit = driver.find_element(By.XPATH, "//section[h2[contains(., 'logistic regression')]]")
+        images = [i.get_attribute("alt") for i in fit.find_elements(By.TAG_NAME, "img")]
+        broken = driver.execute_script("return [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
+        options = {row.find_element(By.TAG_NAME, "th").text: row.find_element(By.TAG_NAME, "td").text
+                   for row in driver.find_elements(By.XPATH, "//section[h2='Configuration']//tr")}
+        text = fit.text
+    assert "Training curves" not in headings and headings[1] == "How the head was fitted (logistic regression)"
+    assert f"C = {config['logistic']['C']:.3g}, chosen by 5-fold cross-validation" in text
+    assert images == ["held-out log loss per C"] and broken == 0
+    history = pd.read_csv(run / layout.HISTORY).iloc[0]
+    assert f"{history['val_accuracy']:.3f}" in text and f"{history['val_loss']:.4f}" in text
+    assert "epochs" not in options and "lr" not in options and "optimizer" not in options
+    assert options["not used"].startswith(f"epochs {config['epochs']}, lr {config['lr']}, optimizer {config['optimizer']}")

@@ -84,3 +84,28 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     scores = serve(images=tf.constant([open(p, "rb").read() for p in val["path"]]))["scores"].numpy()
     np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
+def test_the_logistic_fit_records_the_held_out_log_loss_of_each_c():
+    """What the report draws: each C's mean held-out log loss, as scikit-learn's own cross-validation
+    of that C on the same folds gives it, and the chosen C the lowest."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.preprocessing import StandardScaler
+
+    from transfer.stages import cross_validated_losses, logistic_regression
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % 3
+    features = rng.normal(size=(90, 6)) + 0.8 * np.eye(6)[labels]
+    regression, chosen, folds = logistic_regression(features, labels, 3, seed=0)
+    recorded = cross_validated_losses(regression)
+    assert folds == 5 and len(recorded["Cs"]) == len(recorded["cv_log_loss"]) == 10
+    assert chosen == recorded["Cs"][int(np.argmin(recorded["cv_log_loss"]))]
+    scaled = StandardScaler().fit_transform(features)  # as LogisticRegressionCV sees them, inside the pipeline
+    for strength, loss in list(zip(recorded["Cs"], recorded["cv_log_loss"]))[::3]:
+        scores = cross_val_score(LogisticRegression(C=strength, max_iter=5000), scaled, labels, cv=StratifiedKFold(5),
+                                 scoring="neg_log_loss")
+        assert -scores.mean() == pytest.approx(loss, rel=2e-3)
+    one_image = logistic_regression(features[:4], np.array([0, 0, 1, 2]), 3, seed=0)[0]
+    assert cross_validated_losses(one_image) == {}, "no cross-validation where a class has one image"

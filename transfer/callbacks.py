@@ -6,12 +6,14 @@
   resumed stage stops where an uninterrupted one would have.
 - `WholeBackupAndRestore` writes each epoch's backup so that a Ctrl-C or a kill never leaves half
   of it.
+- `BatchProgress` shows the batches of a long epoch through the reporter.
 - `agree_on_backup` brings the `keras.callbacks.BackupAndRestore` folders of all workers of a cluster
   to one epoch before a stage goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -217,3 +219,38 @@ def save_weights(path: Path, weights: list[np.ndarray]) -> None:
 def load_weights(path: Path) -> list[np.ndarray]:
     with np.load(path) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+#: From how many steps an epoch gets its own progress bar where Keras shows none (`verbose` 0 or 2).
+LONG_EPOCH_STEPS = 50
+
+
+class BatchProgress(keras.callbacks.Callback):
+    """A progress bar through the reporter for each epoch, advanced at each batch's end: progress
+    within a long epoch where Keras draws no bar of its own (`fit(verbose=2)` prints a line per
+    epoch, at its end). `transfer.stages.fit_stage` adds it to epochs of `LONG_EPOCH_STEPS` steps or more."""
+
+    def __init__(self, reporter, steps: int, description: str):
+        super().__init__()
+        self.reporter, self.steps, self.description = reporter, steps, description
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._close()
+        self._bar = contextlib.ExitStack()
+        self._advance = self._bar.enter_context(self.reporter.progress(f"{self.description}, epoch {epoch + 1}", self.steps))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._advance.advance(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close()
+
+    def on_train_end(self, logs=None):
+        self._close()
+
+    def _close(self):
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.close()

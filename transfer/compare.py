@@ -112,7 +112,8 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
         rank_by = "val_map" if folder.multi_label else "val_accuracy"  # multi-label: mean average precision
         leaderboard = leaderboard.sort_values(rank_by, ascending=False, na_position="last", kind="stable")
         leaderboard = leaderboard.reset_index(drop=True)
-        leaderboard["run_dir"] = [str(artifacts.Comparison(out_dir).run_dir(name)) for name in leaderboard["backbone"]]
+        leaderboard["run_dir"] = [  # a failed backbone left no run: its run_dir is blank
+            "" if error else str(artifacts.Comparison(out_dir).run_dir(name)) for name, error in zip(leaderboard["backbone"], leaderboard["error"])]
         verdict = transfer_verdict({row.backbone: (row.mode != "scratch", getattr(row, rank_by)) for row in leaderboard.itertuples()})
         leaderboard.attrs["verdict"] = verdict
         leaderboard.attrs["rank_by"] = rank_by

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -115,7 +116,8 @@ def extract_features(
         found = {digest: cache.get(digest) for digest in set(digests)}
         missing = sorted({path for path in paths if found[digest_of[path]] is None})
         if missing:
-            computed = extract_features(extractor, missing, batch_size, reporter=reporter, description=description)
+            computed = extract_features(extractor, missing, batch_size, reporter=_WithCached(reporter, len(digest_of) - len(missing)),
+                                        description=description)
             for path, features in zip(missing, computed):
                 cache.put(digest_of[path], features)
                 found[digest_of[path]] = features
@@ -141,6 +143,31 @@ def extract_features(
             batches.append(np.stack(per_view, axis=1))
     features = np.concatenate(batches)
     return features[:, 0] if views == 1 else features
+
+
+class _WithCached(Reporter):
+    """`reporter`, its progress counting `cached` images already done (from the feature cache) and
+    saying so (`Backbone features, train, 10 of 120 cached`: the bar runs to 120)."""
+
+    def __init__(self, reporter: Reporter, cached: int):
+        self.reporter, self.cached = reporter, cached
+
+    def message(self, text: str) -> None:
+        self.reporter.message(text)
+
+    def warning(self, text: str) -> None:
+        self.reporter.warning(text)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator:
+        if not self.cached:
+            with self.reporter.progress(description, total) as progress:
+                yield progress
+            return
+        images = total + self.cached
+        with self.reporter.progress(f"{description}, {self.cached} of {images} cached", images) as progress:
+            progress.advance(self.cached)
+            yield progress
 
 
 def features_dataset(

@@ -5,6 +5,7 @@ Every figure is drawn with matplotlib's Agg backend (no display needed) and clos
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -23,13 +24,16 @@ def _pyplot():
 
 def plot_curves(history: pd.DataFrame, path: Path) -> None:
     """Loss and accuracy, train and validation, and the learning rate at each epoch's end (log
-    scale), over both stages, the stage boundary marked."""
+    scale; no panel where no stage had one: a logistic head alone), over both stages, the stage
+    boundary marked."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for axis, metric in zip(axes, ("loss", "accuracy", "learning_rate")):
+    rated = pd.to_numeric(history["learning_rate"], errors="coerce").notna().any()  # no rate: a logistic head alone
+    metrics = ("loss", "accuracy", "learning_rate") if rated else ("loss", "accuracy")
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), constrained_layout=True)
+    for axis, metric in zip(axes, metrics):
         if metric == "learning_rate":
             rates = pd.to_numeric(history[metric], errors="coerce")
             axis.plot(history["epoch"], rates, marker="o", label="learning rate (end of epoch)")
@@ -49,6 +53,25 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
         axis.set_title(metric.replace("_", " "))
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_logistic_fit(strengths: Sequence[float], losses: Sequence[float], chosen: float, folds: int, path: Path) -> None:
+    """How a logistic head's C was chosen: the mean held-out log loss of the cross-validation at
+    each C of the grid (log axis), the chosen C marked."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    axis.plot(strengths, losses, marker="o", color="#2a6", label=f"mean held-out log loss ({folds} folds)")
+    at = int(np.argmin(np.abs(np.log(np.asarray(strengths)) - np.log(chosen))))
+    axis.axvline(chosen, color="#c44", linestyle="--")
+    axis.plot([chosen], [losses[at]], "o", color="#c44", label=f"chosen C = {chosen:.3g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("C, inverse regularization strength (log scale; smaller: stronger)")
+    axis.set_ylabel("cross-validated log loss")
+    axis.set_title("logistic head: C chosen by cross-validation on the training split")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -103,22 +126,42 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: P
 
 def plot_leaderboard(leaderboard: pd.DataFrame, path: Path) -> None:
     """Validation accuracy per backbone, best first; failed runs shown with their reason."""
-    plt = _pyplot()
     rows = leaderboard.iloc[::-1]
-    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5), constrained_layout=True)
-    labels = [f"{r.backbone} ({r.mode})" for r in rows.itertuples()]
     multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: ranked by mean average precision
+    failed = [isinstance(e, str) and bool(e) for e in rows["error"]]
+    notes = [_failure(row.error) if bad else (
+        f"{row.val_map:.3f}  (exact label sets {row.val_accuracy:.3f}, {row.train_seconds:.0f} s)" if multi else
+        f"{row.val_accuracy:.3f}  (top-3 {row.top3_accuracy:.3f}, {row.train_seconds:.0f} s)") for bad, row in zip(failed, rows.itertuples())]
+    names = dict(zip(leaderboard["backbone"], distinct_labels(leaderboard["backbone"])))
+    labels = [f"{names[r.backbone]} ({r.mode})" for r in rows.itertuples()]
     score = rows["val_map" if multi else "val_accuracy"].astype(float).fillna(0).to_numpy()
-    bars = axis.barh(labels, score, color=["#c44" if isinstance(e, str) and e else "#4a7" for e in rows["error"]])
-    for bar, row in zip(bars, rows.itertuples()):
-        text = f"failed: {row.error[:70]}" if isinstance(row.error, str) and row.error else (
-            f"{row.val_map:.3f}  (exact label sets {row.val_accuracy:.3f}, {row.train_seconds:.0f} s)" if multi else
-            f"{row.val_accuracy:.3f}  (top-3 {row.top3_accuracy:.3f}, {row.train_seconds:.0f} s)"
-        )
-        axis.text(max(bar.get_width(), 0) + 0.01, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
-    axis.set_xlim(0, 1.45)
-    axis.set_xlabel("validation mean average precision" if multi else "validation accuracy")
-    axis.set_title("leaderboard")
+    _noted_bars(labels, score, None, failed, notes, path,
+                xlabel="validation mean average precision" if multi else "validation accuracy", title="leaderboard")
+
+
+def _failure(error: str) -> str:
+    """A failed backbone's reason, on two lines at most (the whole of it is in the table's CSV)."""
+    return textwrap.fill("failed: " + textwrap.shorten(error, 130, placeholder=" ..."), 70)
+
+
+def _noted_bars(labels: Sequence[str], values: np.ndarray, spread: np.ndarray | None, failed: Sequence[bool],
+                notes: Sequence[str], path: Path, *, xlabel: str, title: str) -> None:
+    """Horizontal bars of scores in [0, 1] (the axis ends at 1), a failed one red, each bar's note
+    written beside the axis on its right (where the layout keeps it inside the figure)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(10, 0.6 * len(labels) + 1.6), constrained_layout=True)
+    positions = np.arange(len(labels))
+    axis.barh(positions, values, xerr=spread, color=["#c44" if bad else "#4a7" for bad in failed], capsize=3)
+    axis.set_yticks(positions, labels)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(-0.6, len(labels) - 0.4)
+    notes_axis = axis.twinx()  # the notes as the right-hand tick labels: inside the figure, off the bars
+    notes_axis.set_ylim(axis.get_ylim())
+    notes_axis.set_yticks(positions, notes, fontsize=8)
+    notes_axis.tick_params(right=False)
+    axis.set_xlabel(xlabel)
+    axis.grid(alpha=0.3, axis="x")
+    axis.set_title(title)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -140,7 +183,7 @@ def plot_lr_find(table: pd.DataFrame, suggestion: float, path: Path, *, title: s
         axis.set_ylim(low - 0.2 * span, first + 1.5 * span)
     axis.set_xlabel("learning rate (log scale)")
     axis.set_ylabel("training loss")
-    axis.set_title(title, fontsize=10)
+    axis.set_title(textwrap.fill(title, 100), fontsize=10)  # wrapped: a long title was cut at the figure's edge
     axis.grid(alpha=0.3, which="both")
     axis.legend()
     figure.savefig(path, dpi=100)
@@ -163,7 +206,8 @@ def plot_cross_validation(table: pd.DataFrame, path: Path, metric: str = "accura
             axis.errorbar([values.mean()], [y], xerr=[sd], fmt="|", color="black", markersize=18, capsize=6, zorder=4)
             axis.annotate(f"{values.mean():.3f} +- {sd:.3f}", (values.mean(), y + 0.25), ha="center", fontsize=8)
     failed = {name: int(table[(table["backbone"] == name)]["error"].astype(bool).sum()) for name in names}
-    axis.set_yticks(range(len(names)), [f"{name}" + (f" ({failed[name]} failed)" if failed[name] else "") for name in names])
+    shown = dict(zip(names, distinct_labels(names)))
+    axis.set_yticks(range(len(names)), [shown[name] + (f" ({failed[name]} failed)" if failed[name] else "") for name in names])
     axis.set_ylim(-0.7, len(names) - 0.3)
     axis.set_xlim(0, 1.02)
     axis.set_xlabel(f"held-out {metric.replace('_', ' ')} per fold (mean +- sd)")
@@ -231,30 +275,25 @@ def plot_precision_recall(evaluation, path: Path) -> None:
 def plot_probe(table: pd.DataFrame, path: Path) -> None:
     """Each backbone's linear-probe accuracy (mean +- sd over folds), best first, its LogME written
     beside it; a backbone that could not be probed is shown with its reason."""
-    plt = _pyplot()
     rows = table.iloc[::-1]
-    figure, axis = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6), constrained_layout=True)
     failed = rows["error"].astype(bool).to_numpy()
-    accuracy = rows["accuracy"].astype(float).fillna(0).to_numpy()
-    spread = rows["accuracy_sd"].astype(float).fillna(0).to_numpy()
-    axis.barh(rows["backbone"].map(_short_name), accuracy, xerr=spread, color=["#c44" if f else "#4a7" for f in failed], capsize=3)
-    for y, row in enumerate(rows.itertuples()):
-        text = f"failed: {row.error[:70]}" if row.error else f"{row.accuracy:.3f} +- {row.accuracy_sd:.3f}  (LogME {row.log_me:.3f})"
-        axis.text((0 if row.error else row.accuracy + row.accuracy_sd) + 0.01, y, text, va="center", fontsize=8)
-    axis.set_xlim(0, 1.45)
-    axis.set_xlabel("linear-probe accuracy on frozen features (cross-validated; not the fine-tuned result)")
-    axis.set_title("probe: backbones ranked")
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    notes = [_failure(row.error) if row.error else f"{row.accuracy:.3f} +- {row.accuracy_sd:.3f}  (LogME {row.log_me:.3f})"
+             for row in rows.itertuples()]
+    names = dict(zip(table["backbone"], distinct_labels(table["backbone"])))
+    _noted_bars([names[name] for name in rows["backbone"]], rows["accuracy"].astype(float).fillna(0).to_numpy(),
+                rows["accuracy_sd"].astype(float).fillna(0).to_numpy(), failed, notes, path,
+                xlabel="linear-probe accuracy on frozen features (cross-validated; not the fine-tuned result)",
+                title="probe: backbones ranked")
 
 
 def plot_curve(curve: pd.DataFrame, path: Path) -> None:
     """Held-out accuracy against training images per class (log axis), mean +- sd over draws, a line per backbone."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    names = dict(zip(dict.fromkeys(curve["backbone"]), distinct_labels(list(dict.fromkeys(curve["backbone"])))))
     for name, rows in curve.groupby("backbone", sort=False):
         stats = rows.groupby("per_class")["accuracy"].agg(["mean", "std"]).fillna(0)
-        axis.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=_short_name(name))
+        axis.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=names[name])
     axis.set_xscale("log")
     axis.set_xlabel("training images per class (nested, stratified subsets)")
     axis.set_ylabel("held-out accuracy (mean +- sd over draws)")
@@ -265,5 +304,27 @@ def plot_curve(curve: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def _short_name(name: str) -> str:
-    return Path(name).stem if name.endswith(".keras") else name
+def distinct_labels(names: Sequence[str]) -> list[str]:
+    """Short labels for backbones, one per name and never two alike: a registry name or preset as
+    it is, a model file by its stem where that is unique, else by the shortest ending of its path
+    that tells it apart (`.../a/model.keras` beside `.../b/model.keras`)."""
+    names = [str(name) for name in names]
+    files = [name.endswith(".keras") for name in names]
+    parts = [Path(name).parts if file else (name,) for name, file in zip(names, files)]
+    depth = [1] * len(names)
+
+    def label(i: int) -> str:
+        if not files[i]:
+            return names[i]
+        if depth[i] == 1:
+            return Path(names[i]).stem
+        shown = "/".join(parts[i][-depth[i]:])
+        return shown if depth[i] >= len(parts[i]) else f".../{shown}"
+
+    while True:
+        labels = [label(i) for i in range(len(names))]
+        alike = [i for i, text in enumerate(labels) if labels.count(text) > 1 and depth[i] < len(parts[i])]
+        if not alike:
+            return labels
+        for i in alike:
+            depth[i] += 1

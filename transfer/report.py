@@ -58,7 +58,7 @@ def report(
         sections = [
             _summary(run_dir, config, evaluation),
             pages.section("Data", _data(run, split, evaluation.multi_label)),
-            pages.section("Training curves", pages.image(run.path / layout.CURVES, "training curves")),
+            *_training_sections(run, config, scratch),
             pages.section("Metrics on the validation split", _metrics(evaluation)),
             *(_multi_label_sections(evaluation, scratch) if evaluation.multi_label else _single_label_sections(config, evaluation, scratch)),
             pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
@@ -69,6 +69,63 @@ def report(
         page = pages.page(f"transfer report: {run_dir.name}", "\n".join(sections), generator=layout.REPORT_GENERATOR)
     publishing.write_text(out_file, page)
     return out_file
+
+
+#: The options only training by gradient descent uses: a logistic head without fine-tuning uses none of them.
+GRADIENT_OPTIONS = ("epochs", "lr", "optimizer", "schedule", "patience", "label_smoothing", "mixup", "cutmix",
+                    "dropout", "augment", "flip", "cached_views")
+
+
+def _closed_form(config: dict) -> bool:
+    """Whether the run trained nothing by gradient descent: a logistic head, no fine-tuning."""
+    return config.get("head") == "logistic" and not config.get("finetune_epochs")
+
+
+def _training_sections(run: artifacts.Run, config: dict, scratch: Path) -> list[str]:
+    """How the model was trained: the logistic fit of a logistic head (C, folds, the held-out loss
+    per C), and the curves of the epochs trained by gradient descent, where there were any."""
+    sections = []
+    if config.get("head") == "logistic" and config.get("logistic"):
+        history = pd.read_csv(run.path / layout.HISTORY)
+        sections.append(pages.section("How the head was fitted (logistic regression)", _logistic(config, history, scratch)))
+    if not _closed_form(config):
+        sections.append(pages.section("Training curves", pages.image(run.path / layout.CURVES, "training curves")))
+    return sections
+
+
+def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
+    """The logistic fit: what it is, the C chosen and how, the held-out log loss per C, its scores."""
+    from transfer.plots import plot_logistic_fit
+
+    fit = config["logistic"]
+    multi = isinstance(fit["C"], list)  # multi-label: one regression per label
+    what = "sigmoid outputs are logistic regressions, one per label," if multi else "softmax layer is a logistic regression"
+    parts = [f"<p>The head's {what} fitted in closed form (scikit-learn, L-BFGS) on the "
+             "backbone's pooled features of the training images, each feature standardized: no epochs, learning rate "
+             "or optimizer" + (" (the fine-tuning after it trained by gradient descent)." if config.get("finetune_epochs") else ".")
+             + " Its inverse regularization strength C (smaller: stronger) is chosen " + (
+                 f"among {len(fit['Cs'])} values from {min(fit['Cs']):.0e} to {max(fit['Cs']):.0e} " if fit.get("Cs") else "")
+             + "by the held-out log loss of a stratified cross-validation on the training split.</p>"]
+    if multi:
+        names = config.get("class_names") or [str(i) for i in range(len(fit["C"]))]
+        rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{'constant (on every or no training image)' if c is None else f'{c:.3g}'}</td>"
+                       f"<td>{folds if c is not None else ''}</td></tr>" for name, c, folds in zip(names, fit["C"], fit["folds"]))
+        parts.append(f"<table class=numbers><tr><th>label</th><th>C</th><th>folds</th></tr>{rows}</table>")
+    elif fit["folds"] < 2:
+        parts.append(f"<p>No cross-validation was possible (a class has a single training image): C = {fit['C']:.3g}.</p>")
+    else:
+        parts.append(f"<p>C = <b>{fit['C']:.3g}</b>, chosen by {fit['folds']}-fold cross-validation.</p>")
+        if fit.get("Cs"):
+            plot_logistic_fit(fit["Cs"], fit["cv_log_loss"], fit["C"], fit["folds"], scratch / "logistic.png")
+            parts.append(pages.image(scratch / "logistic.png", "held-out log loss per C"))
+    row = history[history["stage"] == "logistic"] if "stage" in history else history.head(1)
+    if len(row):
+        scores = row.iloc[0]
+        accuracy = "yes/no decisions right at 0.5" if multi else "accuracy"
+        parts.append(f"<table class=numbers><tr><th></th><th>{accuracy}</th><th>log loss</th></tr>"
+                     f"<tr><th>training split</th><td>{scores['accuracy']:.3f}</td><td>{scores['loss']:.4f}</td></tr>"
+                     f"<tr><th>validation split</th><td>{scores['val_accuracy']:.3f}</td><td>{scores['val_loss']:.4f}</td></tr></table>")
+    return "\n".join(parts)
 
 
 def _transfers(config: dict) -> bool:
@@ -232,8 +289,14 @@ def _probe(probe: dict) -> str:
 
 
 def _config(config: dict) -> str:
+    """Every option as recorded; those a logistic head without fine-tuning never used, in one row of their own."""
+    unused = [k for k in GRADIENT_OPTIONS if k in config] if _closed_form(config) else []
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in sorted(config.items()) if k != "class_names"
+        for k, v in sorted(config.items()) if k != "class_names" and k not in unused
     )
+    if unused:
+        values = ", ".join(f"{k} {config[k]}" for k in unused)
+        rows = (f"<tr><th>not used</th><td>{html.escape(values)} (the head was fitted in closed form; nothing was "
+                f"trained by gradient descent)</td></tr>") + rows
     return f"<table class=facts>{rows}</table>"

@@ -26,8 +26,10 @@ from transfer.augmentation import AUGMENTATION
 from transfer.backbones import BackboneSpec
 from transfer.callbacks import (
     BACKUP,
+    LONG_EPOCH_STEPS,
     MULTI_LABEL_SCORE,
     SELECTION,
+    BatchProgress,
     FullModelCheckpoint,
     ResumableEarlyStopping,
     LearningRateLog,
@@ -200,6 +202,8 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / layout.TENSORBOARD_LOGS, write_graph=False))
     if backup_epoch(stage_dir / BACKUP):
         run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
+    if run.verbose not in (1, "auto") and steps // stage.epochs >= LONG_EPOCH_STEPS:  # Keras shows no bar within an epoch
+        callbacks.insert(0, BatchProgress(run.reporter, steps // stage.epochs, f"Stage {stage.name}"))
     model.fit(
         train_data, validation_data=val_data, epochs=run.epoch + stage.epochs, initial_epoch=run.epoch,
         callbacks=callbacks, verbose=run.verbose, shuffle=False,  # the datasets shuffle themselves
@@ -247,7 +251,7 @@ def fit_logistic(run: RunState) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / layout.CHECKPOINT)
-    run.record["logistic"] = {"C": strength, "folds": folds}
+    run.record["logistic"] = {"C": strength, "folds": folds, **(cross_validated_losses(regression) if not run.options.multi_label else {})}
     run.end_stage(stage, selection_score(row.get(MULTI_LABEL_SCORE, row["val_accuracy"]), row["val_loss"]), time.perf_counter() - started)
 
 
@@ -309,6 +313,17 @@ def logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: i
             Cs=10, cv=folds, scoring="neg_log_loss", max_iter=5000, class_weight=weights, random_state=seed
         )).fit(features, labels)
     return regression, float(np.ravel(regression[-1].C_)[0]), folds
+
+
+def cross_validated_losses(regression) -> dict:
+    """`{"Cs": grid, "cv_log_loss": mean held-out log loss at each C}` of a fitted `logistic_regression`
+    (what chose its C, for the report), `{}` where no cross-validation was possible."""
+    model = regression[-1]
+    if not hasattr(model, "Cs_"):
+        return {}
+    scores = np.asarray(next(iter(model.scores_.values())), dtype=float)  # [folds, Cs(, l1 ratios)] of -log loss
+    losses = -scores.reshape(scores.shape[0], len(model.Cs_), -1).mean(axis=(0, 2))
+    return {"Cs": [float(c) for c in model.Cs_], "cv_log_loss": [float(v) for v in losses]}
 
 
 def linear_weights(regression) -> tuple[np.ndarray, np.ndarray]:

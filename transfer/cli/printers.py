@@ -31,7 +31,11 @@ class RichReporter(Reporter):
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = (  # a narrow terminal shortens the description and the bar, never the counts or the time
+            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")), BarColumn(),
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=9)),
+            TimeRemainingColumn(elapsed_when_finished=True, table_column=Column(no_wrap=True, min_width=7)),  # when finished: the time it took
+        )
         with Progress(*columns, console=messages, transient=False) as bar:
             task = bar.add_task(description, total=total)
 
@@ -40,6 +44,13 @@ class RichReporter(Reporter):
                     bar.advance(task, amount)
 
             yield _Advance()
+
+
+def _backbone_column(labels) -> Column:
+    """The backbone column of a table, for names from `transfer.plots.distinct_labels` (two model
+    files never look alike): as wide as the longest (up to 48 characters), and never cut short (a
+    longer one wraps)."""
+    return Column("backbone", overflow="fold", min_width=min(max(map(len, labels), default=8), 48))
 
 
 def print_trained(result) -> None:
@@ -116,7 +127,10 @@ def print_cross_validation(summary: dict, folds: int) -> None:
     names = {"accuracy": "accuracy", "top_k_accuracy": top_k, "log_loss": "log loss", "mean_average_precision": "mAP",
              "exact_match": "exact sets", "micro_f1": "micro F1"}
     numbers = [Column(name, justify="right") for name in ["folds", *(names[m] for m in metrics)]]
-    table = Table("backbone", *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
+    from transfer.plots import distinct_labels
+
+    shown = dict(zip(summary["backbones"], distinct_labels(list(summary["backbones"]))))
+    table = Table(_backbone_column(shown.values()), *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
     for name, entry in summary["backbones"].items():
         def cell(metric):
             value = entry[metric]
@@ -125,7 +139,7 @@ def print_cross_validation(summary: dict, folds: int) -> None:
             return f"{value['mean']:.4f}" + (f" +- {value['std']:.4f}" if value["std"] is not None else "")
 
         failed = "; ".join(f"{f['fold']}: {f['error']}" for f in entry["failed"])
-        table.add_row(name, str(entry["folds_completed"]), *(cell(metric) for metric in metrics), escape(failed))
+        table.add_row(escape(shown[name]), str(entry["folds_completed"]), *(cell(metric) for metric in metrics), escape(failed))
     results.print(table)
     if summary.get("verdict"):
         results.print(summary["verdict"], highlight=False)
@@ -157,10 +171,13 @@ def print_audit(result) -> None:
 def print_probe(result) -> None:
     """The backbones ranked by the probe, what that is, and the curve's sentences."""
     numbers = [Column(name, justify="right") for name in ("probe accuracy", "log loss", "LogME", "features", "pass s", "images/s")]
-    table = Table("backbone", *numbers, "error", title="Linear probe on frozen features, best first")
+    from transfer.plots import distinct_labels
+
+    shown = dict(zip(result.table["backbone"], distinct_labels(result.table["backbone"])))
+    table = Table(_backbone_column(shown.values()), *numbers, "error", title="Linear probe on frozen features, best first")
     for row in result.table.itertuples():
         failed = bool(row.error)
-        table.add_row(escape(row.backbone), *([""] * 6 if failed else [
+        table.add_row(escape(shown[row.backbone]), *([""] * 6 if failed else [
             f"{row.accuracy:.4f} +- {row.accuracy_sd:.4f}", f"{row.log_loss:.4f}", f"{row.log_me:.4f}", str(row.feature_size),
             f"{row.pass_seconds:.1f}", f"{row.images_per_second:.1f}"]), escape(row.error or ""))
     results.print(table)
@@ -179,11 +196,14 @@ def print_leaderboard(leaderboard) -> None:
     multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: mAP, and the share of exact label sets
     second = "val mAP" if multi else f"top-{leaderboard.attrs.get('top_k', 3)}"
     numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "exact sets" if multi else "val acc", second, "train s", "images/s")]
-    table = Table("backbone", "mode", *numbers, "error")
+    from transfer.plots import distinct_labels
+
+    shown = dict(zip(leaderboard["backbone"], distinct_labels(leaderboard["backbone"])))
+    table = Table(_backbone_column(shown.values()), "mode", *numbers, "error")
     for row in leaderboard.itertuples():
         failed = bool(row.error)
         table.add_row(
-            row.backbone, row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
+            escape(shown[row.backbone]), row.mode, "" if failed else f"{row.parameters:,}", "" if failed else f"{row.trainable_parameters:,}",
             "" if failed else f"{row.val_accuracy:.4f}", "" if failed else f"{row.val_map if multi else row.top3_accuracy:.4f}",
             "" if failed else f"{row.train_seconds:.0f}", "" if failed else f"{row.images_per_second:.1f}", row.error or "",
         )
