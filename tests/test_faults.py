@@ -178,3 +178,97 @@ def test_sigterm_stops_the_server_with_a_word_and_143(digits_run):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "stopped:" in stderr and "SIGTERM" in stderr and "Traceback" not in stderr
+
+
+def finetune_command(data, source_run, run, *extra: str) -> subprocess.Popen:
+    """`transfer train` on `source_run`'s backbone: the logistic head, then many fine-tuning epochs."""
+    return start_training(str(data), "--weights", str(source_run), "--finetune-epochs", str(EPOCHS), "--patience",
+                          str(EPOCHS), "--no-augment", "--batch-size", "8", "--out", str(run), *extra)
+
+
+def interrupted(process: subprocess.Popen, signals: int = 1) -> tuple[float, str]:
+    """Sends Ctrl-C `signals` times; returns the seconds from the first to the exit, and stderr."""
+    import time
+
+    sent = time.monotonic()
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    return time.monotonic() - sent, stderr
+
+
+def test_ctrl_c_during_fine_tuning_ends_at_once_with_130_and_publishes_nothing(digits_dir, digits_run, tmp_path):
+    """Ctrl-C at three moments of a two-stage run: as fine-tuning starts, after an epoch of it, and
+    twice in a row: each time 130 within seconds, nothing published, the backups kept."""
+    import time
+
+    # As the fine-tuning stage starts (its first epoch, as "Epoch 2/" of the run prints).
+    run = tmp_path / "run"
+    process = finetune_command(digits_dir, digits_run, run)
+    backup = layout.partial_dir(run) / "stages" / "finetune" / "backup"
+    deadline = time.monotonic() + 180
+    while not (layout.partial_dir(run) / "stages" / "finetune").is_dir() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    seconds, stderr = interrupted(process)
+    assert process.returncode == 130, stderr
+    assert seconds < 10, f"{seconds:.1f} s from Ctrl-C to the exit"
+    assert "Traceback" not in stderr and "SystemError" not in stderr and "interrupted: Training interrupted" in stderr
+    assert not run.exists() and (layout.partial_dir(run) / "stages" / "logistic" / layout.HISTORY).is_file()
+
+    # After a fine-tuning epoch: the backup of that epoch is kept, and --resume goes on from it.
+    process = start_training("--resume", str(run))
+    done = wait_for_epoch(process, backup, 2)
+    seconds, stderr = interrupted(process)
+    assert process.returncode == 130 and seconds < 10, (seconds, stderr)
+    assert not run.exists() and json.loads((backup / "training_metadata.json").read_text())["epoch"] >= done
+
+    # Twice in a row: the second ends the process at once, the backups still whole.
+    process = start_training("--resume", str(run))
+    wait_for_epoch(process, backup, done + 1)
+    seconds, stderr = interrupted(process, signals=2)
+    assert process.returncode == 130 and seconds < 10, (seconds, stderr)
+    assert "second Ctrl-C" in stderr or "interrupted: Training interrupted" in stderr
+    assert not run.exists()
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / layout.MODEL).is_file()
+
+
+class _InterruptWhenCollected:
+    """Sends this process Ctrl-C from its `__del__`: where the interrupt landed in the report (a
+    KeyboardInterrupt raised in a `__del__`, or inside a C call, is printed and dropped)."""
+
+    def __del__(self):
+        import os
+
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python runs the handler here, inside __del__
+            pass
+
+
+def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypatch):
+    """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
+    printed it and dropped it, and training ran on and published the run (exit 0)."""
+    from tests.helpers import image_folder
+    from transfer import stages
+
+    data = image_folder(tmp_path / "data", per_class=8)
+    run = tmp_path / "run"
+
+    class Collecting(stages.LearningRateLog):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                _InterruptWhenCollected()  # made and collected at once
+
+    monkeypatch.setattr(stages, "LearningRateLog", Collecting)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        result = runner.invoke(app, ["train", str(data), "--backbone", "lenet", "--epochs", "3", "--no-augment",
+                                     "--batch-size", "2", "--out", str(run)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: Training interrupted" in result.output and not run.exists()
+    assert (layout.partial_dir(run) / "stages" / "scratch").is_dir()

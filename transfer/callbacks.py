@@ -6,6 +6,7 @@
   resumed stage stops where an uninterrupted one would have.
 - `WholeBackupAndRestore` writes each epoch's backup so that a Ctrl-C or a kill never leaves half
   of it.
+- `StopOnCtrlC` stops a stage at a batch's end on Ctrl-C (`transfer.errors.stop_at_safe_points`).
 - `agree_on_backup` brings the `keras.callbacks.BackupAndRestore` folders of all workers of a cluster
   to one epoch before a stage goes on.
 """
@@ -22,7 +23,7 @@ import tensorflow as tf
 
 from transfer import publishing
 from transfer.distribute import is_multi_worker, min_across_workers
-from transfer.errors import WorkerLostError, sigint_deferred
+from transfer.errors import WorkerLostError, raise_if_stop_requested, sigint_deferred
 
 #: The `BackupAndRestore` folder inside a stage's folder.
 BACKUP = "backup"
@@ -56,6 +57,21 @@ class SelectionScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "val_accuracy" in logs and "val_loss" in logs:
             logs[SELECTION] = selection_score(logs["val_accuracy"], logs["val_loss"])
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """The safe points of `transfer.errors.stop_at_safe_points`: after each training or validation
+    batch, and after an epoch's records are written (it goes last). A Ctrl-C stops the stage there,
+    in Python, before the next call into TensorFlow; an epoch cut short is neither logged nor backed up."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_stop_requested()
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_stop_requested()
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise_if_stop_requested()
 
 
 class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):

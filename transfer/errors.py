@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -130,8 +131,8 @@ def sigint_deferred() -> Iterator[None]:
     the main thread waits in its C++ code (a `tf.data` iterator, a traced function) was lost more
     often than not (`transfer predict` over 12,000 images ran to the end 3 times in 5). Held here, it
     is raised in Python once the call returns."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or _stop.active:
+        yield  # under `stop_at_safe_points` no Ctrl-C is raised inside the block anyway
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
@@ -141,3 +142,77 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+class _Stop:
+    """Where `stop_at_safe_points` stands: whether its handler is installed, and whether Ctrl-C came."""
+
+    active = False
+    requested = False
+
+
+_stop = _Stop()
+
+
+@contextmanager
+def stop_at_safe_points() -> Iterator[None]:
+    """Turns a Ctrl-C (SIGINT) inside the block into a request that `raise_if_stop_requested` raises
+    as a KeyboardInterrupt at the next safe point (a batch's end, in Python), then once more as the
+    block ends; a second Ctrl-C ends the process at once with 130.
+
+    Raised by the signal handler, a KeyboardInterrupt lands wherever the main thread is: inside
+    TensorFlow's C++ code, where Python turns it into another exception (`SystemError: <built-in
+    function __import__> returned a result with an exception set`), or inside a `__del__`, where it
+    is printed and dropped, and training ran on and published the run. Here the handler only
+    records the request; what raises is ordinary Python code between two batches. A second Ctrl-C
+    does not wait: the epoch backups are written whole (`sigint_deferred` is not needed, the process
+    ends between two of their atomic renames), so it exits at once and `--resume` goes on."""
+    if threading.current_thread() is not threading.main_thread() or _stop.active:
+        yield
+        return
+
+    def requested(number, frame):
+        if _stop.requested:
+            _say("\ninterrupted: a second Ctrl-C; stopped at once. The last completed epoch is kept: "
+                 "continue with `transfer train --resume` and the --out folder.\n")
+            os._exit(130)
+        _stop.requested = True
+        _say("\nCtrl-C: stopping after the current batch (Ctrl-C again to stop at once).\n")
+
+    previous = signal.signal(signal.SIGINT, requested)
+    _stop.active, _stop.requested = True, False
+    try:
+        yield
+        raise_if_stop_requested()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _stop.active, _stop.requested = False, False
+
+
+def raise_if_stop_requested() -> None:
+    """A safe point of `stop_at_safe_points`: raises KeyboardInterrupt if Ctrl-C was pressed."""
+    if _stop.requested:
+        _stop.requested = False
+        raise KeyboardInterrupt
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether `error` is what Python made of a KeyboardInterrupt that arrived inside a C call (a
+    `SystemError` whose context is the interrupt)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _say(text: str) -> None:
+    """Writes from a signal handler: straight to the terminal's descriptor, no stream's lock taken."""
+    import sys
+
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -36,7 +36,7 @@ from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
 from transfer import artifacts, publishing
-from transfer.errors import DataError, sigint_deferred
+from transfer.errors import DataError, raise_if_stop_requested, sigint_deferred
 from transfer.progress import SILENT, Reporter
 
 
@@ -137,6 +137,7 @@ def extract_features(
                 for _ in range(views):
                     pixels = batch.pixels if augmentation is None else augmentation(batch.pixels, training=True)
                     per_view.append(np.asarray(extractor.predict_on_batch(pixels)))
+            raise_if_stop_requested()  # while training: Ctrl-C stops here (`transfer.errors.stop_at_safe_points`)
             progress.advance(len(batch.paths) * views)
             batches.append(np.stack(per_view, axis=1))
     features = np.concatenate(batches)

@@ -34,7 +34,7 @@ from transfer.errors import (
     OutputLocationError,
     TrainingInterrupted,
     WorkerLostError,
-    op_error_message,
+    op_error_message, stop_at_safe_points,
 )
 from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
@@ -246,7 +246,8 @@ def _train_and_publish(run: RunState) -> TrainResult:
             "augments in the loop)."
         )
     try:
-        _fine_tune(run)
+        with stop_at_safe_points():  # Ctrl-C stops at a batch's end, never inside TensorFlow's calls
+            _fine_tune(run)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"Training interrupted. The best checkpoint so far is {run.files.path / layout.CHECKPOINT}; "
