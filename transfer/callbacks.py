@@ -64,6 +64,9 @@ class StopOnCtrlC(keras.callbacks.Callback):
     batch, and after an epoch's records are written (it goes last). A Ctrl-C stops the stage there,
     in Python, before the next call into TensorFlow; an epoch cut short is neither logged nor backed up."""
 
+    def on_train_batch_begin(self, batch, logs=None):  # before the first batch traces the step
+        raise_if_stop_requested()
+
     def on_train_batch_end(self, batch, logs=None):
         raise_if_stop_requested()
 
