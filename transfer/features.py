@@ -67,9 +67,33 @@ class FeatureCache:
             return None
 
     def put(self, digest: str, features: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with publishing.atomic_path(self.folder / f"{digest}.npy") as temporary:
-            np.save(temporary, features)
+        """Keeps `features`, unless the cache cannot be written (no permission, a read-only disk, a file
+        where a folder should be): the cache is an optimisation, so the work goes on without it and
+        `say_if_unwritable` tells the user, once."""
+        if self.folder in _UNWRITABLE:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with publishing.atomic_path(self.folder / f"{digest}.npy") as temporary:
+                np.save(temporary, features)
+        except OSError as error:
+            where = error.filename or self.folder
+            _UNWRITABLE[self.folder] = f"{where}: {error.strerror or error}"
+
+    def say_if_unwritable(self, reporter: Reporter) -> None:
+        """Warns, once per process and cache folder, that features could not be kept."""
+        reason = _UNWRITABLE.get(self.folder)
+        if reason is not None and self.folder not in _SAID:
+            _SAID.add(self.folder)
+            reporter.warning(
+                f"The feature cache cannot be written ({reason}); going on without it (features are computed "
+                f"again next time). Give --cache-dir a folder you can write to, or set XDG_CACHE_HOME."
+            )
+
+
+#: Cache folders that could not be written in this process (with why), and those the user was told of.
+_UNWRITABLE: dict[Path, str] = {}
+_SAID: set[Path] = set()
 
 
 def extractor_key(extractor: keras.Model, image_size: int) -> str:
@@ -119,6 +143,7 @@ def extract_features(
             for path, features in zip(missing, computed):
                 cache.put(digest_of[path], features)
                 found[digest_of[path]] = features
+            cache.say_if_unwritable(reporter)
         elif paths:
             reporter.message(f"{description}: all {len(paths)} from the feature cache.")
         return np.stack([found[digest] for digest in digests]) if paths else np.zeros((0, 0), np.float32)
