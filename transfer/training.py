@@ -28,14 +28,8 @@ from typing import TYPE_CHECKING
 
 from transfer import artifacts, layout, publishing
 from transfer.backbones import BackboneSpec
-from transfer.errors import (
-    DataError,
-    InvalidOptionError,
-    OutputLocationError,
-    TrainingInterrupted,
-    WorkerLostError,
-    op_error_message, stop_at_safe_points,
-)
+from transfer.errors import (DataError, InvalidOptionError, OutputLocationError, TrainingInterrupted, WorkerLostError,
+                             op_error_message, stop_at_safe_points)
 from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
 from transfer.distribute import worker_index
@@ -91,7 +85,9 @@ def train(
     from transfer.probe import resolve_auto
 
     options, probed = resolve_auto(data_dir, out_dir, options, force=force, reporter=reporter)  # --backbone auto
-    options = options.resolved()
+    given, options = options, options.resolved()
+    if given.head_note(options):  # options for gradient descent changed the default head
+        reporter.message(given.head_note(options))
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
@@ -118,6 +114,9 @@ def train(
     if options.batch_size is None:
         options = dataclasses.replace(options, batch_size=default_batch_size(len(folder.paths_and_indices("train")[0])))
         reporter.message(f"Batch size {options.batch_size} per replica (at most 32, at least 10 steps an epoch, at least 8).")
+    elif options.batch_size > (train_count := len(folder.paths_and_indices("train")[0])):
+        reporter.message(f"Note: --batch-size {options.batch_size} is more than the {train_count} training images: an epoch is "
+                         f"one step, on all of them. A smaller batch gives more steps an epoch.")
     files = artifacts.Run(publishing.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
     if options.tensorboard:
