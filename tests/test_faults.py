@@ -248,11 +248,12 @@ class _InterruptWhenCollected:
             pass
 
 
-def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("moment", ["in a batch", "as the run is measured"])
+def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypatch, moment):
     """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
     printed it and dropped it, and training ran on and published the run (exit 0)."""
     from tests.helpers import image_folder
-    from transfer import stages
+    from transfer import stages, training
 
     data = image_folder(tmp_path / "data", per_class=8)
     run = tmp_path / "run"
@@ -262,7 +263,14 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
             if batch == 1:
                 _InterruptWhenCollected()  # made and collected at once
 
-    monkeypatch.setattr(stages, "LearningRateLog", Collecting)
+    def calibrate(*args, _original=training._calibrate):
+        _InterruptWhenCollected()
+        return _original(*args)
+
+    if moment == "in a batch":
+        monkeypatch.setattr(stages, "LearningRateLog", Collecting)
+    else:
+        monkeypatch.setattr(training, "_calibrate", calibrate)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         result = runner.invoke(app, ["train", str(data), "--backbone", "lenet", "--epochs", "3", "--no-augment",
@@ -270,5 +278,7 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
     finally:
         signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 130, result.output
-    assert "interrupted: Training interrupted" in result.output and not run.exists()
-    assert (layout.partial_dir(run) / "stages" / "scratch").is_dir()
+    assert "interrupted" in result.output and not run.exists()
+    assert (layout.partial_dir(run) / "stages" / "scratch").is_dir(), "the progress is kept, for --resume"
+    if moment == "as the run is measured":
+        assert (layout.partial_dir(run) / layout.CHECKPOINT).is_file()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from transfer import artifacts, layout, publishing
 from transfer.backbones import BackboneSpec
 from transfer.errors import (DataError, InvalidOptionError, OutputLocationError, TrainingInterrupted, WorkerLostError,
-                             op_error_message, stop_at_safe_points)
+                             op_error_message, raise_if_stop_requested, stop_at_safe_points)
 from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
 from transfer.distribute import worker_index
@@ -272,17 +272,17 @@ def _train_and_publish(run: RunState) -> TrainResult:
             f"its TF_CONFIG: training goes on from the last epoch all of them completed."
         ) from None
     try:
-        return _publish(run)
+        with stop_at_safe_points():  # a Ctrl-C while the run is measured and written: nothing is published
+            return _publish(run)
     except OSError as error:
         raise _write_failure(run, error) from None
 
 
 def _write_failure(run: RunState, error: OSError) -> OutputLocationError:
     """A full disk or a lost permission: the earlier run is untouched and this one can go on."""
-    earlier = f" (the earlier run at {run.out_dir} is unchanged)" if Path(run.out_dir).is_dir() else ""
     return OutputLocationError(
         f"Cannot write {error.filename or run.files.path}: {error.strerror or error}. Nothing was published"
-        f"{earlier}; this run's progress is in {run.files.path}. Free some space and continue with "
+        f"{f' (the earlier run at {run.out_dir} is unchanged)' if Path(run.out_dir).is_dir() else ''}; this run's progress is in {run.files.path}. Free some space and continue with "
         f"`transfer train --resume {run.out_dir}`, or start again with --force."
     )
 
@@ -367,6 +367,7 @@ def _publish(run: RunState) -> TrainResult:
     }
     run.files.write_results(run.model, metrics=metrics, config=config, history=history)
     plot_curves(history, run.files.path / layout.CURVES)
+    raise_if_stop_requested()  # the last safe point before the run is published
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
         shutil.rmtree(run.files.path)
     else:
