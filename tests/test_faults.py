@@ -282,3 +282,30 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
     assert (layout.partial_dir(run) / "stages" / "scratch").is_dir(), "the progress is kept, for --resume"
     if moment == "as the run is measured":
         assert (layout.partial_dir(run) / layout.CHECKPOINT).is_file()
+
+
+def test_a_second_ctrl_c_waits_only_for_the_backup_being_written():
+    """The first Ctrl-C is raised at the next safe point, not where it lands; a second one ends the
+    process with 130, after the backup (a `sigint_deferred` block) in progress is whole."""
+    script = """
+import os, signal, time
+from transfer.errors import raise_if_stop_requested, sigint_deferred, stop_at_safe_points
+try:
+    with stop_at_safe_points():
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+        print("running on after the first", flush=True)
+        raise_if_stop_requested()
+except KeyboardInterrupt:
+    print("raised at the safe point", flush=True)
+with stop_at_safe_points():
+    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+    with sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+        print("the backup is finished", flush=True)
+    print("not reached", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stderr
+    assert done.stdout.splitlines() == ["running on after the first", "raised at the safe point", "the backup is finished"]
+    assert "a second Ctrl-C; stopped at once" in done.stderr and "Traceback" not in done.stderr

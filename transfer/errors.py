@@ -131,8 +131,17 @@ def sigint_deferred() -> Iterator[None]:
     the main thread waits in its C++ code (a `tf.data` iterator, a traced function) was lost more
     often than not (`transfer predict` over 12,000 images ran to the end 3 times in 5). Held here, it
     is raised in Python once the call returns."""
-    if threading.current_thread() is not threading.main_thread() or _stop.active:
-        yield  # under `stop_at_safe_points` no Ctrl-C is raised inside the block anyway
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _stop.active:  # no Ctrl-C is raised under `stop_at_safe_points`; a second one waits for the block
+        _stop.critical += 1
+        try:
+            yield
+        finally:
+            _stop.critical -= 1
+        if _stop.exit_pending and not _stop.critical:
+            _stop_at_once()
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
@@ -149,6 +158,8 @@ class _Stop:
 
     active = False
     requested = False
+    critical = 0  # `sigint_deferred` blocks in progress (a backup or checkpoint being written)
+    exit_pending = False
 
 
 _stop = _Stop()
@@ -157,36 +168,44 @@ _stop = _Stop()
 @contextmanager
 def stop_at_safe_points() -> Iterator[None]:
     """Turns a Ctrl-C (SIGINT) inside the block into a request that `raise_if_stop_requested` raises
-    as a KeyboardInterrupt at the next safe point (a batch's end, in Python), then once more as the
-    block ends; a second Ctrl-C ends the process at once with 130.
+    as a KeyboardInterrupt at the next safe point (a batch's end, in Python), or as the block ends; a
+    second Ctrl-C ends the process with 130 without waiting for one.
 
     Raised by the signal handler, a KeyboardInterrupt lands wherever the main thread is: inside
     TensorFlow's C++ code, where Python turns it into another exception (`SystemError: <built-in
     function __import__> returned a result with an exception set`), or inside a `__del__`, where it
     is printed and dropped, and training ran on and published the run. Here the handler only
     records the request; what raises is ordinary Python code between two batches. A second Ctrl-C
-    does not wait: the epoch backups are written whole (`sigint_deferred` is not needed, the process
-    ends between two of their atomic renames), so it exits at once and `--resume` goes on."""
+    waits only for a backup or checkpoint being written (`sigint_deferred`), then exits with 130;
+    `--resume` goes on from the last completed epoch."""
     if threading.current_thread() is not threading.main_thread() or _stop.active:
         yield
         return
 
     def requested(number, frame):
-        if _stop.requested:
-            _say("\ninterrupted: a second Ctrl-C; stopped at once. The last completed epoch is kept: "
-                 "continue with `transfer train --resume` and the --out folder.\n")
-            os._exit(130)
-        _stop.requested = True
-        _say("\nCtrl-C: stopping after the current batch (Ctrl-C again to stop at once).\n")
+        if _stop.requested and _stop.critical:
+            _stop.exit_pending = True
+            _say("\nCtrl-C again: stopping as soon as the backup being written is whole.\n")
+        elif _stop.requested:
+            _stop_at_once()
+        else:
+            _stop.requested = True
+            _say("\nCtrl-C: stopping after the current batch (Ctrl-C again to stop at once).\n")
 
     previous = signal.signal(signal.SIGINT, requested)
-    _stop.active, _stop.requested = True, False
+    _stop.active, _stop.requested, _stop.exit_pending = True, False, False
     try:
         yield
         raise_if_stop_requested()
     finally:
         signal.signal(signal.SIGINT, previous)
-        _stop.active, _stop.requested = False, False
+        _stop.active, _stop.requested, _stop.exit_pending = False, False, False
+
+
+def _stop_at_once() -> None:
+    _say("\ninterrupted: a second Ctrl-C; stopped at once. The last completed epoch is kept: continue with "
+         "`transfer train --resume` and the --out folder.\n")
+    os._exit(130)
 
 
 def raise_if_stop_requested() -> None:
