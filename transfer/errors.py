@@ -194,11 +194,15 @@ def stop_at_safe_points() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGINT, requested)
     _stop.active, _stop.requested, _stop.exit_pending = True, False, False
+    interrupted = False
     try:
         yield
         raise_if_stop_requested()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:  # once interrupted, the next Ctrl-C (while the process ends) ends it at once, quietly
+        signal.signal(signal.SIGINT, (lambda number, frame: _stop_at_once()) if interrupted else previous)
         _stop.active, _stop.requested, _stop.exit_pending = False, False, False
 
 
