@@ -76,6 +76,16 @@ def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, of
     assert str(keras_cache_dir()) in message and str(tmp_path) in message
     assert "--weights PATH" in message and "(no network)" in message and "Name or service" not in message
     assert len(message.splitlines()) <= 3 and "--weights none" in message, "train's own way out, in a few lines"
+    assert "--backbone PATH/TO/MODEL.keras" in message and "--backbone keras-hub:PATH/TO/PRESET" in message, (
+        "the way that works offline with learned features: a model file or a preset on disk"
+    )
+    from typer.testing import CliRunner
+
+    from tests.helpers import image_folder
+    from transfer.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(image_folder(tmp_path / "data")), "--image-size", "32", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "--backbone PATH/TO/MODEL.keras" in result.output, result.output  # the quick start, offline
     from transfer.features import model_feature_extractor
 
     with pytest.raises(WeightsUnavailableError) as raised:

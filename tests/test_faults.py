@@ -178,3 +178,134 @@ def test_sigterm_stops_the_server_with_a_word_and_143(digits_run):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "stopped:" in stderr and "SIGTERM" in stderr and "Traceback" not in stderr
+
+
+def finetune_command(data, source_run, run, *extra: str) -> subprocess.Popen:
+    """`transfer train` on `source_run`'s backbone: the logistic head, then many fine-tuning epochs."""
+    return start_training(str(data), "--weights", str(source_run), "--finetune-epochs", str(EPOCHS), "--patience",
+                          str(EPOCHS), "--no-augment", "--batch-size", "8", "--out", str(run), *extra)
+
+
+def interrupted(process: subprocess.Popen, signals: int = 1) -> tuple[float, str]:
+    """Sends Ctrl-C `signals` times; returns the seconds from the first to the exit, and stderr."""
+    import time
+
+    sent = time.monotonic()
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    return time.monotonic() - sent, stderr
+
+
+def test_ctrl_c_during_fine_tuning_ends_at_once_with_130_and_publishes_nothing(digits_dir, digits_run, tmp_path):
+    """Ctrl-C at three moments of a two-stage run: as fine-tuning starts, after an epoch of it, and
+    twice in a row: each time 130 within seconds, nothing published, the backups kept."""
+    import time
+
+    # As the fine-tuning stage starts (its first epoch, as "Epoch 2/" of the run prints).
+    run = tmp_path / "run"
+    process = finetune_command(digits_dir, digits_run, run)
+    backup = layout.partial_dir(run) / "stages" / "finetune" / "backup"
+    deadline = time.monotonic() + 180
+    while not (layout.partial_dir(run) / "stages" / "finetune").is_dir() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    seconds, stderr = interrupted(process)
+    assert process.returncode == 130, stderr
+    assert seconds < 15, f"{seconds:.1f} s from Ctrl-C to the exit"
+    assert "Traceback" not in stderr and "SystemError" not in stderr and "interrupted: Training interrupted" in stderr
+    assert not run.exists() and (layout.partial_dir(run) / "stages" / "logistic" / layout.HISTORY).is_file()
+
+    # After a fine-tuning epoch: the backup of that epoch is kept, and --resume goes on from it.
+    process = start_training("--resume", str(run))
+    done = wait_for_epoch(process, backup, 2)
+    seconds, stderr = interrupted(process)
+    assert process.returncode == 130 and seconds < 15, (seconds, stderr)
+    assert not run.exists() and json.loads((backup / "training_metadata.json").read_text())["epoch"] >= done
+
+    # Twice in a row: the second ends the process at once, the backups still whole.
+    process = start_training("--resume", str(run))
+    wait_for_epoch(process, backup, done + 1)
+    seconds, stderr = interrupted(process, signals=2)
+    assert process.returncode == 130 and seconds < 15, (seconds, stderr)
+    assert "second Ctrl-C" in stderr or "interrupted: Training interrupted" in stderr
+    assert not run.exists()
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / layout.MODEL).is_file()
+
+
+class _InterruptWhenCollected:
+    """Sends this process Ctrl-C from its `__del__`: where the interrupt landed in the report (a
+    KeyboardInterrupt raised in a `__del__`, or inside a C call, is printed and dropped)."""
+
+    def __del__(self):
+        import os
+
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python runs the handler here, inside __del__
+            pass
+
+
+@pytest.mark.parametrize("moment", ["in a batch", "as the run is measured"])
+def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypatch, moment):
+    """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
+    printed it and dropped it, and training ran on and published the run (exit 0)."""
+    from tests.helpers import image_folder
+    from transfer import stages, training
+
+    data = image_folder(tmp_path / "data", per_class=8)
+    run = tmp_path / "run"
+
+    class Collecting(stages.LearningRateLog):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                _InterruptWhenCollected()  # made and collected at once
+
+    def calibrate(*args, _original=training._calibrate):
+        _InterruptWhenCollected()
+        return _original(*args)
+
+    if moment == "in a batch":
+        monkeypatch.setattr(stages, "LearningRateLog", Collecting)
+    else:
+        monkeypatch.setattr(training, "_calibrate", calibrate)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        result = runner.invoke(app, ["train", str(data), "--backbone", "lenet", "--epochs", "3", "--no-augment",
+                                     "--batch-size", "2", "--out", str(run)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and not run.exists()
+    assert (layout.partial_dir(run) / "stages" / "scratch").is_dir(), "the progress is kept, for --resume"
+    if moment == "as the run is measured":
+        assert (layout.partial_dir(run) / layout.CHECKPOINT).is_file()
+
+
+def test_a_second_ctrl_c_waits_only_for_the_backup_being_written():
+    """The first Ctrl-C is raised at the next safe point, not where it lands; a second one ends the
+    process with 130, after the backup (a `sigint_deferred` block) in progress is whole."""
+    script = """
+import os, signal, time
+from transfer.errors import raise_if_stop_requested, sigint_deferred, stop_at_safe_points
+try:
+    with stop_at_safe_points():
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+        print("running on after the first", flush=True)
+        raise_if_stop_requested()
+except KeyboardInterrupt:
+    print("raised at the safe point", flush=True)
+with stop_at_safe_points():
+    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+    with sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)
+        print("the backup is finished", flush=True)
+    print("not reached", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stderr
+    assert done.stdout.splitlines() == ["running on after the first", "raised at the safe point", "the backup is finished"]
+    assert "a second Ctrl-C; stopped at once" in done.stderr and "Traceback" not in done.stderr

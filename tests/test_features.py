@@ -150,3 +150,44 @@ def test_the_progress_counts_the_images_from_the_cache_and_says_so(tmp_path):
     again = Recording()
     extract_features(model, paths, 2, cache=cache, reporter=again, description="train")
     assert again.bars == [] and again.lines == ["train: all 4 from the feature cache."]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken", ["a file where the folder goes", "HOME's cache under a file", "a read-only cache"])
+def test_a_cache_that_cannot_be_written_is_skipped_with_one_warning(digits_run, tmp_path, monkeypatch, broken):
+    """The cache is an optimisation: `transfer train` goes on without it, says so once, and gives
+    the features it computed (the same run as with a working cache)."""
+    import errno
+    import json
+
+    from typer.testing import CliRunner
+
+    from tests.helpers import image_folder
+    from transfer import features
+    from transfer.cli import app
+
+    data = image_folder(tmp_path / "data", classes=("circle", "square"), per_class=6)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(features, "_UNWRITABLE", {}, raising=False)
+    monkeypatch.setattr(features, "_SAID", set(), raising=False)
+    argv = ["train", str(data), "--weights", str(digits_run), "--no-augment"]
+    if broken == "a file where the folder goes":
+        argv += ["--cache-dir", str(tmp_path / "a-file")]
+    elif broken == "HOME's cache under a file":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "read-only"))
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "read-only" / "x.npy"))
+
+        monkeypatch.setattr(features.np, "save", read_only)
+    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("The feature cache cannot be written") == 1, result.output
+    assert "going on without it" in result.output
+    monkeypatch.undo()  # a working cache, for the reference
+    reference = CliRunner().invoke(app, [*argv, "--cache-dir", str(tmp_path / "working"), "--out", str(tmp_path / "reference")])
+    assert reference.exit_code == 0 and "cannot be written" not in reference.output, reference.output
+    kept = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("run", "reference")]
+    assert kept[0]["val_loss"] == pytest.approx(kept[1]["val_loss"], rel=1e-5), "the same features, cached or not"

@@ -143,3 +143,16 @@ def test_each_group_checks_its_own_options():
         group.check()  # the resolved values pass
         with pytest.raises(InvalidOptionError, match=fragment.replace("*", r"\*").replace("(", r"\(")):
             dataclasses.replace(group, **{option: value}).check()
+
+
+def test_options_that_need_gradient_descent_name_themselves_when_they_make_the_head_dense():
+    def note(**given):
+        options = TrainOptions(backbone="resnet50", weights="none", **given)
+        return options.head_note(options.resolved())
+
+    assert note() is None and note(head="dense", lr=0.01) is None, "the default head, or the one asked for: nothing to say"
+    assert note(lr=0.01).startswith("Head: dense, trained by gradient descent, instead of the default logistic regression: --lr needs it.")
+    assert ": --epochs, --lr, --label-smoothing need it. " in note(lr=0.01, epochs=3, label_smoothing=0.1)
+    assert TrainOptions(backbone="lenet", lr=0.01).head_note(TrainOptions(backbone="lenet", lr=0.01).resolved()) is None, (
+        "a baseline from scratch has no logistic head to switch from"
+    )

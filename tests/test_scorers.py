@@ -18,3 +18,33 @@ def test_a_few_images_are_scored_eagerly_and_agree_with_the_traced_function(digi
     for path, scores in eager.items():
         np.testing.assert_allclose(scores, traced[path], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.sum(list(traced.values()), axis=1), 1, atol=1e-5)
+
+
+def test_a_savedmodel_export_names_a_bad_image_with_the_runs_reason(digits_run, digits_dir, tmp_path):
+    """`serve` answers with `score_encoded`'s reason: the export's was a bare "Graph execution error:"."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from transfer.cli import app
+    from transfer.errors import BadImageError
+    from transfer.scorers import SavedModelScorer, load_scorer
+
+    exported = CliRunner().invoke(app, ["export", str(digits_run), "--out", str(tmp_path / "export")])
+    assert exported.exit_code == 0, exported.output
+    run, export = load_scorer(digits_run), load_scorer(tmp_path / "export")
+    assert isinstance(export, SavedModelScorer)
+    good = next(digits_dir.rglob("*.png")).read_bytes()
+    bad = {
+        "a cut PNG": good[: len(good) // 2],
+        "a PNG header then noise": good[:16] + bytes(range(256)) * 4,
+        "a PDF": b"%PDF-1.7 not an image",
+        "nothing": b"",
+    }
+    for what, content in bad.items():
+        reasons = []
+        for scorer in (run, export):
+            with pytest.raises(BadImageError) as raised:
+                scorer.score_encoded([good, content])
+            reasons.append((raised.value.index, raised.value.reason))
+        assert reasons[0] == reasons[1], what
+        assert reasons[0][0] == 1 and "Graph execution" not in reasons[0][1] and reasons[0][1], what

@@ -60,11 +60,37 @@ def test_symlinks_are_followed_once_and_broken_ones_reported(tmp_path):
     (root / "bees" / "gone.png").symlink_to(tmp_path / "deleted.png")
     listing = list_folder(root)
     ants = listing.files[listing.files["label"] == "ants"]["path"].tolist()
-    assert len(ants) == 2 + 1 + 3  # own, a linked file, a linked folder listed once (not via the loop)
+    assert len(ants) == 2 + 3  # own, a linked folder out of the data listed once (not via the loop)
     from transfer.prediction import collect_images
 
-    assert sorted(map(os.path.abspath, collect_images([root / "ants"])[0])) == sorted(ants)  # predict lists alike
-    assert [r for r in listing.skipped["reason"]] == [f"broken symbolic link (target {tmp_path / 'deleted.png'} does not exist)"]
+    # predict has no classes: it reads the linked bee too, and the rest alike
+    assert sorted(map(os.path.abspath, collect_images([root / "ants"])[0])) == sorted(ants + [str(root / "ants" / "linked.png")])
+    assert dict(zip(listing.skipped["path"], listing.skipped["reason"])) == {
+        str(root / "ants" / "linked.png"): f"a link to {(root / 'bees' / '0.png').resolve()}, inside the data folder but "
+                                           f"outside this class's folder (not followed: its images are in their own class)",
+        str(root / "bees" / "gone.png"): f"broken symbolic link (target {tmp_path / 'deleted.png'} does not exist)",
+    }
+
+
+@pytest.mark.parametrize("link", ["root", "other class", "val folder", "file twice"])
+def test_a_link_back_into_the_data_counts_no_image_twice_or_under_another_class(tmp_path, link):
+    """A class folder holding a link to the data folder, another class or the validation folder: every
+    image once, under its own class, each skipped link listed with its reason."""
+    root = image_folder(tmp_path / "data", per_class=3)
+    val = image_folder(tmp_path / "val", per_class=2)
+    target = {"root": root, "other class": root / "bees", "val folder": val, "file twice": root / "ants" / "0.png"}[link]
+    name = "link" if target.is_dir() else "link.png"
+    (root / "ants" / name).symlink_to(target, target_is_directory=target.is_dir())
+    listing = list_folder(root, val)
+    files = listing.files
+    assert files.groupby(["split", "label"]).size().to_dict() == {
+        ("train", "ants"): 3, ("train", "bees"): 3, ("val", "ants"): 2, ("val", "bees"): 2,
+    }
+    assert files["path"].map(os.path.realpath).is_unique, "no file is read twice"
+    assert all(os.path.realpath(path).split(os.sep)[-2] == label for path, label in zip(files["path"], files["label"]))
+    assert listing.skipped["path"].tolist() == [str(root / "ants" / name)]
+    reason = listing.skipped["reason"].iloc[0]
+    assert ("read once" if link == "file twice" else "outside this class's folder") in reason
 
 
 def test_nested_folders_belong_to_their_class(tmp_path):

@@ -280,7 +280,8 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
     if not spec.pretrained:
         return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes, activation=activation)
     return load_application(spec, include_top=False, weights=weights, input_shape=input_shape,
-                            otherwise="; or train from random initialization with --weights none")
+                            otherwise="; a pretrained model on disk works offline: --backbone PATH/TO/MODEL.keras, or "
+                                      "--backbone keras-hub:PATH/TO/PRESET (--weights none learns from random features)")
 
 
 def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | None, input_shape: tuple, otherwise: str = ""):

@@ -7,6 +7,7 @@
 - `WholeBackupAndRestore` writes each epoch's backup so that a Ctrl-C or a kill never leaves half
   of it.
 - `BatchProgress` shows the batches of a long epoch through the reporter.
+- `StopOnCtrlC` stops a stage at a batch's end on Ctrl-C (`transfer.errors.stop_at_safe_points`).
 - `agree_on_backup` brings the `keras.callbacks.BackupAndRestore` folders of all workers of a cluster
   to one epoch before a stage goes on.
 """
@@ -24,7 +25,7 @@ import tensorflow as tf
 
 from transfer import publishing
 from transfer.distribute import is_multi_worker, min_across_workers
-from transfer.errors import WorkerLostError, sigint_deferred
+from transfer.errors import WorkerLostError, raise_if_stop_requested, sigint_deferred
 
 #: The `BackupAndRestore` folder inside a stage's folder.
 BACKUP = "backup"
@@ -81,6 +82,24 @@ def mean_average_precision(probabilities: np.ndarray, targets: np.ndarray) -> fl
     metric = mean_average_precision_metric()
     metric.update_state(targets.astype("float32"), probabilities.astype("float32"))
     return float(keras.ops.convert_to_numpy(metric.result()))
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """The safe points of `transfer.errors.stop_at_safe_points`: after each training or validation
+    batch, and after an epoch's records are written (it goes last). A Ctrl-C stops the stage there,
+    in Python, before the next call into TensorFlow; an epoch cut short is neither logged nor backed up."""
+
+    def on_train_batch_begin(self, batch, logs=None):  # before the first batch traces the step
+        raise_if_stop_requested()
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_stop_requested()
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_stop_requested()
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise_if_stop_requested()
 
 
 class FullModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -133,6 +134,15 @@ def sigint_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _stop.active:  # no Ctrl-C is raised under `stop_at_safe_points`; a second one waits for the block
+        _stop.critical += 1
+        try:
+            yield
+        finally:
+            _stop.critical -= 1
+        if _stop.exit_pending and not _stop.critical:
+            _stop_at_once()
+        return
     received = []
     previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
     try:
@@ -141,3 +151,91 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+class _Stop:
+    """Where `stop_at_safe_points` stands: whether its handler is installed, and whether Ctrl-C came."""
+
+    active = False
+    requested = False
+    critical = 0  # `sigint_deferred` blocks in progress (a backup or checkpoint being written)
+    exit_pending = False
+
+
+_stop = _Stop()
+
+
+@contextmanager
+def stop_at_safe_points() -> Iterator[None]:
+    """Turns a Ctrl-C (SIGINT) inside the block into a request that `raise_if_stop_requested` raises
+    as a KeyboardInterrupt at the next safe point (a batch's end, in Python), or as the block ends; a
+    second Ctrl-C ends the process with 130 without waiting for one.
+
+    Raised by the signal handler, a KeyboardInterrupt lands wherever the main thread is: inside
+    TensorFlow's C++ code, where Python turns it into another exception (`SystemError: <built-in
+    function __import__> returned a result with an exception set`), or inside a `__del__`, where it
+    is printed and dropped, and training ran on and published the run. Here the handler only
+    records the request; what raises is ordinary Python code between two batches. A second Ctrl-C
+    waits only for a backup or checkpoint being written (`sigint_deferred`), then exits with 130;
+    `--resume` goes on from the last completed epoch."""
+    if threading.current_thread() is not threading.main_thread() or _stop.active:
+        yield
+        return
+
+    def requested(number, frame):
+        if _stop.requested and _stop.critical:
+            _stop.exit_pending = True
+            _say("\nCtrl-C again: stopping as soon as the backup being written is whole.\n")
+        elif _stop.requested:
+            _stop_at_once()
+        else:
+            _stop.requested = True
+            _say("\nCtrl-C: stopping after the current batch (Ctrl-C again to stop at once).\n")
+
+    previous = signal.signal(signal.SIGINT, requested)
+    _stop.active, _stop.requested, _stop.exit_pending = True, False, False
+    interrupted = False
+    try:
+        yield
+        raise_if_stop_requested()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:  # once interrupted, the next Ctrl-C (while the process ends) ends it at once, quietly
+        signal.signal(signal.SIGINT, (lambda number, frame: _stop_at_once()) if interrupted else previous)
+        _stop.active, _stop.requested, _stop.exit_pending = False, False, False
+
+
+def _stop_at_once() -> None:
+    _say("\ninterrupted: a second Ctrl-C; stopped at once. The last completed epoch is kept: continue with "
+         "`transfer train --resume` and the --out folder.\n")
+    os._exit(130)
+
+
+def raise_if_stop_requested() -> None:
+    """A safe point of `stop_at_safe_points`: raises KeyboardInterrupt if Ctrl-C was pressed."""
+    if _stop.requested:
+        _stop.requested = False
+        raise KeyboardInterrupt
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether `error` is what Python made of a KeyboardInterrupt that arrived inside a C call (a
+    `SystemError` whose context is the interrupt)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _say(text: str) -> None:
+    """Writes from a signal handler: straight to the terminal's descriptor, no stream's lock taken."""
+    import sys
+
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -37,7 +37,7 @@ from transfer.backbones import BackboneSpec
 from transfer.classifier import pooling_layer
 from transfer.data import iter_decoded_batches
 from transfer import artifacts, publishing
-from transfer.errors import DataError, sigint_deferred
+from transfer.errors import DataError, raise_if_stop_requested, sigint_deferred
 from transfer.progress import SILENT, Reporter
 
 
@@ -68,9 +68,33 @@ class FeatureCache:
             return None
 
     def put(self, digest: str, features: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with publishing.atomic_path(self.folder / f"{digest}.npy") as temporary:
-            np.save(temporary, features)
+        """Keeps `features`, unless the cache cannot be written (no permission, a read-only disk, a file
+        where a folder should be): the cache is an optimisation, so the work goes on without it and
+        `say_if_unwritable` tells the user, once."""
+        if self.folder in _UNWRITABLE:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with publishing.atomic_path(self.folder / f"{digest}.npy") as temporary:
+                np.save(temporary, features)
+        except OSError as error:
+            where = error.filename or self.folder
+            _UNWRITABLE[self.folder] = f"{where}: {error.strerror or error}"
+
+    def say_if_unwritable(self, reporter: Reporter) -> None:
+        """Warns, once per process and cache folder, that features could not be kept."""
+        reason = _UNWRITABLE.get(self.folder)
+        if reason is not None and self.folder not in _SAID:
+            _SAID.add(self.folder)
+            reporter.warning(
+                f"The feature cache cannot be written ({reason}); going on without it (features are computed "
+                f"again next time). Give --cache-dir a folder you can write to, or set XDG_CACHE_HOME."
+            )
+
+
+#: Cache folders that could not be written in this process (with why), and those the user was told of.
+_UNWRITABLE: dict[Path, str] = {}
+_SAID: set[Path] = set()
 
 
 def extractor_key(extractor: keras.Model, image_size: int) -> str:
@@ -121,6 +145,7 @@ def extract_features(
             for path, features in zip(missing, computed):
                 cache.put(digest_of[path], features)
                 found[digest_of[path]] = features
+            cache.say_if_unwritable(reporter)
         elif paths:
             reporter.message(f"{description}: all {len(paths)} from the feature cache.")
         return np.stack([found[digest] for digest in digests]) if paths else np.zeros((0, 0), np.float32)
@@ -139,6 +164,7 @@ def extract_features(
                 for _ in range(views):
                     pixels = batch.pixels if augmentation is None else augmentation(batch.pixels, training=True)
                     per_view.append(np.asarray(extractor.predict_on_batch(pixels)))
+            raise_if_stop_requested()  # while training: Ctrl-C stops here (`transfer.errors.stop_at_safe_points`)
             progress.advance(len(batch.paths) * views)
             batches.append(np.stack(per_view, axis=1))
     features = np.concatenate(batches)

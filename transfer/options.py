@@ -143,7 +143,7 @@ class TrainOptions:
             backbone=spec.source or spec.name,
             # a run given as weights is recorded by its full path: where the backbone came from
             weights=str(Path(source).resolve()) if source else self.weights or spec.source or ("imagenet" if spec.pretrained else "none"),
-            image_size=image_size or spec.input_size,
+            image_size=spec.input_size if image_size is None else image_size,  # 0 is refused, not the default
             head=self.head or self.default_head(scratch),
             epochs=DEFAULT_EPOCHS if self.epochs is None else self.epochs,
             lr=lr,
@@ -240,6 +240,21 @@ class TrainOptions:
             return "in_loop"
         return "cached_views" if self.augment and self.cached_views > 1 else "cached"
 
+    def head_note(self, resolved: TrainOptions) -> str | None:
+        """What to tell the user when options given for gradient descent made the head dense, not
+        the default logistic regression (`default_head`); `None` otherwise."""
+        if self.head is not None or resolved.head != "dense" or not resolved.transfers:
+            return None
+        given = [name for name, value in (
+            ("--epochs", self.epochs), ("--lr", self.lr), ("--schedule", self.schedule), ("--head-units", self.head_units),
+            ("--label-smoothing", self.label_smoothing), ("--mixup/--cutmix", self.mixing),
+            ("--cached-views", self.cached_views != 1), ("--no-cache-features", not self.cache_features),
+            ("--tensorboard", self.tensorboard and not self.finetune_epochs),
+        ) if value]
+        why = f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'}" if given else "multi-worker training needs"
+        return (f"Head: dense, trained by gradient descent, instead of the default logistic regression: {why} it. "
+                f"Pass --head dense to say so, or drop {'those options' if len(given) > 1 else 'it'} for the logistic head.")
+
     def default_head(self, scratch: bool) -> str:
         """The head when `--head` is not given: `logistic`, unless the frozen stage must train by
         gradient descent for another option to mean something (its epochs, mixing, label smoothing,
@@ -275,7 +290,7 @@ def _from_source_run(source: str, backbone: str | None, image_size: int | None) 
             f"--backbone {backbone} differs from the backbone of the run in --weights {source} "
             f"({config['backbone']}); omit --backbone, the run's is used."
         )
-    if image_size and image_size != config["image_size"]:
+    if image_size is not None and image_size != config["image_size"]:
         raise InvalidOptionError(
             f"--image-size {image_size} differs from the run in --weights {source} ({config['image_size']}); "
             f"omit --image-size, the run's is used."

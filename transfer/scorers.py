@@ -187,17 +187,25 @@ class SavedModelScorer:
                         yield path, _reason(path, error)
 
     def score_encoded(self, contents: Sequence[bytes]) -> np.ndarray:
+        """Scores for encoded image files; an undecodable one is named with the reason the shared
+        decoder gives (`transfer.data.decode_encoded`), as a run's `KerasScorer` names it: the
+        signature's own error is a bare "Graph execution error:"."""
         import tensorflow as tf
 
         try:
             return self._scores(list(contents))
         except tf.errors.OpError:
+            from transfer.data import decode_encoded
+
             for index, content in enumerate(contents):  # name the first that fails
                 try:
                     self._scores([content])
                 except tf.errors.OpError as error:
-                    reason = "empty file (0 bytes)" if not content else op_error_message(error)
-                    raise BadImageError(index, re.sub(r"^images\[0\] (is )?", "", reason)) from None
+                    try:
+                        decode_encoded([content], self.image_size or 32)
+                    except BadImageError as bad:
+                        raise BadImageError(index, bad.reason) from None
+                    raise BadImageError(index, re.sub(r"^images\[0\] (is )?", "", op_error_message(error))) from None
             raise
 
     def _scores(self, contents: list[bytes]) -> np.ndarray:

@@ -8,7 +8,10 @@ Folder layout (as `keras.utils.image_dataset_from_directory`): `DATA_DIR/<class>
 names are the subfolder names in sorted order; a class's index in that order is its output index in
 every model. Folders nested inside a class folder are recursed into (symbolic links to folders
 too, each real folder once), and their images belong to that class; `transfer predict` recurses
-the same way. Hidden files and files without an image extension are skipped and reported.
+the same way. A link in a class folder that leads elsewhere into the data folders (to another
+class, or back to the data folder) is not followed, and a file linked twice is read once: each is
+listed as skipped with its reason, so no image counts under a class it is not in, or twice. Links
+out of the data folders are followed. Hidden files and files without an image extension are skipped and reported.
 
 Manifest: a CSV file with columns `path,label` and optionally `split` (`train` or `val`). Relative
 paths are relative to the manifest's folder. A `labels` column instead of `label` makes it a
@@ -133,9 +136,10 @@ def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: 
             )
         folders.append((Path(val_dir), "val"))
     files, skipped = [], []
+    roots = tuple(os.path.realpath(folder) for folder, _ in folders)
     for folder, split in folders:
         for name in class_names:
-            images, others = walk_images(folder / name)
+            images, others = walk_images(folder / name, roots)
             images = [os.path.abspath(path) for path in images]
             others = [(os.path.abspath(path), reason) for path, reason in others]
             if not images:
@@ -303,14 +307,18 @@ def not_an_image_reason(path: Path) -> str:
     return f"not an image file (extension {Path(path).suffix or 'none'!r}; images are {', '.join(IMAGE_EXTENSIONS)})"
 
 
-def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+def walk_images(folder: Path, data_roots: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """`(images, [(path, reason), ...])` below `folder`, sorted, following folder links once.
 
     Paths start with `folder` as given. Hidden files and folders, broken links and files without an
     image extension are the second list, with the reason; the ownership marker of a folder that
-    `transfer` wrote is neither.
+    `transfer` wrote is neither. With `data_roots` (the real paths of the data folders; `folder` is
+    one class folder of them), a link into the data folders but out of `folder` (to another class,
+    to the data folder itself) is not followed, and a file reached twice (two links to it) is read
+    once: the second list says so. A link out of the data folders is followed.
     """
-    images, others, seen = [], [], set()
+    images, others, seen, files_seen = [], [], set(), set()
+    own = os.path.realpath(folder)
     for root, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in seen:  # a link back to a folder already listed
@@ -318,8 +326,10 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
             continue
         seen.add(real)
         dirs.sort()
-        hidden_dirs = [d for d in dirs if d.startswith(".")]
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        elsewhere = {d: _elsewhere_in_data(os.path.join(root, d), own, data_roots) for d in dirs}
+        others += [(os.path.join(root, d), reason) for d, reason in elsewhere.items() if reason]
+        hidden_dirs = [d for d in dirs if d.startswith(".") and not elsewhere[d]]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not elsewhere[d]]
         for name in dirs:  # searched like any folder; said where it holds nothing to read
             if has_image_suffix(Path(name)) and not any(files for _, _, files in os.walk(os.path.join(root, name))):
                 others.append((os.path.join(root, name), "an empty folder named like an image"))
@@ -335,9 +345,26 @@ def walk_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
                 others.append((path, f"{special_file_kind(path)}, not a regular file (only files are read)"))
             elif not has_image_suffix(Path(name)):
                 others.append((path, not_an_image_reason(Path(name))))
+            elif data_roots and _elsewhere_in_data(path, own, data_roots):
+                others.append((path, _elsewhere_in_data(path, own, data_roots)))
+            elif data_roots and os.path.realpath(path) in files_seen:
+                others.append((path, f"the same file as another of this class ({os.path.realpath(path)}), read once"))
             else:
                 images.append(path)
+                files_seen.add(os.path.realpath(path))
     return sorted(images), sorted(others)
+
+
+def _elsewhere_in_data(path: str, own: str, data_roots: tuple[str, ...]) -> str | None:
+    """Why `path`, below the class folder whose real path is `own`, is not read: its real location is
+    in the data folders but outside that class folder (a link to another class, or to the data
+    folder): its images would count under a class they are not in, and be read twice."""
+    real = os.path.realpath(path)
+    if not data_roots or real == own or real.startswith(own + os.sep):
+        return None
+    if not any(real == root or real.startswith(root + os.sep) for root in data_roots):
+        return None
+    return f"a link to {real}, inside the data folder but outside this class's folder (not followed: its images are in their own class)"
 
 
 def _refuse_rows(manifest: Path, rows: pd.Index, problem: str, hint: str = "") -> None:

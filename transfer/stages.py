@@ -34,6 +34,7 @@ from transfer.callbacks import (
     ResumableEarlyStopping,
     LearningRateLog,
     SelectionScore,
+    StopOnCtrlC,
     selection_score,
     agree_on_backup,
     backup,
@@ -200,6 +201,7 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     ]
     if options.tensorboard:  # epochs are counted across stages, so the stages share one time axis
         callbacks.insert(-1, keras.callbacks.TensorBoard(run.files.path / layout.TENSORBOARD_LOGS, write_graph=False))
+    callbacks.append(StopOnCtrlC())  # after the backup: an epoch it stops after is recorded whole
     if backup_epoch(stage_dir / BACKUP):
         run.reporter.message(f"Stage {stage.name}: restoring the weights and optimizer of the last completed epoch.")
     if run.verbose not in (1, "auto") and steps // stage.epochs >= LONG_EPOCH_STEPS:  # Keras shows no bar within an epoch

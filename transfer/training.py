@@ -28,14 +28,8 @@ from typing import TYPE_CHECKING
 
 from transfer import artifacts, layout, publishing
 from transfer.backbones import BackboneSpec
-from transfer.errors import (
-    DataError,
-    InvalidOptionError,
-    OutputLocationError,
-    TrainingInterrupted,
-    WorkerLostError,
-    op_error_message,
-)
+from transfer.errors import (DataError, InvalidOptionError, OutputLocationError, TrainingInterrupted, WorkerLostError,
+                             op_error_message, raise_if_stop_requested, stop_at_safe_points)
 from transfer.choices import default_batch_size
 from transfer.options import TrainOptions
 from transfer.distribute import worker_index
@@ -91,7 +85,9 @@ def train(
     from transfer.probe import resolve_auto
 
     options, probed = resolve_auto(data_dir, out_dir, options, force=force, reporter=reporter)  # --backbone auto
-    options = options.resolved()
+    given, options = options, options.resolved()
+    if given.head_note(options):  # options for gradient descent changed the default head
+        reporter.message(given.head_note(options))
     spec = options.backbone_spec()
     out_dir = Path(out_dir)
     worker = worker_index()  # None on the chief, or on a single machine
@@ -118,6 +114,9 @@ def train(
     if options.batch_size is None:
         options = dataclasses.replace(options, batch_size=default_batch_size(len(folder.paths_and_indices("train")[0])))
         reporter.message(f"Batch size {options.batch_size} per replica (at most 32, at least 10 steps an epoch, at least 8).")
+    elif options.batch_size > (train_count := len(folder.paths_and_indices("train")[0])):
+        reporter.message(f"Note: --batch-size {options.batch_size} is more than the {train_count} training images: an epoch is "
+                         f"one step, on all of them. A smaller batch gives more steps an epoch.")
     files = artifacts.Run(publishing.staging_dir(out_dir, "run", worker))
     files.write_data(folder)
     if options.tensorboard:
@@ -246,7 +245,8 @@ def _train_and_publish(run: RunState) -> TrainResult:
             "augments in the loop)."
         )
     try:
-        _fine_tune(run)
+        with stop_at_safe_points():  # Ctrl-C stops at a batch's end, never inside TensorFlow's calls
+            _fine_tune(run)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"Training interrupted. The best checkpoint so far is {run.files.path / layout.CHECKPOINT}; "
@@ -272,17 +272,17 @@ def _train_and_publish(run: RunState) -> TrainResult:
             f"its TF_CONFIG: training goes on from the last epoch all of them completed."
         ) from None
     try:
-        return _publish(run)
+        with stop_at_safe_points():  # a Ctrl-C while the run is measured and written: nothing is published
+            return _publish(run)
     except OSError as error:
         raise _write_failure(run, error) from None
 
 
 def _write_failure(run: RunState, error: OSError) -> OutputLocationError:
     """A full disk or a lost permission: the earlier run is untouched and this one can go on."""
-    earlier = f" (the earlier run at {run.out_dir} is unchanged)" if Path(run.out_dir).is_dir() else ""
     return OutputLocationError(
         f"Cannot write {error.filename or run.files.path}: {error.strerror or error}. Nothing was published"
-        f"{earlier}; this run's progress is in {run.files.path}. Free some space and continue with "
+        f"{f' (the earlier run at {run.out_dir} is unchanged)' if Path(run.out_dir).is_dir() else ''}; this run's progress is in {run.files.path}. Free some space and continue with "
         f"`transfer train --resume {run.out_dir}`, or start again with --force."
     )
 
@@ -367,6 +367,7 @@ def _publish(run: RunState) -> TrainResult:
     }
     run.files.write_results(run.model, metrics=metrics, config=config, history=history)
     plot_curves(history, run.files.path / layout.CURVES)
+    raise_if_stop_requested()  # the last safe point before the run is published
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
         shutil.rmtree(run.files.path)
     else:

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from transfer import __version__
-from transfer.errors import TransferError
+from transfer.errors import TransferError, caused_by_interrupt
 
 class _OneLineError(click.exceptions.ClickException):
     """Click's own parsing errors (an unknown option, a value not among the choices, a missing
@@ -147,6 +147,9 @@ def user_errors() -> Iterator[None]:
         fail(f"cannot write or read{where}: {error.strerror or error}. Free some space, or choose a location "
                f"you can write to; the earlier output, if any, is unchanged.", 1)
     except Exception as error:
+        if caused_by_interrupt(error):  # a Ctrl-C that arrived inside a C call, as Python rewrote it
+            messages.print("[bold red]interrupted[/bold red]")
+            raise typer.Exit(code=130) from None
         if type(error).__name__ != "ResourceExhaustedError":
             raise
         if "space" in str(error).lower():  # TensorFlow's file system reports a full disk so too
