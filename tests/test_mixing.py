@@ -11,6 +11,7 @@ import tensorflow as tf
 from transfer.errors import InvalidOptionError
 from transfer.mixing import make_loss, mixed_batches, one_hot_targets
 from transfer.options import TrainOptions
+from transfer.saving import load_run_model
 
 PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], np.float32)
 LABELS = np.array([0, 2, 0])
@@ -125,7 +126,7 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     classes = run.labels()
     from transfer.data import iter_decoded_batches
 
-    model = run.load_model()
+    model = load_run_model(run)
     # Keras logged the model as trained; metrics.json measures it as published, with its temperature.
     trained = keras.Model(model.inputs[0], model.get_layer("temperature").input) if run.config()["temperature"] else model
     pixels = [batch.pixels for batch in iter_decoded_batches(val["path"].tolist(), 32, 64)]

@@ -59,7 +59,7 @@ def marker_of(path: Path) -> dict | None:
 
 def marker_json(kind: str) -> str:
     """The ownership marker of a `kind` output, as JSON (kind, tool version, creation time)."""
-    from transfer import __version__
+    from transfer.version import __version__
 
     return json.dumps({
         "tool": "transfer", "kind": kind, "version": __version__,

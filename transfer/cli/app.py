@@ -26,7 +26,7 @@ except ImportError:  # older Typer uses Click itself
 from rich.console import Console
 from rich.markup import escape
 
-from transfer import __version__
+from transfer.version import __version__
 from transfer.errors import TransferError
 
 class _OneLineError(click.exceptions.ClickException):
