@@ -139,16 +139,3 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     config = run.config()
     assert (config["mixup"], config["cutmix"], config["label_smoothing"]) == (0.4, 1.0, 0.1)
     keras.backend.clear_session()
-
-
-def test_an_older_keras_without_the_mixing_layers_gets_one_clear_line(monkeypatch):
-    import keras
-
-    from transfer.errors import DependencyMissingError
-    from transfer.mixing import check_mixing_layers
-
-    check_mixing_layers(TrainOptions(mixup=0.2, cutmix=1.0))  # this Keras has both
-    monkeypatch.delattr(keras.layers, "CutMix")
-    check_mixing_layers(TrainOptions(mixup=0.2))
-    with pytest.raises(DependencyMissingError, match=r"--cutmix uses keras.layers.CutMix, which the installed Keras .* does not have"):
-        check_mixing_layers(TrainOptions(mixup=0.2, cutmix=1.0))

@@ -29,6 +29,7 @@ from transfer.errors import InvalidOptionError, ModelLoadError, OutputExistsErro
 from transfer.layout import LABELS, MARKER, NESTED_KINDS, PARQUET_MARKER, REPORT_GENERATOR, RESUME_STATE, SINGLE_FILES, partial_dir
 
 if TYPE_CHECKING:  # pandas is imported where tables are read: the command line starts without it
+    import filelock
     import pandas as pd
 
 
@@ -205,8 +206,8 @@ def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None)
         )
 
 
-#: Open lock files of the outputs this process is writing: held until it exits (`lock_destination`).
-_LOCKS: dict[str, int] = {}
+#: The locks of the outputs this process is writing: held until it exits (`lock_destination`).
+_LOCKS: dict[str, "filelock.BaseFileLock"] = {}
 
 
 def lock_destination(path: Path, worker: int | None = None) -> None:
@@ -218,28 +219,27 @@ def lock_destination(path: Path, worker: int | None = None) -> None:
     Raises:
         OutputLocationError: another process holds the lock.
     """
-    import fcntl
+    import filelock
 
-    lock = _lock_file(path, worker)
-    if str(lock) in _LOCKS:
+    lock_file = _lock_file(path, worker)
+    if str(lock_file) in _LOCKS:
         return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(lock_file, is_singleton=False)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
         raise OutputLocationError(
             f"Another transfer command is writing {path} right now. Wait for it to finish, or choose another --out."
         ) from None
-    _LOCKS[str(lock)] = descriptor
+    _LOCKS[str(lock_file)] = lock
 
 
 def _release(path: Path, worker: int | None = None) -> None:
     """Drops the lock of a published output."""
-    descriptor = _LOCKS.pop(str(_lock_file(path, worker)), None)
-    if descriptor is not None:
-        os.close(descriptor)
+    lock = _LOCKS.pop(str(_lock_file(path, worker)), None)
+    if lock is not None:
+        lock.release()
 
 
 def _lock_file(path: Path, worker: int | None) -> Path:
