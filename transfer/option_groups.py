@@ -121,7 +121,7 @@ class RecipeOptions:
         require(self.patience is None or self.patience >= 1, "--patience", self.patience, "an integer >= 1")
         require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         require(
-            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+            self.unfreeze == "all" or (self.unfreeze.isdecimal() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
         for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):

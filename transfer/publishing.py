@@ -174,15 +174,19 @@ def _foreign(folder: Path, root: Path, written: set[str], inside: tuple[str, ...
 
 
 def check_writable(folder: Path) -> None:
-    """Creates `folder` if needed and a file in it, to know now that the output can be written.
+    """Knows now, before the long work, that `folder` can be created and written: a file is created
+    and removed in `folder`, or where it does not exist yet in the nearest folder above it that does
+    (nothing is created that a refusal would leave behind).
 
     Raises:
         OutputLocationError: naming the folder and the system's reason.
     """
     folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".transfer-probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing, prefix=".transfer-probe-"):
             pass
     except OSError as error:
         in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
@@ -311,9 +315,10 @@ def staged(path: Path, kind: str) -> Iterator[Path]:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
     reader never sees half a file; removed when the block fails. The name ends as `path` does
-    (writers such as Keras' `save_weights` insist on their suffix)."""
+    (writers such as Keras' `save_weights` insist on their suffix). Its folder is created if needed."""
     path = Path(path)
     temporary = path.with_name(f".tmp-{path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield temporary
         temporary.replace(path)

@@ -297,7 +297,7 @@ async def read_body(request, limit: int) -> bytes | None:
         ValueError: a body that says gzip and is not.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         return None
     chunks, size = [], 0
     async for chunk in request.stream():
