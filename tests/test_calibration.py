@@ -6,6 +6,7 @@ import pytest
 from transfer.calibration import (
     calibrate, expected_calibration_error, fit_temperature, negative_log_likelihood, reliability, scale,
 )
+from transfer.saving import load_run_model
 
 
 def overconfident(seed: int = 0, n: int = 2000, classes: int = 4, sharpen: float = 3.0):
@@ -123,7 +124,7 @@ def test_a_run_builds_its_temperature_in_and_says_so(digits_run, digits_dir, tmp
     run = Run.open(digits_run)
     config, metrics = run.config(), json.loads((digits_run / "metrics.json").read_text())
     assert config["calibrate"] == "temperature" and metrics["calibration"]["temperature"] == config["temperature"]
-    model = run.load_model()
+    model = load_run_model(run)
     below = keras.Model(model.inputs[0], model.get_layer("temperature").input)
     assert model.get_layer("temperature").temperature == pytest.approx(config["temperature"])
     images = run.validation_images()

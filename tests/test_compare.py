@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from tests.helpers import few_photos
 from transfer.cli import app
+from transfer.saving import load_run_model
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_compare_trains_each_backbone_on_one_split(tmp_path, hymenoptera):
     split = pd.read_csv(out / "split.csv")
     for name in ("lenet", "resnet50"):
         run = Run.open(out / "runs" / name)
-        model = run.load_model()
+        model = load_run_model(run)
         assert int(rows.loc[name, "parameters"]) == model.count_params()
         assert int(rows.loc[name, "trainable_parameters"]) == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         assert pd.read_csv(run.path / "split.csv").equals(split), f"{name} trained on another split"

@@ -11,6 +11,7 @@ import tensorflow as tf
 from transfer.errors import InvalidOptionError
 from transfer.mixing import make_loss, mixed_batches, one_hot_targets
 from transfer.options import TrainOptions
+from transfer.saving import load_run_model
 
 PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], np.float32)
 LABELS = np.array([0, 2, 0])
@@ -125,7 +126,7 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     classes = run.labels()
     from transfer.data import iter_decoded_batches
 
-    model = run.load_model()
+    model = load_run_model(run)
     # Keras logged the model as trained; metrics.json measures it as published, with its temperature.
     trained = keras.Model(model.inputs[0], model.get_layer("temperature").input) if run.config()["temperature"] else model
     pixels = [batch.pixels for batch in iter_decoded_batches(val["path"].tolist(), 32, 64)]
@@ -138,16 +139,3 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     config = run.config()
     assert (config["mixup"], config["cutmix"], config["label_smoothing"]) == (0.4, 1.0, 0.1)
     keras.backend.clear_session()
-
-
-def test_an_older_keras_without_the_mixing_layers_gets_one_clear_line(monkeypatch):
-    import keras
-
-    from transfer.errors import DependencyMissingError
-    from transfer.mixing import check_mixing_layers
-
-    check_mixing_layers(TrainOptions(mixup=0.2, cutmix=1.0))  # this Keras has both
-    monkeypatch.delattr(keras.layers, "CutMix")
-    check_mixing_layers(TrainOptions(mixup=0.2))
-    with pytest.raises(DependencyMissingError, match=r"--cutmix uses keras.layers.CutMix, which the installed Keras .* does not have"):
-        check_mixing_layers(TrainOptions(mixup=0.2, cutmix=1.0))

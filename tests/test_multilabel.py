@@ -58,7 +58,8 @@ def test_each_threshold_is_the_best_f1_set_between_two_validation_images():
 
 
 def test_the_split_keeps_every_label_in_validation():
-    from transfer.data import _multi_label_split, multi_hot
+    from transfer.data import _multi_label_split
+    from transfer.multilabel import multi_hot
 
     rows = ["a"] * 30 + ["b;a"] * 10 + ["rare"] * 2 + ["c;rare"] * 1 + ["c"] * 5 + [""] * 8
     examples = pd.DataFrame({"path": [f"{i}.png" for i in range(len(rows))], "label": rows})

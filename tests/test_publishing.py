@@ -91,7 +91,7 @@ def test_a_folder_the_user_made_is_never_replaced(tmp_path):
 
 def test_missing_and_empty_destinations_and_files_in_the_way(tmp_path):
     publishing.check_destination(tmp_path / "new" / "deeper", kind="run", force=False)
-    assert (tmp_path / "new").is_dir(), "the parent is created, to know it can be"
+    assert not (tmp_path / "new").exists(), "a check creates nothing that a refusal would leave behind"
     (tmp_path / "empty").mkdir()
     publishing.check_destination(tmp_path / "empty", kind="run", force=False)
     (tmp_path / "file").write_text("x")

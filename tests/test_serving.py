@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from tests.helpers import headless_chromium
 from transfer.cli import app
-from transfer.serving import ServerOptions, default_model_name, exposure_warning, parse_request
+from transfer.server_routes import parse_request
+from transfer.serving import ServerOptions, default_model_name, exposure_warning
 
 runner = CliRunner()
 KEY = "correct horse battery staple"

@@ -14,6 +14,7 @@ from transfer.classifier import build_classifier
 from transfer.cli import app
 from transfer.errors import InvalidOptionError
 from transfer.options import TrainOptions
+from transfer.saving import load_run_model
 
 runner = CliRunner()
 
@@ -61,8 +62,8 @@ def test_train_on_a_run_then_fine_tune(digits_run, tmp_path):
     assert config["source_run"]["model_sha256"] == publishing.sha256(digits_run / "model.keras")
     history = (run / "history.csv").read_text()
     assert "logistic" in history and "finetune" in history, "LP-FT: the logistic head (the default), then fine-tuning"
-    model = artifacts.Run.open(run).load_model()
-    source = artifacts.Run.open(digits_run).load_model()
+    model = load_run_model(artifacts.Run.open(run))
+    source = load_run_model(artifacts.Run.open(digits_run))
     assert model.output_shape == (None, 3)
     # The run keeps the stage with the best validation score: after the logistic stage the source's
     # convolutions are untouched; after fine-tuning (the whole backbone unfrozen, at the head's

@@ -26,7 +26,7 @@ def test_a_logistic_regression_is_a_softmax_layer(classes, scaled):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from transfer.stages import softmax_weights
+    from transfer.logistic import softmax_weights
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)) * [1, 10, 0.1, 3, 1] + [0, 5, -2, 0, 1], np.arange(60) % classes
@@ -93,7 +93,7 @@ def test_the_logistic_fit_records_the_held_out_log_loss_of_each_c():
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.preprocessing import StandardScaler
 
-    from transfer.stages import cross_validated_losses, logistic_regression
+    from transfer.logistic import cross_validated_losses, logistic_regression
 
     rng = np.random.default_rng(0)
     labels = np.arange(90) % 3

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from transfer.version import __version__
 
 
 def load_model(path: str | Path):
@@ -29,7 +29,8 @@ def load_model(path: str | Path):
     Raises:
         ModelLoadError: no model there, or a damaged one.
     """
-    from transfer.artifacts import Run, load_keras_model
+    from transfer.artifacts import Run
+    from transfer.saving import load_keras_model
 
     path = Path(path)
-    return Run.open(path).load_model() if path.is_dir() else load_keras_model(path)
+    return load_keras_model(Run.open(path).model_file if path.is_dir() else path)

@@ -52,10 +52,6 @@ class Run:
         finished = self.path / MODEL
         return finished if finished.is_file() or not (self.path / CHECKPOINT).is_file() else self.path / CHECKPOINT
 
-    def load_model(self):
-        """The trained classifier, for inference (the optimizer is not restored)."""
-        return load_keras_model(self.model_file)
-
     def labels(self) -> list[str]:
         return read_labels(self.path / LABELS)
 
@@ -261,24 +257,6 @@ def _folder_hint(path: Path) -> str:
     return f" {path.name} is a run's model file: pass its folder, {path.parent}." if path.name in (MODEL, CHECKPOINT) else ""
 
 
-def load_keras_model(model_file: Path):
-    """A `model.keras` written by `transfer train`, for inference, with a clear error if damaged."""
-    import keras
-
-    import transfer.heads  # noqa: F401  (registers the Temperature layer)
-    import transfer.preprocessing  # noqa: F401  (registers the in-model Preprocess layer)
-
-    model_file = Path(model_file)
-    try:
-        return keras.saving.load_model(model_file, compile=False)
-    except Exception as error:
-        reason = op_error_message(error)[:300] if zipfile.is_zipfile(model_file) else "not a complete .keras zip archive"
-        raise ModelLoadError(
-            f"Cannot load the model file {model_file} ({reason}). It is damaged or not "
-            f"written by `transfer train`; train the run again."
-        ) from error
-
-
 def write_evaluation(evaluation, out_dir: Path, draw: Callable[[Path], None]) -> None:
     """An `Evaluation` as metrics.json/.csv, confusion_matrix.csv, errors.csv and skipped.csv, and
     what `draw(staging)` adds (the confusion matrix's picture), published together."""
@@ -309,10 +287,9 @@ class Comparison:
     def split_file(self) -> Path:
         return self.path / SPLIT
 
-    def run_dir(self, backbone: str) -> Path:
-        from transfer.backbones import backbone_folder
-
-        return self.path / RUNS / backbone_folder(backbone)
+    def run_dir(self, folder: str) -> Path:
+        """The run of the backbone whose folder name is `folder` (`transfer.backbones.backbone_folder`)."""
+        return self.path / RUNS / folder
 
     def write_data(self, folder) -> None:
         write_table(self.split_file, as_manifest(folder.examples, folder.multi_label))
@@ -351,10 +328,9 @@ class CrossValidation:
     def manifest(self, fold: int) -> Path:
         return self.fold_dir(fold) / "train.csv"
 
-    def run_dir(self, fold: int, backbone: str) -> Path:
-        from transfer.backbones import backbone_folder
-
-        return self.fold_dir(fold) / backbone_folder(backbone)
+    def run_dir(self, fold: int, folder: str) -> Path:
+        """Fold `fold`'s run of the backbone whose folder name is `folder` (`transfer.backbones.backbone_folder`)."""
+        return self.fold_dir(fold) / folder
 
     def relocate_runs(self, final: Path) -> None:
         """Points each run's recorded manifest (its `manifest` and `data`) at its fold's where it will

@@ -144,9 +144,9 @@ def _check_options(options: TrainOptions) -> TrainOptions:
 
 def logistic_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, *,
                          seed: int, balanced: bool = False) -> np.ndarray:
-    """`[images, classes]` probabilities, each row from the logistic regression (`stages.logistic_regression`,
+    """`[images, classes]` probabilities, each row from the logistic regression (`logistic.logistic_regression`,
     C by cross-validation within the training folds) fitted on the other folds' images."""
-    from transfer.stages import logistic_regression
+    from transfer.logistic import logistic_regression
 
     probabilities = np.zeros((len(labels), num_classes))
     for fold in np.unique(folds):

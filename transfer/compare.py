@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from transfer import artifacts, layout, publishing
-from transfer.backbones import check_backbone_list, get_backbone
+from transfer.backbones import backbone_folder, check_backbone_list, get_backbone
 from transfer.errors import ComparisonFailedError, TrainingInterrupted, TransferError
 from transfer.evaluation import evaluate
 from transfer.options import TrainOptions
@@ -113,7 +113,8 @@ def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: Tr
         leaderboard = leaderboard.sort_values(rank_by, ascending=False, na_position="last", kind="stable")
         leaderboard = leaderboard.reset_index(drop=True)
         leaderboard["run_dir"] = [  # a failed backbone left no run: its run_dir is blank
-            "" if error else str(artifacts.Comparison(out_dir).run_dir(name)) for name, error in zip(leaderboard["backbone"], leaderboard["error"])]
+            "" if error else str(artifacts.Comparison(out_dir).run_dir(backbone_folder(name)))
+            for name, error in zip(leaderboard["backbone"], leaderboard["error"])]
         verdict = transfer_verdict({row.backbone: (row.mode != "scratch", getattr(row, rank_by)) for row in leaderboard.itertuples()})
         leaderboard.attrs["verdict"] = verdict
         leaderboard.attrs["rank_by"] = rank_by
@@ -139,7 +140,7 @@ def _train_one(comparison: artifacts.Comparison, name: str, options: TrainOption
     row = dict.fromkeys(COLUMNS, None) | {"backbone": name, "mode": mode}
     val = folder.examples[folder.examples["split"] == "val"][["path", "label"]]
     try:
-        result = train(None, comparison.run_dir(name), options.for_backbone(name, comparison.split_file),
+        result = train(None, comparison.run_dir(backbone_folder(name)), options.for_backbone(name, comparison.split_file),
                        reporter=reporter, verbose=verbose)
         evaluation = evaluate(result.run_dir, val, reporter=reporter)  # top-3, or all classes when fewer
         return row | {

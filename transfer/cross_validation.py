@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from transfer import artifacts, layout, publishing
-from transfer.backbones import check_backbone_list
+from transfer.backbones import backbone_folder, check_backbone_list
 from transfer.compare import transfer_verdict
 from transfer.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
@@ -200,8 +200,8 @@ def assign_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | No
 def _assign_multi_label_folds(labels: pd.Series, folds: int, seed: int, groups: Sequence | None) -> np.ndarray:
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    from transfer.data import multi_hot
-    from transfer.sources import split_labels
+    from transfer.multilabel import multi_hot
+    from transfer.multilabel import split_labels
 
     names = sorted({label for joined in labels for label in split_labels(joined)})
     targets = multi_hot(labels.reset_index(drop=True), names)
@@ -259,7 +259,7 @@ def _run_fold(cv: artifacts.CrossValidation, fold: int, name: str, *, options: T
     row = _row(cv, fold, name, held_out, folder) | {"weights_failed": False}
     class_names, metrics = folder.class_names, metrics_of(folder)
     try:
-        result = train(None, cv.run_dir(fold, name), options.for_backbone(name, cv.manifest(fold)),
+        result = train(None, cv.run_dir(fold, backbone_folder(name)), options.for_backbone(name, cv.manifest(fold)),
                        reporter=reporter, verbose=verbose)
         evaluation = evaluate(result.run_dir, held_out, reporter=reporter)
         artifacts.write_evaluation(evaluation, result.run_dir / layout.EVALUATION, draw=evaluation_pictures(evaluation))
@@ -284,7 +284,7 @@ def _row(cv: artifacts.CrossValidation, fold: int, name: str, held_out: pd.DataF
     class_names, metrics = folder.class_names, metrics_of(folder)
     return {"backbone": name, "fold": fold, "num_train": None, "num_held_out": len(held_out), "top_k": None,
             **dict.fromkeys(metrics), **{f"recall:{label}": None for label in class_names},
-            "train_seconds": None, "run_dir": str(cv.run_dir(fold, name).relative_to(cv.path)), "error": ""}
+            "train_seconds": None, "run_dir": str(cv.run_dir(fold, backbone_folder(name)).relative_to(cv.path)), "error": ""}
 
 
 def _top_k(table: pd.DataFrame) -> int | None:

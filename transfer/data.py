@@ -19,6 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from transfer import layout, publishing
 from transfer.errors import BadImageError, DataError, op_error_message
+from transfer.multilabel import multi_hot
 from transfer.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
 from transfer.progress import SILENT, Reporter
 from transfer.sources import SPLITS, Listing
@@ -181,22 +182,11 @@ def find_duplicates(examples: pd.DataFrame, reporter: Reporter = SILENT) -> pd.D
     }, columns=layout.DUPLICATE_COLUMNS)
 
 
-def multi_hot(joined: pd.Series, class_names: list[str]) -> np.ndarray:
-    """`[images, labels]` float32 0/1 targets of multi-label images (`label` = labels joined by `;`)."""
-    from transfer.sources import split_labels
-
-    index = {name: i for i, name in enumerate(class_names)}
-    targets = np.zeros((len(joined), len(class_names)), np.float32)
-    for row, labels in enumerate(joined):
-        targets[row, [index[label] for label in split_labels(labels)]] = 1
-    return targets
-
-
 def label_rows(table: pd.DataFrame, multi_label: bool) -> tuple[pd.Series, ...]:
     """`(label, split)` columns of `table` with one row per label an image carries (multi-label data)."""
     if not multi_label:
         return (table["label"],) + ((table["split"],) if "split" in table else ())
-    from transfer.sources import split_labels
+    from transfer.multilabel import split_labels
 
     exploded = table.assign(label=table["label"].map(split_labels)).explode("label").dropna(subset=["label"])
     return (exploded["label"],) + ((exploded["split"],) if "split" in exploded else ())
@@ -247,7 +237,7 @@ def _multi_label_split(examples: pd.DataFrame, val_split: float, seed: int) -> l
     image whose other labels can spare it."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-    from transfer.sources import split_labels
+    from transfer.multilabel import split_labels
 
     names = sorted({label for joined in examples["label"] for label in split_labels(joined)})
     targets = multi_hot(examples["label"], names).astype(int)

@@ -188,7 +188,7 @@ def evaluate(
     """
     _check_options(top_k, batch_size)
     from transfer.multilabel import is_multi_label, thresholds_of
-    from transfer.sources import split_labels
+    from transfer.multilabel import split_labels
 
     class_names = model_labels(model_path)  # the classes are checked before the model is loaded
     config = {} if is_imagenet(model_path) else artifacts.open_model(model_path).config()
@@ -327,7 +327,7 @@ def measure_multi_label(class_names: list[str], paths: Sequence[str], scores: np
                         thresholds: np.ndarray, tta: bool = False, seconds: float = 0.0) -> Evaluation:
     """The metrics of a multi-label model's `scores` (`[images, labels]` sigmoids) against the true
     label sets (`labels`, joined by `;`), its decisions taken at `thresholds` (`transfer.multilabel`)."""
-    from transfer.data import multi_hot
+    from transfer.multilabel import multi_hot
     from transfer.multilabel import decide, label_sets, measure as measure_labels, worst_mistake
 
     scores = np.asarray(scores, dtype=np.float64)

@@ -39,6 +39,7 @@ from transfer.data import iter_decoded_batches
 from transfer import artifacts, publishing
 from transfer.errors import DataError, raise_if_stop_requested, sigint_deferred
 from transfer.progress import SILENT, Reporter
+from transfer.saving import load_run_model
 
 
 def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -249,7 +250,7 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
         return feature_extractor(classifier, spec), spec.input_size
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
     run = artifacts.Run.open(model_ref)
-    model, spec = run.load_model(), run_backbone(run.config())
+    model, spec = load_run_model(run), run_backbone(run.config())
     transfers = run.config().get("transfers", run.config().get("pretrained"))  # runs before `transfers` say `pretrained`
     return frozen_extractor(model, spec, bool(transfers)), int(model.input_shape[1])
 

@@ -22,24 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from transfer.errors import DependencyMissingError
 from transfer.options import TrainOptions
-
-
-def check_mixing_layers(options: TrainOptions) -> None:
-    """Refuses `--mixup`/`--cutmix` when the installed Keras lacks its layer (older Keras 3 releases).
-
-    Raises:
-        DependencyMissingError: naming the layer, the installed Keras and the fix.
-    """
-    wanted = [(option, layer) for option, layer, value in (("--mixup", "MixUp", options.mixup), ("--cutmix", "CutMix", options.cutmix)) if value]
-    missing = [(option, layer) for option, layer in wanted if not hasattr(keras.layers, layer)]
-    if missing:
-        option, layer = missing[0]
-        raise DependencyMissingError(
-            f"{option} uses keras.layers.{layer}, which the installed Keras {keras.__version__} does not have; "
-            f"upgrade it (pip install --upgrade keras), or drop {option}."
-        )
 
 
 def uses_probability_targets(options: TrainOptions) -> bool:

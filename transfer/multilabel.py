@@ -25,9 +25,26 @@ import numpy as np
 import pandas as pd
 
 from transfer.errors import require
-from transfer.sources import LABEL_SEPARATOR
 
 DEFAULT_THRESHOLD = 0.5
+
+
+#: Between the labels of one image in a manifest's `labels` column and in a run's tables.
+LABEL_SEPARATOR = ";"
+
+
+def split_labels(joined: str) -> list[str]:
+    """The labels of a multi-label image from its `label` (`"a;b"`, or `""` for none)."""
+    return [label for label in joined.split(LABEL_SEPARATOR) if label]
+
+
+def multi_hot(joined: pd.Series, class_names: list[str]) -> np.ndarray:
+    """`[images, labels]` float32 0/1 targets of multi-label images (`label` = labels joined by `;`)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    targets = np.zeros((len(joined), len(class_names)), np.float32)
+    for row, labels in enumerate(joined):
+        targets[row, [index[label] for label in split_labels(labels)]] = 1
+    return targets
 
 
 def choose_thresholds(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:

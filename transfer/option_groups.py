@@ -1,16 +1,14 @@
 """The four groups of `TrainOptions`, each holding the options of one concern and checking them:
 what the network is (`ModelOptions`), which images (`DataOptions`), how it is trained
-(`RecipeOptions`), where it runs (`RuntimeOptions`); and the few rules that span groups
-(`check_combinations`). `TrainOptions.resolved()` (`transfer.options`) fills the defaults, then
-calls these. Imports neither TensorFlow nor Keras.
+(`RecipeOptions`), where it runs (`RuntimeOptions`). `TrainOptions.resolved()` (`transfer.options`)
+fills the defaults, then calls these and the few rules that span groups (`check_combinations`,
+beside `TrainOptions`). Imports neither TensorFlow nor Keras, nor `transfer.options`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from transfer.backbones import BackboneSpec, check_weights
 from transfer.choices import CALIBRATIONS, CLASS_WEIGHTS, FLIPS, HEADS, MAX_BATCH_SIZE, MAX_IMAGE_SIZE, OPTIMIZERS, SCHEDULES
@@ -18,8 +16,6 @@ from transfer.distribute import STRATEGIES, cluster_task
 from transfer.errors import InvalidOptionError, require
 from transfer.external_backbones import HUB_PREFIX
 
-if TYPE_CHECKING:
-    from transfer.options import TrainOptions
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ class RecipeOptions:
         require(self.patience is None or self.patience >= 1, "--patience", self.patience, "an integer >= 1")
         require(self.optimizer in OPTIMIZERS, "--optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         require(
-            self.unfreeze == "all" or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+            self.unfreeze == "all" or (self.unfreeze.isdecimal() and int(self.unfreeze) >= 1),
             "--unfreeze", self.unfreeze, "'all' or a number of top backbone layers >= 1",
         )
         for option, value in (("--schedule", self.schedule), ("--finetune-schedule", self.finetune_schedule)):
@@ -156,54 +152,3 @@ class RuntimeOptions:
                 "TF_CONFIG is not set. See the README's \"Several machines\" section."
             )
         require(self.cached_views >= 0, "--cached-views", self.cached_views, "an integer >= 0")
-
-
-def group_of(options: TrainOptions, group: type):
-    """The fields of `options` that make up `group`."""
-    return group(**{field.name: getattr(options, field.name) for field in dataclasses.fields(group)})
-
-
-def check_combinations(given: TrainOptions, options: TrainOptions, spec: BackboneSpec, scratch: bool) -> None:
-    """The rules that span groups: caching augmented views, mixing, the logistic head, one stage for
-    a baseline. `given` are the options as received, `options` resolved."""
-    if options.cached_views > 1 and not (options.augment and options.cache_features):
-        raise InvalidOptionError(
-            f"--cached-views {options.cached_views} caches augmented views, so it needs --augment and "
-            f"--cache-features. Without augmentation every epoch sees the same image and one "
-            f"cached view is exact."
-        )
-    if options.mixing and options.cached_views > 1:
-        raise InvalidOptionError(
-            f"--cached-views {options.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
-            f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
-        )
-    if options.head == "logistic":
-        unused = [name for name, value in (("--label-smoothing", given.label_smoothing), ("--schedule", given.schedule),
-                                           ("--tensorboard", given.tensorboard)) if value]
-        if not options.finetune_epochs and unused:
-            raise InvalidOptionError(
-                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
-                f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
-                f"--finetune-epochs N."
-            )
-        if options.mixing:
-            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
-        if scratch:
-            raise InvalidOptionError(
-                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
-                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
-            )
-    if scratch and options.finetune_epochs:
-        raise InvalidOptionError(
-            f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
-            f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
-        )
-    stage_two = given.finetune_options_given
-    if stage_two and not options.finetune_epochs:
-        them = "it" if len(stage_two) == 1 else "them"
-        raise InvalidOptionError(
-            f"{spec.name} is trained from scratch in one stage; received {', '.join(stage_two)}, which set the fine-tuning "
-            f"stage. Drop {them} (or --weights RUN_DIR to reuse a run's layers)." if scratch else
-            f"Received {', '.join(stage_two)}, which set stage 2 (fine-tuning), but no --finetune-epochs: stage 2 would not "
-            f"run. Add --finetune-epochs N, or drop {them}."
-        )

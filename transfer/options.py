@@ -17,7 +17,7 @@ from transfer.choices import (
 from transfer.distribute import cluster_task
 from transfer.errors import InvalidOptionError
 from transfer.external_backbones import HUB_PREFIX, is_external
-from transfer.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions, check_combinations, group_of
+from transfer.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TrainOptions:
     Attributes:
         backbone: a registry name (`transfer.backbones.BACKBONES`), a Keras model file or
             `keras-hub:PRESET` (`transfer.external_backbones`); default resnet50, or the run's in `weights`.
-            `auto` is resolved by `transfer train` before anything else (`transfer.probe.choose_backbone`).
+            `auto` is resolved before training starts (`transfer.probe.train_auto`).
         candidates: with `backbone="auto"`, the comma-separated backbones to probe (default: the
             registry's pretrained ones).
         preprocess, backbone_layer: for a model file: `none` (it preprocesses raw [0, 255] RGB
@@ -296,3 +296,54 @@ def _from_source_run(source: str, backbone: str | None, image_size: int | None) 
             f"omit --image-size, the run's is used."
         )
     return config["backbone"], config["image_size"]
+
+
+def group_of(options: TrainOptions, group: type):
+    """The fields of `options` that make up `group`."""
+    return group(**{field.name: getattr(options, field.name) for field in dataclasses.fields(group)})
+
+
+def check_combinations(given: TrainOptions, options: TrainOptions, spec: BackboneSpec, scratch: bool) -> None:
+    """The rules that span groups: caching augmented views, mixing, the logistic head, one stage for
+    a baseline. `given` are the options as received, `options` resolved."""
+    if options.cached_views > 1 and not (options.augment and options.cache_features):
+        raise InvalidOptionError(
+            f"--cached-views {options.cached_views} caches augmented views, so it needs --augment and "
+            f"--cache-features. Without augmentation every epoch sees the same image and one "
+            f"cached view is exact."
+        )
+    if options.mixing and options.cached_views > 1:
+        raise InvalidOptionError(
+            f"--cached-views {options.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
+            f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
+        )
+    if options.head == "logistic":
+        unused = [name for name, value in (("--label-smoothing", given.label_smoothing), ("--schedule", given.schedule),
+                                           ("--tensorboard", given.tensorboard)) if value]
+        if not options.finetune_epochs and unused:
+            raise InvalidOptionError(
+                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
+                f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
+                f"--finetune-epochs N."
+            )
+        if options.mixing:
+            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
+        if scratch:
+            raise InvalidOptionError(
+                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
+                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
+            )
+    if scratch and options.finetune_epochs:
+        raise InvalidOptionError(
+            f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
+            f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
+        )
+    stage_two = given.finetune_options_given
+    if stage_two and not options.finetune_epochs:
+        them = "it" if len(stage_two) == 1 else "them"
+        raise InvalidOptionError(
+            f"{spec.name} is trained from scratch in one stage; received {', '.join(stage_two)}, which set the fine-tuning "
+            f"stage. Drop {them} (or --weights RUN_DIR to reuse a run's layers)." if scratch else
+            f"Received {', '.join(stage_two)}, which set stage 2 (fine-tuning), but no --finetune-epochs: stage 2 would not "
+            f"run. Add --finetune-epochs N, or drop {them}."
+        )

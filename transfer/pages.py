@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from transfer import __version__
+from transfer.version import __version__
 
 
 def thumbnail(path: str, side: int = 160) -> str:

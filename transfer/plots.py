@@ -246,7 +246,7 @@ def plot_precision_recall(evaluation, path: Path) -> None:
     average precision in the legend and its threshold's operating point marked."""
     from sklearn.metrics import precision_recall_curve
 
-    from transfer.data import multi_hot
+    from transfer.multilabel import multi_hot
     from transfer.multilabel import decide
 
     plt = _pyplot()

@@ -74,7 +74,7 @@ def with_labels_kind(options: TrainOptions, listing: Listing, reporter) -> Train
 
 def check_installed(options: TrainOptions) -> None:
     """Refuses, before any image is read, options whose optional parts are not installed: the
-    `tensorboard` extra (TensorFlow writes its summaries through it), Keras' MixUp/CutMix layers.
+    `tensorboard` extra (TensorFlow writes its summaries through it).
 
     Raises:
         DependencyMissingError: naming what to install.
@@ -83,10 +83,6 @@ def check_installed(options: TrainOptions) -> None:
         from transfer import extras
 
         extras.require("tensorboard")
-    if options.mixing:
-        from transfer.mixing import check_mixing_layers
-
-        check_mixing_layers(options)
 
 
 def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:

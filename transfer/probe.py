@@ -197,7 +197,7 @@ def _check_curve(images: pd.DataFrame, class_names: list[str]) -> None:
 
 def _curve(name: str, features: np.ndarray, images: pd.DataFrame, class_names: list[str], draws: int, seed: int) -> pd.DataFrame:
     """The probe of `name` on each nested subset of the training images, scored on the held-out ones."""
-    from transfer.stages import logistic_regression
+    from transfer.logistic import logistic_regression
     from transfer.transferability import curve_subsets
 
     train, held = images["split"] == "train", images["split"] == "val"
@@ -261,14 +261,18 @@ def default_candidates() -> list[str]:
     return [name for name in BACKBONES if get_backbone(name).pretrained]
 
 
-def resolve_auto(data_dir: Path | None, out_dir: Path, options: TrainOptions, *, force: bool,
-                 reporter: Reporter) -> tuple[TrainOptions, dict | None]:
-    """`options` as given, or with `--backbone auto` the probe's winner (its record for `config.json`),
-    once the run's destination is known to be free."""
-    if options.backbone != AUTO:
-        return options, None
-    publishing.check_destination(Path(out_dir), kind="run", force=force, data=(data_dir, options.val_dir))
-    return choose_backbone(data_dir, options, reporter)
+def train_auto(data_dir: Path | None, out_dir: Path, options: TrainOptions, *, force: bool = False,
+               reporter: Reporter = SILENT, verbose: int | str = "auto"):
+    """`transfer train`: with `--backbone auto` the probe's winner is trained (the probe's record goes
+    into `config.json`), once the run's destination is known to be free; any other backbone is
+    trained as given. Returns `transfer.training.train`'s result."""
+    from transfer.training import train
+
+    probed = None
+    if options.backbone == AUTO:
+        publishing.check_destination(Path(out_dir), kind="run", force=force, data=(data_dir, options.val_dir))
+        options, probed = choose_backbone(data_dir, options, reporter)
+    return train(data_dir, out_dir, options, force=force, reporter=reporter, verbose=verbose, probed=probed)
 
 
 def choose_backbone(data_dir: Path | None, options: TrainOptions, reporter: Reporter) -> tuple[TrainOptions, dict]:

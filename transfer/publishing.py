@@ -29,6 +29,7 @@ from transfer.errors import InvalidOptionError, ModelLoadError, OutputExistsErro
 from transfer.layout import LABELS, MARKER, NESTED_KINDS, PARQUET_MARKER, REPORT_GENERATOR, RESUME_STATE, SINGLE_FILES, partial_dir
 
 if TYPE_CHECKING:  # pandas is imported where tables are read: the command line starts without it
+    import filelock
     import pandas as pd
 
 
@@ -59,7 +60,7 @@ def marker_of(path: Path) -> dict | None:
 
 def marker_json(kind: str) -> str:
     """The ownership marker of a `kind` output, as JSON (kind, tool version, creation time)."""
-    from transfer import __version__
+    from transfer.version import __version__
 
     return json.dumps({
         "tool": "transfer", "kind": kind, "version": __version__,
@@ -173,15 +174,19 @@ def _foreign(folder: Path, root: Path, written: set[str], inside: tuple[str, ...
 
 
 def check_writable(folder: Path) -> None:
-    """Creates `folder` if needed and a file in it, to know now that the output can be written.
+    """Knows now, before the long work, that `folder` can be created and written: a file is created
+    and removed in `folder`, or where it does not exist yet in the nearest folder above it that does
+    (nothing is created that a refusal would leave behind).
 
     Raises:
         OutputLocationError: naming the folder and the system's reason.
     """
     folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".transfer-probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing, prefix=".transfer-probe-"):
             pass
     except OSError as error:
         in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
@@ -205,8 +210,8 @@ def check_no_interrupted_run(path: Path, force: bool, worker: int | None = None)
         )
 
 
-#: Open lock files of the outputs this process is writing: held until it exits (`lock_destination`).
-_LOCKS: dict[str, int] = {}
+#: The locks of the outputs this process is writing: held until it exits (`lock_destination`).
+_LOCKS: dict[str, "filelock.BaseFileLock"] = {}
 
 
 def lock_destination(path: Path, worker: int | None = None) -> None:
@@ -218,28 +223,27 @@ def lock_destination(path: Path, worker: int | None = None) -> None:
     Raises:
         OutputLocationError: another process holds the lock.
     """
-    import fcntl
+    import filelock
 
-    lock = _lock_file(path, worker)
-    if str(lock) in _LOCKS:
+    lock_file = _lock_file(path, worker)
+    if str(lock_file) in _LOCKS:
         return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(lock_file, is_singleton=False)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
         raise OutputLocationError(
             f"Another transfer command is writing {path} right now. Wait for it to finish, or choose another --out."
         ) from None
-    _LOCKS[str(lock)] = descriptor
+    _LOCKS[str(lock_file)] = lock
 
 
 def _release(path: Path, worker: int | None = None) -> None:
     """Drops the lock of a published output."""
-    descriptor = _LOCKS.pop(str(_lock_file(path, worker)), None)
-    if descriptor is not None:
-        os.close(descriptor)
+    lock = _LOCKS.pop(str(_lock_file(path, worker)), None)
+    if lock is not None:
+        lock.release()
 
 
 def _lock_file(path: Path, worker: int | None) -> Path:
@@ -311,9 +315,10 @@ def staged(path: Path, kind: str) -> Iterator[Path]:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block succeeds, so a
     reader never sees half a file; removed when the block fails. The name ends as `path` does
-    (writers such as Keras' `save_weights` insist on their suffix)."""
+    (writers such as Keras' `save_weights` insist on their suffix). Its folder is created if needed."""
     path = Path(path)
     temporary = path.with_name(f".tmp-{path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield temporary
         temporary.replace(path)

@@ -22,6 +22,7 @@ from transfer.evaluation import Evaluation, evaluate
 from transfer.calibration import reliability
 from transfer.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
 from transfer.progress import SILENT, Reporter
+from transfer.saving import load_run_model
 
 
 def report(
@@ -253,7 +254,7 @@ def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, co
     from transfer.visualize import grad_cam, overlay
 
     spec = run_backbone(config)
-    model = run.load_model()
+    model = load_run_model(run)
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
     index = {name: i for i, name in enumerate(evaluation.class_names)}

@@ -27,6 +27,7 @@ from transfer.errors import BadImageError, ModelLoadError, op_error_message, req
 from transfer.imagenet import ImageNetClassifier, is_imagenet
 from transfer.artifacts import Export, Run, open_model
 from transfer.layout import LABELS
+from transfer.saving import load_run_model
 
 
 class PixelScorer:
@@ -81,7 +82,7 @@ class KerasScorer(PixelScorer):
 
     def __init__(self, run: Run | ImageNetClassifier):
         self.run = run
-        self.model = run.load_model()
+        self.model = run.load_model() if isinstance(run, ImageNetClassifier) else load_run_model(run)
         self.labels = run.labels()
         self.config = run.config()
         self.image_size = int(self.model.input_shape[1])

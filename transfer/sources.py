@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transfer.multilabel import LABEL_SEPARATOR, split_labels
 from transfer.errors import DataError
 from transfer.layout import MARKER
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:  # pandas is imported where a listing is made: `predict`'s opt
 
 SPLITS = ("train", "val")
 #: What separates the labels of one image in a multi-label manifest's `labels` column.
-LABEL_SEPARATOR = ";"
 #: Folder names that name a split, not a class: `DATA/` holding `train/` and `val/` given as the data
 #: folder is almost always a mistake (a two-class "train" vs "val" classifier), refused unless insisted on.
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval")
@@ -67,11 +67,6 @@ class Listing:
     source: str
     folders: list[str] = field(default_factory=list)
     multi_label: bool = False
-
-
-def split_labels(joined: str) -> list[str]:
-    """The labels of a multi-label image from its `label` (`"a;b"`, or `""` for none)."""
-    return [label for label in joined.split(LABEL_SEPARATOR) if label]
 
 
 def list_classes(data_dir: Path, allow_split_names: bool = False) -> list[str]:

@@ -36,6 +36,7 @@ from transfer.distribute import worker_index
 from transfer.plots import plot_curves
 from transfer.preflight import preflight, with_labels_kind
 from transfer.progress import SILENT, Reporter
+from transfer.saving import load_run_model
 
 if TYPE_CHECKING:
     import keras
@@ -62,6 +63,7 @@ def train(
     strategy: tf.distribute.Strategy | None = None,
     reporter: Reporter = SILENT,
     verbose: int | str = "auto",
+    probed: dict | None = None,
 ) -> TrainResult:
     """Trains a classifier on the image folder `data_dir` (or `options.manifest`) into `out_dir`.
 
@@ -73,6 +75,8 @@ def train(
         strategy: a ready `tf.distribute.Strategy`, overriding `options.strategy`.
         reporter: receives messages and progress.
         verbose: Keras `fit` verbosity (progress bars).
+        probed: how the backbone was chosen (`--backbone auto` is resolved before training, by
+            `transfer.probe.train_auto`), recorded in `config.json`.
 
     Returns:
         The run directory, the final metrics and the per-epoch history.
@@ -82,9 +86,6 @@ def train(
         TrainingInterrupted: on Ctrl-C; `resume(out_dir)` goes on from the last epoch.
     """
     started = time.perf_counter()
-    from transfer.probe import resolve_auto
-
-    options, probed = resolve_auto(data_dir, out_dir, options, force=force, reporter=reporter)  # --backbone auto
     given, options = options, options.resolved()
     if given.head_note(options):  # options for gradient descent changed the default head
         reporter.message(given.head_note(options))
@@ -428,7 +429,7 @@ def build_model(
     previous_policy = keras.config.dtype_policy()
     if options.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")  # layers take the policy when built
-    source = artifacts.Run.open(options.source_run).load_model() if options.source_run else None
+    source = load_run_model(artifacts.Run.open(options.source_run)) if options.source_run else None
     if source is not None:
         reporter.message(f"Backbone: the {spec.name} of {options.source_run}, under a new head for {num_classes} classes.")
     try:

@@ -1,7 +1,7 @@
 """How well a frozen backbone's features suit a dataset, without training: the probe's numbers.
 
 - **Cross-validated linear probe** (`probe_scores`): stratified K-fold, each fold scored by the
-  logistic regression of `train --head logistic` (`transfer.stages.logistic_regression`) fitted on
+  logistic regression of `train --head logistic` (`transfer.logistic.logistic_regression`) fitted on
   the other folds: accuracy and log loss per fold. A linear probe on frozen features predicts how
   well a backbone transfers (Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?").
 - **LogME** (`log_me`; You et al. 2021, "LogME: Practical Assessment of Pre-trained Models for
@@ -15,7 +15,7 @@
 - **The data-efficiency curve** (`curve_subsets`, `power_law`): the probe on growing, nested,
   stratified subsets of the training images, scored on the same held-out images.
 
-This module imports NumPy and scikit-learn only (and the logistic fit of `transfer.stages`).
+This module imports NumPy and scikit-learn only (and the logistic fit of `transfer.logistic`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, nu
     their mean and sample standard deviation."""
     from sklearn.metrics import log_loss
 
-    from transfer.stages import logistic_regression
+    from transfer.logistic import logistic_regression
 
     accuracy, loss = [], []
     for fold in np.unique(folds):

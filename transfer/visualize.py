@@ -18,6 +18,7 @@ from transfer import artifacts, layout, publishing
 from transfer.backbones import run_backbone
 from transfer.errors import DataError, InvalidOptionError
 from transfer.plots import plot_image_grid
+from transfer.saving import load_run_model
 
 if TYPE_CHECKING:  # TensorFlow is imported when the work starts, after every check
     import keras
@@ -51,7 +52,7 @@ def visualize(
     _check_layers(run, spec, layers)  # from the model file's description: before the model is loaded
     import keras
 
-    model = run.load_model()
+    model = load_run_model(run)
     backbone = model.get_layer(spec.name)
     convolutions = [layer for layer in _layers(backbone) if isinstance(layer, keras.layers.Conv2D)]
     names = list(layers) or list(dict.fromkeys([convolutions[0].name, convolutions[-1].name]))

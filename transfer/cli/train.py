@@ -32,8 +32,8 @@ def train(
     """
     with user_errors():
         from transfer.errors import InvalidOptionError
+        from transfer.probe import train_auto
         from transfer.training import resume as resume_training
-        from transfer.training import train as run_training
 
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
         if resume is not None:
@@ -48,7 +48,7 @@ def train(
             return
         if out is None:
             raise InvalidOptionError("Missing --out: the run directory to create, e.g. --out runs/first.")
-        result = run_training(data_dir, out, train_options_of(options), force=force, reporter=RichReporter(), verbose=verbose)
+        result = train_auto(data_dir, out, train_options_of(options), force=force, reporter=RichReporter(), verbose=verbose)
     print_trained(result)
 
 
