@@ -40,7 +40,7 @@ TARGET_PRECISION = 0.5
 #: Training on `clean.csv` is advised only at this estimated precision or more ...
 ADVISE_PRECISION = 2 / 3
 #: ... and where the flags are at most this share of the images.
-ADVISE_SHARE = 0.10
+ADVISE_SHARE = 0.20
 #: The noise rate is searched in [NOISE_FLOOR, 1 - 1/K]: never quite zero, never beyond random labels.
 NOISE_FLOOR = 1e-4
 
