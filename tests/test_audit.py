@@ -179,7 +179,7 @@ def test_clean_csv_drops_flagged_training_images_and_keeps_every_validation_imag
     table = pd.DataFrame({"path": ["a", "b", "f", "c"], "kind": ["label_issue", "label_issue", "label_issue", "outlier"]})
     clean = without_flags(original, table)
     assert clean["path"].tolist() == ["b", "c", "d", "e"]
-    assert clean[clean["split"] == "val"].equals(original[original["split"] == "val"].reset_index(drop=True))
+    assert clean[clean["split"] == "val"].reset_index(drop=True).equals(original[original["split"] == "val"].reset_index(drop=True))
 
 
 @pytest.fixture
