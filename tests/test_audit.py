@@ -235,15 +235,15 @@ def test_the_command_flags_the_flips_states_its_precision_and_keeps_the_validati
     assert set(again.loc[again["split"] == "val", "path"]) == set(val["path"])
 
 
-def test_the_command_says_it_cannot_judge_with_features_that_barely_tell_the_classes_apart(colour_photos, tmp_path):
-    """The same photos through a model file that sees only noise: nothing flagged, clean.csv not advised."""
+def test_the_command_says_it_cannot_judge_with_features_that_cannot_tell_the_classes_apart(colour_photos, tmp_path):
+    """The same photos through a model file that gives every image the same features: nothing
+    flagged, clean.csv not advised, and why."""
     import keras
 
     data, _, _ = colour_photos
     inputs = keras.Input((32, 32, 3))
-    noise = keras.layers.Conv2D(8, 3, kernel_initializer=keras.initializers.RandomNormal(seed=1))(
-        keras.layers.GaussianNoise(50.0, seed=2)(inputs, training=True))
-    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(noise)).save(tmp_path / "blurred.keras")
+    blind = keras.layers.Conv2D(4, 1, kernel_initializer="zeros", bias_initializer="ones")(inputs)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(blind)).save(tmp_path / "blurred.keras")
     out = tmp_path / "audit"
     result = runner.invoke(app, ["audit", str(data), "--backbone", str(tmp_path / "blurred.keras"), "--out", str(out)])
     assert result.exit_code == 0, result.output
