@@ -1,23 +1,26 @@
-"""The audit against labels flipped on purpose: the precision and recall of its label issues, and
+"""The audit against labels flipped on purpose, on three datasets a model judges strongly, middling
+and weakly: the precision and recall of its label issues against the precision it estimates, and
 the test accuracy of a run trained on its `clean.csv` against one trained on the noisy labels.
 
-    .venv/bin/python benchmarks/audit.py --seeds 5 --out /tmp/audit-bench
-    .venv/bin/python benchmarks/audit.py --dataset digits --seeds 5 --out /tmp/audit-bench-digits
+    .venv/bin/python benchmarks/audit.py --flowers /work/data/flowers/dataset --seeds 3 --out /tmp/audit-bench
 
-Protocol, per dataset, seed and noise share (0%, 5%, 10%):
-- **hymenoptera**: the 245 photos of `hymenoptera/train` are audited and trained on; the 153 of
-  `hymenoptera/val` are the test set, which chooses nothing. **digits**: the built-in generated
-  digits (1,797 images, 10 classes), a stratified 30% drawn once (seed 1000) as the test set, the
-  rest audited and trained on.
-- That share of the training images, drawn with the seed in each class, is given a wrong label (a
-  random other class) in a manifest, `noisy.csv`; the files are not touched.
-- `transfer audit --manifest noisy.csv --backbone LITE0 --seed S` (EfficientNet-Lite0, ImageNet
-  weights, `../shared/data/efficientnet_lite0`; 5 folds): precision = flipped among the flagged
-  label issues, recall = flagged among the flipped. At 0% every flag is an image whose given label
-  is the original one (a doubt about the dataset itself, or a false alarm).
-- `transfer train` (the default recipe on Lite0: the logistic head) on `noisy.csv` and on the
-  audit's `clean.csv`, the same seed, each scored by `transfer evaluate` on the test set.
-Printed: per-run rows, then mean +- sd over seeds per noise share.
+Protocol, per dataset and seed (the seed draws the flipped images, the folds and the training):
+- **strong**: `hymenoptera`, the 245 photos of `train/` audited and trained on, the 153 of `val/`
+  the test set; EfficientNet-Lite0 (ImageNet weights, `../shared/data/efficientnet_lite0`).
+- **medium**: `flowers` (TensorFlow's flower_photos, 5 classes): 30 photos per class drawn once
+  (seed 1000) from `train/` audited and trained on, 40 per class drawn once from `val/` the test
+  set; Lite0.
+- **weak**: `shapes` (`transfer dataset shapes`: 4 classes, 50 images each): 150 drawn once
+  (stratified, seed 1000) audited and trained on, the other 50 the test set; LeNet-5 trained from
+  scratch (`--epochs 15`) on each fold, as the issue's case.
+- `--noise` (10%) of each class is given a random other class in a manifest, `noisy.csv` (the files
+  untouched). `transfer audit --manifest noisy.csv --seed S` (5 folds): precision = flipped among
+  the flagged label issues, recall = flagged among the flipped; beside them the audit's own estimated
+  precision (`config.json`) and whether it advised training on `clean.csv`.
+- `transfer train` (the default recipe of the backbone) on the audit's `original.csv` (the noisy
+  labels with the split the audit fixed) and on its `clean.csv` (the same validation images), the
+  same seed, each scored by `transfer evaluate` on the test images, which chose nothing.
+Printed: per-run rows, then mean +- sd over seeds per dataset (a markdown table).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
 from common import HYMENOPTERA, LITE0, cli, machine, mean_sd
 
-NOISE = (0.0, 0.05, 0.10)
-BACKBONE = LITE0
+DATASETS = ("hymenoptera", "flowers", "shapes")
+STRENGTH = {"hymenoptera": "strong", "flowers": "medium", "shapes": "weak"}
+LENET = ("--backbone", "lenet", "--epochs", "15")
 
 
 def images_of(folder: Path) -> pd.DataFrame:
@@ -44,23 +48,36 @@ def images_of(folder: Path) -> pd.DataFrame:
     )
 
 
-def dataset(name: str, out: Path) -> tuple[pd.DataFrame, Path]:
-    """`(training images, test folder)`."""
+def per_class(images: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
+    return images.groupby("label", group_keys=False).sample(n=count, random_state=seed).sort_values("path").reset_index(drop=True)
+
+
+def test_folder(test: pd.DataFrame, folder: Path) -> Path:
+    """The test images as a folder of class subfolders of symbolic links (the files stay where they are)."""
+    if not folder.is_dir():
+        for row in test.itertuples():
+            (folder / row.label).mkdir(parents=True, exist_ok=True)
+            (folder / row.label / Path(row.path).name).symlink_to(row.path)
+    return folder
+
+
+def dataset(name: str, out: Path, flowers: Path | None) -> tuple[pd.DataFrame, Path, tuple]:
+    """`(training images, test folder, backbone options)`."""
     if name == "hymenoptera":
-        return images_of(HYMENOPTERA / "train"), HYMENOPTERA / "val"
+        return images_of(HYMENOPTERA / "train"), HYMENOPTERA / "val", ("--backbone", LITE0)
+    if name == "flowers":
+        if flowers is None:
+            raise SystemExit("flowers needs --flowers DIR (a folder with train/ and val/ of flower_photos)")
+        test = per_class(images_of(flowers / "val"), 40, 1000)
+        return per_class(images_of(flowers / "train"), 30, 1000), test_folder(test, out / "flowers-test"), ("--backbone", LITE0)
     from sklearn.model_selection import train_test_split
 
-    root = out / "digits"
+    root = out / "shapes"
     if not root.is_dir():
-        cli("dataset", "digits", root)
+        cli("dataset", "shapes", root)
     everything = images_of(root)
-    train, test = train_test_split(everything, test_size=0.3, stratify=everything["label"], random_state=1000)
-    test_dir = out / "digits-test"
-    if not test_dir.is_dir():
-        for row in test.itertuples():
-            (test_dir / row.label).mkdir(parents=True, exist_ok=True)
-            (test_dir / row.label / Path(row.path).name).symlink_to(row.path)
-    return train.reset_index(drop=True), test_dir
+    train, test = train_test_split(everything, test_size=50, stratify=everything["label"], random_state=1000)
+    return train.sort_values("path").reset_index(drop=True), test_folder(test, out / "shapes-test"), LENET
 
 
 def flip(images: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, set[str]]:
@@ -69,8 +86,7 @@ def flip(images: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, s
     classes = sorted(images["label"].unique())
     noisy, flipped = images.copy(), set()
     for label, rows in images.groupby("label"):
-        chosen = rng.sample(list(rows.index), round(share * len(rows)))
-        for i in chosen:
+        for i in rng.sample(list(rows.index), round(share * len(rows))):
             noisy.loc[i, "label"] = rng.choice([c for c in classes if c != label])
             flipped.add(images.loc[i, "path"])
     return noisy, flipped
@@ -81,54 +97,69 @@ def test_accuracy(run: Path, test_dir: Path) -> float:
     return json.loads((run.parent / f"{run.name}-test" / "metrics.json").read_text())["accuracy"]
 
 
+def one(name: str, images, test_dir, backbone, seed: int, share: float, out: Path) -> dict:
+    tag = f"{name}-{seed}"
+    noisy, flipped = flip(images, share, seed)
+    manifest = out / f"noisy-{tag}.csv"
+    noisy.to_csv(manifest, index=False)
+    audit = out / f"audit-{tag}"
+    cache = ("--cache-dir", out / "cache")
+    started = time.perf_counter()
+    cli("audit", "--manifest", manifest, *backbone, "--seed", seed, *cache, "--out", audit, "--force")
+    seconds = time.perf_counter() - started
+    table = pd.read_csv(audit / "audit.csv", keep_default_na=False)
+    summary = json.loads((audit / "config.json").read_text())
+    flagged = set(table.loc[table["kind"] == "label_issue", "path"])
+    original, clean = pd.read_csv(audit / "original.csv"), pd.read_csv(audit / "clean.csv")
+    assert set(original.loc[original["split"] == "val", "path"]) == set(clean.loc[clean["split"] == "val", "path"])
+    accuracy = {}
+    for kind in ("original", "clean"):
+        run = out / f"run-{kind}-{tag}"
+        cli("train", "--manifest", audit / f"{kind}.csv", *backbone, "--seed", seed, *cache, "--out", run, "--force")
+        accuracy[kind] = test_accuracy(run, test_dir)
+    hits = len(flagged & flipped)
+    return {"dataset": name, "seed": seed, "images": len(images), "oof_accuracy": summary["out_of_fold_accuracy"],
+            "flipped": len(flipped), "flagged": len(flagged), "hits": hits,
+            "precision": hits / len(flagged) if flagged else None, "recall": hits / len(flipped),
+            "estimated_precision": summary["estimated_precision"], "noise_rate": summary["estimated_noise_rate"],
+            "advised": summary["clean_advised"], "test_acc_noisy": accuracy["original"], "test_acc_clean": accuracy["clean"],
+            "test_acc_advice": accuracy["clean" if summary["clean_advised"] else "original"], "audit_s": seconds}
+
+
+def cell(values, digits: int = 3) -> str:
+    values = [v for v in values if v is not None and v == v]
+    return mean_sd(values, digits) if values else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=("hymenoptera", "digits"), default="hymenoptera")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--flowers", type=Path, help="flower_photos with train/ and val/ (for the medium dataset)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--noise", type=float, default=0.10)
     parser.add_argument("--out", type=Path, default=Path("/tmp/audit-bench"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"Machine: {machine()}\n", flush=True)
-    images, test_dir = dataset(args.dataset, args.out)
-    cache = ["--cache-dir", args.out / "cache"]
     rows = []
-    for seed in range(args.seeds):
-        for share in NOISE:
-            name = f"{int(share * 100)}pct-{seed}"
-            noisy, flipped = flip(images, share, seed)
-            manifest = args.out / f"noisy-{name}.csv"
-            noisy.to_csv(manifest, index=False)
-            audit = args.out / f"audit-{name}"
-            started = time.perf_counter()
-            cli("audit", "--manifest", manifest, "--backbone", BACKBONE, "--seed", seed, *cache, "--out", audit, "--force")
-            seconds = time.perf_counter() - started
-            table = pd.read_csv(audit / "audit.csv", keep_default_na=False)
-            flagged = set(table.loc[table["kind"] == "label_issue", "path"])
-            hits = len(flagged & flipped)
-            accuracy = {}
-            for kind, data in (("noisy", manifest), ("clean", audit / "clean.csv")):
-                run = args.out / f"run-{kind}-{name}"
-                cli("train", "--manifest", data, "--backbone", BACKBONE, "--seed", seed, *cache, "--out", run, "--force")
-                accuracy[kind] = test_accuracy(run, test_dir)
-            row = {"seed": seed, "noise": share, "flipped": len(flipped), "flagged": len(flagged), "hits": hits,
-                   "precision": hits / len(flagged) if flagged and flipped else None,
-                   "recall": hits / len(flipped) if flipped else None,
-                   "test_acc_noisy": accuracy["noisy"], "test_acc_clean": accuracy["clean"], "audit_s": seconds}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for name in args.datasets.split(","):
+        images, test_dir, backbone = dataset(name, args.out, args.flowers)
+        for seed in range(args.seeds):
+            rows.append(one(name, images, test_dir, backbone, seed, args.noise, args.out))
+            print(json.dumps(rows[-1]), flush=True)
+            pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
     table = pd.DataFrame(rows)
-    table.to_csv(args.out / "results.csv", index=False)
-    print(f"\n{args.dataset}, {len(images)} training images, Lite0 features, 5-fold audit; mean +- sd over {args.seeds} seeds")
-    print("| flipped | flipped images | flagged | precision | recall | test acc, trained on noisy.csv | test acc, trained on clean.csv |")
-    print("|---|---|---|---|---|---|---|")
-    for share, group in table.groupby("noise"):
-        def cell(column):
-            values = group[column].dropna()
-            return mean_sd(values) if len(values) else "-"
-
-        print(f"| {share:.0%} | {group['flipped'].iloc[0]} | {cell('flagged')} | {cell('precision')} | {cell('recall')} | "
-              f"{cell('test_acc_noisy')} | {cell('test_acc_clean')} |")
-    print(f"\nAudit wall time (features from the cache after the first): median {table['audit_s'].median():.1f} s")
+    print(f"\n{args.noise:.0%} of each class flipped; mean +- sd over {args.seeds} seeds; test images chose nothing")
+    print("| dataset | images (test) | out-of-fold accuracy | flipped | flagged | precision | estimated precision | recall "
+          "| clean.csv advised | test acc, noisy | test acc, clean.csv | test acc, following the advice |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, group in table.groupby("dataset", sort=False):
+        test_images = sum(1 for p in dataset(name, args.out, args.flowers)[1].rglob("*") if p.is_file() or p.is_symlink())
+        print(f"| {name} ({STRENGTH[name]}) | {group['images'].iloc[0]} ({test_images}) | {cell(group['oof_accuracy'])} | "
+              f"{group['flipped'].iloc[0]} | {cell(group['flagged'], 1)} | {cell(group['precision'])} | "
+              f"{cell(group['estimated_precision'])} | {cell(group['recall'])} | {int(group['advised'].sum())}/{len(group)} | "
+              f"{cell(group['test_acc_noisy'])} | {cell(group['test_acc_clean'])} | {cell(group['test_acc_advice'])} |")
+    print(f"\nAudit wall time: median {table['audit_s'].median():.1f} s")
 
 
 if __name__ == "__main__":

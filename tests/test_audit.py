@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import few_photos, headless_chromium
-from transfer import layout
-from transfer.audit import find_issues, logistic_out_of_fold
+from tests.helpers import few_photos, headless_chromium, write_png
+from transfer import label_noise, layout
+from transfer.audit import ORIGINAL_CSV, find_issues, logistic_out_of_fold, without_flags
 from transfer.cli import app
 
 runner = CliRunner()
@@ -59,10 +59,11 @@ def test_flipped_labels_a_near_duplicate_and_an_outlier_are_found():
     issues = table[table["kind"] == "label_issue"]
     found = {int(path[3:6]) for path in issues["path"]}
     assert set(flipped) <= found and len(found - set(flipped)) <= 2, found
-    for i in flipped:  # the suggestion is the true class, and the score is 1 - P(given), out of fold
+    wrong = label_noise.fit(probabilities, given).wrong
+    for i in flipped:  # the suggestion is the true class, and the score is the chance the label is wrong
         row = issues[issues["path"] == f"img{i:03d}.png"].iloc[0]
         assert row["suggested"] == str(truth[i]) and row["given"] == str(given[i])
-        assert row["score"] == pytest.approx(1 - probabilities[i, given[i]])
+        assert row["score"] == pytest.approx(wrong[i]) and row["score"] > 0.5
     assert list(issues["score"]) == sorted(issues["score"], reverse=True), "the surest first"
 
     pairs = table[table["kind"] == "near_duplicate"]
@@ -89,6 +90,169 @@ def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_image():
 
     seen = LogisticRegression(C=1.0, max_iter=5000).fit(features, labels)
     assert np.mean(seen.predict(features) == labels) == 1.0, "the check itself: seeing the image recalls its label"
+
+
+def flipped_clusters(separation: float, seed: int, classes: int = 4, per_class: int = 50, share: float = 0.1):
+    """Gaussian classes `separation` apart, `share` of them given a random other class:
+    `(out-of-fold probabilities of a 5-fold logistic regression, given labels, flipped indices)`."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, 16)) * separation
+    truth = np.repeat(np.arange(classes), per_class)
+    features = centres[truth] + rng.normal(size=(len(truth), 16))
+    given = truth.copy()
+    flipped = rng.choice(len(truth), int(share * len(truth)), replace=False)
+    given[flipped] = (truth[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    probabilities = cross_val_predict(LogisticRegression(C=0.3, max_iter=500), features, given, cv=5, method="predict_proba")
+    return probabilities, given, flipped
+
+
+def audit_of(probabilities, given) -> pd.DataFrame:
+    images = pd.DataFrame({"path": [f"img{i:03d}.png" for i in range(len(given))], "label": [str(c) for c in given]})
+    features = np.random.default_rng(0).normal(size=(len(given), 8))
+    return find_issues(images, given, probabilities, features, [str(c) for c in range(probabilities.shape[1])])
+
+
+def test_a_weak_model_flags_nothing_and_advises_against_clean_csv():
+    """Classes that overlap: the out-of-fold model is barely better than guessing, so confident
+    learning alone flags a crowd (mostly right labels); the audit says it cannot judge."""
+    probabilities, given, flipped = flipped_clusters(separation=0.35, seed=0)
+    accuracy = np.mean(probabilities.argmax(axis=1) == given)
+    assert accuracy < (0.25 + 1) / 2, "the check itself: a weak model"
+    from cleanlab.filter import find_label_issues
+
+    crowd = np.flatnonzero(find_label_issues(given, probabilities, n_jobs=1))
+    assert len(crowd) > 2 * len(flipped) and len(set(crowd) & set(flipped)) / len(crowd) < 0.3, "the check itself"
+    table = audit_of(probabilities, given)
+    assert (table["kind"] == "label_issue").sum() == 0
+    model = label_noise.fit(probabilities, given)
+    advised, why = label_noise.advice(model, label_noise.flagged(model, crowd))
+    assert not model.judged and not advised and "closer to guessing" in why and f"{accuracy:.3f}" in why
+
+
+def test_the_flags_are_ranked_by_the_chance_the_label_is_wrong_computed_by_bayes_rule():
+    probabilities, given, flipped = flipped_clusters(separation=1.5, seed=1)
+    model = label_noise.fit(probabilities, given)
+    # Independently: the noise matrix P(given | true) and Bayes' rule over the true classes, with
+    # the temperature-scaled probabilities as the prior of the true class.
+    k, t, e = probabilities.shape[1], model.temperature, model.noise_rate
+    prior = probabilities ** (1 / t) / (probabilities ** (1 / t)).sum(axis=1, keepdims=True)
+    noise = np.full((k, k), e / (k - 1)) + np.eye(k) * (1 - e - e / (k - 1))
+    joint = prior * noise[:, given].T  # P(true = j, given = y_i | x_i)
+    wrong = 1 - joint[np.arange(len(given)), given] / joint.sum(axis=1)
+    assert model.wrong == pytest.approx(wrong, abs=1e-9)
+    # ... and the fitted (T, e) is the maximum of the likelihood: no point of a grid around it is better
+    def log_likelihood(t_, e_):
+        q = probabilities ** (1 / t_) / (probabilities ** (1 / t_)).sum(axis=1, keepdims=True)
+        q = q[np.arange(len(given)), given]
+        return np.sum(np.log((1 - e_) * q + e_ / (k - 1) * (1 - q)))
+    best = log_likelihood(t, e)
+    assert all(log_likelihood(t * a, min(e * b, 0.74)) <= best + 1e-6 for a in (0.8, 0.95, 1.05, 1.25) for b in (0.5, 0.9, 1.1, 2))
+
+    table = audit_of(probabilities, given)
+    issues = table[table["kind"] == "label_issue"]
+    index = issues["path"].str[3:6].astype(int).to_numpy()
+    assert len(issues) >= len(flipped) // 2 and issues["score"].to_numpy() == pytest.approx(wrong[index])
+    assert list(issues["score"]) == sorted(issues["score"], reverse=True) and (issues["score"] >= 0.5).all()
+
+
+def test_the_estimated_precision_matches_the_measured_one_across_model_strengths():
+    """Over 5 draws at each of two separations, the mean estimated precision of the flags is within
+    0.1 of the share of them that were really flipped."""
+    for separation in (0.9, 4.0):
+        estimated, measured = [], []
+        for seed in range(5):
+            probabilities, given, flipped = flipped_clusters(separation, seed)
+            table = audit_of(probabilities, given)
+            issues = table[table["kind"] == "label_issue"]
+            if len(issues):
+                index = issues["path"].str[3:6].astype(int)
+                estimated.append(issues["score"].mean())
+                measured.append(np.isin(index, flipped).mean())
+        assert len(estimated) == 5 and abs(np.mean(estimated) - np.mean(measured)) < 0.1, (separation, estimated, measured)
+
+
+def test_clean_csv_drops_flagged_training_images_and_keeps_every_validation_image():
+    original = pd.DataFrame({"path": list("abcdef"), "label": list("xxxyyy"), "split": ["train", "val", "train", "train", "val", "train"]})
+    table = pd.DataFrame({"path": ["a", "b", "f", "c"], "kind": ["label_issue", "label_issue", "label_issue", "outlier"]})
+    clean = without_flags(original, table)
+    assert clean["path"].tolist() == ["b", "c", "d", "e"]
+    assert clean[clean["split"] == "val"].reset_index(drop=True).equals(original[original["split"] == "val"].reset_index(drop=True))
+
+
+@pytest.fixture
+def colour_photos(tmp_path):
+    """Red and blue squares (a little varied), 20 of each, two of each filed under the other colour;
+    and a model file whose features are each image's mean colour: `(folder, backbone, flipped)`."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    flipped = set()
+    for colour, other, base in (("red", "blue", (200, 40, 40)), ("blue", "red", (40, 40, 200))):
+        for j in range(20):
+            folder = other if j < 2 else colour
+            path = write_png(tmp_path / "data" / folder / f"{colour}{j}.png", color=tuple(int(c) for c in base + rng.integers(-30, 30, 3)))
+            if j < 2:
+                flipped.add(str(path))
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)).save(tmp_path / "colour.keras")
+    return tmp_path / "data", tmp_path / "colour.keras", flipped
+
+
+def test_the_command_flags_the_flips_states_its_precision_and_keeps_the_validation_images(colour_photos, tmp_path):
+    data, backbone, flipped = colour_photos
+    out = tmp_path / "audit"
+    result = runner.invoke(app, ["audit", str(data), "--backbone", str(backbone), "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / layout.AUDIT_CSV, keep_default_na=False)
+    issues = table[table["kind"] == "label_issue"]
+    assert set(issues["path"]) == flipped
+    summary = pd.read_json(out / layout.CONFIG, typ="series")
+    assert summary["estimated_precision"] == pytest.approx(issues["score"].mean())
+    output = " ".join(result.output.split())
+    assert f"Estimated precision of the label issues {summary['estimated_precision']:.2f}" in output
+    assert f"out-of-fold accuracy {summary['out_of_fold_accuracy']:.4f}" in output
+
+    original, clean = pd.read_csv(out / ORIGINAL_CSV), pd.read_csv(out / layout.CLEAN_CSV)
+    assert len(original) == 40 and list(clean.columns) == ["path", "label", "split"]
+    # the split is the one `train` draws for this folder with the same seed
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", str(data), "--backbone", str(backbone), "--seed", "3", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    drawn = pd.read_csv(run / layout.SPLIT)
+    assert set(drawn.loc[drawn["split"] == "val", "path"]) == set(original.loc[original["split"] == "val", "path"])
+    val = original[original["split"] == "val"]
+    assert clean[clean["split"] == "val"].reset_index(drop=True).equals(val.reset_index(drop=True))
+    assert set(clean["path"]) == set(original["path"]) - (set(issues["path"]) - set(val["path"]))
+    # 4 flags of 40 images at a precision near 1: clean.csv is advised, and trains
+    assert summary["clean_advised"] and f"transfer train --manifest {out}/clean.csv" in output
+    rerun = runner.invoke(app, ["train", "--manifest", str(out / layout.CLEAN_CSV), "--backbone", str(backbone),
+                                "--seed", "3", "--out", str(tmp_path / "clean-run")])
+    assert rerun.exit_code == 0, rerun.output
+    again = pd.read_csv(tmp_path / "clean-run" / layout.SPLIT)
+    assert set(again.loc[again["split"] == "val", "path"]) == set(val["path"])
+
+
+def test_the_command_says_it_cannot_judge_with_features_that_cannot_tell_the_classes_apart(colour_photos, tmp_path):
+    """The same photos through a model file that gives every image the same features: nothing
+    flagged, clean.csv not advised, and why."""
+    import keras
+
+    data, _, _ = colour_photos
+    inputs = keras.Input((32, 32, 3))
+    blind = keras.layers.Conv2D(4, 1, kernel_initializer="zeros", bias_initializer="ones")(inputs)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(blind)).save(tmp_path / "blurred.keras")
+    out = tmp_path / "audit"
+    result = runner.invoke(app, ["audit", str(data), "--backbone", str(tmp_path / "blurred.keras"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_json(out / layout.CONFIG, typ="series")
+    table = pd.read_csv(out / layout.AUDIT_CSV, keep_default_na=False)
+    output = " ".join(result.output.split())
+    assert summary["out_of_fold_accuracy"] < 0.75 and not summary["judged"] and not summary["clean_advised"]
+    assert (table["kind"] == "label_issue").sum() == 0 and "cannot judge" in output and "closer to guessing" in output
+    assert "transfer train --manifest" not in output
 
 
 # --- The command, on real photos and a real pretrained backbone -----------------------------------
@@ -130,13 +294,16 @@ def test_the_audit_finds_labels_flipped_in_real_photos_and_leaves_the_data_as_it
     assert all(suggested == flipped[path] for path, suggested in caught.items())
     assert len(issues) <= 6 + 4, "a few real doubtful photos, not a flood"
 
-    clean = pd.read_csv(out / layout.CLEAN_CSV)
+    clean, original = pd.read_csv(out / layout.CLEAN_CSV), pd.read_csv(out / ORIGINAL_CSV)
     folds = pd.read_csv(out / layout.FOLDS_CSV)
-    assert list(clean.columns) == ["path", "label"]
-    assert set(clean["path"]) == set(folds["path"]) - set(issues["path"])
+    assert list(clean.columns) == ["path", "label", "split"] and set(original["path"]) == set(folds["path"])
+    val = set(original.loc[original["split"] == "val", "path"])
+    assert set(clean["path"]) == set(folds["path"]) - (set(issues["path"]) - val)
     oof = pd.read_csv(out / layout.OUT_OF_FOLD_CSV)
     assert np.allclose(oof[["p:ants", "p:bees"]].sum(axis=1), 1)
-    assert "Next: look at the top of" in output and f"transfer train --manifest {out}/clean.csv" in output
+    summary = pd.read_json(out / layout.CONFIG, typ="series")
+    advised = f"transfer train --manifest {out}/clean.csv" in " ".join(output.split())
+    assert "Next: look at the top of" in output and advised == summary["clean_advised"]
 
     run = out.parent / "clean-run"  # the manifest trains as it is
     trained = runner.invoke(app, ["train", "--manifest", str(out / layout.CLEAN_CSV), "--backbone", str(LITE0),

@@ -9,10 +9,14 @@ regression of `train --head logistic` on them, so the audit costs about one back
 from-scratch baseline (`lenet`, `alexnet`) is trained with `transfer train` on each fold's K - 1
 folds, and once more on every image for the feature space below.
 
-**Label issues.** cleanlab's confident learning (`cleanlab.filter.find_label_issues`, Northcutt et
-al. 2021) on the out-of-fold probabilities: an image is flagged where its given label is
-contradicted beyond each class's own typical confidence. `score` is 1 - the out-of-fold probability
-of the given label (higher: surer evidence); `suggested` is the most probable other class.
+**Label issues.** A label is flagged where cleanlab's confident learning
+(`cleanlab.filter.find_label_issues`, Northcutt et al. 2021) contradicts it on the out-of-fold
+probabilities *and* the chance that it is wrong, under a noise model fitted to the same
+probabilities (`transfer.label_noise`: a temperature and a share of random labels, by maximum
+likelihood), is at least 0.5. `score` is that chance (the flags are ranked by it, surest first);
+the mean score of the flags is the estimated precision of the list. Where the out-of-fold model is
+closer to guessing than to being right, nothing is flagged: it cannot tell a wrong label from its
+own mistake. `suggested` is the most probable other class.
 
 **Near-duplicates and outliers**, in the backbone's feature space (cosine distance to the 10
 nearest images), by the rules of cleanlab's Datalab: a pair is a near-duplicate when its distance is
@@ -20,9 +24,13 @@ under 0.13 x the median distance of an image to its nearest neighbour; an image 
 its mean distance to its nearest images is beyond Q3 + 1.7 x IQR of everyone's.
 
 Outputs (`transfer.layout`): `audit.csv` (the most suspect first), `audit.html` (thumbnails beside
-examples of the given and the suggested class), `clean.csv` (a `path,label` manifest of the images
-without a label issue, for `train --manifest`), `out_of_fold.csv`, `folds.csv`, `skipped.csv` and
-`config.json`. The data is only read: nothing in it is moved, renamed or changed.
+examples of the given and the suggested class), `original.csv` (`path,label,split`: every audited
+image with its given label and a fixed split: the manifest's own, or the one `train` would draw
+with the seed), `clean.csv` (the same without the flagged *training* images: the validation images
+stay, flagged or not, so a run on `clean.csv` and one on `original.csv` are validated on the same
+images with the same labels), `out_of_fold.csv`, `folds.csv`, `skipped.csv` and `config.json`
+(with the estimated precision and whether training on `clean.csv` is advised:
+`label_noise.advice`). The data is only read: nothing in it is moved, renamed or changed.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer import extras, layout, publishing
+from transfer import extras, label_noise, layout, publishing
 from transfer.cross_validation import images_in_folds
 from transfer.errors import DataError, InvalidOptionError, require
 from transfer.options import TrainOptions
@@ -54,6 +62,8 @@ OUTLIER_IQR = 1 / 0.37037 - 1
 KINDS = ("label_issue", "near_duplicate", "outlier")
 COLUMNS = ["path", "given", "suggested", "kind", "score", "other", "distance", "note"]
 #: The options that only a baseline trained per fold uses: a frozen backbone's logistic regression has none.
+#: The audited images with their given labels and the split `clean.csv` keeps: the "before" of a before/after comparison.
+ORIGINAL_CSV = "original.csv"
 BASELINE_ONLY = ("epochs", "lr", "optimizer", "schedule", "patience", "augment", "flip", "val_split")
 
 
@@ -97,10 +107,12 @@ def audit(
         )
     from transfer.data import prepare, report_skipped
 
+    given_split = listing.files.set_index("path")["split"] if (listing.files["split"] != "").all() else None
     listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
     folder = prepare(listing, image_size=32, val_split=resolved.val_split, seed=resolved.seed, reporter=reporter)
     report_skipped(folder.skipped, reporter)
     images = images_in_folds(folder, folds, resolved.seed, reporter)
+    split = given_split if given_split is not None else folder.examples.set_index("path")["split"]
     class_names = folder.class_names
     labels = images["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     reporter.message(f"Auditing {len(images)} images of {len(class_names)} classes by {folds}-fold out-of-fold "
@@ -113,12 +125,24 @@ def audit(
         else:  # each fold's `train` resolves the options given
             probabilities, features = _baseline_out_of_fold(staging / "runs", images, options, class_names,
                                                             reporter=reporter, verbose=verbose)
-        table = find_issues(images, labels, probabilities, features, class_names)
-        clean = images.loc[~images["path"].isin(table.loc[table["kind"] == "label_issue", "path"]), ["path", "label"]]
-        summary = _summary(images, labels, probabilities, table, folder.source, resolved, folds)
-        _warn_if_weak(summary, labels, reporter)
-        _write(staging, images, probabilities, table, clean, folder, summary)
-    return AuditResult(table, clean.reset_index(drop=True), summary, out_dir)
+        noise = label_noise.fit(probabilities, labels)
+        table = find_issues(images, labels, probabilities, features, class_names, noise)
+        original = images[["path", "label"]].assign(split=images["path"].map(split).to_numpy())
+        clean = without_flags(original, table)
+        summary = {**_summary(images, labels, probabilities, table, noise, folder.source, resolved, folds),
+                   "clean_images": len(clean)}
+        if not noise.judged:
+            reporter.warning(f"The audit cannot judge these labels: {noise.why}. Nothing is flagged.")
+        _write(staging, images, probabilities, table, {layout.CLEAN_CSV: clean, ORIGINAL_CSV: original}, folder, summary)
+    return AuditResult(table, clean, summary, out_dir)
+
+
+def without_flags(original: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """`clean.csv`: the training images of `original` (`path,label,split`) without a label issue, and
+    every validation image, flagged or not, so that a run on it is validated on the same images, with
+    the same labels, as a run on `original.csv`."""
+    drop = original["path"].isin(table.loc[table["kind"] == "label_issue", "path"]) & (original["split"] == "train")
+    return original[~drop].reset_index(drop=True)
 
 
 def _check_options(options: TrainOptions) -> TrainOptions:
@@ -194,35 +218,37 @@ def _baseline_out_of_fold(scratch: Path, images: pd.DataFrame, options: TrainOpt
 
 
 def find_issues(images: pd.DataFrame, labels: np.ndarray, probabilities: np.ndarray, features: np.ndarray,
-                class_names: list[str]) -> pd.DataFrame:
-    """The rows of `audit.csv` (`COLUMNS`): label issues, the surest first; near-duplicate pairs,
-    the closest first; outliers, the farthest first."""
+                class_names: list[str], noise: label_noise.NoiseModel | None = None) -> pd.DataFrame:
+    """The rows of `audit.csv` (`COLUMNS`): label issues (`label_noise.flagged`; `noise` fitted to the
+    probabilities where not given), the surest first; near-duplicate pairs, the closest first;
+    outliers, the farthest first."""
     paths = images["path"].to_numpy()
     distances, neighbours = _neighbours(features)
     rows = (
-        _label_issues(paths, labels, probabilities, class_names)
+        _label_issues(paths, labels, probabilities, class_names, noise or label_noise.fit(probabilities, labels))
         + _near_duplicates(paths, labels, distances, neighbours, class_names)
         + _outliers(paths, labels, distances, class_names)
     )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _label_issues(paths, labels, probabilities, class_names) -> list[dict]:
+def _label_issues(paths, labels, probabilities, class_names, noise: label_noise.NoiseModel) -> list[dict]:
     from cleanlab.filter import find_label_issues
 
-    flagged = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
+    candidates = np.flatnonzero(find_label_issues(labels, probabilities, n_jobs=1))
     rows = []
-    for i in flagged:
+    for i in label_noise.flagged(noise, candidates):
         others = probabilities[i].copy()
         others[labels[i]] = -1
         suggested = int(np.argmax(others))
         given = class_names[labels[i]]
         rows.append({
             "path": paths[i], "given": given, "suggested": class_names[suggested], "kind": "label_issue",
-            "score": 1 - float(probabilities[i, labels[i]]),
-            "note": f"out of fold: P({given}) = {probabilities[i, labels[i]]:.3f}, P({class_names[suggested]}) = {probabilities[i, suggested]:.3f}",
+            "score": float(noise.wrong[i]),
+            "note": f"chance the label is wrong {noise.wrong[i]:.3f}; out of fold: P({given}) = {probabilities[i, labels[i]]:.3f}, "
+                    f"P({class_names[suggested]}) = {probabilities[i, suggested]:.3f}",
         })
-    return sorted(rows, key=lambda row: -row["score"])
+    return rows
 
 
 def _neighbours(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,37 +292,36 @@ def _outliers(paths, labels, distances, class_names) -> list[dict]:
     return sorted(rows, key=lambda row: -row["score"])
 
 
-def _summary(images, labels, probabilities, table, source, options: TrainOptions, folds: int) -> dict:
+def _summary(images, labels, probabilities, table, noise: label_noise.NoiseModel, source, options: TrainOptions,
+             folds: int) -> dict:
     import cleanlab
 
     counts = table["kind"].value_counts()
+    flags = images.index[images["path"].isin(table.loc[table["kind"] == "label_issue", "path"])].to_numpy()
+    advised, advice = label_noise.advice(noise, flags)
+    expected = float(noise.wrong.sum())
     return {
         "data": source, "num_images": len(images), "folds": folds, "seed": options.seed,
         "backbone": options.backbone, "weights": options.weights, "image_size": options.image_size,
         "class_weight": options.class_weight,
         "method": "frozen features, logistic regression per fold" if options.transfers else "trained from scratch per fold",
         "out_of_fold_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "judged": noise.judged,
+        "temperature": noise.temperature,
+        "estimated_noise_rate": noise.noise_rate,
+        "expected_wrong_labels": expected,
         "label_issues": int(counts.get("label_issue", 0)),
+        "estimated_precision": float(noise.wrong[flags].mean()) if len(flags) else None,
+        "estimated_recall": float(noise.wrong[flags].sum() / expected) if len(flags) and expected > 0 else None,
+        "clean_advised": advised,
+        "advice": advice,
         "near_duplicate_pairs": int(counts.get("near_duplicate", 0)),
         "outliers": int(counts.get("outlier", 0)),
-        "clean_images": len(images) - int(counts.get("label_issue", 0)),
         "cleanlab": cleanlab.__version__,
     }
 
 
-def _warn_if_weak(summary: dict, labels: np.ndarray, reporter: Reporter) -> None:
-    """Says so where the out-of-fold model is closer to guessing (the largest class's share) than to
-    being right: its label issues are then as doubtful as it is."""
-    chance = float(np.bincount(labels).max() / len(labels))
-    if summary["out_of_fold_accuracy"] < (chance + 1) / 2:
-        reporter.warning(
-            f"The out-of-fold accuracy is {summary['out_of_fold_accuracy']:.3f}, closer to guessing the largest class "
-            f"({chance:.3f}) than to being right: the label issues come from a weak model, so check them before removing "
-            f"any. A pretrained backbone (--backbone resnet50, or a model file) judges far better."
-        )
-
-
-def _write(staging: Path, images, probabilities, table, clean, folder, summary) -> None:
+def _write(staging: Path, images, probabilities, table, manifests: dict[str, pd.DataFrame], folder, summary) -> None:
     from transfer.audit_page import render
 
     publishing.write_table(staging / layout.FOLDS_CSV, images)
@@ -304,6 +329,7 @@ def _write(staging: Path, images, probabilities, table, clean, folder, summary) 
     scores = pd.DataFrame(probabilities, columns=[f"p:{name}" for name in folder.class_names])
     publishing.write_table(staging / layout.OUT_OF_FOLD_CSV, pd.concat([images, scores], axis=1))
     publishing.write_table(staging / layout.AUDIT_CSV, table)
-    publishing.write_table(staging / layout.CLEAN_CSV, clean)
+    for name, manifest in manifests.items():
+        publishing.write_table(staging / name, manifest)
     publishing.write_json(staging / layout.CONFIG, summary)
     publishing.write_text(staging / layout.AUDIT_HTML, render(images, probabilities, table, folder.class_names, summary))

@@ -45,14 +45,22 @@ def render(images: pd.DataFrame, probabilities: np.ndarray, table: pd.DataFrame,
 
 
 def _headline(summary: dict) -> str:
+    precision = summary["estimated_precision"]
+    estimate = "" if precision is None else (
+        f" Estimated precision of the labels to check: {precision:.2f} (the mean chance that a flagged label is wrong);"
+        f" about {summary['expected_wrong_labels']:.1f} wrong label(s) expected in all.")
+    if summary["clean_advised"]:
+        then = (f"Then train on <code>{layout.CLEAN_CSV}</code> ({summary['clean_images']} images; its validation images are "
+                f"those of <code>original.csv</code>, so the two runs compare), or fix the folders yourself.")
+    else:
+        then = "Training on <code>clean.csv</code> is not advised: fix the labels that are wrong yourself."
     return (
         f"<p class=headline>{summary['label_issues']} label issue(s), {summary['near_duplicate_pairs']} near-duplicate "
         f"pair(s), {summary['outliers']} outlier(s). Out-of-fold accuracy {summary['out_of_fold_accuracy']:.1%} "
-        f"({summary['folds']} folds, {html.escape(str(summary['backbone']))}: {html.escape(summary['method'])}).</p>"
-        f"<div class=next><b>What to do next.</b> Look at the labels to check below, the surest first: where the "
-        f"suggested class is right, the image is in the wrong folder. Then train on the images without label issues: "
-        f"<code>transfer train --manifest {layout.CLEAN_CSV} ...</code> ({summary['clean_images']} images), or fix "
-        f"the folders yourself; this audit changed nothing in them.</div>"
+        f"({summary['folds']} folds, {html.escape(str(summary['backbone']))}: {html.escape(summary['method'])}).{estimate}</p>"
+        f"<div class=next><b>What to do next.</b> {html.escape(summary['advice'])} Look at the labels to check below, the "
+        f"surest first: where the suggested class is right, the image is in the wrong folder. {then} This audit changed "
+        f"nothing in the data.</div>"
     )
 
 

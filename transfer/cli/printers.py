@@ -146,26 +146,32 @@ def print_cross_validation(summary: dict, folds: int) -> None:
 
 
 def print_audit(result) -> None:
-    """What the audit found, the worst label issues, and what to do next."""
+    """What the audit found, how far its list of label issues can be trusted, and what to do next."""
     summary, table = result.summary, result.table
     results.print(
         f"{summary['num_images']} images, {summary['folds']}-fold out-of-fold accuracy {summary['out_of_fold_accuracy']:.4f}: "
         f"{summary['label_issues']} label issue(s), {summary['near_duplicate_pairs']} near-duplicate pair(s), "
         f"{summary['outliers']} outlier(s).", highlight=False,
     )
+    if summary["estimated_precision"] is not None:
+        results.print(f"Estimated precision of the label issues {summary['estimated_precision']:.2f} (the mean chance that a "
+                      f"flagged label is wrong); about {summary['expected_wrong_labels']:.1f} wrong label(s) expected in "
+                      f"all, {summary['estimated_recall']:.0%} of them in the list.", highlight=False)
     issues = table[table["kind"] == "label_issue"]
     if len(issues):
-        shown = Table("path", "given", "suggested", Column("score", justify="right"), title="The surest label issues")
+        shown = Table("path", "given", "suggested", Column("chance wrong", justify="right"), title="The surest label issues")
         for row in issues.head(10).itertuples():
             shown.add_row(escape(row.path), escape(row.given), escape(row.suggested), f"{row.score:.3f}")
         results.print(shown)
     out = result.path
     results.print(f"Next: look at the top of {out}/audit.html (every flagged image beside its given and suggested class); "
                   f"all of them are in {out}/audit.csv.", highlight=False)
-    if len(issues):
+    results.print(summary["advice"], highlight=False)
+    if summary["clean_advised"]:
         backbone = f" --backbone {summary['backbone']}" if summary.get("backbone") else ""
-        results.print(f"Then train on the {summary['clean_images']} images without a label issue: "
-                      f"transfer train --manifest {out}/clean.csv{backbone} --out RUN_DIR", highlight=False)
+        results.print(f"Then train on the {summary['clean_images']} images of clean.csv (the validation images are those of "
+                      f"original.csv, so the two runs compare): transfer train --manifest {out}/clean.csv{backbone} "
+                      f"--out RUN_DIR", highlight=False)
 
 
 def print_probe(result) -> None:
