@@ -30,10 +30,10 @@ def plain_keras(run_dir: Path, test_dir: Path, epochs: int, seed: int) -> float:
     import keras
     import numpy as np
 
-    from transfer import artifacts
-    from transfer.baselines import lenet
-    from transfer.data import iter_decoded_batches
-    from transfer.preprocessing import Preprocess
+    from transfer.outputs import artifacts
+    from transfer.models.baselines import lenet
+    from transfer.data.folders import iter_decoded_batches
+    from transfer.data.preprocessing import Preprocess
 
     split = artifacts.Run.open(run_dir).split()
     labels = sorted(split["label"].unique())
@@ -53,13 +53,13 @@ def plain_keras(run_dir: Path, test_dir: Path, epochs: int, seed: int) -> float:
 
 
 def test_rows(test_dir: Path):
-    from transfer.sources import list_folder
+    from transfer.data.sources import list_folder
 
     return list_folder(test_dir).files[["path", "label"]]
 
 
 def transfer_test_accuracy(run_dir: Path, test_dir: Path) -> float:
-    from transfer.evaluation import evaluate
+    from transfer.evaluation.evaluate import evaluate
 
     return evaluate(run_dir, test_rows(test_dir)).summary["accuracy"]
 
@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from transfer.datasets.shapes import materialize
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     ours, plain = [], []
     print("shapes, 4 classes x 50 images; LeNet-5; test accuracy (200 images that chose nothing) per seed, each side at its best validation epoch")

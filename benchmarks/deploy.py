@@ -3,7 +3,7 @@
 All numbers are measured in one run, on the same images, on this machine:
 
 1. Exports the run as a SavedModel, LiteRT (float32, float16, dynamic, int8) and ONNX, with
-   `transfer.export.export` (whose own check gives the agreement on all the validation images),
+   `transfer.deploy.export.export` (whose own check gives the agreement on all the validation images),
    each in a process of its own: seconds, peak memory (largest resident set), size.
 2. Times each model on the same validation images, decoded once (`--limit` of them, `--batch-size`
    at a time, after a warm-up batch): images/s, and the ratio to the Keras model in this run; top-1
@@ -83,8 +83,8 @@ def main() -> None:
 
 
 def _train(work: Path, image_size: int) -> Path:
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     print(f"Training resnet50 --weights none at {image_size}x{image_size}, 3 epochs, frozen head, on {DATA}")
     options = TrainOptions(backbone="resnet50", weights="none", image_size=image_size, epochs=3, augment=False,
@@ -120,7 +120,7 @@ def _export_all(run: Path, work: Path) -> dict[str, dict]:
 #: One export in a fresh process (run, out, format, quantize in argv): its result and peak memory as JSON.
 EXPORT_CHILD = """
 import json, resource, sys
-from transfer.export import ExportOptions, export
+from transfer.deploy.export import ExportOptions, export
 done = export(sys.argv[1], sys.argv[2], ExportOptions(format=sys.argv[3], quantize=sys.argv[4], min_agreement=0))
 print(json.dumps({"path": str(done.path), "size_bytes": done.size_bytes, "agreement": done.agreement,
                   "images_checked": done.images_checked, "max_difference": done.max_difference,
@@ -129,14 +129,14 @@ print(json.dumps({"path": str(done.path), "size_bytes": done.size_bytes, "agreem
 
 
 def _timing_images(run: Path, limit: int) -> list[str]:
-    from transfer import artifacts
+    from transfer.outputs import artifacts
 
     return artifacts.Run.open(run).validation_images()["path"].tolist()[:limit]
 
 
 def _time_models(run: Path, exports: dict[str, dict], paths: list[str], batch_size: int) -> None:
-    from transfer.data import decode_encoded, iter_decoded_batches
-    from transfer.scorers import load_scorer
+    from transfer.data.folders import decode_encoded, iter_decoded_batches
+    from transfer.evaluation.scorers import load_scorer
 
     keras_scorer = load_scorer(run)
     size = keras_scorer.image_size

@@ -10,7 +10,7 @@ shapes (`shapes.NEW_CLASSES`: pentagon, ring, star): a fixed test set of 100 per
 seed 2) that chooses nothing, and a pool of 100 per class (generator seed 1) from which each seed
 draws 10 train + 10 validation images per class. Each row is `transfer train` (through
 `transfer.training.train`) on that seed's train/val with the row's flags and `--seed SEED`, scored by
-`transfer evaluate RUN TEST` (`transfer.evaluation.evaluate_folder`) at the epoch the run kept (its
+`transfer evaluate RUN TEST` (`transfer.evaluation.evaluate.evaluate_folder`) at the epoch the run kept (its
 best validation epoch). Prints, per row, test accuracy (mean +- sd over seeds), the stages the runs
 kept, and the mean wall seconds of `train`; then whether the new default's fine-tuned mean is at or
 above scratch. Everything, the feature cache included (`XDG_CACHE_HOME`), lives in a temporary
@@ -73,9 +73,9 @@ def main() -> None:
     import keras
 
     from transfer.datasets.shapes import NEW_CLASSES, materialize
-    from transfer.evaluation import evaluate_folder
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.evaluation.evaluate import evaluate_folder
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     begun = time.perf_counter()
     source_data = materialize(work / "source", per_class=SOURCE_PER_CLASS, seed=0)

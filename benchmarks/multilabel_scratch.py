@@ -14,7 +14,7 @@ Per seed, on the same images:
 - `transfer train --manifest train.csv --multi-label --backbone lenet --image-size SIZE --epochs E`
   with every other option at its default (its own 20% validation split chooses the epoch and each
   label's threshold), scored by `transfer.evaluation.evaluate` on the test set;
-- a plain Keras loop over the same LeNet-5 (`transfer.baselines.lenet`, the same decoder and
+- a plain Keras loop over the same LeNet-5 (`transfer.models.baselines.lenet`, the same decoder and
   grayscale preprocessing, a sigmoid per label), trained on the run's training split: Adam at
   1e-3, binary cross-entropy, batch 32, no augmentation, the last of E epochs.
 Prints the test mAP per seed, then mean +- sd over seeds.
@@ -76,7 +76,7 @@ def scattered_shapes(out_dir: Path, images: int, seed: int) -> Path:
 def test_map(run_dir: Path, test: Path) -> float:
     import pandas as pd
 
-    from transfer.evaluation import evaluate
+    from transfer.evaluation.evaluate import evaluate
 
     table = pd.read_csv(test, keep_default_na=False).rename(columns={"labels": "label"})
     return evaluate(run_dir, table).summary["mean_average_precision"]
@@ -89,10 +89,10 @@ def plain_keras(run_dir: Path, test: Path, image_size: int, epochs: int, seed: i
     import pandas as pd
     from sklearn.metrics import average_precision_score
 
-    from transfer import artifacts
-    from transfer.baselines import lenet
-    from transfer.data import iter_decoded_batches
-    from transfer.preprocessing import Preprocess
+    from transfer.outputs import artifacts
+    from transfer.models.baselines import lenet
+    from transfer.data.folders import iter_decoded_batches
+    from transfer.data.preprocessing import Preprocess
 
     split = artifacts.Run.open(run_dir).split()
 

@@ -28,8 +28,8 @@ EPOCHS = 10
 
 
 def frozen_stage(work: Path) -> dict[str, Path]:
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     runs = {}
     print(f"1. Frozen stage, resnet50 --weights none, 224x224, {EPOCHS} epochs, no early stop")
@@ -50,9 +50,9 @@ def frozen_stage(work: Path) -> dict[str, Path]:
 
 
 def predict_throughput(run_dir: Path) -> None:
-    from transfer.data import iter_decoded_batches
-    from transfer.prediction import collect_images
-    from transfer.scorers import load_scorer
+    from transfer.data.folders import iter_decoded_batches
+    from transfer.evaluation.prediction import collect_images
+    from transfer.evaluation.scorers import load_scorer
 
     paths, _ = collect_images([DATA / "val"])
     model = load_scorer(run_dir)

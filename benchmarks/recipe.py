@@ -83,8 +83,8 @@ def main() -> None:
 
     from transfer.datasets import write_dataset
     from transfer.datasets.digits import materialize
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     work = Path(tempfile.mkdtemp(prefix="transfer-recipe-"))
     out = args.out or work

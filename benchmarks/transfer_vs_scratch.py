@@ -48,8 +48,8 @@ def main() -> None:
     import numpy as np
 
     from transfer.datasets.digits import materialize
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     work = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
     os.environ["XDG_CACHE_HOME"] = str(work / "cache")

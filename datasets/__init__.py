@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer import publishing
+from transfer.outputs import publishing
 from transfer.datasets.digits import materialize as digits
 from transfer.datasets.shapes import materialize as shapes
 from transfer.datasets.shapes_multi import materialize as shapes_multi
-from transfer.errors import require
+from transfer.core.errors import require
 
 RECIPES = {"digits": digits, "shapes": shapes, "shapes-multi": shapes_multi}
 

@@ -40,8 +40,8 @@ class Workspace:
 
     @functools.cached_property
     def run(self) -> Path:
-        from transfer.options import TrainOptions
-        from transfer.training import train
+        from transfer.training.options import TrainOptions
+        from transfer.training.train import train
 
         options = TrainOptions(backbone="lenet", epochs=1, augment=False, val_split=0.5)
         return train(self.data, self.root / "run", options, verbose=0).run_dir
@@ -55,15 +55,15 @@ class Workspace:
 
     @functools.cached_property
     def multi_label_run(self) -> Path:
-        from transfer.options import TrainOptions
-        from transfer.training import train
+        from transfer.training.options import TrainOptions
+        from transfer.training.train import train
 
         options = TrainOptions(backbone="lenet", epochs=1, augment=False, manifest=str(self.multi_label_manifest))
         return train(None, self.root / "multi-label-run", options, verbose=0).run_dir
 
     @functools.cached_property
     def export(self) -> Path:
-        from transfer.export import export
+        from transfer.deploy.export import export
 
         return export(self.run, self.root / "export").path
 
@@ -205,7 +205,7 @@ def _dataset_twice(ws: Workspace) -> list[str]:
 
 
 def _evaluate_twice(ws: Workspace) -> list[str]:
-    from transfer.evaluation import evaluate_folder
+    from transfer.evaluation.evaluate import evaluate_folder
 
     evaluate_folder(ws.run, ws.data, ws.path("evaluation-twice"))
     return ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.path("evaluation-twice")), "--force"]

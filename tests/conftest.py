@@ -46,8 +46,8 @@ def digits_dir(tmp_path_factory) -> Path:
 def digits_run(digits_dir, tmp_path_factory) -> Path:
     """LeNet-5 after 2 epochs on the generated digits: good (about 0.94), but with errors to show
     (cosine decay, pinned: at the default constant rate it reaches 1.0 and leaves no error)."""
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     out = tmp_path_factory.mktemp("digits-run") / "lenet"
     return train(digits_dir, out, TrainOptions(backbone="lenet", epochs=2, augment=False, seed=3, schedule="cosine"), verbose=0).run_dir
@@ -71,8 +71,8 @@ def shapes_multi_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shapes_multi_run(shapes_multi_dir, tmp_path_factory) -> Path:
     """LeNet-5, multi-label, a few epochs on the shapes: sigmoids with thresholds chosen on validation."""
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     out = tmp_path_factory.mktemp("shapes-multi-run") / "lenet"
     options = TrainOptions(backbone="lenet", epochs=4, augment=False, seed=1, manifest=str(shapes_multi_dir / "labels.csv"))

@@ -1,4 +1,4 @@
-"""`transfer.artifacts`: opening runs and exports from folders written here, the errors for a wrong
+"""`transfer.outputs.artifacts`: opening runs and exports from folders written here, the errors for a wrong
 path, where the files of a comparison, a cross-validation and an evaluation go and what they hold."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from transfer.artifacts import (
+from transfer.outputs.artifacts import (
     Comparison, CrossValidation, Export, Run, data_folders, default_evaluation_dir, open_model, write_evaluation,
 )
-from transfer.errors import InvalidOptionError, ModelLoadError, NotAModelError
+from transfer.core.errors import InvalidOptionError, ModelLoadError, NotAModelError
 
 
 def make_run(folder: Path, *files: str) -> Path:
@@ -293,8 +293,8 @@ def test_layer_names_read_from_the_model_description(tmp_path):
 def test_a_real_run_opens_with_its_labels_split_and_layers(digits_run):
     import keras
 
-    import transfer.heads  # noqa: F401  (registers the run's layers)
-    import transfer.preprocessing  # noqa: F401
+    import transfer.models.heads  # noqa: F401  (registers the run's layers)
+    import transfer.data.preprocessing  # noqa: F401
 
     run = Run.open(digits_run)
     assert run.labels() == [str(d) for d in range(10)]

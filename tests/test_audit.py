@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import few_photos, headless_chromium, write_png
-from transfer import label_noise, layout
-from transfer.audit import ORIGINAL_CSV, find_issues, logistic_out_of_fold, without_flags
+from transfer.metrics import label_noise
+from transfer.outputs import layout
+from transfer.selection.audit import ORIGINAL_CSV, find_issues, logistic_out_of_fold, without_flags
 from transfer.cli import app
 
 runner = CliRunner()

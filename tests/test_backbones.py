@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer.backbones import BACKBONES, build_backbone, get_backbone, keras_cache_dir
-from transfer.errors import InvalidOptionError, WeightsUnavailableError
+from transfer.models.registry import BACKBONES, build_backbone, get_backbone, keras_cache_dir
+from transfer.core.errors import InvalidOptionError, WeightsUnavailableError
 
 # Parameters as published: keras.applications with include_top=False, LeNet-5 on 32x32x1 with
 # 10 classes, AlexNet on 227x227x3 with 1000 classes.
@@ -86,7 +86,7 @@ def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, of
 
     result = CliRunner().invoke(app, ["train", str(image_folder(tmp_path / "data")), "--image-size", "32", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "--backbone PATH/TO/MODEL.keras" in result.output, result.output  # the quick start, offline
-    from transfer.features import model_feature_extractor
+    from transfer.training.features import model_feature_extractor
 
     with pytest.raises(WeightsUnavailableError) as raised:
         model_feature_extractor("imagenet:resnet50")

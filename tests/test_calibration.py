@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from transfer.calibration import (
+from transfer.metrics.calibration import (
     calibrate, expected_calibration_error, fit_temperature, negative_log_likelihood, reliability, scale,
 )
-from transfer.saving import load_run_model
+from transfer.models.saving import load_run_model
 
 
 def overconfident(seed: int = 0, n: int = 2000, classes: int = 4, sharpen: float = 3.0):
@@ -103,7 +103,7 @@ def test_the_held_out_check_agrees_with_the_fit_on_plenty_of_images():
 
 
 def test_the_model_layer_computes_what_the_module_does():
-    from transfer.heads import Temperature
+    from transfer.models.heads import Temperature
 
     probabilities, _ = overconfident(seed=2, n=50)
     layer = Temperature(2.5)
@@ -118,7 +118,7 @@ def test_a_run_builds_its_temperature_in_and_says_so(digits_run, digits_dir, tmp
     import keras
     from typer.testing import CliRunner
 
-    from transfer.artifacts import Run
+    from transfer.outputs.artifacts import Run
     from transfer.cli import app
 
     run = Run.open(digits_run)
@@ -144,8 +144,8 @@ def test_a_run_builds_its_temperature_in_and_says_so(digits_run, digits_dir, tmp
 
 
 def test_calibrate_none_leaves_the_model_as_trained(digits_dir, tmp_path):
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     result = train(digits_dir, tmp_path / "run", TrainOptions(backbone="lenet", epochs=1, augment=False, calibrate="none"), verbose=0)
     assert "temperature" not in [layer.name for layer in result.model.layers]
@@ -163,8 +163,8 @@ def test_every_recipe_is_calibrated_the_same_way(recipe, digits_dir, tmp_path):
     model ends in the temperature exactly when the fit was applied."""
     import json
 
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     result = train(digits_dir, tmp_path / "run", TrainOptions(augment=False, seed=1, **recipe), verbose=0)
     record = json.loads((result.run_dir / "metrics.json").read_text())["calibration"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer.callbacks import BACKUP, ResumableEarlyStopping, agree_on_backup, backup_epoch
+from transfer.training.callbacks import BACKUP, ResumableEarlyStopping, agree_on_backup, backup_epoch
 
 
 def write_backup(stage_dir, epoch, previous=None):
@@ -79,7 +79,7 @@ def test_ctrl_c_during_a_backup_waits_for_the_whole_backup(tmp_path, monkeypatch
     import os
     import signal
 
-    from transfer.callbacks import backup
+    from transfer.training.callbacks import backup
 
     model = small_model()
     callback = backup(tmp_path)
@@ -98,7 +98,7 @@ def test_ctrl_c_during_a_backup_waits_for_the_whole_backup(tmp_path, monkeypatch
 
 
 def test_a_backup_that_fails_midway_leaves_the_last_one_whole(tmp_path, monkeypatch):
-    from transfer.callbacks import backup
+    from transfer.training.callbacks import backup
 
     model = small_model()
     callback = backup(tmp_path)

@@ -1,15 +1,15 @@
 """Stage 1 changes only the head; stage 2 changes only the unfrozen backbone layers.
 
-Both stages run the same `transfer.classifier` functions that `transfer.training.train` uses.
+Both stages run the same `transfer.models.classifier` functions that `transfer.training.train` uses.
 """
 
 import keras
 import numpy as np
 import pytest
 
-from transfer.backbones import get_backbone
-from transfer.classifier import backbone_layers, build_classifier, freeze_backbone, unfreeze_top
-from transfer.errors import InvalidOptionError
+from transfer.models.registry import get_backbone
+from transfer.models.classifier import backbone_layers, build_classifier, freeze_backbone, unfreeze_top
+from transfer.core.errors import InvalidOptionError
 
 pytestmark = pytest.mark.slow  # ResNet50 fit for a step per stage
 
@@ -88,8 +88,8 @@ def test_unfreeze_more_layers_than_the_backbone_has():
 def test_the_inference_model_has_no_augmentation_and_computes_in_float32(data):
     """A mixed-precision LeNet-5 (float16 layers nested in its backbone) with augmentation: the
     exporters' copy has neither, the same weights, and the float32 model's outputs."""
-    from transfer.augmentation import build_augmentation
-    from transfer.classifier import inference_model
+    from transfer.data.augmentation import build_augmentation
+    from transfer.models.classifier import inference_model
 
     x, _ = data
     previous = keras.config.dtype_policy()

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import few_photos
-from transfer.backbones import BACKBONES
+from transfer.models.registry import BACKBONES
 from transfer.cli import app
 
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_help_is_whole_at_80_columns():
 
 
 def test_version():
-    from transfer import __version__
+    from transfer.core.version import __version__
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"transfer {__version__}"

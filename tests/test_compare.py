@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tests.helpers import few_photos
 from transfer.cli import app
-from transfer.saving import load_run_model
+from transfer.models.saving import load_run_model
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_compare_trains_each_backbone_on_one_split(tmp_path, hymenoptera):
     """Both sides train (a baseline from scratch, a backbone frozen under a new head) on the very
     images of the comparison's split, and the leaderboard reports what each run's model holds."""
-    from transfer.artifacts import Run
+    from transfer.outputs.artifacts import Run
 
     data = few_photos(hymenoptera / "train", tmp_path / "data", per_class=6)
     out = tmp_path / "compare"
@@ -76,14 +76,14 @@ def test_a_comparison_where_every_backbone_fails_says_so(tmp_path, offline_keras
 
 
 def test_ctrl_c_stops_the_comparison_and_publishes_nothing(tmp_path, monkeypatch):
-    import transfer.compare
+    import transfer.selection.compare
     from tests.helpers import image_folder
-    from transfer.errors import TrainingInterrupted
+    from transfer.core.errors import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("Training interrupted.")
 
-    monkeypatch.setattr(transfer.compare, "train", interrupted)
+    monkeypatch.setattr(transfer.selection.compare, "train", interrupted)
     data = image_folder(tmp_path / "data", per_class=4)
     result = runner.invoke(app, ["compare", str(data), "--backbones", "lenet,alexnet", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 130 and "Comparison interrupted: nothing was written to" in result.output

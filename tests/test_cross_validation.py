@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from transfer.cli import app
-from transfer.cross_validation import assign_folds
-from transfer.errors import DataError
+from transfer.selection.cross_validation import assign_folds
+from transfer.core.errors import DataError
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
@@ -45,7 +45,7 @@ def test_a_class_too_small_for_the_folds_is_named():
 def test_cross_validate_trains_on_the_other_folds_summarizes_the_held_out_ones_and_reports_a_failed_fold(
     digits_dir, tmp_path, monkeypatch
 ):
-    import transfer.training
+    import transfer.training.train
 
     real_train = transfer.training.train
 
@@ -54,7 +54,7 @@ def test_cross_validate_trains_on_the_other_folds_summarizes_the_held_out_ones_a
             raise DataError("the disk holding fold 4 went away")
         return real_train(data_dir, out_dir, options, **kwargs)
 
-    monkeypatch.setattr(transfer.training, "train", train_failing_on_fold_4)
+    monkeypatch.setattr(transfer.training.train, "train", train_failing_on_fold_4)
     data = tmp_path / "digits"
     for digit in ("0", "1", "7"):  # three classes of 12 images
         (data / digit).mkdir(parents=True)
@@ -103,14 +103,14 @@ def test_cross_validate_refuses_bad_options_before_reading_images(tmp_path):
 
 
 def test_ctrl_c_stops_the_cross_validation_and_says_that_nothing_was_written(tmp_path, monkeypatch):
-    import transfer.training
+    import transfer.training.train
     from tests.helpers import image_folder
-    from transfer.errors import TrainingInterrupted
+    from transfer.core.errors import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("Training interrupted. The best checkpoint so far is somewhere in the staging folder.")
 
-    monkeypatch.setattr(transfer.training, "train", interrupted)
+    monkeypatch.setattr(transfer.training.train, "train", interrupted)
     data = image_folder(tmp_path / "data", per_class=4)
     (data / "ants" / "notes.txt").write_text("not a photo")
     result = CliRunner().invoke(app, ["cross-validate", str(data), "--backbones", "lenet", "--folds", "2", "--out", str(tmp_path / "cv")])

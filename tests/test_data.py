@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tests.helpers import image_folder, make_folder, write_image, write_png
-from transfer.data import find_unreadable, iter_decoded_batches, prepare
-from transfer.errors import DataError
-from transfer.sources import list_folder
+from transfer.data.folders import find_unreadable, iter_decoded_batches, prepare
+from transfer.core.errors import DataError
+from transfer.data.sources import list_folder
 
 
 def jpeg_bytes(side: int) -> bytes:

@@ -21,8 +21,8 @@ def test_mirrored_strategy_on_two_logical_cpus(digits_dir, tmp_path):
         import json, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from transfer.options import TrainOptions
-        from transfer.training import train
+        from transfer.training.options import TrainOptions
+        from transfer.training.train import train
         options = TrainOptions(backbone="lenet", epochs=4, augment=False, batch_size=16, strategy="mirrored")
         result = train({str(digits_dir)!r}, {str(tmp_path / "run")!r}, options, verbose=0)
         print(json.dumps(result.metrics))

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from transfer import layout
+from transfer.outputs import layout
 from transfer.cli import app
-from transfer.options import TrainOptions
-from transfer.training import train
+from transfer.training.options import TrainOptions
+from transfer.training.train import train
 
 pytestmark = pytest.mark.slow
 

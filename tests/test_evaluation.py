@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.helpers import image_folder
 from transfer.cli import app
-from transfer.evaluation import evaluate, measure, tta_views
+from transfer.evaluation.evaluate import evaluate, measure, tta_views
 
 runner = CliRunner()
 
@@ -106,7 +106,7 @@ def test_confusion_counts_are_readable_on_their_cells():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from transfer.plots import cell_text_colours
+    from transfer.outputs.figures import cell_text_colours
 
     near_chance = np.array([[40, 45], [42, 43]])
     figure, axis = plt.subplots()

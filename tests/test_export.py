@@ -13,10 +13,10 @@ import tensorflow as tf
 from PIL import Image
 from typer.testing import CliRunner
 
-from transfer import artifacts, layout, publishing
+from transfer.outputs import artifacts, layout, publishing
 from transfer.cli import app
-from transfer.export import ExportOptions, export
-from transfer.saving import load_run_model
+from transfer.deploy.export import ExportOptions, export
+from transfer.models.saving import load_run_model
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -56,8 +56,8 @@ def test_a_file_that_is_not_an_image_is_named_by_its_index(serve):
 def augmented_run(digits_dir, tmp_path_factory):
     """LeNet-5 with its augmentation block (flips off, translations on), one epoch: exports must leave
     the block's random ops out."""
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     out = tmp_path_factory.mktemp("augmented") / "lenet"
     return train(digits_dir, out, TrainOptions(backbone="lenet", epochs=1, flip="none", seed=5), verbose=0).run_dir
@@ -69,7 +69,7 @@ def reference(augmented_run):
     already, so no resizing is involved), and the Keras model's softmax on them."""
     import keras
 
-    import transfer.preprocessing  # noqa: F401  (registers the Preprocess layer)
+    import transfer.data.preprocessing  # noqa: F401  (registers the Preprocess layer)
 
     paths = artifacts.Run.open(augmented_run).validation_images()["path"].tolist()
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p in paths])
@@ -94,7 +94,7 @@ FORMATS = [
 
 @pytest.mark.parametrize("format, quantize, tolerance, least", FORMATS, ids=[f"{f}-{q}" for f, q, _, _ in FORMATS])
 def test_each_format_round_trips_through_its_runtime(augmented_run, reference, tmp_path, format, quantize, tolerance, least):
-    from transfer.scorers import load_scorer
+    from transfer.evaluation.scorers import load_scorer
 
     paths, pixels, expected = reference
     done = export(augmented_run, tmp_path / "export", ExportOptions(format=format, quantize=quantize))
@@ -152,7 +152,7 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "model.onnx").write_bytes((cli_exports / "onnx" / layout.ONNX_MODEL).read_bytes())
-    from transfer.scorers import load_scorer
+    from transfer.evaluation.scorers import load_scorer
 
     assert load_scorer(alone / "model.onnx").labels == [str(d) for d in range(10)]  # from its metadata
 
@@ -160,8 +160,8 @@ def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_
 def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_run, tmp_path, monkeypatch):
     """A LiteRT runtime whose answers are shifted by one class: the check refuses it, the earlier
     export at the destination stays as it was, and no staging folder is left behind."""
-    from transfer import scorers
-    from transfer.errors import ExportCheckError
+    from transfer.evaluation.evaluate import scorers
+    from transfer.core.errors import ExportCheckError
 
     out = tmp_path / "export"
     earlier = export(augmented_run, out, ExportOptions(format="litert"))
@@ -244,8 +244,8 @@ def test_a_missing_extra_is_named_before_any_work(digits_run, tmp_path, monkeypa
 def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run, cli_exports, digits_dir, tmp_path):
     """`score_encoded` (what `transfer serve` calls) gives what `score_files` gives, for the run and
     for each export; a file that is not an image is named by its index."""
-    from transfer.errors import BadImageError
-    from transfer.scorers import load_scorer
+    from transfer.core.errors import BadImageError
+    from transfer.evaluation.scorers import load_scorer
 
     images = sorted(str(p) for p in digits_dir.rglob("*.png"))[::97]
     contents = [Path(p).read_bytes() for p in images]
@@ -280,8 +280,8 @@ def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augment
     import onnxruntime
     from tf2onnx.graph import Node
 
-    from transfer.classifier import inference_model
-    from transfer.export import _lean_tf2onnx
+    from transfer.models.classifier import inference_model
+    from transfer.deploy.export import _lean_tf2onnx
 
     _, pixels, _ = reference
     model = inference_model(keras.saving.load_model(augmented_run / layout.MODEL, compile=False))

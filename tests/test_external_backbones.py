@@ -11,14 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import ROOT, image_folder
-from transfer import publishing
-from transfer.backbones import get_backbone, run_backbone
-from transfer.classifier import build_classifier, unfreeze_top
+from transfer.outputs import publishing
+from transfer.models.registry import get_backbone, run_backbone
+from transfer.models.classifier import build_classifier, unfreeze_top
 from transfer.cli import app
-from transfer.errors import InvalidOptionError, ModelLoadError
-from transfer.features import feature_extractor
-from transfer.options import TrainOptions
-from transfer.training import train
+from transfer.core.errors import InvalidOptionError, ModelLoadError
+from transfer.training.features import feature_extractor
+from transfer.training.options import TrainOptions
+from transfer.training.train import train
 
 runner = CliRunner()
 LITE0 = ROOT.parent / "shared" / "data" / "efficientnet_lite0"
@@ -228,7 +228,7 @@ def test_the_real_lite0_classifier_file_gives_the_notop_files_features(hymenopte
     """The shared EfficientNet-Lite0 with its ImageNet head, cut below it, equals the file without its top."""
     with_top, notop = get_backbone(str(LITE0 / "efficientnet_lite0_imagenet.keras")), get_backbone(str(LITE0 / "efficientnet_lite0_notop.keras"))
     assert with_top.note and not notop.note
-    from transfer.features import extract_features
+    from transfer.training.features import extract_features
 
     images = sorted(str(p) for p in (hymenoptera / "val" / "ants").iterdir())[:4]
     features = [
@@ -252,7 +252,7 @@ def test_real_pretrained_features_learn_ants_and_bees_in_a_few_epochs(hymenopter
 
 
 def test_the_verdict_names_the_best_of_each_side():
-    from transfer.compare import transfer_verdict
+    from transfer.selection.compare import transfer_verdict
 
     assert transfer_verdict({"a": (True, 0.6), "b": (True, 0.65), "lenet": (False, 0.79)}) == (
         "Transfer hurt here: lenet trained from scratch (0.790) beat every transferred backbone (best: b, 0.650) on the same images."
@@ -275,7 +275,7 @@ def test_a_model_whose_output_is_not_image_features_is_refused(tmp_path):
 def test_lr_find_sweeps_the_dense_head_on_a_files_features(classifier_file, tmp_path):
     """lr-find takes a model file as train does; the default head (logistic) has no rate, so the
     sweep is of the dense head on the file's pooled features."""
-    from transfer.lr_find import lr_find
+    from transfer.training.lr_find import lr_find
 
     data = image_folder(tmp_path / "data", per_class=6)
     found = lr_find(data, tmp_path / "lr", TrainOptions(backbone=str(classifier_file)), steps=20, end_lr=1.0)

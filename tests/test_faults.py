@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import ROOT, wait_for_epoch
-from transfer import artifacts, layout
+from transfer.outputs import artifacts, layout
 from transfer.cli import app
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,7 @@ def test_a_full_disk_leaves_the_earlier_outputs_intact(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
 
     with monkeypatch.context() as patch:
-        patch.setattr("transfer.evaluation.plot_confusion_matrix", no_space)
+        patch.setattr("transfer.evaluation.evaluate.plot_confusion_matrix", no_space)
         result = runner.invoke(app, ["evaluate", str(run), str(data), "--out", str(evaluation), "--force"])
     assert result.exit_code == 1 and "No space left on device" in result.output, result.output
 
@@ -253,7 +253,7 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
     """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
     printed it and dropped it, and training ran on and published the run (exit 0)."""
     from tests.helpers import image_folder
-    from transfer import stages, training
+    from transfer.training.train import stages, train as training
 
     data = image_folder(tmp_path / "data", per_class=8)
     run = tmp_path / "run"
@@ -289,7 +289,7 @@ def test_a_second_ctrl_c_waits_only_for_the_backup_being_written():
     process with 130, after the backup (a `sigint_deferred` block) in progress is whole."""
     script = """
 import os, signal, time
-from transfer.errors import raise_if_stop_requested, sigint_deferred, stop_at_safe_points
+from transfer.core.errors import raise_if_stop_requested, sigint_deferred, stop_at_safe_points
 try:
     with stop_at_safe_points():
         os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)

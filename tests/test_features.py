@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from tests.helpers import few_photos
-from transfer.augmentation import build_augmentation
-from transfer.backbones import get_backbone
-from transfer.classifier import build_classifier, unfreeze_top
-from transfer.data import iter_decoded_batches
-from transfer.features import extract_features, feature_extractor, features_dataset
-from transfer.options import TrainOptions
-from transfer.training import train
+from transfer.data.augmentation import build_augmentation
+from transfer.models.registry import get_backbone
+from transfer.models.classifier import build_classifier, unfreeze_top
+from transfer.data.folders import iter_decoded_batches
+from transfer.training.features import extract_features, feature_extractor, features_dataset
+from transfer.training.options import TrainOptions
+from transfer.training.train import train
 
 SPEC = get_backbone("resnet50")
 
@@ -87,7 +87,7 @@ def test_cached_frozen_stage_matches_the_backbone_in_the_loop(photos, tmp_path):
 def test_the_disk_cache_serves_unchanged_images_and_never_a_stale_entry(tmp_path):
     """A counting extractor: a second pass computes nothing; a changed file, size or weight is new."""
     from tests.helpers import write_png
-    from transfer.features import FeatureCache
+    from transfer.training.features import FeatureCache
 
     paths = [str(write_png(tmp_path / "images" / f"{i}.png", color=(40 * i, 10, 200))) for i in range(4)]
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
@@ -119,8 +119,8 @@ def test_the_progress_counts_the_images_from_the_cache_and_says_so(tmp_path):
     from contextlib import contextmanager
 
     from tests.helpers import write_png
-    from transfer.features import FeatureCache
-    from transfer.progress import Reporter
+    from transfer.training.features import FeatureCache
+    from transfer.core.progress import Reporter
 
     class Recording(Reporter):
         def __init__(self):
@@ -163,7 +163,7 @@ def test_a_cache_that_cannot_be_written_is_skipped_with_one_warning(digits_run, 
     from typer.testing import CliRunner
 
     from tests.helpers import image_folder
-    from transfer import features
+    from transfer.training.train import features
     from transfer.cli import app
 
     data = image_folder(tmp_path / "data", classes=("circle", "square"), per_class=6)

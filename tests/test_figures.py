@@ -1,4 +1,4 @@
-"""`transfer.plots`: each figure is a PNG of the size its function sets, and what is drawn on it is
+"""`transfer.outputs.figures`: each figure is a PNG of the size its function sets, and what is drawn on it is
 the data it was given. The figure is read back as it is saved (`Figure.savefig` is wrapped), so its
 lines, bars, cells and limits are compared with values computed here from the same inputs."""
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from transfer import plots
+from transfer.outputs import figures as plots
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_cross_validation_shows_each_fold_and_the_mean_and_sd(tmp_path, saved):
 
 def test_reliability_bars_are_each_bins_accuracy(tmp_path, saved):
     rows = [{"lower": 0.0, "upper": 0.25, "count": 0, "confidence": None, "accuracy": None},  # equal widths, as
-            {"lower": 0.25, "upper": 0.5, "count": 4, "confidence": 0.4, "accuracy": 0.5},  # `transfer.calibration.
+            {"lower": 0.25, "upper": 0.5, "count": 4, "confidence": 0.4, "accuracy": 0.5},  # `transfer.metrics.calibration.
             {"lower": 0.5, "upper": 0.75, "count": 6, "confidence": 0.6, "accuracy": 1.0}]  # reliability` makes them
     plots.plot_reliability(rows, tmp_path / "rel.png", title="calibrated")
     png(tmp_path / "rel.png", 5.5, 5)

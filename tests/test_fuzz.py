@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from tests.cli_cases import Workspace
 from tests.helpers import blocks, encoded
-from transfer.data import iter_decoded_batches
-from transfer.preprocessing import decode_image
+from transfer.data.folders import iter_decoded_batches
+from transfer.data.preprocessing import decode_image
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tests.helpers import write_png
 from transfer.cli import app
-from transfer.imagenet import class_names, wordnet_ids
+from transfer.models.imagenet import class_names, wordnet_ids
 
 runner = CliRunner()
 

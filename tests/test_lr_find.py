@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from transfer.cli import app
-from transfer.lr_find import suggest, sweep
+from transfer.training.lr_find import suggest, sweep
 
 
 def curve(losses) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def test_the_valley_rule_picks_a_rate_inside_the_stretch_where_the_loss_falls():
 
 
 def test_a_sweep_that_diverges_at_once_asks_for_a_lower_start():
-    from transfer.errors import InvalidOptionError
+    from transfer.core.errors import InvalidOptionError
 
     with pytest.raises(InvalidOptionError, match="too early to suggest a learning rate. Lower --start-lr"):
         suggest(curve([1.0, 1.0, 5.0, 50.0]))

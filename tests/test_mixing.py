@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from transfer.errors import InvalidOptionError
-from transfer.mixing import make_loss, mixed_batches, one_hot_targets
-from transfer.options import TrainOptions
-from transfer.saving import load_run_model
+from transfer.core.errors import InvalidOptionError
+from transfer.training.mixing import make_loss, mixed_batches, one_hot_targets
+from transfer.training.options import TrainOptions
+from transfer.models.saving import load_run_model
 
 PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]], np.float32)
 LABELS = np.array([0, 2, 0])
@@ -115,8 +115,8 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     is the plain cross-entropy."""
     import keras
 
-    from transfer.artifacts import Run
-    from transfer.training import train
+    from transfer.outputs.artifacts import Run
+    from transfer.training.train import train
 
     options = TrainOptions(backbone="lenet", epochs=1, mixup=0.4, cutmix=1.0, label_smoothing=0.1, augment=False, seed=2)
     result = train(digits_dir, tmp_path / "run", options, verbose=0)
@@ -124,7 +124,7 @@ def test_validation_is_never_mixed(digits_dir, tmp_path):
     history = pd.read_csv(run.path / "history.csv")
     val = run.validation_images()
     classes = run.labels()
-    from transfer.data import iter_decoded_batches
+    from transfer.data.folders import iter_decoded_batches
 
     model = load_run_model(run)
     # Keras logged the model as trained; metrics.json measures it as published, with its temperature.

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from transfer import layout
+from transfer.outputs import layout
 from transfer.cli import app
-from transfer.multilabel import choose_thresholds, measure
+from transfer.metrics.multilabel import choose_thresholds, measure
 
 runner = CliRunner()
 NAMES = ["cat", "dog", "fox"]
@@ -58,8 +58,8 @@ def test_each_threshold_is_the_best_f1_set_between_two_validation_images():
 
 
 def test_the_split_keeps_every_label_in_validation():
-    from transfer.data import _multi_label_split
-    from transfer.multilabel import multi_hot
+    from transfer.data.folders import _multi_label_split
+    from transfer.metrics.multilabel import multi_hot
 
     rows = ["a"] * 30 + ["b;a"] * 10 + ["rare"] * 2 + ["c;rare"] * 1 + ["c"] * 5 + [""] * 8
     examples = pd.DataFrame({"path": [f"{i}.png" for i in range(len(rows))], "label": rows})
@@ -71,7 +71,7 @@ def test_the_split_keeps_every_label_in_validation():
 
 
 def test_a_multi_label_epoch_is_judged_by_its_validation_map_not_its_yes_no_accuracy():
-    from transfer.callbacks import SELECTION, SelectionScore
+    from transfer.training.callbacks import SELECTION, SelectionScore
 
     # yes/no accuracy at 0.5 barely moves when most images lack a label: the mAP is what improved
     earlier = {"val_accuracy": 0.66, "val_map": 0.55, "val_loss": 0.60}
@@ -89,7 +89,7 @@ def test_a_multi_label_epoch_is_judged_by_its_validation_map_not_its_yes_no_accu
 def test_the_stages_map_is_scikit_learns_mean_average_precision():
     from sklearn.metrics import average_precision_score
 
-    from transfer.callbacks import mean_average_precision
+    from transfer.training.callbacks import mean_average_precision
 
     rng = np.random.default_rng(3)
     targets = (rng.random((80, 4)) < 0.4).astype(int)
@@ -101,7 +101,7 @@ def test_the_stages_map_is_scikit_learns_mean_average_precision():
 
 def test_a_labels_manifest_gives_sorted_label_sets_and_negative_examples(tmp_path):
     from tests.helpers import write_png
-    from transfer.sources import read_manifest
+    from transfer.data.sources import read_manifest
 
     for name in ("a.png", "b.png", "c.png"):
         write_png(tmp_path / name)
@@ -229,9 +229,9 @@ def test_a_short_default_lenet_run_finds_the_shapes_well_above_chance(shapes_mul
     """LeNet-5 from scratch with the default recipe (10 epochs on 128 images), scored on 80 images of
     another draw, which chose nothing: a label's average precision by chance is its share of the images."""
     from transfer.datasets.shapes_multi import materialize
-    from transfer.evaluation import evaluate
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.evaluation.evaluate import evaluate
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     test_dir = materialize(tmp_path / "test", images=80, seed=5)
     test = pd.read_csv(test_dir / "labels.csv", keep_default_na=False).rename(columns={"labels": "label"})

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT, wait_for_epoch
-from transfer import layout
+from transfer.outputs import layout
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiworker]
 
@@ -53,9 +53,9 @@ def finish(processes, logs, timeout=300) -> list[str]:
 WORKER = textwrap.dedent(
     """
     import sys, numpy as np
-    from transfer.progress import Reporter
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.core.progress import Reporter
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     class Printer(Reporter):
         def message(self, text):
@@ -125,8 +125,8 @@ def test_a_killed_worker_stops_the_other_clearly_and_both_resume(tmp_path, digit
 def test_tf_config_roles_and_errors(monkeypatch):
     import pytest
 
-    from transfer.distribute import cluster_task, worker_index
-    from transfer.errors import InvalidOptionError
+    from transfer.training.distribute import cluster_task, worker_index
+    from transfer.core.errors import InvalidOptionError
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cluster_task() is None and worker_index() is None

@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from transfer.backbones import BACKBONES
-from transfer.errors import InvalidOptionError
-from transfer.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
+from transfer.models.registry import BACKBONES
+from transfer.core.errors import InvalidOptionError
+from transfer.training.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
 LENET, RESNET = BACKBONES["lenet"], BACKBONES["resnet50"]  # a baseline (32 px, no weights); a pretrained one (32 to 1024)
 

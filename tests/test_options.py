@@ -2,9 +2,9 @@
 
 import pytest
 
-from transfer.errors import InvalidOptionError
-from transfer.options import TrainOptions
-from transfer.errors import require
+from transfer.core.errors import InvalidOptionError
+from transfer.training.options import TrainOptions
+from transfer.core.errors import require
 
 
 def test_defaults_follow_the_backbone():
@@ -32,8 +32,8 @@ def test_optimizer_and_rate_follow_what_trains_first(digits_run):
 
 
 def test_baselines_augment_with_flips_and_translations_only():
-    from transfer.augmentation import TRANSFORMS, build_augmentation
-    from transfer.backbones import BACKBONES
+    from transfer.data.augmentation import TRANSFORMS, build_augmentation
+    from transfer.models.registry import BACKBONES
 
     names = lambda block: [layer.name for layer in block.layers]  # noqa: E731
     assert names(build_augmentation("horizontal", 0, BACKBONES["lenet"].augmentations)) == ["random_flip", "random_translation"]
@@ -58,18 +58,18 @@ def test_the_frozen_stage_runs_the_backbone_as_its_options_say(digits_run, digit
                                                                 augment, cache_features, cached_views, backbone_runs):
     """What `frozen_features` promises, seen in a real frozen stage: how often the backbone is run
     ahead of the epochs on the training images (and with how many views), or not at all."""
-    import transfer.stages
-    from transfer.training import train
+    import transfer.training.stages
+    from transfer.training.train import train
 
     calls = []
-    extract = transfer.stages.extract_features
+    extract = transfer.training.stages.extract_features
 
     def counted(extractor, paths, *args, views=1, **kwargs):
         if "train" in kwargs.get("description", ""):
             calls.append(views)
         return extract(extractor, paths, *args, views=views, **kwargs)
 
-    monkeypatch.setattr(transfer.stages, "extract_features", counted)
+    monkeypatch.setattr(transfer.training.stages, "extract_features", counted)
     options = TrainOptions(weights=str(digits_run), epochs=1, head="dense", flip="none", augment=augment,
                            cache_features=cache_features, cached_views=cached_views, cache_dir=str(tmp_path / "cache"))
     train(digits_dir, tmp_path / "run", options, verbose=0)
@@ -103,7 +103,7 @@ def test_require_echoes_the_value_received():
 
 @pytest.mark.parametrize("num_train, expected", [(25, 8), (80, 8), (160, 16), (244, 24), (320, 32), (5000, 32)])
 def test_default_batch_size_gives_small_data_ten_steps_an_epoch(num_train, expected):
-    from transfer.choices import default_batch_size
+    from transfer.core.choices import default_batch_size
 
     assert default_batch_size(num_train) == expected
     assert expected == 32 or num_train // expected >= 10 or expected == 8
@@ -122,7 +122,7 @@ def test_the_four_groups_hold_every_option_once_and_the_command_line_offers_them
     import dataclasses
 
     from transfer.cli.parameters import TRAIN_OPTIONS
-    from transfer.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
+    from transfer.training.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
     grouped = [f.name for group in (ModelOptions, DataOptions, RecipeOptions, RuntimeOptions) for f in dataclasses.fields(group)]
     assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(TrainOptions))

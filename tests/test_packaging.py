@@ -52,7 +52,7 @@ def test_user_code_loads_a_run_with_one_line_in_a_fresh_process(digits_run, digi
     """`transfer.load_model(RUN)` and `transfer.load_model(RUN/model.keras)` give the run's scores."""
     from PIL import Image
 
-    from transfer.scorers import load_scorer
+    from transfer.evaluation.scorers import load_scorer
 
     image = digits_dir / "7" / sorted(p.name for p in (digits_dir / "7").iterdir())[0]
     expected = load_scorer(digits_run).score_pixels(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from transfer.plots import distinct_labels, plot_leaderboard, plot_lr_find, plot_probe
+from transfer.outputs.figures import distinct_labels, plot_leaderboard, plot_lr_find, plot_probe
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_lr_find_title_is_whole_inside_the_figure(tmp_path, drawn):
 
 
 def test_curves_of_a_logistic_head_alone_have_no_empty_learning_rate_panel(tmp_path, drawn):
-    from transfer.plots import plot_curves
+    from transfer.outputs.figures import plot_curves
 
     fitted = pd.DataFrame({"epoch": [0], "stage": ["logistic"], "accuracy": [0.9], "loss": [0.3], "val_accuracy": [0.8],
                            "val_loss": [0.4], "learning_rate": [np.nan]})

@@ -1,4 +1,4 @@
-"""`transfer.prediction`: which files are read, the top-k and minimum-confidence rules, and what
+"""`transfer.evaluation.prediction`: which files are read, the top-k and minimum-confidence rules, and what
 `predict` yields for a real run, checked against the Keras model's own output computed here."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_png
-from transfer.errors import DataError, InvalidOptionError
-from transfer.prediction import (
+from transfer.core.errors import DataError, InvalidOptionError
+from transfer.evaluation.prediction import (
     UNKNOWN, Prediction, answer, collect_images, decision_rule, predict, resolve_min_confidence, resolve_top_k,
 )
-from transfer.progress import Reporter
+from transfer.core.progress import Reporter
 
 
 class Recorder(Reporter):
@@ -173,8 +173,8 @@ def keras_probabilities(run: Path, paths: list[Path]) -> np.ndarray:
     input, so no resizing is involved; gray becomes RGB by repeating the channel, as the decoder does."""
     import keras
 
-    import transfer.heads  # noqa: F401  (registers the layers the run's model uses)
-    import transfer.preprocessing  # noqa: F401
+    import transfer.models.heads  # noqa: F401  (registers the layers the run's model uses)
+    import transfer.data.preprocessing  # noqa: F401
     from PIL import Image
 
     model = keras.saving.load_model(run / "model.keras", compile=False)

@@ -1,4 +1,4 @@
-"""What every command that trains checks before the long work (`transfer.preflight`): the output's
+"""What every command that trains checks before the long work (`transfer.training.preflight`): the output's
 place, the optional parts the options need, the data listed (not decoded); and that each refusal
 leaves the disk as it found it."""
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import image_folder, write_png
-from transfer.errors import DataError, DependencyMissingError, InvalidOptionError, OutputExistsError
-from transfer.options import TrainOptions
-from transfer.preflight import preflight, with_labels_kind
-from transfer.progress import Reporter
+from transfer.core.errors import DataError, DependencyMissingError, InvalidOptionError, OutputExistsError
+from transfer.training.options import TrainOptions
+from transfer.training.preflight import preflight, with_labels_kind
+from transfer.core.progress import Reporter
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -9,8 +9,8 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from tests.helpers import blocks, encoded, write_image
-from transfer.backbones import BACKBONES
-from transfer.preprocessing import Preprocess, decode_image
+from transfer.models.registry import BACKBONES
+from transfer.data.preprocessing import Preprocess, decode_image
 
 MATCHING_PREPROCESS = {
     "resnet50": keras.applications.resnet50.preprocess_input,

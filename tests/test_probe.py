@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import image_folder
-from transfer import layout
+from transfer.outputs import layout
 from transfer.cli import app
-from transfer.transferability import curve_subsets, log_me, power_law, probe_scores
+from transfer.metrics.transferability import curve_subsets, log_me, power_law, probe_scores
 
 runner = CliRunner()
 

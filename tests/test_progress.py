@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from transfer.progress import Reporter
+from transfer.core.progress import Reporter
 
 
 class Recording(Reporter):
@@ -48,7 +48,7 @@ def test_a_finished_bar_shows_the_time_it_took_not_zero_remaining(monkeypatch):
 def test_a_long_epoch_shows_each_batch_through_the_reporter():
     import keras
 
-    from transfer.callbacks import BatchProgress
+    from transfer.training.callbacks import BatchProgress
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
@@ -61,12 +61,12 @@ def test_a_long_epoch_shows_each_batch_through_the_reporter():
 
 def test_training_without_keras_bars_reports_batches_of_long_epochs(tmp_path, monkeypatch):
     """verbose=2 (a log, not a terminal): Keras prints a line per epoch, so the reporter shows the batches."""
-    import transfer.stages
+    import transfer.training.stages
     from tests.helpers import image_folder
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
-    monkeypatch.setattr(transfer.stages, "LONG_EPOCH_STEPS", 2)  # 24 training images of 8 a batch: 3 steps
+    monkeypatch.setattr(transfer.training.stages, "LONG_EPOCH_STEPS", 2)  # 24 training images of 8 a batch: 3 steps
     data = image_folder(tmp_path / "data", per_class=16)
     options = TrainOptions(backbone="lenet", epochs=2, batch_size=8, image_size=32, augment=False, val_split=0.25)
     reporter = Recording()

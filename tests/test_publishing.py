@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transfer import artifacts, layout, publishing
-from transfer.errors import InvalidOptionError, ModelLoadError, OutputExistsError, OutputLocationError
+from transfer.outputs import artifacts, layout, publishing
+from transfer.core.errors import InvalidOptionError, ModelLoadError, OutputExistsError, OutputLocationError
 
 
 def test_force_moves_the_old_output_aside_before_the_new_one_in(tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def test_a_failed_single_file_write_leaves_no_temporary(tmp_path):
 
 
 def test_a_run_reads_back_what_was_written(tmp_path):
-    from transfer.data import ImageFolder
+    from transfer.data.folders import ImageFolder
 
     examples = pd.DataFrame({"path": ["/d/0/a.png", "/d/10/b.png"], "label": ["0", "10"], "split": ["train", "val"]})
     skipped = pd.DataFrame({"path": ["/d/0/x.txt"], "label": ["0"], "reason": ["not an image file (extension '.txt')"]})
@@ -189,11 +189,11 @@ def test_two_commands_cannot_write_one_output_at_once(tmp_path):
     import subprocess
     import sys
 
-    from transfer.publishing import lock_destination, staging_dir
+    from transfer.outputs.publishing import lock_destination, staging_dir
 
     out = tmp_path / "runs" / "a"
     staging = staging_dir(out, "run")  # this process claims it
-    other = f"from transfer.publishing import lock_destination; lock_destination({str(out)!r})"
+    other = f"from transfer.outputs.publishing import lock_destination; lock_destination({str(out)!r})"
     refused = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True)
     assert refused.returncode != 0 and "Another transfer command is writing" in refused.stderr
     lock_destination(out)  # the holder itself may ask again

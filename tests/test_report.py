@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import headless_chromium
-from transfer import layout
+from transfer.outputs import layout
 from transfer.cli import app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -47,8 +47,8 @@ def test_the_report_of_a_logistic_head_shows_its_fit_not_epochs(tmp_path):
     from selenium.webdriver.common.by import By
 
     from tests.helpers import image_folder
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     data = image_folder(tmp_path / "data", per_class=10)
     run = train(data, tmp_path / "run", TrainOptions(backbone="resnet50", weights="none", image_size=32), verbose=0).run_dir

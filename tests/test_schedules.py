@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transfer.options import TrainOptions
-from transfer.schedules import OneCycle, make_schedule
+from transfer.training.options import TrainOptions
+from transfer.training.schedules import OneCycle, make_schedule
 
 
 def rate_at(schedule, step: int) -> float:
@@ -54,14 +54,14 @@ def test_onecycle_survives_saving_with_the_optimizer(tmp_path):
 
 
 def test_an_unknown_schedule_is_refused_before_any_work():
-    from transfer.errors import InvalidOptionError
+    from transfer.core.errors import InvalidOptionError
 
     with pytest.raises(InvalidOptionError, match="--schedule must be constant | cosine | onecycle; received 'linear'"):
         TrainOptions(backbone="lenet", schedule="linear").resolved()
 
 
 def test_defaults_come_from_the_table_of_defaults():
-    from transfer.choices import DEFAULT_SCHEDULES
+    from transfer.core.choices import DEFAULT_SCHEDULES
 
     options = TrainOptions(backbone="resnet50").resolved()
     assert (options.schedule, options.finetune_schedule) == (DEFAULT_SCHEDULES["frozen"], DEFAULT_SCHEDULES["finetune"])
@@ -84,7 +84,7 @@ def event_scalars(folder) -> dict[str, list[int]]:
 
 @pytest.mark.slow
 def test_a_two_stage_run_follows_each_stages_schedule_and_logs_both_stages_to_tensorboard(digits_dir, digits_run, tmp_path):
-    from transfer.training import train
+    from transfer.training.train import train
 
     options = TrainOptions(
         weights=str(digits_run), epochs=3, finetune_epochs=2, lr=0.01, finetune_lr=0.002, schedule="onecycle",

@@ -3,8 +3,8 @@ the same numbers either way."""
 
 import numpy as np
 
-from transfer.artifacts import Run
-from transfer.scorers import KerasScorer
+from transfer.outputs.artifacts import Run
+from transfer.evaluation.scorers import KerasScorer
 
 
 def test_a_few_images_are_scored_eagerly_and_agree_with_the_traced_function(digits_run, digits_dir):
@@ -26,8 +26,8 @@ def test_a_savedmodel_export_names_a_bad_image_with_the_runs_reason(digits_run, 
     from typer.testing import CliRunner
 
     from transfer.cli import app
-    from transfer.errors import BadImageError
-    from transfer.scorers import SavedModelScorer, load_scorer
+    from transfer.core.errors import BadImageError
+    from transfer.evaluation.scorers import SavedModelScorer, load_scorer
 
     exported = CliRunner().invoke(app, ["export", str(digits_run), "--out", str(tmp_path / "export")])
     assert exported.exit_code == 0, exported.output

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from transfer.errors import BadImageError
-from transfer.server_routes import Served, create_app, model_api, page
+from transfer.core.errors import BadImageError
+from transfer.deploy.routes import Served, create_app, model_api, page
 
 LABELS = ["dark", "light"]
 

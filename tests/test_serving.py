@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from tests.helpers import headless_chromium
 from transfer.cli import app
-from transfer.server_routes import parse_request
-from transfer.serving import ServerOptions, default_model_name, exposure_warning
+from transfer.deploy.routes import parse_request
+from transfer.deploy.serving import ServerOptions, default_model_name, exposure_warning
 
 runner = CliRunner()
 KEY = "correct horse battery staple"
@@ -251,7 +251,7 @@ def test_the_page_classifies_a_picked_image_in_headless_chromium(server, digits_
 
 
 def test_server_options_out_of_range_are_refused_before_anything_starts():
-    from transfer.errors import InvalidOptionError
+    from transfer.core.errors import InvalidOptionError
 
     for options, message in [
         (ServerOptions(port=70000), "--port"),

@@ -8,13 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import image_folder
-from transfer import artifacts, publishing
-from transfer.backbones import get_backbone
-from transfer.classifier import build_classifier
+from transfer.outputs import artifacts, publishing
+from transfer.models.registry import get_backbone
+from transfer.models.classifier import build_classifier
 from transfer.cli import app
-from transfer.errors import InvalidOptionError
-from transfer.options import TrainOptions
-from transfer.saving import load_run_model
+from transfer.core.errors import InvalidOptionError
+from transfer.training.options import TrainOptions
+from transfer.models.saving import load_run_model
 
 runner = CliRunner()
 

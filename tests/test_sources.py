@@ -5,9 +5,9 @@ import os
 import pytest
 
 from tests.helpers import image_folder, make_folder, write_image, write_png
-from transfer.data import prepare
-from transfer.errors import DataError
-from transfer.sources import list_classes, list_folder, read_manifest, walk_images
+from transfer.data.folders import prepare
+from transfer.core.errors import DataError
+from transfer.data.sources import list_classes, list_folder, read_manifest, walk_images
 
 
 def test_classes_are_sorted(tmp_path):
@@ -61,7 +61,7 @@ def test_symlinks_are_followed_once_and_broken_ones_reported(tmp_path):
     listing = list_folder(root)
     ants = listing.files[listing.files["label"] == "ants"]["path"].tolist()
     assert len(ants) == 2 + 3  # own, a linked folder out of the data listed once (not via the loop)
-    from transfer.prediction import collect_images
+    from transfer.evaluation.prediction import collect_images
 
     # predict has no classes: it reads the linked bee too, and the rest alike
     assert sorted(map(os.path.abspath, collect_images([root / "ants"])[0])) == sorted(ants + [str(root / "ants" / "linked.png")])
@@ -147,7 +147,7 @@ def test_one_rule_for_which_files_are_images(tmp_path):
 
 
 def test_the_marker_of_a_folder_transfer_wrote_is_not_a_skipped_file(tmp_path):
-    from transfer.layout import MARKER
+    from transfer.outputs.layout import MARKER
 
     image_folder(tmp_path / "digits", per_class=2)
     (tmp_path / "digits" / MARKER).write_text("{}")
@@ -156,7 +156,7 @@ def test_the_marker_of_a_folder_transfer_wrote_is_not_a_skipped_file(tmp_path):
 
 
 def test_folders_named_like_splits_are_refused_with_the_right_command_unless_insisted_on(tmp_path):
-    from transfer.sources import list_folder
+    from transfer.data.sources import list_folder
 
     for split in ("train", "val"):
         image_folder(tmp_path / "data" / split)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from transfer.choices import OPTIMIZERS
-from transfer.stages import make_optimizer
+from transfer.core.choices import OPTIMIZERS
+from transfer.training.stages import make_optimizer
 
 
 def test_every_optimizer_the_options_offer_is_built():
@@ -26,7 +26,7 @@ def test_a_logistic_regression_is_a_softmax_layer(classes, scaled):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from transfer.logistic import softmax_weights
+    from transfer.metrics.logistic import softmax_weights
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)) * [1, 10, 0.1, 3, 1] + [0, 5, -2, 0, 1], np.arange(60) % classes
@@ -77,8 +77,8 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
     regression = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42))
     regression.fit(x.loc[train["path"]].to_numpy(), (train["label"] == "7").astype(int))
     expected = regression.predict_proba(x.loc[val["path"]].to_numpy())
-    if config["temperature"] is not None:  # the run's calibration, built in after the head (transfer.calibration)
-        from transfer.calibration import scale
+    if config["temperature"] is not None:  # the run's calibration, built in after the head (transfer.metrics.calibration)
+        from transfer.metrics.calibration import scale
 
         expected = scale(expected, config["temperature"])
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
@@ -93,7 +93,7 @@ def test_the_logistic_fit_records_the_held_out_log_loss_of_each_c():
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.preprocessing import StandardScaler
 
-    from transfer.logistic import cross_validated_losses, logistic_regression
+    from transfer.metrics.logistic import cross_validated_losses, logistic_regression
 
     rng = np.random.default_rng(0)
     labels = np.arange(90) % 3

@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 def test_mixed_precision_run_keeps_float32_outputs_and_restores_the_policy(digits_dir, tmp_path):
     import keras
 
-    from transfer.options import TrainOptions
-    from transfer.training import train
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
 
     options = TrainOptions(backbone="lenet", epochs=1, augment=False, mixed_precision=True)
     result = train(digits_dir, tmp_path / "run", options, verbose=0)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transfer.backbones import get_backbone
-from transfer.classifier import build_classifier
+from transfer.models.registry import get_backbone
+from transfer.models.classifier import build_classifier
 from transfer.cli import app
-from transfer.visualize import grad_cam
+from transfer.reports.visualize import grad_cam
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def test_visualize_writes_filters_and_feature_maps(digits_run, tmp_path):
 
 
 def test_first_layer_filters_of_bgr_backbones_are_shown_in_rgb_order():
-    from transfer.visualize import first_layer_filters
+    from transfer.reports.visualize import first_layer_filters
 
     layer = keras.layers.Conv2D(1, 2)
     layer.build((None, 4, 4, 3))

@@ -1,7 +1,7 @@
 """transfer: fine-tune ImageNet backbones (or train LeNet-5 / AlexNet baselines) on a folder of images.
 
-The package imports TensorFlow lazily: `transfer.backbones`, `transfer.options` and
-`transfer.errors` are cheap, so the command line answers `--help` at once; the modules that build
+The package imports TensorFlow lazily: `transfer.models.registry`, `transfer.training.options` and
+`transfer.core.errors` are cheap, so the command line answers `--help` at once; the modules that build
 or run models import Keras themselves.
 
 In your own Keras code, `transfer.load_model("runs/photos")` loads a run's `model.keras` (its first
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer.version import __version__
+from transfer.core.version import __version__
 
 
 def load_model(path: str | Path):
@@ -29,8 +29,8 @@ def load_model(path: str | Path):
     Raises:
         ModelLoadError: no model there, or a damaged one.
     """
-    from transfer.artifacts import Run
-    from transfer.saving import load_keras_model
+    from transfer.outputs.artifacts import Run
+    from transfer.models.saving import load_keras_model
 
     path = Path(path)
     return load_keras_model(Run.open(path).model_file if path.is_dir() else path)

@@ -26,8 +26,8 @@ except ImportError:  # older Typer uses Click itself
 from rich.console import Console
 from rich.markup import escape
 
-from transfer.errors import TransferError, caused_by_interrupt
-from transfer.version import __version__
+from transfer.core.errors import TransferError, caused_by_interrupt
+from transfer.core.version import __version__
 
 class _OneLineError(click.exceptions.ClickException):
     """Click's own parsing errors (an unknown option, a value not among the choices, a missing

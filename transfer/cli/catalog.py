@@ -21,7 +21,7 @@ def backbones() -> None:
     Example: transfer backbones
     """
     with user_errors():
-        from transfer.backbones import describe_all
+        from transfer.models.registry import describe_all
 
         rows = describe_all()
     print_backbones(rows)

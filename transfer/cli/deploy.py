@@ -33,8 +33,8 @@ def export(
     Example: transfer export runs/photos --out exports/photos
     """
     with user_errors():
-        from transfer.export import ExportOptions
-        from transfer.export import export as run_export
+        from transfer.deploy.export import ExportOptions
+        from transfer.deploy.export import export as run_export
 
         chosen = ExportOptions(format=format.value, quantize=quantize.value, top_k=top_k, min_agreement=min_agreement,
                                min_confidence=min_confidence, threshold=threshold, images=images)
@@ -68,7 +68,7 @@ def serve(
     Example: transfer serve exports/photos
     """
     with user_errors():
-        from transfer.serving import ServerOptions, serve as run_server
+        from transfer.deploy.serving import ServerOptions, serve as run_server
 
         options = ServerOptions(
             host=host, port=port, model_name=model_name, api_key_file=api_key_file, min_confidence=min_confidence, threshold=threshold,

@@ -1,7 +1,7 @@
 """The command line's choices and shared options, taken from the library's own lists.
 
 `TRAIN_OPTIONS` declares once the options of `train` that choose the data, the model and the
-recipe (the fields of `transfer.options.TrainOptions`); `with_train_options` gives them to `lr-find`,
+recipe (the fields of `transfer.training.options.TrainOptions`); `with_train_options` gives them to `lr-find`,
 `cross-validate` and `compare` as well, and `train_options_of` turns the values back into a
 `TrainOptions`.
 """
@@ -15,11 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from transfer.backbones import BACKBONES, FILE_PREPROCESSING
+from transfer.models.registry import BACKBONES, FILE_PREPROCESSING
 from transfer.datasets import RECIPES
-from transfer.choices import CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
-from transfer.options import TrainOptions
-from transfer.distribute import STRATEGIES
+from transfer.core.choices import CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, EXPORT_FORMATS, FLIPS, HEADS, OPTIMIZERS, QUANTIZATIONS, SCHEDULES
+from transfer.training.options import TrainOptions
+from transfer.training.distribute import STRATEGIES
 
 def _choices(name: str, values) -> type[Enum]:
     """A `str` Enum of the library's own list of values, so the CLI offers exactly what it accepts."""

@@ -18,7 +18,7 @@ from rich.table import Column, Table
 
 from transfer.cli.app import messages, results
 from transfer.cli.parameters import OutputFormat
-from transfer.progress import Reporter
+from transfer.core.progress import Reporter
 
 class RichReporter(Reporter):
     """Messages and progress bars on stderr, so stdout carries only results."""
@@ -47,7 +47,7 @@ class RichReporter(Reporter):
 
 
 def _backbone_column(labels) -> Column:
-    """The backbone column of a table, for names from `transfer.plots.distinct_labels` (two model
+    """The backbone column of a table, for names from `transfer.outputs.figures.distinct_labels` (two model
     files never look alike): as wide as the longest (up to 48 characters), and never cut short (a
     longer one wraps)."""
     return Column("backbone", overflow="fold", min_width=min(max(map(len, labels), default=8), 48))
@@ -100,7 +100,7 @@ class PredictionPrinter:
             print("\n]", flush=True)
         elif self.format is OutputFormat.table and any(p.error is None for p in self.rows):
             k = max((len(p.labels) for p in self.rows), default=0)
-            from transfer.prediction import UNKNOWN
+            from transfer.evaluation.prediction import UNKNOWN
 
             multi = any(p.chosen is not None for p in self.rows)  # multi-label: the labels given, then the ranks
             unknown = multi or any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
@@ -127,7 +127,7 @@ def print_cross_validation(summary: dict, folds: int) -> None:
     names = {"accuracy": "accuracy", "top_k_accuracy": top_k, "log_loss": "log loss", "mean_average_precision": "mAP",
              "exact_match": "exact sets", "micro_f1": "micro F1"}
     numbers = [Column(name, justify="right") for name in ["folds", *(names[m] for m in metrics)]]
-    from transfer.plots import distinct_labels
+    from transfer.outputs.figures import distinct_labels
 
     shown = dict(zip(summary["backbones"], distinct_labels(list(summary["backbones"]))))
     table = Table(_backbone_column(shown.values()), *numbers, "failed folds", title=f"{folds}-fold cross-validation: mean +- sd over the held-out folds")
@@ -177,7 +177,7 @@ def print_audit(result) -> None:
 def print_probe(result) -> None:
     """The backbones ranked by the probe, what that is, and the curve's sentences."""
     numbers = [Column(name, justify="right") for name in ("probe accuracy", "log loss", "LogME", "features", "pass s", "images/s")]
-    from transfer.plots import distinct_labels
+    from transfer.outputs.figures import distinct_labels
 
     shown = dict(zip(result.table["backbone"], distinct_labels(result.table["backbone"])))
     table = Table(_backbone_column(shown.values()), *numbers, "error", title="Linear probe on frozen features, best first")
@@ -202,7 +202,7 @@ def print_leaderboard(leaderboard) -> None:
     multi = leaderboard.attrs.get("rank_by") == "val_map"  # multi-label: mAP, and the share of exact label sets
     second = "val mAP" if multi else f"top-{leaderboard.attrs.get('top_k', 3)}"
     numbers = [Column(name, justify="right") for name in ("parameters", "trainable", "exact sets" if multi else "val acc", second, "train s", "images/s")]
-    from transfer.plots import distinct_labels
+    from transfer.outputs.figures import distinct_labels
 
     shown = dict(zip(leaderboard["backbone"], distinct_labels(leaderboard["backbone"])))
     table = Table(_backbone_column(shown.values()), "mode", *numbers, "error")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from transfer.backbones import BACKBONES
+from transfer.models.registry import BACKBONES
 from transfer.cli.app import app, results, user_errors
 from transfer.cli.parameters import option_name, train_options_of, with_train_options
 from transfer.cli.printers import RichReporter, print_audit, print_cross_validation, print_leaderboard, print_probe, print_trained
@@ -31,9 +31,9 @@ def train(
     Example: transfer train photos/ --out runs/photos
     """
     with user_errors():
-        from transfer.errors import InvalidOptionError
-        from transfer.probe import train_auto
-        from transfer.training import resume as resume_training
+        from transfer.core.errors import InvalidOptionError
+        from transfer.selection.probe import train_auto
+        from transfer.training.train import resume as resume_training
 
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
         if resume is not None:
@@ -70,8 +70,8 @@ def lr_find(
     Example: transfer lr-find photos/ --out runs/lr
     """
     with user_errors():
-        from transfer.errors import InvalidOptionError
-        from transfer.lr_find import lr_find as run_lr_find
+        from transfer.core.errors import InvalidOptionError
+        from transfer.training.lr_find import lr_find as run_lr_find
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for lr_find.png and lr_find.csv, e.g. --out lr-find.")
@@ -98,8 +98,8 @@ def cross_validate(
     Example: transfer cross-validate photos/ --folds 5 --out runs/cv
     """
     with user_errors():
-        from transfer.cross_validation import cross_validate as run_cross_validation
-        from transfer.errors import InvalidOptionError
+        from transfer.selection.cross_validation import cross_validate as run_cross_validation
+        from transfer.core.errors import InvalidOptionError
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for the folds' runs and cv.csv, e.g. --out cv.")
@@ -137,8 +137,8 @@ def audit(
     Example: transfer audit photos/ --out runs/audit
     """
     with user_errors():
-        from transfer.audit import audit as run_audit
-        from transfer.errors import InvalidOptionError
+        from transfer.selection.audit import audit as run_audit
+        from transfer.core.errors import InvalidOptionError
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for audit.csv, audit.html and clean.csv, e.g. --out audit.")
@@ -163,8 +163,8 @@ def compare(
     Example: transfer compare photos/ --backbones resnet50,lenet --out runs/compare
     """
     with user_errors():
-        from transfer.compare import compare as run_compare
-        from transfer.errors import InvalidOptionError
+        from transfer.selection.compare import compare as run_compare
+        from transfer.core.errors import InvalidOptionError
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for the runs and leaderboard.csv, e.g. --out compare.")
@@ -204,8 +204,8 @@ def probe(
     Example: transfer probe photos/ --backbones resnet50,vgg16 --out runs/probe
     """
     with user_errors():
-        from transfer.errors import InvalidOptionError
-        from transfer.probe import probe as run_probe
+        from transfer.core.errors import InvalidOptionError
+        from transfer.selection.probe import probe as run_probe
 
         if out is None:
             raise InvalidOptionError("Missing --out: the folder for probe.csv and probe.png, e.g. --out probe.")

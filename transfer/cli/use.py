@@ -30,7 +30,7 @@ def predict(
 
     Example: transfer predict runs/photos photo.jpg
     """
-    from transfer.prediction import predict as run_prediction
+    from transfer.evaluation.prediction import predict as run_prediction
 
     printer = PredictionPrinter(format)
     with user_errors():
@@ -66,8 +66,8 @@ def evaluate(
     Example: transfer evaluate runs/photos test_photos/
     """
     with user_errors():
-        from transfer.errors import InvalidOptionError
-        from transfer.evaluation import Scoring, evaluate_folder
+        from transfer.core.errors import InvalidOptionError
+        from transfer.evaluation.evaluate import Scoring, evaluate_folder
 
         if (data_dir is None) == (manifest is None):
             raise InvalidOptionError("Give the labelled images as DATA_DIR (class folders) or --manifest FILE.csv, one of them.")
@@ -93,7 +93,7 @@ def report(
     Example: transfer report runs/photos
     """
     with user_errors():
-        from transfer.report import report as write_report
+        from transfer.reports.report import report as write_report
 
         path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, force=force, reporter=RichReporter())
     results.print(f"Report written to {path}", highlight=False)
@@ -114,7 +114,7 @@ def visualize(
     Example: transfer visualize runs/photos
     """
     with user_errors():
-        from transfer.visualize import visualize as run_visualize
+        from transfer.reports.visualize import visualize as run_visualize
 
         names = [name.strip() for name in layers.split(",") if name.strip()] if layers else []
         paths = run_visualize(run_dir, out, image=image, layers=names, force=force)
@@ -140,7 +140,7 @@ def features(
     Example: transfer features imagenet:resnet50 photos/ --out features.parquet
     """
     with user_errors():
-        from transfer.feature_files import FeatureSource, write_features
+        from transfer.deploy.feature_files import FeatureSource, write_features
 
         source = FeatureSource(model, weights=weights, preprocess=preprocess.value if preprocess else None)
         table = write_features(source, data_dir, out, batch_size=batch_size, cache_dir=cache_dir,

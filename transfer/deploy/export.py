@@ -1,0 +1,414 @@
+"""`transfer export`: a run (or `imagenet:NAME`) as a file to ship, checked against the run.
+
+| `--format` | file | runtime | input | output |
+|---|---|---|---|---|
+| `savedmodel` | `saved_model.pb`, `variables/` | TensorFlow, TF Serving | `images`: `tf.string [N]`, encoded image files | `labels`, `probabilities` (top k), `scores`, `answer` |
+| `litert` | `model.tflite` | LiteRT (`ai-edge-litert`), TFLite on devices | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255; `uint8` with `--quantize int8` | `scores`: `[N, classes]` softmax |
+| `onnx` | `model.onnx` | ONNX Runtime | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255 | `scores`: `[N, classes]` softmax |
+
+Every format carries the model's own preprocessing (its `Preprocess` layer) and none carries the
+augmentation block (`transfer.models.classifier.inference_model`). The SavedModel also decodes and resizes
+the image bytes in its graph, with the decoder of training (`transfer.data.preprocessing.decode_image`);
+for LiteRT and ONNX the caller decodes and resizes to S x S (bilinear). `labels.txt` (the output
+order) and `config.json` are written beside the model; an ONNX file also holds the labels in its
+metadata (`labels`, a JSON list).
+
+LiteRT quantization (`--quantize`): `dynamic` (int8 weights, float activations), `float16` (float16
+weights), `int8` (full integer: weights and activations int8, uint8 pixels in and uint8 scores out,
+calibrated on up to `CALIBRATION_IMAGES` images of the run's training split).
+
+Each export is checked before it is published: the artifact runs in its own runtime on the run's
+validation images (or the images of `images`), and its top-1 answers are compared with the Keras
+model's. Below `min_agreement` nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from transfer.outputs import artifacts, layout, publishing
+from transfer.core import extras
+from transfer.core.errors import DataError, ExportCheckError, ExportFailedError, ModelLoadError
+from transfer.models.imagenet import ImageNetClassifier, is_imagenet
+from transfer.core.choices import EXPORT_FORMATS, QUANTIZATIONS
+from transfer.core.errors import require
+from transfer.evaluation.prediction import UNKNOWN, collect_images, resolve_min_confidence, resolve_top_k
+from transfer.core.progress import SILENT, Reporter
+
+#: Export format -> the extra its converter and runtime come from.
+FORMAT_EXTRAS = {"litert": "litert", "onnx": "onnx"}
+#: The agreement with the Keras model an export must reach by default.
+MIN_AGREEMENT = 0.999
+MIN_AGREEMENT_INT8 = 0.98
+#: Images of the training split that calibrate full-integer quantization.
+CALIBRATION_IMAGES = 200
+#: At most this many images check an export.
+CHECK_IMAGES = 1000
+
+
+@dataclass
+class Exported:
+    """What `export` wrote, and how it compares with the Keras model."""
+
+    path: Path
+    format: str
+    quantize: str
+    size_bytes: int
+    agreement: float
+    images_checked: int
+    max_difference: float
+    min_agreement: float
+    agreement_of: str = "top-1"  # or "label-set": a multi-label model's decisions
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to write and how it is checked.
+
+    Attributes:
+        format: one of `EXPORT_FORMATS`.
+        quantize: LiteRT only: one of `QUANTIZATIONS`.
+        top_k: SavedModel only: labels per image in its `labels`/`probabilities` outputs; default min(3, classes).
+        min_agreement: the share of check images whose top-1 label must match the Keras model's;
+            default `MIN_AGREEMENT_INT8` for int8, else `MIN_AGREEMENT`.
+        min_confidence: the SavedModel's `answer` is `unknown` where the top probability is below it.
+        threshold: a multi-label run's one threshold for every label, in place of its own (`config.json`).
+        images: a folder of images to calibrate and check on, instead of the run's own split
+            (required for `imagenet:NAME`, which has none).
+    """
+
+    format: str = "savedmodel"
+    quantize: str = "none"
+    top_k: int | None = None
+    min_agreement: float | None = None
+    min_confidence: float = 0.0
+    threshold: float | None = None
+    images: Path | None = None
+
+
+def export(
+    model_ref: Path | str,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    weights: str | None = None,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> Exported:
+    """Writes the run at `model_ref` (or `imagenet:NAME`) to `out_dir` as `options` say, checked.
+
+    Args:
+        weights: for `imagenet:NAME`, its `include_top` weights file; `None` lets Keras download them.
+        force: replace an earlier export at `out_dir`.
+
+    Raises:
+        InvalidOptionError: an option out of range, or one that does not apply to `format`.
+        DependencyMissingError: the format's extra is not installed.
+        ModelLoadError: `model_ref` is not a complete run.
+        OutputExistsError: something is at `out_dir` (`force` replaces only an earlier export).
+        ExportCheckError: the export agrees with the Keras model on fewer images than `min_agreement`.
+    """
+    format, quantize, top_k, images = options.format, options.quantize, options.top_k, options.images
+    min_agreement, min_confidence = options.min_agreement, options.min_confidence
+    out_dir = Path(out_dir)
+    require(format in EXPORT_FORMATS, "--format", format, " | ".join(EXPORT_FORMATS))
+    require(quantize in QUANTIZATIONS, "--quantize", quantize, " | ".join(QUANTIZATIONS))
+    require(quantize == "none" or format == "litert", "--quantize", quantize, "given only with --format litert")
+    require(top_k is None or format == "savedmodel", "--top-k", top_k, "given only with --format savedmodel (the others output every score)")
+    if min_agreement is None:
+        min_agreement = MIN_AGREEMENT_INT8 if quantize == "int8" else MIN_AGREEMENT
+    require(0 <= min_agreement <= 1, "--min-agreement", min_agreement, "a share between 0 and 1")
+    if format in FORMAT_EXTRAS:
+        extras.require(FORMAT_EXTRAS[format])
+    from transfer.metrics.multilabel import is_multi_label, thresholds_of
+
+    source = _open_source(model_ref, weights)
+    class_names = source.labels()
+    multi = is_multi_label(source.config())
+    require(not multi or not min_confidence, "--min-confidence", min_confidence,
+            "given only for a single-label model (this one is multi-label: --threshold sets one threshold for all labels)")
+    require(multi or options.threshold is None, "--threshold", options.threshold, "given only for a multi-label model")
+    thresholds = thresholds_of(source.config(), class_names, options.threshold) if multi else None
+    require(not multi or top_k is None, "--top-k", top_k, "left out for a multi-label model (its SavedModel's labels output "
+            "has a place for every label, given or empty)")
+    min_confidence = resolve_min_confidence(min_confidence, class_names, {})
+    k = resolve_top_k(top_k, len(class_names), reporter)
+    check_paths, calibration_paths = _check_and_calibration_images(source, images, format, quantize)
+    run_data = () if isinstance(source, ImageNetClassifier) else tuple(artifacts.data_folders(source.path))
+    publishing.check_destination(out_dir, kind="export", force=force, data=(images, *run_data))
+    where = f"--images {images}" if images is not None else "the run's validation split"
+    reporter.message(f"The export is checked on {len(check_paths)} images of {where}"
+                     + (f", and int8 calibrated on {len(calibration_paths)}." if calibration_paths else "."))
+
+    from transfer.models.classifier import inference_model
+    from transfer.evaluation.scorers import EXPORT_SCORERS, KerasScorer
+
+    keras_scorer = KerasScorer(source)
+    model = inference_model(keras_scorer.model)
+    config = {**source.config(), "export": {"format": format, "quantize": quantize, "min_confidence": min_confidence}}
+    if multi:  # the thresholds the export's users apply (`--threshold` replaces the run's)
+        config["thresholds"] = dict(zip(class_names, thresholds.tolist()))
+    with publishing.staged(out_dir, "export") as staging:
+        reporter.message(f"Converting to {format}" + (f" ({quantize})" if quantize != "none" else ""))
+        if format == "savedmodel":
+            _write_savedmodel(model, staging, class_names, k, min_confidence, thresholds)
+        elif format == "litert":
+            _write_litert(model, staging / layout.LITERT_MODEL, quantize, calibration_paths)
+        else:
+            _write_onnx(model, staging / layout.ONNX_MODEL, class_names, config.get("thresholds"))
+        artifacts.Export(staging).write_metadata(class_names, config)
+        exported = artifacts.Export.open(staging)
+        agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter,
+                                                    thresholds=thresholds)
+        size = _size(exported.model_file)
+        if agreement < min_agreement:
+            raise ExportCheckError(
+                f"The {format}{f' {quantize}' if quantize != 'none' else ''} export agrees with the Keras model on "
+                f"{agreement:.1%} of {checked} images, below --min-agreement {min_agreement}; nothing was written. "
+                + ("Try --quantize dynamic or float16, or lower --min-agreement." if quantize == "int8" else
+                   "Lower --min-agreement only if that difference is acceptable.")
+            )
+        summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference,
+                   "min_agreement": min_agreement, "size_bytes": size}
+        publishing.write_json(staging / layout.CONFIG, {**config, "export": {**config["export"], **summary}})
+    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement, "label-set" if multi else "top-1")
+
+
+def _open_source(model_ref: Path | str, weights: str | None):
+    if is_imagenet(model_ref):
+        return ImageNetClassifier.open(model_ref, weights)
+    require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run has its own)")
+    try:
+        opened = artifacts.open_model(model_ref)
+    except ModelLoadError:
+        opened = None  # Run.open below says what is missing
+    if isinstance(opened, artifacts.Export):
+        raise ModelLoadError(f"{model_ref} is already an export; export takes a run directory.")
+    return artifacts.Run.open(model_ref)
+
+
+def _check_and_calibration_images(source, images: Path | None, format: str, quantize: str) -> tuple[list[str], list[str]]:
+    """The images that check the export, and those that calibrate int8 (empty otherwise)."""
+    if images is not None:
+        paths, _ = collect_images([Path(images)])
+        if not paths:
+            raise DataError(f"--images {images} holds no image file to check the export on.")
+        return paths[:CHECK_IMAGES], paths[:CALIBRATION_IMAGES] if quantize == "int8" else []
+    if isinstance(source, ImageNetClassifier):
+        raise DataError(
+            f"{source.path} has no validation images to check the export on; pass --images FOLDER (photos of the "
+            f"kind it will see; int8 also calibrates on them)."
+        )
+    split = source.split()
+    check = split.loc[split["split"] == "val", "path"].tolist()[:CHECK_IMAGES]
+    calibration = split.loc[split["split"] == "train", "path"].tolist() if quantize == "int8" else []
+    if calibration:  # spread over the classes: split.csv is grouped by class
+        calibration = calibration[:: max(1, len(calibration) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
+    return check, calibration
+
+
+def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
+               thresholds: np.ndarray | None = None) -> tuple[float, int, float]:
+    """Top-1 agreement of two scorers on `paths` (with a multi-label model's `thresholds`: the share
+    of images given the same label set), the number of images both scored, and the largest
+    absolute difference of their probabilities."""
+    scores = []
+    for scorer, description in ((reference, "Checking: the Keras model"), (exported, "Checking: the export")):
+        scored = {}
+        with reporter.progress(description, total=len(paths)) as progress:
+            for path, row in scorer.score_files(paths, batch_size=32):
+                progress.advance()
+                if not isinstance(row, str):
+                    scored[path] = row
+        scores.append(scored)
+    readable = [path for path in paths if path in scores[0]]  # an image the export fails on counts against it
+    if not readable:
+        raise DataError(
+            f"None of the {len(paths)} check images could be read (the first: {paths[0] if paths else 'none'}); "
+            f"if the data moved, pass --images FOLDER."
+        )
+    common = [path for path in readable if path in scores[1]]
+    if not common:
+        return 0.0, len(readable), float("nan")
+    a, b = (np.stack([scored[path] for path in common]) for scored in scores)
+    if thresholds is not None:
+        same = ((a >= thresholds) == (b >= thresholds)).all(axis=1)
+    else:
+        same = a.argmax(1) == b.argmax(1)
+    return float(np.sum(same) / len(readable)), len(readable), float(np.abs(a - b).max())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keeps the converters' chatter off stdout, which carries `transfer`'s results: the TFLite
+    converter saves a temporary SavedModel through Keras, which prints its endpoints, and warns that
+    it has no statistics for the uint8 input it was told to use (on purpose: pixels are 0-255)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx on NumPy 2
+        yield
+
+
+@contextlib.contextmanager
+def _lean_tf2onnx() -> Iterator[None]:
+    """tf2onnx with its memory kept near the model's size, same output (ResNet50: peak 7.2 -> 2.8 GiB).
+
+    Two habits of tf2onnx's, undone for the conversion only:
+    - It deep-copies the whole graph, weights included, before each optimizer pass, so that it can
+      skip a pass that fails (`TF2ONNX_CATCH_ERRORS=FALSE` turns that off: a failing pass fails the
+      export, which says so).
+    - After each pass it rewrites every node's `NodeProto` in place. Under protobuf's upb runtime a
+      cleared field's old value stays in the message's arena until the message is freed, so every
+      pass left one more copy of every weight behind. Here each update builds a fresh `NodeProto`
+      instead, with the same fields, and the old one is freed.
+    """
+    import onnx
+    from tf2onnx.graph import Node
+
+    def update_proto(node, external_tensor_storage=None):
+        old = node._op
+        fresh = onnx.NodeProto(name=old.name, op_type=old.op_type, domain=old.domain, doc_string=old.doc_string)
+        fresh.input.extend(node.input)
+        fresh.output.extend(node.output)
+        node._op = fresh
+        for name, graph in (node.get_body_graphs() or {}).items():
+            node.set_attr(name, graph.make_graph(f"graph for {node.name} {name}", external_tensor_storage=external_tensor_storage))
+        fresh.attribute.extend(node.get_onnx_attrs(external_tensor_storage).values())
+
+    previous = os.environ.get("TF2ONNX_CATCH_ERRORS"), Node.update_proto
+    os.environ["TF2ONNX_CATCH_ERRORS"] = "FALSE"
+    Node.update_proto = update_proto
+    try:
+        yield
+    finally:
+        Node.update_proto = previous[1]
+        if previous[0] is None:
+            os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
+        else:
+            os.environ["TF2ONNX_CATCH_ERRORS"] = previous[0]
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_confidence: float,
+                      thresholds: np.ndarray | None = None) -> None:
+    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training. With
+    a multi-label model's `thresholds`, `labels` has a place for every label, most probable first,
+    holding the label where its probability reaches its threshold and "" elsewhere; `answer` is the
+    labels given, joined by `;`."""
+    import keras
+    import tensorflow as tf
+
+    from transfer.data.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
+
+    size, classes = int(model.input_shape[1]), len(class_names)
+    labels = tf.constant(class_names)
+
+    def decode(indexed):
+        index, contents = indexed
+        known = tf.debugging.Assert(is_image_format(contents), [tf.strings.format(
+            "images[{}] is " + NOT_AN_IMAGE, index
+        )])
+        with tf.control_dependencies([known]):
+            return decode_image(contents, size)
+
+    def classify(images):
+        indices = tf.range(tf.size(images, out_type=tf.int64))
+        pixels = tf.map_fn(decode, (indices, images), fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        scores = tf.cast(model(pixels, training=False), tf.float32)
+        if thresholds is not None:
+            top = tf.math.top_k(scores, k=classes)
+            given = top.values >= tf.gather(tf.constant(thresholds, tf.float32), top.indices)
+            names = tf.where(given, tf.gather(labels, top.indices), "")
+            answer = tf.strings.reduce_join(tf.where(given, tf.strings.join([";", names]), ""), axis=1)
+            return {"labels": names, "probabilities": top.values, "scores": scores, "answer": tf.strings.regex_replace(answer, "^;", "")}
+        top = tf.math.top_k(scores, k=k)
+        answer = tf.where(top.values[:, 0] >= min_confidence, tf.gather(labels, top.indices[:, 0]), UNKNOWN)
+        return {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores, "answer": answer}
+
+    def serve(images):
+        places = classes if thresholds is not None else k
+        nothing = {  # an empty batch gets empty answers of the same shapes
+            "labels": tf.zeros([0, places], tf.string), "probabilities": tf.zeros([0, places]), "scores": tf.zeros([0, classes]),
+            "answer": tf.zeros([0], tf.string),
+        }
+        return tf.cond(tf.size(images) > 0, lambda: classify(images), lambda: nothing)
+
+    # No archive.track(model): the endpoint captures the variables itself, and tracking them as well
+    # would store every weight twice (keras-team/keras#23553).
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    archive.write_out(str(folder), verbose=False)
+
+
+def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[str]) -> None:
+    """A `.tflite` file by TensorFlow's converter; pixels in, the softmax out as `scores`."""
+    import tensorflow as tf
+
+    from transfer.data.folders import iter_decoded_batches
+
+    import keras
+
+    size = int(model.input_shape[1])
+    # From the Keras model, which freezes its variables into the file; the dict names the output.
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(model.inputs, {"scores": model.outputs[0]}))
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        def calibration():
+            for batch in iter_decoded_batches(calibration_paths, size, batch_size=16):
+                for pixels in batch.pixels:
+                    yield [pixels[None]]
+
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    try:
+        with _quiet():
+            file.write_bytes(converter.convert())
+    except Exception as error:  # the converter's ConverterError, or whatever its MLIR passes raise
+        raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {_first_line(error)}") from None
+
+
+def _write_onnx(model, file: Path, class_names: list[str], thresholds: dict | None = None) -> None:
+    """A `.onnx` file by Keras' exporter (tf2onnx), with the labels (and a multi-label model's
+    thresholds) in its metadata and the output named `scores`."""
+    import onnx
+
+    size = int(model.input_shape[1])
+    model(np.zeros((1, size, size, 3), np.float32))  # a loaded model is built before Keras can trace it
+    try:
+        with _quiet(), _lean_tf2onnx():
+            model.export(str(file), format="onnx", verbose=False)
+    except Exception as error:  # tf2onnx raises whatever its passes meet
+        raise ExportFailedError(f"Keras' ONNX exporter (tf2onnx) could not convert this model: {_first_line(error)}") from None
+    proto = onnx.load(str(file))
+    output = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = ["scores" if name == output else name for name in node.output]
+    proto.graph.output[0].name = "scores"
+    metadata = {"labels": json.dumps(class_names), "producer": "transfer export",
+                **({"thresholds": json.dumps(thresholds)} if thresholds else {})}
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(file))

@@ -1,0 +1,304 @@
+"""`transfer report RUN_DIR`: one self-contained `report.html` about a training run.
+
+The page embeds every image as a data URI, so it can be mailed or archived as a single file. It
+shows the configuration, the data (images per class, skipped files, duplicates), the training
+curves, the metrics and confusion matrix of the model on the run's validation split (evaluated
+now, as `transfer evaluate` does), the most confident errors with their top-3 predictions, and
+Grad-CAM heatmaps over a few validation images.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from transfer.outputs import artifacts, layout, publishing
+from transfer.reports import pages
+from transfer.models.registry import run_backbone
+from transfer.core.errors import ModelLoadError
+from transfer.evaluation.evaluate import Evaluation, evaluate
+from transfer.metrics.calibration import reliability
+from transfer.outputs.figures import plot_confusion_matrix, plot_image_grid, plot_reliability
+from transfer.core.progress import SILENT, Reporter
+from transfer.models.saving import load_run_model
+
+
+def report(
+    run_dir: Path,
+    out_file: Path | None = None,
+    *,
+    tta: bool = False,
+    errors: int = 12,
+    gradcam: int = 8,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> Path:
+    """Writes the report of the run at `run_dir` to `out_file` (default RUN_DIR/report.html).
+
+    Args:
+        tta: evaluate with test-time augmentation (see `transfer.evaluation.evaluate`).
+        errors: how many of the most confident errors to show.
+        gradcam: how many validation images to show Grad-CAM heatmaps for.
+        force: replace an earlier report (a file this tool wrote, and nothing else).
+    """
+    run_dir = Path(run_dir)
+    out_file = publishing.output_file(out_file, name=layout.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / layout.REPORT
+    run = artifacts.Run.open(run_dir)
+    publishing.check_destination(out_file, kind="report", force=force, data=tuple(artifacts.data_folders(run_dir)))
+    split = run.split()
+    config = run.config()
+    if not config:
+        raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
+    evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
+        sections = [
+            _summary(run_dir, config, evaluation),
+            pages.section("Data", _data(run, split, evaluation.multi_label)),
+            *_training_sections(run, config, scratch),
+            pages.section("Metrics on the validation split", _metrics(evaluation)),
+            *(_multi_label_sections(evaluation, scratch) if evaluation.multi_label else _single_label_sections(config, evaluation, scratch)),
+            pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
+            pages.section("Where the model looked (Grad-CAM)", heatmaps),
+            *([pages.section("How the backbone was chosen (--backbone auto)", _probe(config["probe"]))] if config.get("probe") else []),
+            pages.section("Configuration", _config(config)),
+        ]
+        page = pages.page(f"transfer report: {run_dir.name}", "\n".join(sections), generator=layout.REPORT_GENERATOR)
+    publishing.write_text(out_file, page)
+    return out_file
+
+
+#: The options only training by gradient descent uses: a logistic head without fine-tuning uses none of them.
+GRADIENT_OPTIONS = ("epochs", "lr", "optimizer", "schedule", "patience", "label_smoothing", "mixup", "cutmix",
+                    "dropout", "augment", "flip", "cached_views")
+
+
+def _closed_form(config: dict) -> bool:
+    """Whether the run trained nothing by gradient descent: a logistic head, no fine-tuning."""
+    return config.get("head") == "logistic" and not config.get("finetune_epochs")
+
+
+def _training_sections(run: artifacts.Run, config: dict, scratch: Path) -> list[str]:
+    """How the model was trained: the logistic fit of a logistic head (C, folds, the held-out loss
+    per C), and the curves of the epochs trained by gradient descent, where there were any."""
+    sections = []
+    if config.get("head") == "logistic" and config.get("logistic"):
+        history = pd.read_csv(run.path / layout.HISTORY)
+        sections.append(pages.section("How the head was fitted (logistic regression)", _logistic(config, history, scratch)))
+    if not _closed_form(config):
+        sections.append(pages.section("Training curves", pages.image(run.path / layout.CURVES, "training curves")))
+    return sections
+
+
+def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
+    """The logistic fit: what it is, the C chosen and how, the held-out log loss per C, its scores."""
+    from transfer.outputs.figures import plot_logistic_fit
+
+    fit = config["logistic"]
+    multi = isinstance(fit["C"], list)  # multi-label: one regression per label
+    what = "sigmoid outputs are logistic regressions, one per label," if multi else "softmax layer is a logistic regression"
+    parts = [f"<p>The head's {what} fitted in closed form (scikit-learn, L-BFGS) on the "
+             "backbone's pooled features of the training images, each feature standardized: no epochs, learning rate "
+             "or optimizer" + (" (the fine-tuning after it trained by gradient descent)." if config.get("finetune_epochs") else ".")
+             + " Its inverse regularization strength C (smaller: stronger) is chosen " + (
+                 f"among {len(fit['Cs'])} values from {min(fit['Cs']):.0e} to {max(fit['Cs']):.0e} " if fit.get("Cs") else "")
+             + "by the held-out log loss of a stratified cross-validation on the training split.</p>"]
+    if multi:
+        names = config.get("class_names") or [str(i) for i in range(len(fit["C"]))]
+        rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{'constant (on every or no training image)' if c is None else f'{c:.3g}'}</td>"
+                       f"<td>{folds if c is not None else ''}</td></tr>" for name, c, folds in zip(names, fit["C"], fit["folds"]))
+        parts.append(f"<table class=numbers><tr><th>label</th><th>C</th><th>folds</th></tr>{rows}</table>")
+    elif fit["folds"] < 2:
+        parts.append(f"<p>No cross-validation was possible (a class has a single training image): C = {fit['C']:.3g}.</p>")
+    else:
+        parts.append(f"<p>C = <b>{fit['C']:.3g}</b>, chosen by {fit['folds']}-fold cross-validation.</p>")
+        if fit.get("Cs"):
+            plot_logistic_fit(fit["Cs"], fit["cv_log_loss"], fit["C"], fit["folds"], scratch / "logistic.png")
+            parts.append(pages.image(scratch / "logistic.png", "held-out log loss per C"))
+    row = history[history["stage"] == "logistic"] if "stage" in history else history.head(1)
+    if len(row):
+        scores = row.iloc[0]
+        accuracy = "yes/no decisions right at 0.5" if multi else "accuracy"
+        parts.append(f"<table class=numbers><tr><th></th><th>{accuracy}</th><th>log loss</th></tr>"
+                     f"<tr><th>training split</th><td>{scores['accuracy']:.3f}</td><td>{scores['loss']:.4f}</td></tr>"
+                     f"<tr><th>validation split</th><td>{scores['val_accuracy']:.3f}</td><td>{scores['val_loss']:.4f}</td></tr></table>")
+    return "\n".join(parts)
+
+
+def _transfers(config: dict) -> bool:
+    """Whether the run is a backbone under a new head (`transfers`; runs before it say `pretrained`)."""
+    return bool(config.get("transfers", config.get("pretrained")))
+
+
+def _weights_of(config: dict) -> str:
+    if config.get("source_run"):
+        return "of the source run"
+    return "its own" if config.get("weights") == config.get("backbone") else str(config.get("weights"))
+
+
+def _single_label_sections(config: dict, evaluation: Evaluation, scratch: Path) -> list[str]:
+    """The confusion matrix and the reliability diagram."""
+    plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
+    truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
+    plot_reliability(reliability(evaluation.scores, truth), scratch / "reliability.png",
+                     title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
+    return [pages.section("Confusion matrix", pages.image(scratch / "confusion.png", "confusion matrix")),
+            pages.section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png"))]
+
+
+def _multi_label_sections(evaluation: Evaluation, scratch: Path) -> list[str]:
+    """Each label's precision-recall curve with its threshold, and each label's right and wrong decisions."""
+    from transfer.outputs.figures import plot_precision_recall
+
+    plot_precision_recall(evaluation, scratch / "precision_recall.png")
+    text = ("<p>Each label's precision and recall as its threshold moves; the dot is the threshold the run chose on "
+            "this split (the best F1 of that label), which predict, evaluate, every export and the server apply. "
+            "Measured on the split that chose the thresholds, so it flatters the model a little.</p>")
+    return [pages.section("Precision and recall per label", text + pages.image(scratch / "precision_recall.png", "precision-recall curves")),
+            pages.section("Decisions per label", evaluation.confusion.to_html(classes="numbers", border=0))]
+
+
+def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
+    """The page's header: the headline number (validation accuracy, or a multi-label run's mAP) and the facts."""
+    s = evaluation.summary
+    if evaluation.multi_label:
+        facts = {
+            "backbone": f"{config.get('backbone')} (weights {_weights_of(config)})",
+            "labels": f"{len(evaluation.class_names)}, any number per image (multi-label: one sigmoid each)",
+            "validation images": f"{s['num_images']} ({s['images_without_label']} without a label)",
+            "exact label sets": f"{s['exact_match']:.1%}",
+            "micro F1": f"{s['micro_f1']:.3f}", "macro F1": f"{s['macro_f1']:.3f}",
+            "log loss (per label)": f"{s['log_loss']:.4f}",
+        }
+        headline, caption = s["mean_average_precision"], "validation mean average precision"
+    else:
+        mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+        source = config.get("source_run")
+        facts = {
+            "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
+            **({"backbone file SHA-256": config["backbone_sha256"]} if config.get("backbone_sha256") else {}),
+            **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
+            "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
+            f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
+            "log loss": f"{s['log_loss']:.4f}",
+            "macro F1": f"{s['macro_f1']:.3f}",
+            "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
+        }
+        headline, caption = s["accuracy"], "validation accuracy"
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    return (
+        f'<header><h1>{html.escape(run_dir.name)}</h1>'
+        f'<p class="headline"><span id="accuracy">{headline:.1%}</span> {caption}</p>'
+        f"<table class=facts>{rows}</table></header>"
+    )
+
+
+def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
+    """The reliability diagram, the ECE, and what temperature the run built in."""
+    temperature = config.get("temperature")
+    built = (f"The run divides its logits by a temperature of {temperature:.3g}, fitted on this split after training "
+             f"(it changes no prediction)." if temperature not in (None, 1.0) else
+             "The run has no temperature built in (`--calibrate none`, a fit that would not have helped, or a run "
+             "trained before calibration).")
+    text = (f"<p>Expected calibration error {evaluation.summary['ece']:.3f}: of the images given a probability near "
+            f"0.9, about 90% should be right; each bar is the accuracy of the images whose top probability falls in "
+            f"its bin (the number on it: how many). {html.escape(built)} Measured on the validation split that also "
+            f"chose the temperature, so it flatters the model a little.</p>")
+    return text + pages.image(figure, "reliability diagram")
+
+
+def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) -> str:
+    from transfer.data.folders import label_rows
+
+    counts = pd.crosstab(*label_rows(split, multi_label)).reindex(columns=["train", "val"], fill_value=0)  # multi-label: images per label
+    parts = [counts.to_html(classes="numbers", border=0)]
+    skipped = run.skipped()
+    if len(skipped):
+        parts.append(f"<h3>Skipped files ({len(skipped)})</h3>" + skipped.head(100).to_html(index=False, border=0))
+    else:
+        parts.append("<p>No file was skipped.</p>")
+    duplicates = run.duplicates()
+    if len(duplicates):
+        parts.append(f"<h3>Validation images that copy training images ({len(duplicates)})</h3>"
+                     + duplicates.head(50).to_html(index=False, border=0))
+    return "\n".join(parts)
+
+
+def _metrics(evaluation: Evaluation) -> str:
+    return evaluation.per_class.to_html(classes="numbers", border=0, float_format=lambda v: f"{v:.3f}", na_rep="")
+
+
+def _errors(evaluation: Evaluation, count: int) -> str:
+    worst = evaluation.errors.head(count)
+    if worst.empty:
+        return "<p>No validation image was misclassified.</p>"
+    cards = []
+    for row in worst.itertuples():
+        top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
+        cards.append(
+            f'<figure class="card">{pages.thumbnail(row.path)}<figcaption><b>true: {html.escape(row.label or "(none)")}</b>'
+            + (f"<br>predicted: {html.escape(row.predicted or '(none)')}" if evaluation.multi_label else "")
+            + f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
+        )
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
+    if count <= 0:
+        return "<p>Not requested.</p>"
+    from transfer.data.folders import iter_decoded_batches
+    from transfer.reports.visualize import grad_cam, overlay
+
+    spec = run_backbone(config)
+    model = load_run_model(run)
+    chosen = _spread_over_classes(evaluation.examples, count)
+    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
+    index = {name: i for i, name in enumerate(evaluation.class_names)}
+    if evaluation.multi_label:  # the most probable label of each image
+        position = {path: i for i, path in enumerate(evaluation.examples["path"])}
+        targets = [int(evaluation.scores[position[path]].argmax()) for path in chosen["path"]]
+    else:
+        targets = [index[p] for p in chosen["predicted"]]
+    heatmaps = grad_cam(model, spec.name, _transfers(config), pixels, targets)
+    images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
+    titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
+    plot_image_grid(images, titles, path, columns=4, size=2.4)
+    return (
+        pages.image(path, "Grad-CAM heatmaps")
+        + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
+        + ("the backbone's last feature maps" if _transfers(config) else "the last convolutional feature maps")
+        + ").</p>"
+    )
+
+
+def _spread_over_classes(examples: pd.DataFrame, count: int) -> pd.DataFrame:
+    """Up to `count` rows taking the classes in turn, in their order."""
+    ranked = examples.assign(rank=examples.groupby("label").cumcount())
+    return ranked.sort_values(["rank", "label"], kind="stable").head(count)
+
+
+def _probe(probe: dict) -> str:
+    """The candidates ranked by the probe (`transfer.selection.probe`), the winner trained."""
+    table = pd.DataFrame(probe["ranking"])[["backbone", "accuracy", "accuracy_sd", "log_me", "feature_size", "error"]]
+    return (f"<p>{html.escape(str(probe['best']))} won the linear probe on frozen features and was trained. A probe is "
+            f"an estimate, not the fine-tuned result.</p>"
+            + table.to_html(index=False, border=0, classes="numbers", float_format=lambda v: f"{v:.3f}", na_rep=""))
+
+
+def _config(config: dict) -> str:
+    """Every option as recorded; those a logistic head without fine-tuning never used, in one row of their own."""
+    unused = [k for k in GRADIENT_OPTIONS if k in config] if _closed_form(config) else []
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in sorted(config.items()) if k != "class_names" and k not in unused
+    )
+    if unused:
+        values = ", ".join(f"{k} {config[k]}" for k in unused)
+        rows = (f"<tr><th>not used</th><td>{html.escape(values)} (the head was fitted in closed form; nothing was "
+                f"trained by gradient descent)</td></tr>") + rows
+    return f"<table class=facts>{rows}</table>"
