@@ -3,9 +3,9 @@
 | module | holds |
 |---|---|
 | `app.py` | the Typer app, its global options, and the one error path: every error a user can cause becomes one `error:` line and an exit code (`user_errors`, Click's own parsing errors too) |
-| `parameters.py` | the choice lists as Enums (from the library's own lists) and the options `train`, `lr-find`, `cross-validate` and `compare` share, declared once |
+| `parameters.py` | the choice lists as Enums (from the library's own lists) and the training options that `train`, `lr-find`, `cross-validate`, `audit`, `compare` and `probe` share, made from their one declaration |
 | `printers.py` | what goes to the terminal: progress on stderr, tables and results on stdout |
-| `train.py` | the commands that train: `train`, `lr-find`, `cross-validate`, `compare` |
+| `train.py` | the commands that train or fit: `train`, `lr-find`, `cross-validate`, `audit`, `compare`, `probe` |
 | `use.py` | the commands that use a model: `predict`, `evaluate`, `report`, `visualize`, `features` |
 | `deploy.py` | `export` and `serve` |
 | `catalog.py` | `backbones` and `dataset` |

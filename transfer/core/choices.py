@@ -9,7 +9,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: The first stage's defaults for a new head on transferred features (the Keras transfer-learning guide's).
 HEAD_OPTIMIZER, HEAD_LEARNING_RATE = "adam", 1e-3
 #: The fine-tuning stage's default for a pretrained backbone: the Keras guide's 1e-5, measured on real
-#: pretrained features (README, "The recipe on real pretrained features": LP-FT at 1e-5 stayed at or
+#: pretrained features (docs/training.md, "The recipe on real pretrained features": LP-FT at 1e-5 stayed at or
 #: above the scikit-learn floor at every size, fine-tuning at 1e-4 fell below it).
 FINETUNE_LEARNING_RATE = 1e-5
 #: Which random flips augmentation uses; `none` for digits or text, whose mirror image is another.
@@ -22,7 +22,7 @@ HEADS = ("dense", "logistic")
 #: Learning rate over a stage's steps (see `transfer.training.schedules`): `constant`; `cosine` decay to 1% of
 #: the rate; `onecycle`, fastai's one cycle (a quarter of the steps warming up from rate / 25).
 SCHEDULES = ("constant", "cosine", "onecycle")
-#: Each stage's default schedule, chosen from measurements (README, "The small-data recipe"): a
+#: Each stage's default schedule, chosen from measurements (docs/training.md, "The small-data recipe"): a
 #: constant rate trained the new head and the baselines from scratch to clearly better accuracy
 #: than cosine decay or one cycle in this tool's short stages; fine-tuning showed no clear winner
 #: and keeps cosine.
@@ -48,6 +48,6 @@ def default_batch_size(num_train: int) -> int:
 
     A few hundred images at 32 a step make an epoch of a handful of steps, and a 30-epoch stage
     too few for its learning-rate schedule: LeNet-5 on 160 `shapes` images went from 0.69 to 0.90
-    validation accuracy at 16 a step (README, "Baselines that learn").
+    validation accuracy at 16 a step (docs/benchmarks.md, "Baselines that learn").
     """
     return max(8, min(32, num_train // 10))

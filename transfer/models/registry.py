@@ -43,7 +43,7 @@ class BackboneSpec:
         feature_layer: for baselines, the last layer of the feature extractor kept when a trained
             run is reused as a backbone (`--weights RUN_DIR`); the dense layers after it are replaced.
         optimizer, learning_rate: the defaults when the network's own layers are trained from
-            scratch: for the baselines, SGD with momentum, as both were published (README,
+            scratch: for the baselines, SGD with momentum, as both were published (docs/benchmarks.md,
             "Baselines that learn"). A new head on transferred features always starts from Adam at
             1e-3, as in the Keras transfer-learning guide (`transfer.training.options.HEAD_OPTIMIZER`).
         source: for a backbone from outside the registry, what `--backbone` named: a Keras model

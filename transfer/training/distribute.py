@@ -83,7 +83,7 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         if cluster_task() is None:  # also validates TF_CONFIG, with a clear message
             raise InvalidOptionError(
                 "--strategy multiworker needs the cluster in the TF_CONFIG environment variable, and "
-                "TF_CONFIG is not set. See the README's \"Several machines\" section."
+                "TF_CONFIG is not set. See docs/multiworker.md (\"Several machines\")."
             )
         return _multi_worker_strategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
