@@ -32,7 +32,8 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
-# The inner-loop subset: no training of real backbones, no browser, no cluster, no shared photos.
+# The inner-loop subset: no training of real backbones, no browser, no cluster, no shared photos; the
+# command-line errors answered before the long work (marked quick in tests/test_bad_input.py) are in it.
 test-quick: install
 	$(BIN)/python -m pytest -m "not slow and not browser and not multiworker and not shared_data"
 

@@ -1,6 +1,7 @@
 """Messy image folders, manifests, bad options and damaged models: clear answers, nothing lost."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,7 +11,6 @@ from tests.cli_cases import CASES, Workspace, answer
 from tests.helpers import image_folder, write_png
 from transfer.cli import app
 
-pytestmark = pytest.mark.slow  # most cases train or load a model through the CLI
 
 runner = CliRunner()
 
@@ -21,6 +21,7 @@ runner = CliRunner()
 # --- Folders: names, links, nesting, unreadable files ----------------------------------------
 
 
+@pytest.mark.slow  # trains or loads a model through the CLI
 def test_names_with_spaces_and_non_ascii_train_and_predict(tmp_path):
     root = tmp_path / "données photo"
     for i, name in enumerate(["abeille été", "fourmi 蟻"]):
@@ -37,6 +38,7 @@ def test_names_with_spaces_and_non_ascii_train_and_predict(tmp_path):
 # --- Duplicates and imbalance -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains or loads a model through the CLI
 def test_class_weight_auto_is_used_and_recorded(tmp_path):
     root = image_folder(tmp_path / "data", per_class=4)
     image_folder(root, classes=("bees",), per_class=12)
@@ -53,6 +55,7 @@ def test_class_weight_auto_is_used_and_recorded(tmp_path):
 # --- Manifests --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains or loads a model through the CLI
 def test_manifest_trains_through_the_cli_with_a_stratified_split(tmp_path):
     image_folder(tmp_path / "images", per_class=4)
     rows = [f"{tmp_path}/images/{c}/{j}.png,{c}" for c in ("ants", "bees") for j in range(4)]
@@ -72,7 +75,40 @@ def workspace(tmp_path_factory):
     return Workspace(tmp_path_factory.mktemp("cases"))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+class _Looking(Workspace):
+    """A workspace that only notes whether a case's command line needs a trained model (nothing is made)."""
+
+    needs_model = False
+
+    def _model(self, name: str) -> Path:
+        self.needs_model = True
+        return self.root / name
+
+    run = property(lambda self: self._model("run"))
+    multi_label_run = property(lambda self: self._model("multi-label-run"))
+    export = property(lambda self: self._model("export"))
+
+
+def _answers_before_training(case) -> bool:
+    """An error case whose command line needs no trained run or export: it is answered by the checks
+    before the long work (options, paths, data listed), so it belongs to `make test-quick` too."""
+    import tempfile
+
+    if case.exit_code == 0:
+        return False
+    with tempfile.TemporaryDirectory() as root:
+        looking = _Looking(Path(root))
+        try:
+            case.argv(looking)
+        except Exception:  # the case builds from a dataset or a run it needs made: not quick
+            return False
+        return not looking.needs_model
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.quick if _answers_before_training(case) else pytest.mark.slow, id=case.name)
+    for case in CASES
+])
 def test_cli_case(case, workspace):
     before = sorted(p.name for p in workspace.root.iterdir())
     result = runner.invoke(app, case.argv(workspace))
@@ -86,6 +122,7 @@ def test_cli_case(case, workspace):
         assert not {n for n in created if n.startswith(("out-", ".out-"))}, "a failed command wrote an output"
 
 
+@pytest.mark.slow  # trains or loads a model through the CLI
 @pytest.mark.parametrize("format", ["csv", "json"])
 def test_a_predict_that_fails_writes_nothing_to_stdout(workspace, format):
     """`predict ... --format csv > preds.csv` that fails must not leave a header-only file (or `[]`)."""
