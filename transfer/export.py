@@ -52,8 +52,7 @@ MIN_AGREEMENT_INT8 = 0.98
 #: A check image is confident where the Keras model's top probability reaches this; the agreement
 #: is reported on those and on the others (low-margin decisions, which any rounding may flip).
 CONFIDENT = 0.5
-#: What a refused quantized export advises: an option whose rounding is far finer (float16 keeps
-#: float32's agreement; dynamic quantization's int8 weights can flip the same low-margin images).
+#: What a refused quantized export advises: float16 keeps float32's agreement (int8 weights flip low-margin images).
 ADVICE = {q: "Try --quantize float16 (half-size weights, float computation), or lower --min-agreement."
           for q in ("int8", "dynamic")}
 #: Images of the training split that calibrate full-integer quantization.
