@@ -140,7 +140,13 @@ def main() -> None:
     print("|---" * (len(columns) + 2) + "|")
     for name, measured in results.items():
         print(f"| {name} | {measured[0]['images']} | "
-              + " | ".join(mean_sd([m[c] for m in measured], 2 if c == "speed ratio" else 3) for c in columns) + " |")
+              + " | ".join(shown([m[c] for m in measured], 2 if c == "speed ratio" else 3) for c in columns) + " |")
+
+
+def shown(values, digits: int) -> str:
+    """mean +- sd of the seeds that have a value (`-` where none has: no image of that kind)."""
+    values = [float(v) for v in values if not np.isnan(v)]
+    return mean_sd(values, digits) if values else "-"
 
 
 if __name__ == "__main__":
