@@ -135,14 +135,39 @@ def _ops(path: Path, format: str) -> set[str]:
     return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
 
 
-def test_int8_takes_uint8_pixels_and_onnx_carries_its_labels(augmented_run, cli_exports, tmp_path):
+def test_int8_quantizes_the_backbone_and_keeps_the_head_float(augmented_run, cli_exports, reference, tmp_path):
+    """The head (dense, softmax) of a run transferred onto LeNet's convolutions stays float32 in the
+    int8 file (it was int8, with scores in steps of 1/256 that tied close decisions), and the file's
+    answers, read through LiteRT, agree with the Keras model's."""
+    import re
+
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
-    int8 = export(augmented_run, tmp_path / "int8", ExportOptions(format="litert", quantize="int8"))
+    from transfer.training.options import TrainOptions
+    from transfer.training.train import train
+
+    digits_dir = Path(json.loads((augmented_run / layout.CONFIG).read_text())["data"])
+    transferred = train(digits_dir, tmp_path / "transferred", TrainOptions(backbone="lenet", weights=str(augmented_run),
+                                                                           epochs=1, flip="none", seed=5), verbose=0).run_dir
+    int8 = export(transferred, tmp_path / "int8", ExportOptions(format="litert", quantize="int8"))
     interpreter = Interpreter(model_path=str(int8.path / layout.LITERT_MODEL))
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
-    assert given["dtype"] == np.uint8 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.uint8
+    assert given["dtype"] == np.float32 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.float32
+    dtypes = {tensor["index"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    computed = {}
+    for op in interpreter._get_ops_details():
+        computed.setdefault(op["op_name"], set()).add(dtypes[op["outputs"][0]])
+    assert computed["CONV_2D"] == {np.int8}  # the backbone: full integer
+    assert computed["SOFTMAX"] == {np.float32} and np.float32 in computed["FULLY_CONNECTED"]  # the head
+    paths, pixels, _ = reference
+    keras_scores = np.asarray(artifacts.Run.open(transferred).load_model()(pixels, training=False))
+    from transfer.evaluation.scorers import load_scorer
+
+    scores = load_scorer(int8.path).score_pixels(pixels)
+    assert np.mean(scores.argmax(1) == keras_scores.argmax(1)) >= 0.98
+    assert int8.agreement >= 0.98  # split into confident images and the others, which together are all checked
+    assert sum(int(n) for n in re.findall(r"of the (\d+)", int8.agreement_split)) == int8.images_checked
     float32 = (cli_exports / "litert" / layout.LITERT_MODEL).stat().st_size
     assert int8.size_bytes < 0.4 * float32  # int8 weights are a quarter of float32 ones
 
@@ -168,10 +193,28 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
     before = (out / layout.LITERT_MODEL).read_bytes()
     honest = scorers.LiteRTScorer.score_pixels
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
-    with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images, below --min-agreement 0.999"):
+    with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images .*, below --min-agreement 0.999"):
         export(augmented_run, out, ExportOptions(format="litert"), force=True)
     assert (out / layout.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_a_refused_int8_export_advises_an_option_that_then_works(augmented_run, tmp_path, monkeypatch):
+    """The refusal names a --quantize choice; exporting with it, as advised, passes its own check."""
+    import re
+
+    from transfer.evaluation.evaluate import scorers
+
+    honest = scorers.LiteRTScorer.score_pixels
+    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
+    refused = runner.invoke(app, ["export", str(augmented_run), "--format", "litert", "--quantize", "int8", "--out", str(tmp_path / "int8")])
+    assert refused.exit_code == 1 and not (tmp_path / "int8").exists()
+    advised = re.search(r"Try --quantize (\w+)", " ".join(refused.output.split()))
+    assert advised and advised.group(1) != "int8", refused.output
+    monkeypatch.undo()
+    done = runner.invoke(app, ["export", str(augmented_run), "--format", "litert", "--quantize", advised.group(1), "--out", str(tmp_path / "advised")])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "advised" / layout.CONFIG).read_text())["export"]["agreement"] >= 0.999
 
 
 @pytest.fixture(scope="module")

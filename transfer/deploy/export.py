@@ -28,6 +28,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,12 @@ FORMAT_EXTRAS = {"litert": "litert", "onnx": "onnx"}
 #: The agreement with the Keras model an export must reach by default.
 MIN_AGREEMENT = 0.999
 MIN_AGREEMENT_INT8 = 0.98
+#: A check image is confident where the Keras model's top probability reaches this; the agreement
+#: is reported on those and on the others (low-margin decisions, which any rounding may flip).
+CONFIDENT = 0.5
+#: What a refused quantized export advises: float16 keeps float32's agreement (int8 weights flip low-margin images).
+ADVICE = {q: "Try --quantize float16 (half-size weights, float computation), or lower --min-agreement."
+          for q in ("int8", "dynamic")}
 #: Images of the training split that calibrate full-integer quantization.
 CALIBRATION_IMAGES = 200
 #: At most this many images check an export.
@@ -68,6 +75,7 @@ class Exported:
     max_difference: float
     min_agreement: float
     agreement_of: str = "top-1"  # or "label-set": a multi-label model's decisions
+    agreement_split: str = ""  # single-label: the agreement on confident images and on the others
 
 
 @dataclass(frozen=True)
@@ -167,20 +175,21 @@ def export(
             _write_onnx(model, staging / layout.ONNX_MODEL, class_names, config.get("thresholds"))
         artifacts.Export(staging).write_metadata(class_names, config)
         exported = artifacts.Export.open(staging)
-        agreement, checked, difference = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter,
+        agreement, checked, difference, split = _agreement(keras_scorer, EXPORT_SCORERS[format](exported), check_paths, reporter,
                                                     thresholds=thresholds)
         size = _size(exported.model_file)
         if agreement < min_agreement:
             raise ExportCheckError(
                 f"The {format}{f' {quantize}' if quantize != 'none' else ''} export agrees with the Keras model on "
-                f"{agreement:.1%} of {checked} images, below --min-agreement {min_agreement}; nothing was written. "
-                + ("Try --quantize dynamic or float16, or lower --min-agreement." if quantize == "int8" else
+                f"{agreement:.1%} of {checked} images{f' ({split})' if split else ''}, below --min-agreement {min_agreement}; "
+                f"nothing was written. " + (ADVICE[quantize] if quantize in ADVICE else
                    "Lower --min-agreement only if that difference is acceptable.")
             )
-        summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference,
+        summary = {"agreement": agreement, "images_checked": checked, "max_difference": difference, "agreement_split": split,
                    "min_agreement": min_agreement, "size_bytes": size}
         publishing.write_json(staging / layout.CONFIG, {**config, "export": {**config["export"], **summary}})
-    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement, "label-set" if multi else "top-1")
+    return Exported(out_dir, format, quantize, size, agreement, checked, difference, min_agreement,
+                    "label-set" if multi else "top-1", split)
 
 
 def _open_source(model_ref: Path | str, weights: str | None):
@@ -217,10 +226,11 @@ def _check_and_calibration_images(source, images: Path | None, format: str, quan
 
 
 def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
-               thresholds: np.ndarray | None = None) -> tuple[float, int, float]:
+               thresholds: np.ndarray | None = None) -> tuple[float, int, float, str]:
     """Top-1 agreement of two scorers on `paths` (with a multi-label model's `thresholds`: the share
-    of images given the same label set), the number of images both scored, and the largest
-    absolute difference of their probabilities."""
+    of images given the same label set), the number of images both scored, the largest absolute
+    difference of their probabilities, and (single-label) the agreement where the reference is
+    confident (top-1 probability >= `CONFIDENT`) and on the rest, as a clause."""
     scores = []
     for scorer, description in ((reference, "Checking: the Keras model"), (exported, "Checking: the export")):
         scored = {}
@@ -238,13 +248,15 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
         )
     common = [path for path in readable if path in scores[1]]
     if not common:
-        return 0.0, len(readable), float("nan")
+        return 0.0, len(readable), float("nan"), ""
     a, b = (np.stack([scored[path] for path in common]) for scored in scores)
     if thresholds is not None:
-        same = ((a >= thresholds) == (b >= thresholds)).all(axis=1)
+        same, split = ((a >= thresholds) == (b >= thresholds)).all(axis=1), ""
     else:
-        same = a.argmax(1) == b.argmax(1)
-    return float(np.sum(same) / len(readable)), len(readable), float(np.abs(a - b).max())
+        same, confident = a.argmax(1) == b.argmax(1), a.max(1) >= CONFIDENT
+        split = "; ".join(f"{np.mean(same[part]):.1%} of the {np.sum(part)} {where}" for part, where in (
+            (confident, f"where the Keras model's top probability is at least {CONFIDENT}"), (~confident, "others")) if part.any())
+    return float(np.sum(same) / len(readable)), len(readable), float(np.abs(a - b).max()), split
 
 
 @contextlib.contextmanager
@@ -255,6 +267,7 @@ def _quiet() -> Iterator[None]:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx on NumPy 2
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # int8's QuantizationDebugger
         yield
 
 
@@ -359,11 +372,8 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
 
 def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[str]) -> None:
     """A `.tflite` file by TensorFlow's converter; pixels in, the softmax out as `scores`."""
-    import tensorflow as tf
-
-    from transfer.data.folders import iter_decoded_batches
-
     import keras
+    import tensorflow as tf
 
     size = int(model.input_shape[1])
     # From the Keras model, which freezes its variables into the file; the dict names the output.
@@ -372,21 +382,48 @@ def _write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        def calibration():
-            for batch in iter_decoded_batches(calibration_paths, size, batch_size=16):
-                for pixels in batch.pixels:
-                    yield [pixels[None]]
-
-        converter.representative_dataset = calibration
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
     try:
         with _quiet():
-            file.write_bytes(converter.convert())
+            file.write_bytes(_int8(converter, calibration_paths, size) if quantize == "int8" else converter.convert())
     except Exception as error:  # the converter's ConverterError, or whatever its MLIR passes raise
         raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {_first_line(error)}") from None
+
+
+#: The TFLite tensors that stay float32 in an int8 export: the head (its dense layers and softmax) and
+#: the temperature after it, by their layer names in the traced graph (`transfer.models.heads`).
+FLOAT_TENSORS = re.compile(r"/(head|temperature)(_\d+)?/")
+
+
+def _int8(converter, calibration_paths: Sequence[str], size: int) -> bytes:
+    """Full-integer conversion of the backbone with the head, softmax and temperature left float32.
+
+    Quantizing the head cost agreement on the low-margin images a weak run has many of: its logits
+    and its softmax were int8 (the softmax output in steps of 1/256, which tied or flipped close
+    decisions). Here they compute in float32 on the dequantized pooled features (a few thousand
+    multiply-adds: no measurable time), through TensorFlow's selective quantization
+    (`QuantizationDebugger` with `denylisted_nodes`). The file takes float32 pixels 0-255 (quantized
+    by its first op) and returns float32 probabilities. Calibration: each training image and its
+    horizontal mirror (the run trains with flips), so that a small split still spans the ranges.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from transfer.data.folders import iter_decoded_batches
+
+    def calibration():
+        for batch in iter_decoded_batches(calibration_paths, size, batch_size=16):
+            for pixels in batch.pixels:
+                yield [pixels[None]]
+                yield [pixels[None, :, ::-1]]
+
+    converter.representative_dataset = calibration
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=lambda: iter(()))
+    names = [tensor["name"] for tensor in Interpreter(model_content=debugger.calibrated_model).get_tensor_details()]
+    ops = Interpreter(model_content=debugger.calibrated_model)._get_ops_details()
+    softmax = [names[op["outputs"][0]] for op in ops if op["op_name"] == "SOFTMAX"]
+    float_nodes = sorted({name for name in names if FLOAT_TENSORS.search(name)} | set(softmax))
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
+    return debugger.get_nondebug_quantized_model()
 
 
 def _write_onnx(model, file: Path, class_names: list[str], thresholds: dict | None = None) -> None:
