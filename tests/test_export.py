@@ -13,10 +13,10 @@ import tensorflow as tf
 from PIL import Image
 from typer.testing import CliRunner
 
-from transfer.outputs import artifacts, layout, publishing
 from transfer.cli import app
 from transfer.deploy.export import ExportOptions, export
 from transfer.models.saving import load_run_model
+from transfer.outputs import artifacts, layout, publishing
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -161,7 +161,7 @@ def test_int8_quantizes_the_backbone_and_keeps_the_head_float(augmented_run, cli
     assert computed["CONV_2D"] == {np.int8}  # the backbone: full integer
     assert computed["SOFTMAX"] == {np.float32} and np.float32 in computed["FULLY_CONNECTED"]  # the head
     paths, pixels, _ = reference
-    keras_scores = np.asarray(artifacts.Run.open(transferred).load_model()(pixels, training=False))
+    keras_scores = np.asarray(load_run_model(artifacts.Run.open(transferred))(pixels, training=False))
     from transfer.evaluation.scorers import load_scorer
 
     scores = load_scorer(int8.path).score_pixels(pixels)
@@ -185,8 +185,8 @@ def test_int8_quantizes_the_backbone_and_keeps_the_head_float(augmented_run, cli
 def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_run, tmp_path, monkeypatch):
     """A LiteRT runtime whose answers are shifted by one class: the check refuses it, the earlier
     export at the destination stays as it was, and no staging folder is left behind."""
-    from transfer.evaluation.evaluate import scorers
     from transfer.core.errors import ExportCheckError
+    from transfer.evaluation import scorers
 
     out = tmp_path / "export"
     earlier = export(augmented_run, out, ExportOptions(format="litert"))
@@ -203,7 +203,7 @@ def test_a_refused_int8_export_advises_an_option_that_then_works(augmented_run, 
     """The refusal names a --quantize choice; exporting with it, as advised, passes its own check."""
     import re
 
-    from transfer.evaluation.evaluate import scorers
+    from transfer.evaluation import scorers
 
     honest = scorers.LiteRTScorer.score_pixels
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
@@ -323,8 +323,8 @@ def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augment
     import onnxruntime
     from tf2onnx.graph import Node
 
+    from transfer.deploy.converters import _lean_tf2onnx
     from transfer.models.classifier import inference_model
-    from transfer.deploy.export import _lean_tf2onnx
 
     _, pixels, _ = reference
     model = inference_model(keras.saving.load_model(augmented_run / layout.MODEL, compile=False))
@@ -343,3 +343,59 @@ def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augment
     plain_scores, lean_scores = (
         onnxruntime.InferenceSession(str(tmp_path / f"{name}.onnx")).run(None, {"image": pixels})[0] for name in ("plain", "lean"))
     np.testing.assert_array_equal(lean_scores, plain_scores)
+
+
+def test_the_keras_models_own_stability_under_pixel_noise_is_measured_on_decoded_images(tmp_path):
+    """Images whose mean brightness sits on the decision boundary flip under +-2 levels of noise about
+    half the time; images far from it never do (the scorer decides by the mean pixel, computed here)."""
+    from PIL import Image
+
+    from transfer.core.progress import SILENT
+    from transfer.deploy.export import _self_agreement
+
+    class Brightness:
+        image_size = 8
+
+        def score_pixels(self, pixels):
+            mean = np.asarray(pixels, np.float64).mean(axis=(1, 2, 3))
+            return np.stack([mean < 127.5, mean >= 127.5], axis=1).astype(np.float32)
+
+    def images(name, levels):
+        folder = tmp_path / name
+        folder.mkdir()
+        paths = []
+        for i, level in enumerate(levels):
+            pixels = np.full((8, 8, 3), level, np.uint8)
+            pixels[::2] = level + 1  # a mean of level + 0.5: 127.5 is the boundary itself
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+            paths.append(str(folder / f"{i}.png"))
+        return paths
+
+    assert _self_agreement(Brightness(), images("far", [20, 60, 200, 240] * 10), SILENT) == 1.0
+    near = _self_agreement(Brightness(), images("near", [127] * 60), SILENT)
+    assert 0.2 < near < 0.9, near
+
+
+def test_a_quantized_export_is_held_to_the_keras_models_own_stability(augmented_run, tmp_path, monkeypatch):
+    """Below 0.98, an int8 export that changes no more decisions than pixel noise changes in the Keras
+    model itself (less the sampling margin) is written, and says what it was held to."""
+    from transfer.core.errors import ExportCheckError
+    from transfer.deploy import export as export_module
+    from transfer.evaluation import scorers
+
+    honest = scorers.LiteRTScorer.score_pixels
+
+    def flip_every_tenth(self, pixels):
+        scores = honest(self, pixels)
+        scores[::10] = np.roll(scores[::10], 1, axis=1)
+        return scores
+
+    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", flip_every_tenth)
+    monkeypatch.setattr(export_module, "_self_agreement", lambda reference, paths, reporter: 0.9)
+    done = export(augmented_run, tmp_path / "int8", ExportOptions(format="litert", quantize="int8"))
+    assert done.agreement < 0.98 and done.min_agreement == pytest.approx(0.9 - export_module.NOISE_MARGIN)
+    recorded = json.loads((tmp_path / "int8" / layout.CONFIG).read_text())["export"]
+    assert recorded["self_agreement_under_noise"] == 0.9 and "agrees with itself on 90.0%" in recorded["agreement_split"]
+    monkeypatch.setattr(export_module, "_self_agreement", lambda reference, paths, reporter: 1.0)
+    with pytest.raises(ExportCheckError):  # a stable model holds it to 0.98
+        export(augmented_run, tmp_path / "refused", ExportOptions(format="litert", quantize="int8"))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transfer.core.version import __version__
 
+__all__ = ["__version__", "load_model"]
+
 
 def load_model(path: str | Path):
     """A trained classifier, from a run directory or a `.keras` file written by `transfer train`.
@@ -29,8 +31,8 @@ def load_model(path: str | Path):
     Raises:
         ModelLoadError: no model there, or a damaged one.
     """
-    from transfer.outputs.artifacts import Run
     from transfer.models.saving import load_keras_model
+    from transfer.outputs.artifacts import Run
 
     path = Path(path)
     return load_keras_model(Run.open(path).model_file if path.is_dir() else path)
