@@ -1,22 +1,23 @@
-"""Multi-label from scratch: `transfer train`'s default recipe for LeNet-5 against a plain Keras loop,
+"""Multi-label from scratch: `transfer train`'s default recipe for LeNet-5 against plain Keras loops,
 scored by test mAP on images that chose nothing.
 
     nice -n 5 .venv/bin/python benchmarks/multilabel_scratch.py [--seeds 3] [--epochs 60] [--image-size 64]
         [--train-args "--augment ..."]   # an ablation: extra `transfer train` options
 
 Data: a multi-label set made here, not `transfer dataset shapes-multi` (other seeds, another layout):
-96x96 images of 0 to 3 different shapes (circle, cross, square, triangle; 15/35/30/20% of the
-images), each anywhere in the image (placed by rejection so none overlaps another, radius 12 to 20
-px), in a dark colour on a vertical gradient between two light colours, with noise. Per seed s: 400 training images from seed
-1000 + s and 200 test images from seed 2000 + s, which choose nothing.
+96x96 images of 0 to 3 different shapes (circle, cross, square, triangle; 20/30/30/20% of the
+images), each anywhere in the image (placed by rejection so none overlaps another, radius 14 to 22
+px), in a saturated dark colour on a flat light background with a little noise. Per seed s: 400
+training images from seed 1000 + s and 200 test images from seed 2000 + s, which choose nothing.
 
 Per seed, on the same images:
 - `transfer train --manifest train.csv --multi-label --backbone lenet --image-size SIZE --epochs E`
   with every other option at its default (its own 20% validation split chooses the epoch and each
   label's threshold), scored by `transfer.evaluation.evaluate` on the test set;
-- a plain Keras loop over the same LeNet-5 (`transfer.baselines.lenet`, the same decoder and
-  grayscale preprocessing, a sigmoid per label), trained on the run's training split: Adam at
-  1e-3, binary cross-entropy, batch 32, no augmentation, the last of E epochs.
+- two plain Keras loops trained on the run's training split (Adam at 1e-3, binary cross-entropy,
+  batch 32, no augmentation, the last of E epochs): over the same LeNet-5 (`transfer.baselines.lenet`,
+  the same decoder and grayscale preprocessing, a sigmoid per label), and over the "LeNet-like" CNN
+  a user writes (conv 32 3x3 ReLU, max pool, conv 64 3x3 ReLU, max pool, dense 128 ReLU, sigmoids).
 Prints the test mAP per seed, then mean +- sd over seeds.
 """
 
