@@ -253,7 +253,7 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
     """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
     printed it and dropped it, and training ran on and published the run (exit 0)."""
     from tests.helpers import image_folder
-    from transfer.training import stages, train as training
+    from transfer.training.train import stages, train as training
 
     data = image_folder(tmp_path / "data", per_class=8)
     run = tmp_path / "run"
