@@ -102,3 +102,44 @@ def train_options_of(chosen: dict) -> TrainOptions:
 def option_name(parameter: str) -> str:
     """How the command line spells a command's parameter (`candidates` is `--backbones`)."""
     return "DATA_DIR" if parameter == "data_dir" else option_flag(parameter)
+
+
+#: The heading of the generated section of docs/commands.md, which runs to the end of the file.
+OPTIONS_HEADING = "## Training options"
+
+
+def options_markdown() -> str:
+    """The "Training options" section of docs/commands.md: one row per option, from its declaration."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [
+        OPTIONS_HEADING, "",
+        "Written from the options' declarations (`transfer/training/option_fields.py`) by "
+        "`python -m transfer.cli.parameters --markdown docs/commands.md`; a test fails when they differ. "
+        "`audit` and `probe` give a few of them another meaning: see `transfer audit --help`, `transfer probe --help`.", "",
+        "| Option | Default | Group | Commands | Help |",
+        "|---|---|---|---|---|",
+    ]
+    for name, field in FIELDS.items():
+        commands = field.metadata["commands"]
+        rows.append("| " + " | ".join((
+            f"`{option_flag(name)}`" + (f" / `{option_flag(name, negated=True)}`" if field.metadata.get("negatable") else ""), "" if field.default is None else f"`{field.default}`", field.metadata["group"],
+            "all" if commands == COMMANDS else ", ".join(commands), cell(option_help(name)),
+        )) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def write_options_markdown(path: Path) -> None:
+    """Replaces the "Training options" section of the page at `path` (to its end) by `options_markdown()`."""
+    text = path.read_text(encoding="utf-8")
+    kept = text.split(OPTIONS_HEADING, 1)[0].rstrip("\n")
+    path.write_text(f"{kept}\n\n{options_markdown()}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["--markdown"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m transfer.cli.parameters --markdown docs/commands.md")
+    write_options_markdown(Path(sys.argv[2]))

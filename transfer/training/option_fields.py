@@ -122,11 +122,12 @@ class TrainFields:
 FIELDS: dict[str, dataclasses.Field] = {field.name: field for field in dataclasses.fields(TrainFields)}
 
 
-def option_flag(name: str) -> str:
-    """How the command line spells option `name` (`lr` is `--lr`, `candidates` is `--backbones`): the one
-    place that knows, for every message that names an option."""
+def option_flag(name: str, negated: bool = False) -> str:
+    """How the command line spells option `name` (`lr` is `--lr`, `candidates` is `--backbones`;
+    `negated`: `--no-cache-features`): the one place that knows, for every message that names an option."""
     field = FIELDS.get(name)
-    return field.metadata.get("flag", f"--{name.replace('_', '-')}") if field else f"--{name.replace('_', '-')}"
+    spelled = field.metadata.get("flag", f"--{name.replace('_', '-')}") if field else f"--{name.replace('_', '-')}"
+    return spelled.replace("--", "--no-", 1) if negated else spelled
 
 
 class _Flags:

@@ -159,7 +159,7 @@ class TrainOptions(TrainFields):
         given = [name for name, value in (
             (flag.epochs, self.epochs), (flag.lr, self.lr), (flag.schedule, self.schedule), (flag.head_units, self.head_units),
             (flag.label_smoothing, self.label_smoothing), (f"{flag.mixup}/{flag.cutmix}", self.mixing),
-            (flag.cached_views, self.cached_views != 1), (flag.cache_features.replace("--", "--no-", 1), not self.cache_features),
+            (flag.cached_views, self.cached_views != 1), (option_flag("cache_features", negated=True), not self.cache_features),
             (flag.tensorboard, self.tensorboard and not self.finetune_epochs),
         ) if value]
         why = f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'}" if given else "multi-worker training needs"
