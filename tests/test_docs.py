@@ -229,3 +229,17 @@ def test_each_command_says_what_it_is_for_with_an_example_that_parses(name):
     assert len(examples) == 1, f"`transfer {name} --help` shows {len(examples)} examples"
     assert examples[0].startswith(f"transfer {name} ") or examples[0] == f"transfer {name}"
     _parse(_words(examples[0]))
+
+
+def test_the_training_options_table_is_the_declarations():
+    """docs/commands.md's "Training options" section is written from the options' declarations; after
+    changing one, rewrite it: python -m transfer.cli.parameters --markdown docs/commands.md"""
+    from transfer.cli.parameters import OPTIONS_HEADING, options_markdown
+    from transfer.training.option_fields import FIELDS, option_flag
+
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert OPTIONS_HEADING in text
+    assert OPTIONS_HEADING + text.split(OPTIONS_HEADING, 1)[1] == options_markdown(), (
+        "docs/commands.md differs from the declarations: python -m transfer.cli.parameters --markdown docs/commands.md")
+    for name in FIELDS:
+        assert f"| `{option_flag(name)}`" in text, name

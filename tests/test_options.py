@@ -121,13 +121,63 @@ def test_the_default_head_is_logistic_unless_an_option_needs_gradient_descent(mo
 def test_the_four_groups_hold_every_option_once_and_the_command_line_offers_them_in_that_order():
     import dataclasses
 
-    from transfer.cli.parameters import TRAIN_OPTIONS
+    from transfer.training.option_fields import options_of
     from transfer.training.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
     grouped = [f.name for group in (ModelOptions, DataOptions, RecipeOptions, RuntimeOptions) for f in dataclasses.fields(group)]
     assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(TrainOptions))
     assert len(grouped) == len(set(grouped))
-    assert list(TRAIN_OPTIONS) == grouped
+    assert options_of("train") == grouped
+
+
+def test_every_option_is_declared_once_with_its_group_help_and_commands():
+    """Adding an option is one field of `TrainFields`: its metadata says all that the checks, the
+    command line and the docs need, and each command takes exactly the options that name it."""
+    import dataclasses
+
+    import typer.main
+
+    from transfer.cli import app
+    from transfer.training.option_fields import COMMANDS, GROUPS, SPELLING, TrainFields, option_flag, options_of
+
+    for field in dataclasses.fields(TrainOptions):
+        metadata = field.metadata
+        assert metadata["group"] in GROUPS and metadata["help"].strip() and metadata["commands"], field.name
+        assert "train" in metadata["commands"] and set(metadata["commands"]) <= set(COMMANDS), field.name
+        assert set(metadata) <= {"group", "help", "commands", *SPELLING}, field.name
+        assert set(metadata.get("helps", {})) <= set(metadata["commands"]) - {"train"}, field.name
+        if "choices" in metadata and field.default is not None:
+            assert field.default in metadata["choices"], field.name
+    assert dataclasses.fields(TrainOptions) == dataclasses.fields(TrainFields), "TrainOptions adds behaviour, no field"
+    commands = typer.main.get_command(app).commands
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    assert options_of("audit") == ["backbone", "preprocess", "backbone_layer", "weights", "image_size", "val_split", "manifest",
+                                   "allow_split_names", "class_weight", "augment", "flip", "epochs", "lr", "optimizer", "schedule",
+                                   "patience", "batch_size", "seed", "cache_dir"]
+    for command in COMMANDS:
+        taken = [param for param in commands[command].params if param.name in names]
+        assert [param.name for param in taken] == options_of(command), command
+        for param in taken:
+            assert option_flag(param.name) in param.opts, (command, param.name)
+    assert option_flag("candidates") == "--backbones" and option_flag("cache_features", negated=True) == "--no-cache-features"
+
+
+def test_the_library_names_options_by_name_and_spells_them_in_one_place():
+    """The messages of the options' checks spell no flag themselves: `option_flag` does (docstrings aside)."""
+    import ast
+    from pathlib import Path
+
+    import transfer.training.option_groups
+    import transfer.training.options
+
+    for module in (transfer.training.options, transfer.training.option_groups):
+        tree = ast.parse(Path(module.__file__).read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        spelt = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                 and id(node) not in docstrings and "--" in node.value]
+        assert spelt == [], module.__name__
 
 
 def test_each_group_checks_its_own_options():

@@ -15,7 +15,7 @@ from transfer.cli.printers import RichReporter, print_audit, print_cross_validat
 
 
 @app.command()
-@with_train_options
+@with_train_options("train")
 def train(
     ctx: typer.Context,
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (nested folders are searched too).", show_default=False)] = None,
@@ -53,7 +53,7 @@ def train(
 
 
 @app.command("lr-find")
-@with_train_options(without=("candidates",))
+@with_train_options("lr-find")
 def lr_find(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for lr_find.png and lr_find.csv.", show_default=False)] = None,
@@ -82,7 +82,7 @@ def lr_find(
 
 
 @app.command("cross-validate")
-@with_train_options(without=("backbone", "candidates", "val_dir"))
+@with_train_options("cross-validate")
 def cross_validate(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): all of them are cross-validated.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for folds.csv, fold-K/BACKBONE runs, cv.csv, cv.json and cv.png.", show_default=False)] = None,
@@ -110,19 +110,8 @@ def cross_validate(
     results.print(f"Per fold and per class: {out}/cv.csv; summary: {out}/cv.json; plot: {out}/cv.png", highlight=False)
 
 
-#: What `audit` does not take: a frozen backbone is audited by a logistic regression, a baseline trained in one stage.
-AUDIT_WITHOUT = ("candidates", "multi_label", "head", "head_units", "dropout", "mixed_precision", "val_dir", "dedupe", "finetune_epochs", "unfreeze",
-                 "finetune_lr", "finetune_schedule", "label_smoothing", "mixup", "cutmix", "calibrate", "strategy",
-                 "cache_features", "cached_views", "tensorboard")
-
-
 @app.command()
-@with_train_options(without=AUDIT_WITHOUT, helps={
-    "backbone": f"{' | '.join(BACKBONES)} | PATH.keras | keras-hub:PRESET: a pretrained backbone (or file, or preset) is frozen and "
-                "a logistic regression fitted on its features per fold; lenet and alexnet are trained on each fold. Default: resnet50.",
-    "manifest": "CSV file with columns path,label to audit instead of DATA_DIR (its split column is not used).",
-    "val_split": "lenet/alexnet: the share of each fold's training images that stops its training early.",
-})
+@with_train_options("audit")
 def audit(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest): every image is audited.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for audit.csv, audit.html, clean.csv and out_of_fold.csv.", show_default=False)] = None,
@@ -148,7 +137,7 @@ def audit(
 
 
 @app.command()
-@with_train_options(without=("backbone", "candidates"))
+@with_train_options("compare")
 def compare(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the runs, leaderboard.csv and leaderboard.png.", show_default=False)] = None,
@@ -177,16 +166,7 @@ def compare(
 
 
 @app.command()
-@with_train_options(without=("backbone", "candidates", "head", "head_units", "dropout", "mixed_precision", "dedupe", "class_weight",
-                             "augment", "flip", "epochs", "finetune_epochs", "unfreeze", "lr", "finetune_lr", "optimizer",
-                             "schedule", "finetune_schedule", "patience", "label_smoothing", "mixup", "cutmix", "calibrate",
-                             "strategy", "cached_views", "tensorboard", "multi_label"), helps={
-    "preprocess": "For the model files in --backbones: none (the model reads raw RGB in [0, 255]) | caffe | tf | torch. Default: none.",
-    "backbone_layer": "For the model files in --backbones: the layer whose output are the features.",
-    "batch_size": "Images per batch of each backbone's pass. Default: 32.",
-    "cache_features": "Keep each backbone's features in the feature cache, so a second probe skips the pass.",
-    "val_split": "With --curve (and no --val-dir): the share of each class held out to score the curve.",
-})
+@with_train_options("probe")
 def probe(
     data_dir: Annotated[Optional[Path], typer.Argument(help="Folder with one subfolder of images per class (or --manifest); --val-dir images join them.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for probe.csv, probe.png and config.json (and curve.csv, curve.png).", show_default=False)] = None,

@@ -17,108 +17,18 @@ from transfer.core.choices import (
 from transfer.training.distribute import cluster_task
 from transfer.core.errors import InvalidOptionError
 from transfer.models.external import HUB_PREFIX, is_external
+from transfer.training.option_fields import TrainFields, flag, option_flag
 from transfer.training.option_groups import DataOptions, ModelOptions, RecipeOptions, RuntimeOptions
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(TrainFields):
     """Every choice of a training run, flat as the command line gives them, in four groups: what the
     network is (`ModelOptions`), which images (`DataOptions`), how it is trained (`RecipeOptions`)
-    and where it runs (`RuntimeOptions`). `None` is "the default", which may depend on other
-    options; `resolved()` fills it in and checks everything, once.
-
-    Attributes:
-        backbone: a registry name (`transfer.models.registry.BACKBONES`), a Keras model file or
-            `keras-hub:PRESET` (`transfer.models.external`); default resnet50, or the run's in `weights`.
-            `auto` is resolved before training starts (`transfer.selection.probe.train_auto`).
-        candidates: with `backbone="auto"`, the comma-separated backbones to probe (default: the
-            registry's pretrained ones).
-        preprocess, backbone_layer: for a model file: `none` (it preprocesses raw [0, 255] RGB
-            itself) or a `keras.applications` mode; the layer whose output are the features.
-        weights: `imagenet`, `none`, a weights file, or a run directory whose backbone (a baseline's
-            convolutional layers) is reused; default imagenet for pretrained backbones, else none.
-        image_size: the square input side; default the backbone's (the run's, with a run as `weights`).
-        head: `dense`, or `logistic` (the softmax layer fitted by scikit-learn on the pooled
-            features); default logistic, or dense where another option needs gradient descent
-            (`default_head`). Chosen on real pretrained features (README, "The recipe on real
-            pretrained features").
-        head_units, dropout, mixed_precision: the head's hidden units (0: none) and dropout; the
-            `mixed_float16` policy (for GPUs with tensor cores).
-        val_split, val_dir, manifest: the share of each class held out, or a validation folder, or a
-            `path,label[,split]` CSV file read instead of a folder.
-        multi_label: zero or more labels per image (`transfer.metrics.multilabel`), from a manifest with a
-            `labels` column (which switches it on by itself).
-        dedupe, allow_split_names, class_weight: drop validation copies of training images; accept
-            class folders named like splits; `auto` for balanced class weights in the loss.
-        augment, flip: random flip, rotation, zoom, translation and contrast (baselines: flip and
-            translation); which flips (`none` for digits or text).
-        epochs, finetune_epochs, unfreeze: stage 1's epochs (default 10; given with a transferred
-            backbone, it asks for the dense head); stage 2's (0: frozen only); the top N backbone
-            layers it unfreezes, or `all` (BatchNormalization stays frozen).
-        lr, finetune_lr, optimizer: stage 1's rate (default 1e-3 for a new head, the baseline's
-            own from scratch); stage 2's (default 1e-5 for a pretrained backbone, `lr` for a
-            baseline's layers from a run, which must adapt: README, "Transfer against scratch");
-            adam, sgd (Nesterov 0.9) or rmsprop (default adam, the baseline's own from scratch).
-        schedule, finetune_schedule: each stage's learning-rate schedule (`DEFAULT_SCHEDULES`).
-        patience: epochs without a better validation score before a stage stops; default a third
-            of its epochs, at least 5.
-        batch_size: images per replica per step; default `default_batch_size` of the training split.
-        label_smoothing, mixup, cutmix: the loss's smoothing; MixUp's and CutMix's Beta(a, a)
-            parameter (0: off), on training batches only.
-        calibrate: `temperature` (one temperature fitted on the validation split after training, in
-            the model's last layer: `transfer.metrics.calibration`) or `none`.
-        seed, strategy: seeds the split, initialization, shuffling and augmentation; the
-            `tf.distribute` strategy (`transfer.training.distribute.STRATEGIES`).
-        cache_features, cached_views, cache_dir: the frozen stage runs the backbone once per image
-            (`transfer.training.features`); with augmentation, 1 caches one unaugmented view (measured no
-            worse, and cheapest), K > 1 caches K augmented views, 0 runs the backbone in the loop;
-            where features are kept between runs (default ~/.cache/transfer/features).
-        tensorboard: Keras TensorBoard logs of every stage under `RUN_DIR/logs`.
+    and where it runs (`RuntimeOptions`). The fields, each with its default, group and help, are
+    declared once in `TrainFields` (`transfer.training.option_fields`). `None` is "the default", which
+    may depend on other options; `resolved()` fills it in and checks everything, once.
     """
-
-    # What the network is (`ModelOptions`).
-    backbone: str | None = None
-    candidates: str | None = None
-    preprocess: str | None = None
-    backbone_layer: str | None = None
-    weights: str | None = None
-    image_size: int | None = None
-    head: str | None = None
-    head_units: int = 0
-    dropout: float = 0.2
-    mixed_precision: bool = False
-    # Which images, and how they are split, weighted and augmented (`DataOptions`).
-    val_split: float = 0.2
-    val_dir: str | None = None
-    manifest: str | None = None
-    multi_label: bool = False
-    dedupe: bool = False
-    allow_split_names: bool = False
-    class_weight: str = "none"
-    augment: bool = True
-    flip: str = "horizontal"
-    # How it is trained: stages, rates, schedules, regularization (`RecipeOptions`).
-    epochs: int | None = None
-    finetune_epochs: int = 0
-    unfreeze: str = "all"
-    lr: float | None = None
-    finetune_lr: float | None = None
-    optimizer: str | None = None
-    schedule: str | None = None
-    finetune_schedule: str | None = None
-    patience: int | None = None
-    batch_size: int | None = None
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    calibrate: str = "temperature"
-    # Where and how it runs: the seed, the strategy, the feature cache, logs (`RuntimeOptions`).
-    seed: int = 42
-    strategy: str = "auto"
-    cache_features: bool = True
-    cached_views: int = 1
-    cache_dir: str | None = None
-    tensorboard: bool = False
 
     def resolved(self) -> TrainOptions:
         """Validates every value and returns the options with all defaults filled in: the one place
@@ -134,7 +44,7 @@ class TrainOptions:
         if source is not None:
             backbone, image_size = _from_source_run(source, backbone, image_size)
             if self.preprocess is not None:
-                raise InvalidOptionError(f"--preprocess: the run in --weights {source} brings its own preprocessing. Drop --preprocess.")
+                raise InvalidOptionError(f"{flag.preprocess}: the run in {flag.weights} {source} brings its own preprocessing. Drop {flag.preprocess}.")
         spec = dataclasses.replace(self, backbone=backbone).backbone_spec()
         scratch = not (spec.pretrained or source)
         lr = self.lr if self.lr is not None else (spec.learning_rate if scratch else HEAD_LEARNING_RATE)
@@ -221,9 +131,10 @@ class TrainOptions:
 
     @property
     def finetune_options_given(self) -> list[str]:
-        """The options of stage 2 (fine-tuning) given a value other than their default, by name."""
-        return [name for name, given in (("--unfreeze", self.unfreeze != "all"), ("--finetune-lr", self.finetune_lr is not None),
-                                         ("--finetune-schedule", self.finetune_schedule is not None)) if given]
+        """The options of stage 2 (fine-tuning) given a value other than their default, as the command line spells them."""
+        given = {"unfreeze": self.unfreeze != "all", "finetune_lr": self.finetune_lr is not None,
+                 "finetune_schedule": self.finetune_schedule is not None}
+        return [option_flag(name) for name, was_given in given.items() if was_given]
 
     @property
     def mixing(self) -> bool:
@@ -246,14 +157,14 @@ class TrainOptions:
         if self.head is not None or resolved.head != "dense" or not resolved.transfers:
             return None
         given = [name for name, value in (
-            ("--epochs", self.epochs), ("--lr", self.lr), ("--schedule", self.schedule), ("--head-units", self.head_units),
-            ("--label-smoothing", self.label_smoothing), ("--mixup/--cutmix", self.mixing),
-            ("--cached-views", self.cached_views != 1), ("--no-cache-features", not self.cache_features),
-            ("--tensorboard", self.tensorboard and not self.finetune_epochs),
+            (flag.epochs, self.epochs), (flag.lr, self.lr), (flag.schedule, self.schedule), (flag.head_units, self.head_units),
+            (flag.label_smoothing, self.label_smoothing), (f"{flag.mixup}/{flag.cutmix}", self.mixing),
+            (flag.cached_views, self.cached_views != 1), (option_flag("cache_features", negated=True), not self.cache_features),
+            (flag.tensorboard, self.tensorboard and not self.finetune_epochs),
         ) if value]
         why = f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'}" if given else "multi-worker training needs"
         return (f"Head: dense, trained by gradient descent, instead of the default logistic regression: {why} it. "
-                f"Pass --head dense to say so, or drop {'those options' if len(given) > 1 else 'it'} for the logistic head.")
+                f"Pass {flag.head} dense to say so, or drop {'those options' if len(given) > 1 else 'it'} for the logistic head.")
 
     def default_head(self, scratch: bool) -> str:
         """The head when `--head` is not given: `logistic`, unless the frozen stage must train by
@@ -284,16 +195,16 @@ def _from_source_run(source: str, backbone: str | None, image_size: int | None) 
 
     config = Run.open(source).config()
     if "backbone" not in config or "image_size" not in config:
-        raise InvalidOptionError(f"--weights {source}: a run directory needs its config.json (written by `transfer train`).")
+        raise InvalidOptionError(f"{flag.weights} {source}: a run directory needs its config.json (written by `transfer train`).")
     if backbone and backbone != config["backbone"]:
         raise InvalidOptionError(
-            f"--backbone {backbone} differs from the backbone of the run in --weights {source} "
-            f"({config['backbone']}); omit --backbone, the run's is used."
+            f"{flag.backbone} {backbone} differs from the backbone of the run in {flag.weights} {source} "
+            f"({config['backbone']}); omit {flag.backbone}, the run's is used."
         )
     if image_size is not None and image_size != config["image_size"]:
         raise InvalidOptionError(
-            f"--image-size {image_size} differs from the run in --weights {source} ({config['image_size']}); "
-            f"omit --image-size, the run's is used."
+            f"{flag.image_size} {image_size} differs from the run in {flag.weights} {source} ({config['image_size']}); "
+            f"omit {flag.image_size}, the run's is used."
         )
     return config["backbone"], config["image_size"]
 
@@ -308,42 +219,42 @@ def check_combinations(given: TrainOptions, options: TrainOptions, spec: Backbon
     a baseline. `given` are the options as received, `options` resolved."""
     if options.cached_views > 1 and not (options.augment and options.cache_features):
         raise InvalidOptionError(
-            f"--cached-views {options.cached_views} caches augmented views, so it needs --augment and "
-            f"--cache-features. Without augmentation every epoch sees the same image and one "
+            f"{flag.cached_views} {options.cached_views} caches augmented views, so it needs {flag.augment} and "
+            f"{flag.cache_features}. Without augmentation every epoch sees the same image and one "
             f"cached view is exact."
         )
     if options.mixing and options.cached_views > 1:
         raise InvalidOptionError(
-            f"--cached-views {options.cached_views} caches backbone features of single images, and --mixup/--cutmix mix "
-            f"images, so they cannot be combined: drop --cached-views (a frozen backbone then runs on the mixed images)."
+            f"{flag.cached_views} {options.cached_views} caches backbone features of single images, and {flag.mixup}/{flag.cutmix} mix "
+            f"images, so they cannot be combined: drop {flag.cached_views} (a frozen backbone then runs on the mixed images)."
         )
     if options.head == "logistic":
-        unused = [name for name, value in (("--label-smoothing", given.label_smoothing), ("--schedule", given.schedule),
-                                           ("--tensorboard", given.tensorboard)) if value]
+        unused = [flag_ for flag_, value in ((flag.label_smoothing, given.label_smoothing), (flag.schedule, given.schedule),
+                                             (flag.tensorboard, given.tensorboard)) if value]
         if not options.finetune_epochs and unused:
             raise InvalidOptionError(
-                f"--head logistic without --finetune-epochs fits the head in closed form and trains nothing by gradient "
+                f"{flag.head} logistic without {flag.finetune_epochs} fits the head in closed form and trains nothing by gradient "
                 f"descent, so {', '.join(unused)} would have no effect; drop {'it' if len(unused) == 1 else 'them'}, or add "
-                f"--finetune-epochs N."
+                f"{flag.finetune_epochs} N."
             )
         if options.mixing:
-            raise InvalidOptionError("--head logistic fits unmixed features in closed form; drop --mixup/--cutmix, or use --head dense.")
+            raise InvalidOptionError(f"{flag.head} logistic fits unmixed features in closed form; drop {flag.mixup}/{flag.cutmix}, or use {flag.head} dense.")
         if scratch:
             raise InvalidOptionError(
-                f"--head logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
-                f"scratch. Use a pretrained backbone, or --weights RUN_DIR to reuse a run's layers."
+                f"{flag.head} logistic fits a linear classifier on a backbone's features; {spec.name} is trained from "
+                f"scratch. Use a pretrained backbone, or {flag.weights} RUN_DIR to reuse a run's layers."
             )
     if scratch and options.finetune_epochs:
         raise InvalidOptionError(
-            f"{spec.name} is trained from scratch in one stage; received --finetune-epochs "
-            f"{options.finetune_epochs}. Use --epochs for baselines (or --weights RUN_DIR to reuse a run's layers)."
+            f"{spec.name} is trained from scratch in one stage; received {flag.finetune_epochs} "
+            f"{options.finetune_epochs}. Use {flag.epochs} for baselines (or {flag.weights} RUN_DIR to reuse a run's layers)."
         )
     stage_two = given.finetune_options_given
     if stage_two and not options.finetune_epochs:
         them = "it" if len(stage_two) == 1 else "them"
         raise InvalidOptionError(
             f"{spec.name} is trained from scratch in one stage; received {', '.join(stage_two)}, which set the fine-tuning "
-            f"stage. Drop {them} (or --weights RUN_DIR to reuse a run's layers)." if scratch else
-            f"Received {', '.join(stage_two)}, which set stage 2 (fine-tuning), but no --finetune-epochs: stage 2 would not "
-            f"run. Add --finetune-epochs N, or drop {them}."
+            f"stage. Drop {them} (or {flag.weights} RUN_DIR to reuse a run's layers)." if scratch else
+            f"Received {', '.join(stage_two)}, which set stage 2 (fine-tuning), but no {flag.finetune_epochs}: stage 2 would not "
+            f"run. Add {flag.finetune_epochs} N, or drop {them}."
         )
