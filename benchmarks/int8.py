@@ -13,7 +13,8 @@ accuracy, the Keras model's own agreement with itself when each pixel gets unifo
 
 Datasets: weak flowers (FLOWERS_DIR = TensorFlow's flower_photos with train/ and val/; EfficientNet-
 Lite0, dense head, 10 photos per class to train and 10 to validate drawn from train/ per seed; test:
-`--test` photos of val/), hymenoptera (../shared; Lite0, its default head, train/ split 80/20 per
+`--test` photos of val/), the same flowers with the default head (`flowers-default`: the logistic
+head `transfer train` fits on a frozen model file, 20 photos per class to train and 10 to validate), hymenoptera (../shared; Lite0, its default head, train/ split 80/20 per
 seed; test: val/) and the built-in digits (LeNet-5 from scratch as `make demo` does, 40 per class
 to train and validate; test: the other digits).
 """
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("flowers", type=Path, help="flower_photos with train/ and val/ class folders")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--test", type=int, default=250, help="flowers val/ photos to test on (a fixed draw)")
-    parser.add_argument("--datasets", default="flowers,hymenoptera,digits")
+    parser.add_argument("--datasets", default="flowers,flowers-default,hymenoptera,digits")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="transfer-int8-"))
     os.environ["XDG_CACHE_HOME"] = str(work / "cache")
@@ -114,6 +115,9 @@ def main() -> None:
     datasets = {
         "flowers (weak)": (lambda seed: draw(class_files(args.flowers / "train"), 10, 10, seed)[0], flowers_test[:args.test],
                            dict(backbone=str(LITE0), head="dense", epochs=10)),
+        "flowers-default (weak, the default logistic head)": (
+            lambda seed: draw(class_files(args.flowers / "train"), 20, 10, seed)[0], flowers_test[:args.test],
+            dict(backbone=str(LITE0))),
         "hymenoptera": (lambda seed: draw(class_files(HYMENOPTERA / "train"), None, None, seed)[0],
                         [(p, label) for label, paths in class_files(HYMENOPTERA / "val").items() for p in paths],
                         dict(backbone=str(LITE0), epochs=10)),
