@@ -109,3 +109,16 @@ def headless_chromium(window: str = "1200,900") -> Iterator:
         yield driver
     finally:
         driver.quit()
+
+
+def assert_picture(path: Path, min_width: int = 300, min_height: int = 200) -> None:
+    """`path` is a PNG that decodes, at least `min_width` x `min_height`, and shows something: not one
+    flat colour (a figure drawn with no data is mostly background, with no spread of pixel values)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path} is {image.format}, not PNG"
+        pixels = np.asarray(image.convert("RGB"), np.float64)
+    assert pixels.shape[1] >= min_width and pixels.shape[0] >= min_height, f"{path} is only {pixels.shape[1]}x{pixels.shape[0]}"
+    assert pixels.std() > 10 and (pixels.min(axis=2) < 128).mean() > 0.01, f"{path} is (nearly) blank"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from transfer.cli import app
 from transfer.selection.cross_validation import assign_folds
 from transfer.core.errors import DataError
+from tests.helpers import assert_picture
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
@@ -87,7 +88,7 @@ def test_cross_validate_trains_on_the_other_folds_summarizes_the_held_out_ones_a
         assert entry[metric]["std"] == pytest.approx(np.std(ok[metric], ddof=1))
     assert entry["per_class_recall"]["0"]["mean"] == pytest.approx(np.mean(ok["recall:0"]))
     assert entry["folds_completed"] == 3 and entry["failed"] == [{"fold": 4, "error": "the disk holding fold 4 went away"}]
-    assert (out / "cv.png").stat().st_size > 0
+    assert_picture(out / "cv.png")
     config = json.loads((out / "fold-2" / "lenet" / "config.json").read_text())
     assert config["manifest"] == str(out / "fold-2" / "train.csv")  # where it was published
 
