@@ -92,7 +92,7 @@ def cross_validate(
     )
     with experiment.staged() as staging:
         table, summary = _run_folds(staging, experiment.out_dir, images, folder=folder, backbones=backbones,
-                                    options=options, folds=folds, reporter=reporter, verbose=verbose)
+                                    options=options, reporter=reporter, verbose=verbose)
     require_some_success(table, CrossValidationFailedError, "Every fold failed",
                          f"The results, with the reasons, are in {experiment.out_dir}.",
                          reasons=lambda rows: [rows["error"].iloc[0]])  # the folds of a backbone fail alike
@@ -100,8 +100,9 @@ def cross_validate(
 
 
 def _run_folds(staging: Path, out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[str], options: TrainOptions,
-               folds: int, reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
-    """Every backbone on every fold, written in `staging`, the staging folder of `out_dir`."""
+               reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
+    """Every backbone on every fold (`images`' `fold`), written in `staging`, the staging folder of `out_dir`."""
+    folds = int(images["fold"].max())
     cv = artifacts.CrossValidation(staging)
     publishing.write_table(cv.folds_file, artifacts.as_manifest(images, folder.multi_label))
     publishing.write_table(staging / layout.SKIPPED, folder.skipped)
