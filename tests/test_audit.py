@@ -358,7 +358,7 @@ def test_a_baseline_is_trained_on_each_fold_and_finds_flipped_digits(digits_dir,
     assert sum(caught.get(path) == true for path, true in flipped.items()) >= 2, issues
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([
         layout.AUDIT_CSV, layout.AUDIT_HTML, layout.CLEAN_CSV, layout.CONFIG, layout.FOLDS_CSV, layout.OUT_OF_FOLD_CSV,
-        layout.SKIPPED]), "the folds' runs are not left behind"
+        layout.SKIPPED, ORIGINAL_CSV]), "the folds' runs are not left behind"
     assert result.output.count("trained on") == 4, "3 folds, and once on every image for the feature space"
 
 

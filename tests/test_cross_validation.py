@@ -48,7 +48,7 @@ def test_cross_validate_trains_on_the_other_folds_summarizes_the_held_out_ones_a
 ):
     import transfer.training.train
 
-    real_train = transfer.training.train
+    real_train = transfer.training.train.train
 
     def train_failing_on_fold_4(data_dir, out_dir, options, **kwargs):
         if "fold-4" in str(out_dir):

@@ -49,7 +49,7 @@ from transfer.outputs import layout, publishing
 from transfer.selection.cross_validation import images_in_folds
 from transfer.core.errors import DataError, InvalidOptionError, require
 from transfer.training.options import TrainOptions
-from transfer.training.preflight import preflight
+from transfer.selection.experiments import Experiment
 from transfer.selection.probe import frozen_features
 from transfer.core.progress import SILENT, Reporter
 
@@ -99,27 +99,24 @@ def audit(
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
     resolved = _check_options(options)
     extras.require("audit")
-    out_dir = Path(out_dir)
-    listing = preflight(data_dir, out_dir, resolved, kind="audit", force=force)
+    experiment = Experiment("audit", Path(out_dir), resolved, force, reporter, discarded="the unfinished runs",
+                            again="Run the command again to audit.")
+    listing = experiment.preflight(data_dir)
     if listing.multi_label:
         raise InvalidOptionError(
             f"{listing.source} is a multi-label manifest (a labels column); the audit finds label issues in data with one "
             f"label per image, and does not audit label sets yet. Audit one label at a time with a path,label manifest "
             f"of yes/no classes, or train and look at the report's most confident errors."
         )
-    from transfer.data.folders import prepare, report_skipped
-
     given_split = listing.files.set_index("path")["split"] if (listing.files["split"] != "").all() else None
-    listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
-    folder = prepare(listing, image_size=32, val_split=resolved.val_split, seed=resolved.seed, reporter=reporter)
-    report_skipped(folder.skipped, reporter)
+    folder = experiment.prepare_data(listing, forget_split=True)
     images = images_in_folds(folder, folds, resolved.seed, reporter)
     split = given_split if given_split is not None else folder.examples.set_index("path")["split"]
     class_names = folder.class_names
     labels = images["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     reporter.message(f"Auditing {len(images)} images of {len(class_names)} classes by {folds}-fold out-of-fold "
                      f"probabilities: each image is judged by a model that never saw it.")
-    with publishing.staged(out_dir, "audit") as staging:
+    with experiment.staged() as staging:
         if resolved.transfers:
             features, _ = frozen_features(resolved.backbone, images["path"].tolist(), options, len(class_names), reporter)
             probabilities = logistic_out_of_fold(features, labels, images["fold"].to_numpy(), len(class_names),
@@ -136,7 +133,7 @@ def audit(
         if not noise.judged:
             reporter.warning(f"The audit cannot judge these labels: {noise.why}. Nothing is flagged.")
         _write(staging, images, probabilities, table, {layout.CLEAN_CSV: clean, ORIGINAL_CSV: original}, folder, summary)
-    return AuditResult(table, clean, summary, out_dir)
+    return AuditResult(table, clean, summary, experiment.out_dir)
 
 
 def without_flags(original: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:

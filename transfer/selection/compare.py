@@ -16,14 +16,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from transfer.outputs import artifacts, layout, publishing
-from transfer.models.registry import backbone_folder, check_backbone_list, get_backbone
+from transfer.outputs import artifacts, layout
+from transfer.models.registry import backbone_folder, get_backbone
 from transfer.core.errors import ComparisonFailedError, TrainingInterrupted, TransferError
 from transfer.evaluation.evaluate import evaluate
 from transfer.training.options import TrainOptions
 from transfer.outputs.figures import plot_leaderboard
-from transfer.training.preflight import preflight
 from transfer.core.progress import SILENT, Reporter
+from transfer.selection.experiments import Experiment, require_some_success
 from transfer.training.train import train
 
 COLUMNS = [
@@ -56,28 +56,15 @@ def compare(
     Raises:
         ComparisonFailedError: every backbone failed (the leaderboard, with the reasons, is written).
     """
-    check_backbone_list(list(backbones))
-    for name in backbones:  # every option checked before any training
-        options.for_backbone(name, Path(layout.SPLIT)).resolved()
-    out_dir = Path(out_dir)
-    listing = preflight(data_dir, out_dir, options, kind="comparison", force=force)
-
-    from transfer.data.folders import prepare, report_skipped
-
-    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
-    report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
-    try:
-        leaderboard = _compare_all(out_dir, folder, backbones=backbones, options=options, reporter=reporter, verbose=verbose)
-    except TrainingInterrupted:
-        raise TrainingInterrupted(
-            f"Comparison interrupted: nothing was written to {out_dir} (an earlier comparison there is unchanged), "
-            f"and the unfinished runs were discarded. Run the command again to compare."
-        ) from None
-    if leaderboard["error"].astype(bool).all():
-        raise ComparisonFailedError(
-            f"Every backbone failed ({'; '.join(f'{r.backbone}: {r.error}' for r in leaderboard.itertuples())}). "
-            f"The leaderboard with the reasons is in {out_dir}."
-        )
+    experiment = Experiment("comparison", Path(out_dir), options, force, reporter, discarded="the unfinished runs",
+                            again="Run the command again to compare.")
+    experiment.check_backbones(backbones, layout.SPLIT)  # every option checked before any training
+    folder = experiment.prepare_data(data_dir)  # the runs read a manifest of the usable images only
+    with experiment.staged() as staging:
+        leaderboard = _compare_all(staging, experiment.out_dir, folder, backbones=backbones, options=options,
+                                   reporter=reporter, verbose=verbose)
+    require_some_success(leaderboard, ComparisonFailedError, "Every backbone failed",
+                         f"The leaderboard with the reasons is in {experiment.out_dir}.")
     return leaderboard
 
 
@@ -101,30 +88,29 @@ def transfer_verdict(scores: dict[str, tuple[bool, float | None]]) -> str | None
     )
 
 
-def _compare_all(out_dir: Path, folder, *, backbones: Sequence[str], options: TrainOptions, reporter: Reporter,
-                 verbose: int | str) -> pd.DataFrame:
-    """Every backbone on the comparison's split, in a staging folder published when all have had their turn."""
-    with publishing.staged(out_dir, "comparison") as staging:
-        comparison = artifacts.Comparison(staging)
-        comparison.write_data(folder)
-        rows = [_train_one(comparison, name, options, folder, reporter=reporter, verbose=verbose) for name in backbones]
-        leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
-        rank_by = "val_map" if folder.multi_label else "val_accuracy"  # multi-label: mean average precision
-        leaderboard = leaderboard.sort_values(rank_by, ascending=False, na_position="last", kind="stable")
-        leaderboard = leaderboard.reset_index(drop=True)
-        leaderboard["run_dir"] = [  # a failed backbone left no run: its run_dir is blank
-            "" if error else str(artifacts.Comparison(out_dir).run_dir(backbone_folder(name)))
-            for name, error in zip(leaderboard["backbone"], leaderboard["error"])]
-        verdict = transfer_verdict({row.backbone: (row.mode != "scratch", getattr(row, rank_by)) for row in leaderboard.itertuples()})
-        leaderboard.attrs["verdict"] = verdict
-        leaderboard.attrs["rank_by"] = rank_by
-        leaderboard.attrs["top_k"] = min(3, len(folder.class_names))  # the k of `top3_accuracy`: 2 of 2 classes
-        plot_leaderboard(leaderboard, comparison.path / layout.LEADERBOARD_PNG)
-        comparison.write_leaderboard(leaderboard, {
-            "command": "compare", "backbones": list(backbones), "data": folder.source, "verdict": verdict,
-            **dataclasses.asdict(options),
-        })
-        comparison.relocate_runs(out_dir)
+def _compare_all(staging: Path, out_dir: Path, folder, *, backbones: Sequence[str], options: TrainOptions,
+                 reporter: Reporter, verbose: int | str) -> pd.DataFrame:
+    """Every backbone on the comparison's split, written in `staging`, the staging folder of `out_dir`."""
+    comparison = artifacts.Comparison(staging)
+    comparison.write_data(folder)
+    rows = [_train_one(comparison, name, options, folder, reporter=reporter, verbose=verbose) for name in backbones]
+    leaderboard = pd.DataFrame(rows, columns=COLUMNS).astype({"parameters": "Int64", "trainable_parameters": "Int64"})
+    rank_by = "val_map" if folder.multi_label else "val_accuracy"  # multi-label: mean average precision
+    leaderboard = leaderboard.sort_values(rank_by, ascending=False, na_position="last", kind="stable")
+    leaderboard = leaderboard.reset_index(drop=True)
+    leaderboard["run_dir"] = [  # a failed backbone left no run: its run_dir is blank
+        "" if error else str(artifacts.Comparison(out_dir).run_dir(backbone_folder(name)))
+        for name, error in zip(leaderboard["backbone"], leaderboard["error"])]
+    verdict = transfer_verdict({row.backbone: (row.mode != "scratch", getattr(row, rank_by)) for row in leaderboard.itertuples()})
+    leaderboard.attrs["verdict"] = verdict
+    leaderboard.attrs["rank_by"] = rank_by
+    leaderboard.attrs["top_k"] = min(3, len(folder.class_names))  # the k of `top3_accuracy`: 2 of 2 classes
+    plot_leaderboard(leaderboard, comparison.path / layout.LEADERBOARD_PNG)
+    comparison.write_leaderboard(leaderboard, {
+        "command": "compare", "backbones": list(backbones), "data": folder.source, "verdict": verdict,
+        **dataclasses.asdict(options),
+    })
+    comparison.relocate_runs(out_dir)
     return leaderboard
 
 

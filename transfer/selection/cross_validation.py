@@ -28,15 +28,15 @@ import numpy as np
 import pandas as pd
 
 from transfer.outputs import artifacts, layout, publishing
-from transfer.models.registry import backbone_folder, check_backbone_list
+from transfer.models.registry import backbone_folder
 from transfer.selection.compare import transfer_verdict
 from transfer.core.errors import (
     CrossValidationFailedError, DataError, InvalidOptionError, TrainingInterrupted, TransferError, WeightsUnavailableError,
 )
+from transfer.selection.experiments import Experiment, require_some_success
 from transfer.training.options import TrainOptions
 from transfer.core.errors import require
 from transfer.outputs.figures import plot_cross_validation
-from transfer.training.preflight import preflight
 from transfer.core.progress import SILENT, Reporter
 
 METRICS = ("accuracy", "top_k_accuracy", "log_loss")
@@ -72,81 +72,69 @@ def cross_validate(
         CrossValidationFailedError: every fold failed (the results, with the reasons, are written).
     """
     backbones = list(backbones or [options.backbone or "resnet50"])
-    check_backbone_list(backbones)
+    experiment = Experiment(
+        "cross-validation", Path(out_dir), options, force, reporter, discarded="the unfinished folds' runs",
+        again="Run the command again: the images' features are in the feature cache, so the frozen stages start faster.",
+    )
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
     if options.val_dir:
         raise InvalidOptionError(
             f"Received --val-dir {options.val_dir}; cross-validation holds out each fold in turn from DATA_DIR. Put "
             f"all the labelled images in DATA_DIR (or run `transfer evaluate` on the validation folder)."
         )
-    for name in backbones:  # every option checked before any image is read
-        options.for_backbone(name, Path(layout.FOLDS_CSV)).resolved()
-    out_dir = Path(out_dir)
-    listing = preflight(data_dir, out_dir, options, kind="cross-validation", force=force)
-    from transfer.data.folders import prepare, report_skipped
-
-    listing = dataclasses.replace(listing, files=listing.files.assign(split=""))
-    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
-    report_skipped(folder.skipped, reporter)  # the runs read a manifest of the usable images only
+    experiment.check_backbones(backbones, layout.FOLDS_CSV)  # every option checked before any image is read
+    folder = experiment.prepare_data(data_dir, forget_split=True)  # the runs read a manifest of the usable images only
     images = images_in_folds(folder, folds, options.seed, reporter)
     reporter.message(
         f"{len(images)} images in {folds} stratified folds of {', '.join(str(n) for n in np.bincount(images['fold'])[1:])}; "
         f"each run trains on the other folds (holding out {options.val_split:g} of them for early stopping) and is "
         f"evaluated on its own."
     )
-    try:
-        table, summary = _run_folds(
-            out_dir, images, folder=folder, backbones=backbones, options=options, folds=folds, reporter=reporter, verbose=verbose,
-        )
-    except TrainingInterrupted:
-        raise TrainingInterrupted(
-            f"Cross-validation interrupted: nothing was written to {out_dir} (an earlier cross-validation there is "
-            f"unchanged), and the unfinished folds' runs were discarded. Run the command again: the images' "
-            f"features are in the feature cache, so the frozen stages start faster."
-        ) from None
-    if table["error"].astype(bool).all():
-        raise CrossValidationFailedError(
-            f"Every fold failed ({table['error'].iloc[0]}). The results, with the reasons, are in {out_dir}."
-        )
-    return CrossValidationResult(table, summary, out_dir)
+    with experiment.staged() as staging:
+        table, summary = _run_folds(staging, experiment.out_dir, images, folder=folder, backbones=backbones,
+                                    options=options, reporter=reporter, verbose=verbose)
+    require_some_success(table, CrossValidationFailedError, "Every fold failed",
+                         f"The results, with the reasons, are in {experiment.out_dir}.",
+                         reasons=lambda rows: [rows["error"].iloc[0]])  # the folds of a backbone fail alike
+    return CrossValidationResult(table, summary, experiment.out_dir)
 
 
-def _run_folds(out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[str], options: TrainOptions, folds: int,
+def _run_folds(staging: Path, out_dir: Path, images: pd.DataFrame, *, folder, backbones: list[str], options: TrainOptions,
                reporter: Reporter, verbose: int | str) -> tuple[pd.DataFrame, dict]:
-    """Every backbone on every fold, in a staging folder published when all have had their turn."""
-    with publishing.staged(out_dir, "cross-validation") as staging:
-        cv = artifacts.CrossValidation(staging)
-        publishing.write_table(cv.folds_file, artifacts.as_manifest(images, folder.multi_label))
-        publishing.write_table(staging / layout.SKIPPED, folder.skipped)
-        rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
-        metrics = metrics_of(folder)
-        for fold in range(1, folds + 1):
-            cv.fold_dir(fold).mkdir()
-            publishing.write_table(cv.manifest(fold), artifacts.as_manifest(images.loc[images["fold"] != fold, ["path", "label"]], folder.multi_label))
-            held_out = images.loc[images["fold"] == fold, ["path", "label"]]
-            for name in backbones:
-                if name in unusable:  # the same weights would fail the same way: not tried again
-                    rows.append(_row(cv, fold, name, held_out, folder) | {"error": unusable[name]})
-                    continue
-                reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
-                row = _run_fold(cv, fold, name, options=options, held_out=held_out, folder=folder, reporter=reporter,
-                                verbose=verbose)
-                if row.pop("weights_failed"):
-                    unusable[name] = f"not run: {row['error']}"
-                rows.append(row)
-        table = pd.DataFrame(rows)
-        summary = summarize(table, folder.class_names, metrics) | {
-            "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images), "metrics": list(metrics),
-            "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, cv.manifest(1)).resolved())
-                                                for name in backbones},
-        }
-        summary["verdict"] = transfer_verdict({
-            name: (options.for_backbone(name, cv.manifest(1)).transfers, entry[metrics[0]]["mean"])
-            for name, entry in summary["backbones"].items()
-        })
-        plot_cross_validation(table, cv.path / layout.CV_PNG, metrics[0])
-        cv.write_results(table, summary)
-        cv.relocate_runs(out_dir)
+    """Every backbone on every fold (`images`' `fold`), written in `staging`, the staging folder of `out_dir`."""
+    folds = int(images["fold"].max())
+    cv = artifacts.CrossValidation(staging)
+    publishing.write_table(cv.folds_file, artifacts.as_manifest(images, folder.multi_label))
+    publishing.write_table(staging / layout.SKIPPED, folder.skipped)
+    rows, unusable = [], {}  # backbone -> why it cannot run at all (its weights)
+    metrics = metrics_of(folder)
+    for fold in range(1, folds + 1):
+        cv.fold_dir(fold).mkdir()
+        publishing.write_table(cv.manifest(fold), artifacts.as_manifest(images.loc[images["fold"] != fold, ["path", "label"]], folder.multi_label))
+        held_out = images.loc[images["fold"] == fold, ["path", "label"]]
+        for name in backbones:
+            if name in unusable:  # the same weights would fail the same way: not tried again
+                rows.append(_row(cv, fold, name, held_out, folder) | {"error": unusable[name]})
+                continue
+            reporter.message(f"== fold {fold}/{folds}: {name} ({len(images) - len(held_out)} images to train on, {len(held_out)} held out) ==")
+            row = _run_fold(cv, fold, name, options=options, held_out=held_out, folder=folder, reporter=reporter,
+                            verbose=verbose)
+            if row.pop("weights_failed"):
+                unusable[name] = f"not run: {row['error']}"
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    summary = summarize(table, folder.class_names, metrics) | {
+        "folds": folds, "seed": options.seed, "data": folder.source, "num_images": len(images), "metrics": list(metrics),
+        "top_k": _top_k(table), "options": {name: dataclasses.asdict(options.for_backbone(name, cv.manifest(1)).resolved())
+                                            for name in backbones},
+    }
+    summary["verdict"] = transfer_verdict({
+        name: (options.for_backbone(name, cv.manifest(1)).transfers, entry[metrics[0]]["mean"])
+        for name, entry in summary["backbones"].items()
+    })
+    plot_cross_validation(table, cv.path / layout.CV_PNG, metrics[0])
+    cv.write_results(table, summary)
+    cv.relocate_runs(out_dir)
     return table, summary
 
 

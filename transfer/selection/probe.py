@@ -32,9 +32,9 @@ import pandas as pd
 from transfer.outputs import layout, publishing
 from transfer.models.registry import BACKBONES, check_backbone_list, get_backbone
 from transfer.selection.cross_validation import images_in_folds
+from transfer.selection.experiments import Experiment, prepare_listing, require_some_success
 from transfer.core.errors import DataError, InvalidOptionError, ProbeFailedError, TransferError, require
 from transfer.training.options import TrainOptions
-from transfer.training.preflight import preflight
 from transfer.core.progress import SILENT, Reporter
 
 if TYPE_CHECKING:
@@ -77,12 +77,12 @@ def probe(
         TransferError: bad options or data, too few images for the folds or the curve, an output in
             the way: nothing is written. Every backbone failing is an error naming each reason.
     """
-    check_backbone_list(list(backbones))
+    experiment = Experiment("probe", Path(out_dir), options, force, reporter)
+    experiment.check_backbones(backbones, "")  # every option checked before any image is read
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
     require(curve_draws is None or (isinstance(curve_draws, int) and curve_draws >= 1), "--draws", curve_draws, "an integer >= 1")
     curve = curve_draws is not None
-    out_dir = Path(out_dir)
-    listing = preflight(data_dir, out_dir, options, kind="probe", force=force)
+    listing = experiment.preflight(data_dir)
     images, class_names = _images(listing, options, folds, reporter)
     if curve:
         _check_curve(images, class_names)
@@ -90,7 +90,7 @@ def probe(
     curve_table = (pd.concat([_curve(name, features[name], images, class_names, curve_draws, options.seed) for name in features])
                    if curve else pd.DataFrame())
     summary = _summary(table, curve_table, listing.source, len(images), folds)
-    with publishing.staged(out_dir, "probe") as staging:
+    with experiment.staged() as staging:
         from transfer.outputs.figures import plot_curve, plot_probe
 
         publishing.write_table(staging / layout.PROBE_CSV, table)
@@ -99,18 +99,15 @@ def probe(
             publishing.write_table(staging / layout.CURVE_CSV, curve_table)
             plot_curve(curve_table, staging / layout.CURVE_PNG)
         publishing.write_json(staging / layout.CONFIG, summary)
-    return ProbeResult(table, curve_table, summary, out_dir)
+    return ProbeResult(table, curve_table, summary, experiment.out_dir)
 
 
 def _images(listing, options: TrainOptions, folds: int, reporter: Reporter) -> tuple[pd.DataFrame, list[str]]:
     """The usable images (`path`, `label`, `index`, `split`: held out for the curve or not, `fold`)."""
-    from transfer.data.folders import prepare, report_skipped
-
     if listing.multi_label:
         raise InvalidOptionError(f"{listing.source} is multi-label (a labels column); the probe ranks backbones for one "
                                  f"label per image. Compare multi-label backbones with `transfer compare` (ranked by mAP).")
-    folder = prepare(listing, image_size=32, val_split=options.val_split, seed=options.seed, reporter=reporter)
-    report_skipped(folder.skipped, reporter, listed_in=None)
+    folder = prepare_listing(listing, options, reporter, listed_in=None)  # the probe writes no skipped.csv
     images = images_in_folds(folder, folds, options.seed, reporter, columns=("path", "label", "split"))
     images["index"] = images["label"].map({name: i for i, name in enumerate(folder.class_names)})
     return images, folder.class_names
@@ -142,11 +139,8 @@ def rank_backbones(images: pd.DataFrame, class_names: list[str], backbones: Sequ
         reporter.message(f"{name}: probe accuracy {scores['accuracy']:.3f} +- {scores['accuracy_sd']:.3f}, "
                          f"LogME {rows[-1]['log_me']:.3f}")
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"feature_size": "Int64", "parameters": "Int64"})
-    if not features:
-        raise ProbeFailedError(
-            "No backbone could be probed (" + "; ".join(f"{r.backbone}: {r.error.rstrip('.')}" for r in table.itertuples())
-            + "). Put the weights files where the errors say, or probe model files (--backbones PATH.keras) or baselines."
-        )
+    require_some_success(table, ProbeFailedError, "No backbone could be probed",
+                         "Put the weights files where the errors say, or probe model files (--backbones PATH.keras) or baselines.")
     table = table.sort_values(["accuracy", "log_loss"], ascending=[False, True], na_position="last", kind="stable")
     return table.reset_index(drop=True), features
 
