@@ -129,18 +129,6 @@ def decision_counts(chosen: np.ndarray, targets: np.ndarray, class_names: list[s
     }, index=pd.Index(class_names, name="label"))
 
 
-def validation_scores(probabilities: np.ndarray, targets: np.ndarray, class_names: list[str]) -> tuple[dict, dict]:
-    """`(metrics, thresholds)` at the end of a multi-label run: the thresholds chosen on its
-    validation split, by label, and what `metrics.json` holds (`val_accuracy`: the share of exact
-    label sets)."""
-    chosen = choose_thresholds(probabilities, targets)
-    summary, _ = measure(probabilities, targets, chosen, class_names)
-    metrics = {"val_accuracy": summary["exact_match"], "val_loss": summary["log_loss"],
-               "val_map": summary["mean_average_precision"], "val_micro_f1": summary["micro_f1"],
-               "val_macro_f1": summary["macro_f1"]}
-    return metrics, {name: float(t) for name, t in zip(class_names, chosen)}
-
-
 def binary_log_loss(probabilities: np.ndarray, targets: np.ndarray) -> float:
     """The mean over images and labels of the binary cross-entropy."""
     p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
