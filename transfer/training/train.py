@@ -4,7 +4,9 @@ The recipe (`_fine_tune`) is the one of the Keras transfer-learning guide and fa
 `fine_tune`: fit the new head with the backbone frozen; then unfreeze the top backbone layers
 (BatchNormalization stays frozen and in inference mode) and fit again at a smaller learning rate.
 Baselines train from scratch in one stage. Each stage stops early on a validation-loss plateau
-and keeps its weights only if they beat the best so far (`transfer.training.stages`).
+and keeps its weights only if they beat the best so far (`transfer.training.stages`). What the
+stages share is one `RunState`, built here from the functions of `transfer.training.state`; the
+finished run is measured and published by `transfer.training.publish`.
 
 Everything needed to go on after an interruption is kept in the run's staging folder while it
 trains (`transfer.outputs.layout`, `transfer.outputs.artifacts`); `resume` rebuilds the model from it and goes on. Under
