@@ -253,7 +253,7 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
     """Before, the KeyboardInterrupt was raised wherever the main thread was; in a `__del__` Python
     printed it and dropped it, and training ran on and published the run (exit 0)."""
     from tests.helpers import image_folder
-    from transfer.training.train import stages, train as training
+    from transfer.training import publish, stages
 
     data = image_folder(tmp_path / "data", per_class=8)
     run = tmp_path / "run"
@@ -263,14 +263,14 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
             if batch == 1:
                 _InterruptWhenCollected()  # made and collected at once
 
-    def calibrate(*args, _original=training._calibrate):
+    def calibrate(*args, _original=publish.calibrate):
         _InterruptWhenCollected()
         return _original(*args)
 
     if moment == "in a batch":
         monkeypatch.setattr(stages, "LearningRateLog", Collecting)
     else:
-        monkeypatch.setattr(training, "_calibrate", calibrate)
+        monkeypatch.setattr(publish, "calibrate", calibrate)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         result = runner.invoke(app, ["train", str(data), "--backbone", "lenet", "--epochs", "3", "--no-augment",

@@ -1,7 +1,8 @@
 """`transfer evaluate`: how good a model is on labelled images, and where it fails.
 
 Scores come from the same decoder and model as `transfer predict` (a run directory, or an export of
-any format in its own runtime: `transfer.evaluation.scorers`). Metrics are scikit-learn's: accuracy, top-k accuracy, log loss, per-class precision,
+any format in its own runtime: `transfer.evaluation.scorers`). Metrics are scikit-learn's, computed by
+`transfer.metrics.classification` (as at the end of a training run): accuracy, top-k accuracy, log loss, per-class precision,
 recall, F1 and support with macro and weighted averages over the classes present in the data
 (a class of the model absent from the data is listed with support 0 and left out of the averages),
 and the confusion matrix. Evaluating a run on images it was trained on is reported, with the count.
@@ -270,20 +271,15 @@ def measure(
     seconds: float = 0.0,
 ) -> Evaluation:
     """The metrics of softmax `scores` (`[images, classes]`, in `class_names` order) against the
-    true `labels` (class names) of the images at `paths`."""
-    from sklearn import metrics as skm
-
-    from transfer.metrics.calibration import expected_calibration_error
+    true `labels` (class names) of the images at `paths` (`transfer.metrics.classification`), and
+    one row per image."""
+    from transfer.metrics import classification
 
     index = {name: i for i, name in enumerate(class_names)}
-    scores = np.asarray(scores, dtype=np.float64)
-    scores = scores / scores.sum(axis=1, keepdims=True)  # exact normalisation for log loss
     truth = np.array([index[label] for label in labels])
-    predicted = scores.argmax(axis=1)
-    classes = np.arange(len(class_names))
-    k = min(top_k, len(class_names))
-    ranked = np.argsort(-scores, axis=1, kind="stable")  # classes, most probable first
-    order = ranked[:, :3]
+    measured = classification.measure(scores, truth, class_names, top_k=top_k)
+    scores, predicted = measured.scores, measured.predicted
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :3]  # classes, most probable first
     examples = pd.DataFrame({
         "path": paths,
         "label": list(labels),
@@ -292,35 +288,10 @@ def measure(
         "top": ["; ".join(f"{class_names[i]} {row_scores[i]:.3f}" for i in row) for row, row_scores in zip(order, scores)],
         "correct": predicted == truth,
     })
-    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
-    per_class = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support}, index=class_names)
-    for average in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            truth, predicted, labels=np.unique(truth), average=average, zero_division=0  # classes in the data
-        )
-        per_class.loc[f"{average} avg"] = [p, r, f, len(truth)]
-    per_class["support"] = per_class["support"].astype(int)
-    per_class.index.name = "class"
-    summary = {
-        "accuracy": float(skm.accuracy_score(truth, predicted)),
-        "top_k_accuracy": float(np.mean((ranked[:, :k] == truth[:, None]).any(axis=1))),
-        "top_k": k,
-        "log_loss": float(skm.log_loss(truth, scores, labels=classes)),
-        "ece": expected_calibration_error(scores, truth),  # 15 bins of top-1 confidence (`transfer.metrics.calibration`)
-        "classes_absent": [name for i, name in enumerate(class_names) if i not in set(truth.tolist())],
-        "macro_f1": float(per_class.loc["macro avg", "f1"]),
-        "weighted_f1": float(per_class.loc["weighted avg", "f1"]),
-        "num_images": len(truth),
-        "num_skipped": 0,
-        "tta": tta,
-        "images_per_second": round(len(paths) / seconds, 2) if seconds > 0 else None,
-    }
-    confusion = pd.DataFrame(
-        skm.confusion_matrix(truth, predicted, labels=classes), index=class_names, columns=class_names
-    )
-    confusion.index.name, confusion.columns.name = "true", "predicted"
+    summary = {**measured.summary, "num_skipped": 0, "tta": tta,
+               "images_per_second": round(len(paths) / seconds, 2) if seconds > 0 else None}
     skipped = pd.DataFrame(columns=layout.SKIPPED_COLUMNS)
-    return Evaluation(list(class_names), examples, scores, skipped, summary, per_class, confusion, seconds)
+    return Evaluation(list(class_names), examples, scores, skipped, summary, measured.per_class, measured.confusion, seconds)
 
 
 def measure_multi_label(class_names: list[str], paths: Sequence[str], scores: np.ndarray, labels: Sequence[str], *,
@@ -328,7 +299,7 @@ def measure_multi_label(class_names: list[str], paths: Sequence[str], scores: np
     """The metrics of a multi-label model's `scores` (`[images, labels]` sigmoids) against the true
     label sets (`labels`, joined by `;`), its decisions taken at `thresholds` (`transfer.metrics.multilabel`)."""
     from transfer.metrics.multilabel import multi_hot
-    from transfer.metrics.multilabel import decide, label_sets, measure as measure_labels, worst_mistake
+    from transfer.metrics.multilabel import decide, decision_counts, label_sets, measure as measure_labels, worst_mistake
 
     scores = np.asarray(scores, dtype=np.float64)
     targets = multi_hot(pd.Series(list(labels)), class_names)
@@ -345,11 +316,7 @@ def measure_multi_label(class_names: list[str], paths: Sequence[str], scores: np
     per_label.loc["micro avg", ["f1", "support"]] = [summary["micro_f1"], targets.sum()]
     per_label.loc["macro avg", ["f1", "average_precision", "support"]] = [summary["macro_f1"], summary["mean_average_precision"], targets.sum()]
     per_label["support"] = per_label["support"].astype(int)
-    truth = targets.astype(bool)
-    confusion = pd.DataFrame({
-        "true_positives": (chosen & truth).sum(axis=0), "false_positives": (chosen & ~truth).sum(axis=0),
-        "false_negatives": (~chosen & truth).sum(axis=0), "true_negatives": (~chosen & ~truth).sum(axis=0),
-    }, index=pd.Index(class_names, name="label"))
+    confusion = decision_counts(chosen, targets, class_names)
     summary.update(accuracy=summary["exact_match"], multi_label=True, tta=tta, num_skipped=0,
                    images_per_second=round(len(paths) / seconds, 2) if seconds > 0 else None)
     return Evaluation(list(class_names), examples, scores, pd.DataFrame(columns=layout.SKIPPED_COLUMNS), summary,

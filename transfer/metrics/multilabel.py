@@ -119,16 +119,14 @@ def measure(probabilities: np.ndarray, targets: np.ndarray, thresholds: np.ndarr
     return summary, per_label
 
 
-def validation_scores(probabilities: np.ndarray, targets: np.ndarray, class_names: list[str]) -> tuple[dict, dict]:
-    """`(metrics, thresholds)` at the end of a multi-label run: the thresholds chosen on its
-    validation split, by label, and what `metrics.json` holds (`val_accuracy`: the share of exact
-    label sets)."""
-    chosen = choose_thresholds(probabilities, targets)
-    summary, _ = measure(probabilities, targets, chosen, class_names)
-    metrics = {"val_accuracy": summary["exact_match"], "val_loss": summary["log_loss"],
-               "val_map": summary["mean_average_precision"], "val_micro_f1": summary["micro_f1"],
-               "val_macro_f1": summary["macro_f1"]}
-    return metrics, {name: float(t) for name, t in zip(class_names, chosen)}
+def decision_counts(chosen: np.ndarray, targets: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Each label's true and false positives and negatives of the decisions `chosen` (booleans)
+    against 0/1 `targets`: the multi-label confusion table."""
+    truth = np.asarray(targets).astype(bool)
+    return pd.DataFrame({
+        "true_positives": (chosen & truth).sum(axis=0), "false_positives": (chosen & ~truth).sum(axis=0),
+        "false_negatives": (~chosen & truth).sum(axis=0), "true_negatives": (~chosen & ~truth).sum(axis=0),
+    }, index=pd.Index(class_names, name="label"))
 
 
 def binary_log_loss(probabilities: np.ndarray, targets: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """Turning data into a run: the options and their checks, what is checked before the long work
-(`preflight`), the recipe and publishing the run (`train`), its stages, callbacks, learning-rate
+(`preflight`), the recipe (`train`), what a run carries and building it (`state`), its stages,
+measuring and publishing the finished run (`publish`), callbacks, learning-rate
 schedules, MixUp/CutMix, the distribution strategy, the frozen-feature cache (`features`) and the
 learning-rate sweep. Imports the packages below it (`core` to `models`).
 """

@@ -92,7 +92,7 @@ def lr_find(
     from transfer.data.folders import make_dataset, prepare, report_skipped
     from transfer.training.features import extract_features, extractor_and_cache, features_dataset
     from transfer.training.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
-    from transfer.training.train import build_model
+    from transfer.training.state import build_model
 
     model = build_model(spec, options, len(listing.class_names), tf.distribute.get_strategy(), reporter)
     folder = prepare(listing, image_size=options.image_size, val_split=options.val_split, seed=options.seed, reporter=reporter)

@@ -4,25 +4,23 @@ A stage is a name, a number of epochs and a learning rate (`Stage`). `fit_stage`
 (or only its head, on cached backbone features) with the stage's learning-rate schedule and the run's
 loss (`transfer.training.mixing`), fits it with early stopping on the validation score, the best checkpoint, a CSV history and per-epoch backups
 (`transfer.training.callbacks`), and keeps its weights only if they beat the best validation loss so far.
-Everything a run carries between stages travels in one `RunState`; after each stage it is written
-to the run's `resume.json`, so a finished stage is never run again.
+Everything a run carries between stages travels in one `RunState` (`transfer.training.state`); after
+each stage its record is written to the run's `resume.json`, so a finished stage is never run again.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from transfer.outputs import artifacts, layout, publishing
+from transfer.outputs import layout, publishing
 from transfer.data.augmentation import AUGMENTATION
-from transfer.models.registry import BackboneSpec
 from transfer.training.callbacks import (
     BACKUP,
     LONG_EPOCH_STEPS,
@@ -38,18 +36,14 @@ from transfer.training.callbacks import (
     agree_on_backup,
     backup,
     backup_epoch,
-    load_weights,
     mean_average_precision,
     mean_average_precision_metric,
-    save_weights,
 )
-from transfer.data.folders import ImageFolder, make_dataset
 from transfer.training.features import extract_features, extractor_and_cache, features_dataset
 from transfer.metrics.logistic import cross_validated_losses, linear_weights, logistic_regression, softmax_weights
 from transfer.training.mixing import make_loss, mixed_batches, one_hot_targets, uses_probability_targets
 from transfer.training.schedules import make_schedule
-from transfer.training.options import TrainOptions
-from transfer.core.progress import Reporter
+from transfer.training.state import RunState
 
 
 @dataclass(frozen=True)
@@ -61,88 +55,6 @@ class Stage:
     epochs: int
     learning_rate: float
     schedule: str = "constant"
-
-
-@dataclass(kw_only=True)
-class RunState:
-    """One training run, from its first stage to its publication.
-
-    Attributes:
-        model: the full classifier (pixels in, probabilities out).
-        spec, options: the backbone and the run's resolved options.
-        folder: the checked, split data.
-        files: the run's staging folder (`transfer.outputs.artifacts.Run`), published when training ends.
-        out_dir: where the run is published.
-        record: what `resume.json` holds: options, data source, finished stages, best loss.
-        strategy: the `tf.distribute` strategy the model was built under.
-        reporter, verbose: messages and progress; Keras' `fit` verbosity.
-        started: `time.perf_counter()` when the command started.
-    """
-
-    model: keras.Model
-    spec: BackboneSpec
-    options: TrainOptions
-    folder: ImageFolder
-    files: artifacts.Run
-    out_dir: Path
-    record: dict
-    strategy: tf.distribute.Strategy
-    reporter: Reporter
-    verbose: int | str
-    started: float
-    histories: list[pd.DataFrame] = field(default_factory=list)
-    best_weights: list[np.ndarray] | None = None
-    #: The pooled validation features, once a stage on the frozen backbone has computed them.
-    val_features: np.ndarray | None = None
-
-    def __post_init__(self):
-        self.histories = [self.files.stage_history(stage) for stage in self.stages_done]
-        if self.stages_done:
-            self.best_weights = load_weights(self.files.best_weights_file)
-            self.model.set_weights(self.best_weights)
-        options = self.options
-        self.global_batch = options.batch_size * self.strategy.num_replicas_in_sync
-        self.class_weight = self.folder.class_weights() if options.class_weight == "auto" else None
-        self.train_paths, self.train_labels = self.folder.paths_and_indices("train")
-        self.val_paths, self.val_labels = self.folder.paths_and_indices("val")
-        self.train_data = make_dataset(
-            self.train_paths, self.train_labels, options.image_size, self.global_batch, shuffle=True, seed=options.seed
-        )
-        self.val_data = make_dataset(self.val_paths, self.val_labels, options.image_size, self.global_batch, shuffle=False)
-
-    @property
-    def stages_done(self) -> dict[str, float]:
-        """Finished stages and their seconds, in order."""
-        return {entry["stage"]: entry["seconds"] for entry in self.record["stages_done"]}
-
-    @property
-    def epoch(self) -> int:
-        return sum(len(history) for history in self.histories)
-
-    @property
-    def best_loss(self) -> float:
-        return self.record.get("best_loss", float("inf"))
-
-    @property
-    def best_stage(self) -> str | None:
-        return self.record.get("best_stage")
-
-    def end_stage(self, stage: Stage, stage_loss: float, seconds: float) -> None:
-        """Records a finished stage; its weights stay if they beat the best loss, else the best return."""
-        self.histories.append(self.files.stage_history(stage.name))
-        if self.best_weights is None or stage_loss < self.best_loss:
-            self.best_weights = self.model.get_weights()
-            save_weights(self.files.best_weights_file, self.best_weights)
-            self.record.update(best_loss=float(stage_loss), best_stage=stage.name)
-        else:
-            self.reporter.message(
-                f"Stage {stage.name} did not beat the best epoch so far (by validation accuracy, or mAP for multi-label, ties broken by loss: "
-                f"val_selection {self.best_loss:.4f}, lower is better); keeping "
-                f"the weights of stage {self.best_stage}."
-            )
-            self.model.set_weights(self.best_weights)
-        self.record["stages_done"].append({"stage": stage.name, "seconds": round(seconds, 2)})
-        publishing.write_json(self.files.resume_file, self.record)
 
 
 def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> None:
@@ -159,7 +71,7 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     stage_dir = run.files.stage_dir(stage.name)
     stage_dir.mkdir(parents=True, exist_ok=True)
     agree_on_backup(stage_dir, run.strategy)
-    model, train_data, val_data = run.model, run.train_data, run.val_data
+    model, train_data, val_data = run.model, run.data.train_data, run.data.val_data
     if cached_features:
         model = run.model.get_layer("head")
         train_data, val_data = _cached_feature_datasets(run)
@@ -175,7 +87,7 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
         + ("(1 - val_map + val_loss / 1000; val_map: the mean average precision over labels)." if options.multi_label
            else "(1 - val_accuracy + val_loss / 1000).")
     )
-    steps = math.ceil(len(run.train_paths) / run.global_batch) * stage.epochs
+    steps = math.ceil(len(run.data.train_paths) / run.data.global_batch) * stage.epochs
     with run.strategy.scope():
         model.compile(
             optimizer=make_optimizer(options.optimizer, make_schedule(stage.schedule, stage.learning_rate, steps)),
@@ -209,10 +121,10 @@ def fit_stage(run: RunState, stage: Stage, *, cached_features: bool = False) -> 
     model.fit(
         train_data, validation_data=val_data, epochs=run.epoch + stage.epochs, initial_epoch=run.epoch,
         callbacks=callbacks, verbose=run.verbose, shuffle=False,  # the datasets shuffle themselves
-        class_weight=run.class_weight,
+        class_weight=run.data.class_weight,
     )
     stage_loss = float("inf") if early_stopping.best is None else float(early_stopping.best)
-    run.end_stage(stage, stage_loss, time.perf_counter() - started)
+    run.end_stage(stage.name, stage_loss, time.perf_counter() - started)
 
 
 def fit_logistic(run: RunState) -> None:
@@ -238,23 +150,23 @@ def fit_logistic(run: RunState) -> None:
     else:
         classes = np.arange(len(run.folder.class_names))
         regression, strength, folds = logistic_regression(
-            train_x, run.train_labels, len(classes), seed=run.options.seed, balanced=run.options.class_weight == "auto",
+            train_x, run.data.train_labels, len(classes), seed=run.options.seed, balanced=run.options.class_weight == "auto",
         )
         run.reporter.message(f"Stage logistic: C = {strength:g} ({f'{folds}-fold cross-validation' if folds >= 2 else 'no cross-validation possible'}).")
         run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
         train_p, val_p = regression.predict_proba(train_x), regression.predict_proba(val_x)
         row = {
-            "epoch": 0, "accuracy": float(np.mean(train_p.argmax(1) == run.train_labels)),
-            "loss": float(log_loss(run.train_labels, train_p, labels=classes)),
-            "val_accuracy": float(np.mean(val_p.argmax(1) == run.val_labels)),
-            "val_loss": float(log_loss(run.val_labels, val_p, labels=classes)), "learning_rate": float("nan"),
+            "epoch": 0, "accuracy": float(np.mean(train_p.argmax(1) == run.data.train_labels)),
+            "loss": float(log_loss(run.data.train_labels, train_p, labels=classes)),
+            "val_accuracy": float(np.mean(val_p.argmax(1) == run.data.val_labels)),
+            "val_loss": float(log_loss(run.data.val_labels, val_p, labels=classes)), "learning_rate": float("nan"),
         }
     stage_dir = run.files.stage_dir(stage.name)
     stage_dir.mkdir(parents=True, exist_ok=True)
     publishing.write_table(stage_dir / layout.HISTORY, pd.DataFrame([row]))
     run.model.save(run.files.path / layout.CHECKPOINT)
     run.record["logistic"] = {"C": strength, "folds": folds, **(cross_validated_losses(regression) if not run.options.multi_label else {})}
-    run.end_stage(stage, selection_score(row.get(MULTI_LABEL_SCORE, row["val_accuracy"]), row["val_loss"]), time.perf_counter() - started)
+    run.end_stage(stage.name, selection_score(row.get(MULTI_LABEL_SCORE, row["val_accuracy"]), row["val_loss"]), time.perf_counter() - started)
 
 
 def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> tuple[dict, list, list]:
@@ -263,11 +175,11 @@ def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> t
     constant output. Returns the history row, and each label's C and folds."""
     from transfer.metrics.multilabel import binary_log_loss
 
-    kernel = np.zeros((train_x.shape[1], run.train_labels.shape[1]), np.float32)
-    bias = np.zeros(run.train_labels.shape[1], np.float32)
+    kernel = np.zeros((train_x.shape[1], run.data.train_labels.shape[1]), np.float32)
+    bias = np.zeros(run.data.train_labels.shape[1], np.float32)
     strengths, folds = [], []
-    for label in range(run.train_labels.shape[1]):
-        truth = run.train_labels[:, label].astype(int)
+    for label in range(run.data.train_labels.shape[1]):
+        truth = run.data.train_labels[:, label].astype(int)
         if truth.min() == truth.max():  # nothing to separate: the training share, as a constant
             share = np.clip(truth.mean(), 1e-3, 1 - 1e-3)
             bias[label] = np.log(share / (1 - share))
@@ -285,10 +197,10 @@ def _fit_one_vs_rest(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> t
 
     train_p, val_p = sigmoid(train_x), sigmoid(val_x)
     row = {
-        "epoch": 0, "accuracy": float(np.mean((train_p >= 0.5) == run.train_labels.astype(bool))),
-        "loss": binary_log_loss(train_p, run.train_labels),
-        "val_accuracy": float(np.mean((val_p >= 0.5) == run.val_labels.astype(bool))),
-        "val_loss": binary_log_loss(val_p, run.val_labels), MULTI_LABEL_SCORE: mean_average_precision(val_p, run.val_labels),
+        "epoch": 0, "accuracy": float(np.mean((train_p >= 0.5) == run.data.train_labels.astype(bool))),
+        "loss": binary_log_loss(train_p, run.data.train_labels),
+        "val_accuracy": float(np.mean((val_p >= 0.5) == run.data.val_labels.astype(bool))),
+        "val_loss": binary_log_loss(val_p, run.data.val_labels), MULTI_LABEL_SCORE: mean_average_precision(val_p, run.data.val_labels),
         "learning_rate": float("nan"),
     }
     return row, strengths, folds
@@ -318,8 +230,8 @@ def _cached_feature_datasets(run: RunState) -> tuple[tf.data.Dataset, tf.data.Da
     options = run.options
     train_features, val_features = _frozen_features(run, views=options.cached_views if options.frozen_features == "cached_views" else 1)
     return (
-        features_dataset(train_features, run.train_labels, run.global_batch, shuffle=True, seed=options.seed),
-        features_dataset(val_features, run.val_labels, run.global_batch, shuffle=False),
+        features_dataset(train_features, run.data.train_labels, run.data.global_batch, shuffle=True, seed=options.seed),
+        features_dataset(val_features, run.data.val_labels, run.data.global_batch, shuffle=False),
     )
 
 
@@ -330,7 +242,7 @@ def _frozen_features(run: RunState, views: int = 1) -> tuple[np.ndarray, np.ndar
     options = run.options
     extractor, cache = extractor_and_cache(run.model, run.spec, options)
     train_features = extract_features(
-        extractor, run.train_paths, options.batch_size,
+        extractor, run.data.train_paths, options.batch_size,
         augmentation=run.model.get_layer(AUGMENTATION) if views > 1 else None, views=views, cache=cache,
         reporter=run.reporter,
         description=f"Backbone features, train ({views} view{'s' if views > 1 else ''} per image)",
@@ -346,11 +258,11 @@ def head_val_probabilities(run: RunState) -> np.ndarray:
     features = run.val_features
     if features is None:  # a resumed run whose frozen stage finished before
         features = _val_features(run, *extractor_and_cache(run.model, run.spec, run.options))
-    return run.model.get_layer("head").predict(features, batch_size=run.global_batch, verbose=0)
+    return run.model.get_layer("head").predict(features, batch_size=run.data.global_batch, verbose=0)
 
 
 def _val_features(run: RunState, extractor: keras.Model, cache) -> np.ndarray:
     return extract_features(
-        extractor, run.val_paths, run.options.batch_size, cache=cache,
+        extractor, run.data.val_paths, run.options.batch_size, cache=cache,
         reporter=run.reporter, description="Backbone features, validation",
     )

@@ -4,7 +4,9 @@ The recipe (`_fine_tune`) is the one of the Keras transfer-learning guide and fa
 `fine_tune`: fit the new head with the backbone frozen; then unfreeze the top backbone layers
 (BatchNormalization stays frozen and in inference mode) and fit again at a smaller learning rate.
 Baselines train from scratch in one stage. Each stage stops early on a validation-loss plateau
-and keeps its weights only if they beat the best so far (`transfer.training.stages`).
+and keeps its weights only if they beat the best so far (`transfer.training.stages`). What the
+stages share is one `RunState`, built here from the functions of `transfer.training.state`; the
+finished run is measured and published by `transfer.training.publish`.
 
 Everything needed to go on after an interruption is kept in the run's staging folder while it
 trains (`transfer.outputs.layout`, `transfer.outputs.artifacts`); `resume` rebuilds the model from it and goes on. Under
@@ -19,39 +21,24 @@ mistake is answered in well under a second and before any image is read.
 from __future__ import annotations
 
 import dataclasses
-import platform
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transfer.outputs import artifacts, layout, publishing
 from transfer.models.registry import BackboneSpec
 from transfer.core.errors import (DataError, InvalidOptionError, OutputLocationError, TrainingInterrupted, WorkerLostError,
-                             op_error_message, raise_if_stop_requested, stop_at_safe_points)
+                             op_error_message, stop_at_safe_points)
 from transfer.core.choices import default_batch_size
 from transfer.training.options import TrainOptions
 from transfer.training.distribute import worker_index
-from transfer.outputs.figures import plot_curves
 from transfer.training.preflight import preflight, with_labels_kind
 from transfer.core.progress import SILENT, Reporter
-from transfer.models.saving import load_run_model
+from transfer.training.publish import TrainResult, publish_run
+from transfer.training.state import RunState, build_model, frozen_features, restore_stages, run_data
 
 if TYPE_CHECKING:
-    import keras
-    import pandas as pd
     import tensorflow as tf
-
-    from transfer.training.stages import RunState
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    metrics: dict
-    history: pd.DataFrame
-    model: keras.Model
 
 
 def train(
@@ -128,11 +115,10 @@ def train(
     record = {"options": dataclasses.asdict(options), "source": folder.source, "data_folders": listing.folders, "stages_done": [],
               "backbone_sha256": backbone_sha256(spec, options), "probe": probed}
     publishing.write_json(files.resume_file, record)
-    from transfer.training.stages import RunState
-
     return _train_and_publish(RunState(
-        model=model, spec=spec, options=options, folder=folder, files=files, out_dir=out_dir, record=record,
-        strategy=strategy, reporter=reporter, verbose=verbose, started=started,
+        model=model, spec=spec, options=options, folder=folder, data=run_data(folder, options, strategy), files=files,
+        out_dir=out_dir, record=record, strategy=strategy, reporter=reporter, verbose=verbose, started=started,
+        histories=[], best_weights=None,
     ))
 
 
@@ -167,7 +153,6 @@ def resume(
         )
     from transfer.data.folders import ImageFolder
     from transfer.training.distribute import resolve_strategy
-    from transfer.training.stages import RunState
 
     record = publishing.read_json(files.resume_file)
     record["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -178,9 +163,11 @@ def resume(
     reporter.message(f"Resuming {run_dir} from {files.path}" + (f" (finished stages: {', '.join(done)})" if done else "") + ".")
     strategy = strategy or resolve_strategy(options.strategy)
     model = build_model(spec, options, len(folder.class_names), strategy, reporter)
+    histories, best_weights = restore_stages(files, record, model)
     return _train_and_publish(RunState(
-        model=model, spec=spec, options=options, folder=folder, files=files, out_dir=run_dir, record=record,
-        strategy=strategy, reporter=reporter, verbose=verbose, started=started,
+        model=model, spec=spec, options=options, folder=folder, data=run_data(folder, options, strategy), files=files,
+        out_dir=run_dir, record=record, strategy=strategy, reporter=reporter, verbose=verbose, started=started,
+        histories=histories, best_weights=best_weights,
     ))
 
 
@@ -195,7 +182,7 @@ def _fine_tune(run: RunState) -> None:
     if options.head == "logistic":
         fit_logistic(run)
     else:
-        fit_stage(run, Stage("frozen", options.epochs, options.lr, options.schedule), cached_features=_frozen_features(run) != "in_loop")
+        fit_stage(run, Stage("frozen", options.epochs, options.lr, options.schedule), cached_features=frozen_features(run) != "in_loop")
     if options.finetune_epochs:
         unfrozen = unfreeze_top(run.model, run.spec, options.unfreeze_count)
         run.reporter.message(
@@ -205,18 +192,6 @@ def _fine_tune(run: RunState) -> None:
         fit_stage(run, Stage("finetune", options.finetune_epochs, options.finetune_lr, options.finetune_schedule))
 
 
-def _frozen_features(run: RunState) -> str | None:
-    """How the frozen stage gets backbone features (`TrainOptions.frozen_features`), as it can here."""
-    from transfer.training.distribute import is_multi_worker
-
-    if not run.options.transfers:
-        return None
-    chosen = run.options.frozen_features
-    if chosen != "in_loop" and is_multi_worker(run.strategy):
-        return "in_loop"  # each worker would cache only its own shard
-    return chosen
-
-
 def _train_and_publish(run: RunState) -> TrainResult:
     import tensorflow as tf
 
@@ -224,11 +199,11 @@ def _train_and_publish(run: RunState) -> TrainResult:
     from transfer.training.distribute import is_multi_worker
 
     report_data(run.folder, run.reporter, dedupe=run.options.dedupe, class_weight=run.options.class_weight)
-    if run.class_weight:
+    if run.data.class_weight:
         run.reporter.message("Class weights (balanced): " + ", ".join(
-            f"{name} {run.class_weight[i]:.3f}" for i, name in enumerate(run.folder.class_names)
+            f"{name} {run.data.class_weight[i]:.3f}" for i, name in enumerate(run.folder.class_names)
         ))
-    features = _frozen_features(run)
+    features = frozen_features(run)
     if features == "in_loop" and run.options.frozen_features != "in_loop":
         run.reporter.message(
             "Feature caching is off under multi-worker training (each worker would cache only its own "
@@ -274,7 +249,7 @@ def _train_and_publish(run: RunState) -> TrainResult:
         ) from None
     try:
         with stop_at_safe_points():  # a Ctrl-C while the run is measured and written: nothing is published
-            return _publish(run)
+            return publish_run(run)
     except OSError as error:
         raise _write_failure(run, error) from None
 
@@ -288,111 +263,6 @@ def _write_failure(run: RunState, error: OSError) -> OutputLocationError:
     )
 
 
-def _publish(run: RunState) -> TrainResult:
-    """Measures the final model on validation and writes the run; only the chief publishes it."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from transfer.training.distribute import strategy_name
-
-    if run.best_stage == "logistic" or (run.best_stage == "frozen" and _frozen_features(run) != "in_loop"):
-        from transfer.training.stages import head_val_probabilities
-
-        probabilities = head_val_probabilities(run)  # the backbone is the frozen one: its features are cached
-    else:
-        probabilities = run.model.predict(run.val_data.map(lambda pixels, label: pixels), verbose=0)
-    calibration = _calibrate(run, probabilities)
-    if calibration is not None and calibration.applied:
-        from transfer.metrics.calibration import scale
-        from transfer.models.classifier import with_temperature
-
-        run.model = with_temperature(run.model, calibration.temperature)
-        probabilities = scale(probabilities, calibration.temperature).astype("float32")
-    import pandas as pd
-
-    history = pd.concat(run.histories, ignore_index=True)
-    folder, options = run.folder, run.options
-    if options.multi_label:
-        from transfer.metrics.multilabel import validation_scores
-
-        scores, thresholds = validation_scores(probabilities, run.val_labels, folder.class_names)
-        run.reporter.message("Thresholds chosen on the validation split (the best F1 of each label): "
-                             + ", ".join(f"{name} {t:.2f}" for name, t in thresholds.items()) + ".")
-    else:
-        loss = keras.losses.sparse_categorical_crossentropy(run.val_labels, probabilities)
-        scores, thresholds = {
-            "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == run.val_labels)),
-            "val_loss": float(np.mean(keras.ops.convert_to_numpy(loss))),
-        }, None
-    metrics = {
-        **scores,
-        "num_classes": len(folder.class_names),
-        "num_train": len(run.train_paths),
-        "num_val": len(run.val_paths),
-        "num_skipped": len(folder.skipped),
-        "num_duplicates": len(folder.duplicates),
-        "best_stage": run.best_stage,
-        "epochs_run": run.epoch,
-        "stage_seconds": run.stages_done,
-        "train_seconds": round(time.perf_counter() - run.started, 1),
-        "resumed": "resumed_at" in run.record,
-        "val_ece": None if calibration is None else calibration.ece_after,
-        "calibration": None if calibration is None else calibration.to_dict(),
-    }
-    config = {
-        **dataclasses.asdict(options),
-        "data": folder.source,
-        "data_folders": run.record.get("data_folders", []),
-        "class_names": folder.class_names,
-        "class_weights": run.class_weight,
-        # Every option as it was used: the patience of each stage run, no split share where the split was given.
-        "patience": {stage: options.stage_patience(epochs) for stage, epochs in
-                     (("frozen", options.epochs), ("finetune", options.finetune_epochs), ("scratch", options.epochs))
-                     if stage in run.stages_done and stage != "logistic"},
-        "val_split": None if options.val_dir else options.val_split,
-        **({} if options.finetune_epochs else {"finetune_lr": None, "finetune_schedule": None, "unfreeze": None}),  # no stage 2
-        "transfers": options.transfers,  # a backbone under a new head (pretrained, from a file or preset, or from source_run)
-        "pretrained": options.transfers and options.weights != "none",  # with learned weights
-        "source_run": _source_record(options.source_run),
-        "backbone_sha256": run.record.get("backbone_sha256"),
-        "logistic": run.record.get("logistic"),
-        "temperature": calibration.temperature if calibration is not None else None,  # in the model's last layer
-        "thresholds": thresholds,  # multi-label: each label's, chosen on validation
-        "probe": run.record.get("probe"),  # --backbone auto: the candidates ranked, the winner trained
-        "frozen_features": _frozen_features(run),
-        "strategy_resolved": strategy_name(run.strategy),
-        "replicas": run.strategy.num_replicas_in_sync,
-        "global_batch_size": run.global_batch,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-    }
-    run.files.write_results(run.model, metrics=metrics, config=config, history=history)
-    plot_curves(history, run.files.path / layout.CURVES)
-    raise_if_stop_requested()  # the last safe point before the run is published
-    if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
-        shutil.rmtree(run.files.path)
-    else:
-        run.files.drop_resume_state()
-        publishing.publish(run.files.path, run.out_dir)
-    return TrainResult(run.out_dir, metrics, history, run.model)
-
-
-def _calibrate(run: RunState, probabilities):
-    """Fits the temperature on the validation probabilities (`--calibrate temperature`) and says what
-    it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
-    if run.options.calibrate == "none":
-        return None
-    if run.options.multi_label:
-        run.reporter.message("Calibration: a multi-label run is not temperature-scaled (a softmax temperature does not "
-                             "apply to independent sigmoids); each label's threshold is chosen on the validation split instead.")
-        return None
-    from transfer.metrics.calibration import calibrate
-
-    calibration = calibrate(probabilities, run.val_labels)
-    run.reporter.message(calibration.describe())
-    return calibration
-
-
 def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:
     """The SHA-256 of the model file (or local preset folder) the backbone was read from: as training
     starts, or as recorded by the run whose backbone this one reuses."""
@@ -403,49 +273,3 @@ def backbone_sha256(spec: BackboneSpec, options: TrainOptions) -> str | None:
     if options.source_run is not None:
         return artifacts.Run.open(options.source_run).config().get("backbone_sha256")
     return sha256_of(spec.source)
-
-
-def _source_record(source: str | None) -> dict | None:
-    """Where the reused backbone came from: the run's path and the SHA-256 of its model file."""
-    if source is None:
-        return None
-    run = artifacts.Run.open(source)
-    return {"path": str(Path(source).resolve()), "model_sha256": publishing.sha256(run.model_file)}
-
-
-def build_model(
-    spec: BackboneSpec, options: TrainOptions, num_classes: int, strategy: tf.distribute.Strategy, reporter: Reporter
-) -> keras.Model:
-    """The classifier, seeded, in the strategy's scope, with the options' precision policy."""
-    import keras
-
-    from transfer.data.augmentation import build_augmentation
-    from transfer.models.classifier import build_classifier, freeze_backbone, unfreeze_top
-    from transfer.models.heads import HeadSpec
-    from transfer.training.distribute import describe
-
-    keras.utils.set_random_seed(options.seed)
-    reporter.message(f"Strategy: {describe(strategy)}")
-    previous_policy = keras.config.dtype_policy()
-    if options.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")  # layers take the policy when built
-    source = load_run_model(artifacts.Run.open(options.source_run)) if options.source_run else None
-    if source is not None:
-        reporter.message(f"Backbone: the {spec.name} of {options.source_run}, under a new head for {num_classes} classes.")
-    try:
-        with strategy.scope():
-            model = build_classifier(
-                spec,
-                num_classes=num_classes,
-                image_size=options.image_size,
-                weights=source if source is not None else None if options.weights == "none" else options.weights,
-                head=HeadSpec(options.dropout, options.head_units, options.multi_label),
-                augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
-                backbone_layer=options.backbone_layer,
-            )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    if options.transfers and options.finetune_epochs:
-        unfreeze_top(model, spec, options.unfreeze_count)  # validates --unfreeze before heavy work
-        freeze_backbone(model, spec)
-    return model
