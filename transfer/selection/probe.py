@@ -153,7 +153,7 @@ def frozen_features(name: str, paths: list[str], options: TrainOptions, num_clas
     import tensorflow as tf
 
     from transfer.training.features import FeatureCache, default_cache_dir, extract_features, frozen_extractor
-    from transfer.training.train import build_model
+    from transfer.training.state import build_model
 
     chosen = options.for_backbone(name, "").resolved()
     spec = chosen.backbone_spec()
