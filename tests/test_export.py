@@ -186,7 +186,7 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
     """A LiteRT runtime whose answers are shifted by one class: the check refuses it, the earlier
     export at the destination stays as it was, and no staging folder is left behind."""
     from transfer.core.errors import ExportCheckError
-    from transfer.evaluation.evaluate import scorers
+    from transfer.evaluation import scorers
 
     out = tmp_path / "export"
     earlier = export(augmented_run, out, ExportOptions(format="litert"))
@@ -203,7 +203,7 @@ def test_a_refused_int8_export_advises_an_option_that_then_works(augmented_run, 
     """The refusal names a --quantize choice; exporting with it, as advised, passes its own check."""
     import re
 
-    from transfer.evaluation.evaluate import scorers
+    from transfer.evaluation import scorers
 
     honest = scorers.LiteRTScorer.score_pixels
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
@@ -381,7 +381,7 @@ def test_a_quantized_export_is_held_to_the_keras_models_own_stability(augmented_
     model itself (less the sampling margin) is written, and says what it was held to."""
     from transfer.core.errors import ExportCheckError
     from transfer.deploy import export as export_module
-    from transfer.evaluation.evaluate import scorers
+    from transfer.evaluation import scorers
 
     honest = scorers.LiteRTScorer.score_pixels
 

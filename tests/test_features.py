@@ -163,7 +163,7 @@ def test_a_cache_that_cannot_be_written_is_skipped_with_one_warning(digits_run, 
     from typer.testing import CliRunner
 
     from tests.helpers import image_folder
-    from transfer.training.train import features
+    from transfer.training import features
     from transfer.cli import app
 
     data = image_folder(tmp_path / "data", classes=("circle", "square"), per_class=6)
