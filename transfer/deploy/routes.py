@@ -284,7 +284,7 @@ def format_predictions(scores: np.ndarray, labels: np.ndarray, top_k: int, min_c
 
 def render_page(name: str, key_required: bool) -> str:
     """The page, with the model's name and whether it needs a key written into it."""
-    template = resources.files("transfer").joinpath("serve_page.html").read_text(encoding="utf-8")
+    template = resources.files("transfer.deploy").joinpath("serve_page.html").read_text(encoding="utf-8")
     settings = json.dumps({"name": name, "keyRequired": key_required}).replace("<", "\\u003c")
     return template.replace("{{SETTINGS}}", settings).replace("{{NAME}}", _html_escape(name))
 
