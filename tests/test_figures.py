@@ -75,12 +75,23 @@ def test_curves_draw_each_metric_and_the_stage_boundary(tmp_path, saved):
         assert texts(axis) == ["finetune starts"]
 
 
-def test_curves_of_one_stage_have_no_boundary_and_a_linear_rate_axis_without_rates(tmp_path, saved):
-    frame = history(rates=(np.nan,) * 5).assign(stage="scratch")
+def test_curves_of_one_stage_without_rates_have_no_boundary_and_no_rate_panel(tmp_path, saved):
+    frame = history(rates=(np.nan,) * 5).assign(stage="scratch")  # a logistic head: no learning rate at all
     plots.plot_curves(frame, tmp_path / "curves.png")
-    loss, _, rate = saved[0].axes
+    png(tmp_path / "curves.png", 10, 4)  # two panels of 5 inches, not three
+    assert [axis.get_title() for axis in saved[0].axes] == ["loss", "accuracy"]
+    for axis in saved[0].axes:
+        assert not [line for line in axis.get_lines() if line.get_linestyle() == "--"] and texts(axis) == []
+        assert not [line for line in axis.get_lines() if "learning rate" in line.get_label()]
+
+
+def test_curves_with_rates_of_zero_keep_a_linear_rate_axis(tmp_path, saved):
+    plots.plot_curves(history(rates=(0.0,) * 5), tmp_path / "curves.png")
+    png(tmp_path / "curves.png", 15, 4)
+    rate = saved[0].axes[2]
+    assert rate.get_title() == "learning rate"
     assert rate.get_yscale() == "linear", "no positive rate to put on a log scale"
-    assert not [line for line in loss.get_lines() if line.get_linestyle() == "--"] and texts(loss) == []
+    assert list(rate.get_lines()[0].get_ydata()) == [0.0] * 5
 
 
 # Confusion matrix
@@ -179,17 +190,39 @@ def leaderboard() -> pd.DataFrame:
     })
 
 
+def bar_notes(figure, axis) -> list[str]:
+    """The notes written beside the bars of `axis`: the right-hand tick labels of its twin, one at
+    each bar's height, every one right of the axis and inside the figure."""
+    twins = [other for other in figure.axes if other is not axis]
+    assert len(twins) == 1
+    twin = twins[0]
+    assert twin.get_ylim() == axis.get_ylim()
+    centres = [bar.get_y() + bar.get_height() / 2 for bar in axis.patches]
+    np.testing.assert_allclose(twin.get_yticks(), centres)
+    labels = twin.get_yticklabels()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()  # the figure is closed: a fresh canvas, same layout
+    right, width = axis.get_window_extent(renderer).x1, figure.bbox.width
+    for label in labels:
+        extent = label.get_window_extent(renderer)
+        assert right <= extent.x0 and extent.x1 <= width + 0.5, label.get_text()
+    return [label.get_text() for label in labels]
+
+
 def test_leaderboard_bars_are_the_accuracies_best_at_the_top(tmp_path, saved):
     plots.plot_leaderboard(leaderboard(), tmp_path / "lb.png")
-    png(tmp_path / "lb.png", 9, 0.6 * 3 + 1.5)
+    png(tmp_path / "lb.png", 10, 0.6 * 3 + 1.6)
     axis = saved[0].axes[0]
     bars = axis.patches
     # barh draws from the bottom: the last row first, so the best (first) row is at the top
     assert [round(bar.get_width(), 6) for bar in bars] == [0.0, 0.71, 0.92]
     assert [t.get_text() for t in axis.get_yticklabels()] == ["vgg16 (frozen)", "lenet (scratch)", "resnet50 (frozen)"]
-    assert [tuple(np.round(bar.get_facecolor()[:3], 3)) for bar in bars][0] == tuple(np.round([0xcc / 255, 0x44 / 255, 0x44 / 255], 3))
-    assert texts(axis) == ["failed: out of memory", "0.710  (top-3 0.950, 4 s)", "0.920  (top-3 0.990, 31 s)"]
-    assert axis.get_xlim() == (0, 1.45) and axis.get_xlabel() == "validation accuracy"
+    red, green = (0xcc / 255, 0x44 / 255, 0x44 / 255), (0x44 / 255, 0xaa / 255, 0x77 / 255)
+    np.testing.assert_allclose([bar.get_facecolor()[:3] for bar in bars], [red, green, green])
+    assert texts(axis) == [], "no note on the bars themselves"
+    assert bar_notes(saved[0], axis) == ["failed: out of memory", "0.710  (top-3 0.950, 4 s)", "0.920  (top-3 0.990, 31 s)"]
+    assert axis.get_xlim() == (0, 1) and axis.get_xlabel() == "validation accuracy"
 
 
 def test_a_multi_label_leaderboard_ranks_by_mean_average_precision(tmp_path, saved):
@@ -198,8 +231,9 @@ def test_a_multi_label_leaderboard_ranks_by_mean_average_precision(tmp_path, sav
     plots.plot_leaderboard(table, tmp_path / "lb.png")
     axis = saved[0].axes[0]
     assert [round(bar.get_width(), 6) for bar in axis.patches] == [0.0, 0.6, 0.8]
-    assert axis.get_xlabel() == "validation mean average precision"
-    assert texts(axis)[2] == "0.800  (exact label sets 0.920, 31 s)"
+    assert axis.get_xlabel() == "validation mean average precision" and axis.get_xlim() == (0, 1)
+    assert bar_notes(saved[0], axis) == ["failed: out of memory", "0.600  (exact label sets 0.710, 4 s)",
+                                         "0.800  (exact label sets 0.920, 31 s)"]
 
 
 # Learning-rate sweep
@@ -294,11 +328,19 @@ def test_probe_bars_and_their_spread(tmp_path, saved):
     table = pd.DataFrame({"backbone": ["resnet50", "/models/mine.keras", "vgg16"], "accuracy": [0.9, 0.8, np.nan],
                           "accuracy_sd": [0.02, 0.05, np.nan], "log_me": [1.2, 0.7, np.nan], "error": ["", "", "no weights"]})
     plots.plot_probe(table, tmp_path / "probe.png")
-    png(tmp_path / "probe.png", 9, 0.6 * 3 + 1.6)
+    png(tmp_path / "probe.png", 10, 0.6 * 3 + 1.6)
     axis = saved[0].axes[0]
     assert [round(bar.get_width(), 6) for bar in axis.patches] == [0.0, 0.8, 0.9]
     assert [t.get_text() for t in axis.get_yticklabels()] == ["vgg16", "mine", "resnet50"]
-    assert texts(axis) == ["failed: no weights", "0.800 +- 0.050  (LogME 0.700)", "0.900 +- 0.020  (LogME 1.200)"]
+    assert axis.get_xlim() == (0, 1)
+    # the spread: a horizontal error bar of +- sd at each bar's end (none for the failed one)
+    from matplotlib.container import ErrorbarContainer
+
+    spread, = [c for c in axis.containers if isinstance(c, ErrorbarContainer)]
+    segments = np.asarray(spread.lines[2][0].get_segments(), float)
+    np.testing.assert_allclose(segments, [[[0, 0], [0, 0]], [[0.8 - 0.05, 1], [0.8 + 0.05, 1]], [[0.9 - 0.02, 2], [0.9 + 0.02, 2]]])
+    assert texts(axis) == []
+    assert bar_notes(saved[0], axis) == ["failed: no weights", "0.800 +- 0.050  (LogME 0.700)", "0.900 +- 0.020  (LogME 1.200)"]
 
 
 def test_curve_draws_the_mean_over_draws_per_backbone(tmp_path, saved):
