@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
@@ -203,6 +204,8 @@ def stop_at_safe_points() -> Iterator[None]:
         raise
     finally:  # once interrupted, the next Ctrl-C (while the process ends) ends it at once, quietly
         signal.signal(signal.SIGINT, (lambda number, frame: _stop_at_once()) if interrupted else previous)
+        if interrupted:  # Python's finalization puts SIGINT back to its default, which would kill the
+            atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # exiting process with -2, not 130
         _stop.active, _stop.requested, _stop.exit_pending = False, False, False
 
 
