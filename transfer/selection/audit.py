@@ -52,6 +52,7 @@ from transfer.training.options import TrainOptions
 from transfer.selection.experiments import Experiment
 from transfer.selection.probe import frozen_features
 from transfer.core.progress import SILENT, Reporter
+from transfer.training.option_fields import flag, option_flag
 
 #: Neighbours each image is compared with in feature space.
 NEIGHBOURS = 10
@@ -149,17 +150,17 @@ def _check_options(options: TrainOptions) -> TrainOptions:
     with a frozen backbone, which is audited by a logistic regression)."""
     if options.val_dir:
         raise InvalidOptionError(
-            f"Received --val-dir {options.val_dir}; the audit judges every image by a model that did not see it. Put all "
+            f"Received {flag.val_dir} {options.val_dir}; the audit judges every image by a model that did not see it. Put all "
             f"the labelled images in DATA_DIR (or audit the validation folder on its own)."
         )
     defaults = TrainOptions()
     given = [name for name in BASELINE_ONLY if getattr(options, name) != getattr(defaults, name)]
     if given and options.transfers:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        flags = ", ".join(option_flag(name) for name in given)
         raise InvalidOptionError(
             f"Received {flags} with the pretrained backbone {options.backbone or 'resnet50'}; a pretrained backbone is "
             f"audited by a logistic regression on its frozen features, which has no training recipe (epochs, learning "
-            f"rate, augmentation, validation split). Drop {flags}, or audit with --backbone lenet or alexnet, which are "
+            f"rate, augmentation, validation split). Drop {flags}, or audit with {flag.backbone} lenet or alexnet, which are "
             f"trained on each fold."
         )
     return dataclasses.replace(options, head="logistic").resolved() if options.transfers else options.resolved()

@@ -38,6 +38,7 @@ from transfer.training.options import TrainOptions
 from transfer.core.errors import require
 from transfer.outputs.figures import plot_cross_validation
 from transfer.core.progress import SILENT, Reporter
+from transfer.training.option_fields import flag
 
 METRICS = ("accuracy", "top_k_accuracy", "log_loss")
 #: A multi-label model's, ranked by the first: mean average precision, exact label sets, micro F1, log loss.
@@ -79,7 +80,7 @@ def cross_validate(
     require(isinstance(folds, int) and folds >= 2, "--folds", folds, "an integer >= 2")
     if options.val_dir:
         raise InvalidOptionError(
-            f"Received --val-dir {options.val_dir}; cross-validation holds out each fold in turn from DATA_DIR. Put "
+            f"Received {flag.val_dir} {options.val_dir}; cross-validation holds out each fold in turn from DATA_DIR. Put "
             f"all the labelled images in DATA_DIR (or run `transfer evaluate` on the validation folder)."
         )
     experiment.check_backbones(backbones, layout.FOLDS_CSV)  # every option checked before any image is read

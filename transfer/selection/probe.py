@@ -36,6 +36,7 @@ from transfer.selection.experiments import Experiment, prepare_listing, require_
 from transfer.core.errors import DataError, InvalidOptionError, ProbeFailedError, TransferError, require
 from transfer.training.options import TrainOptions
 from transfer.core.progress import SILENT, Reporter
+from transfer.training.option_fields import flag
 
 if TYPE_CHECKING:
     import keras
@@ -186,7 +187,7 @@ def _check_curve(images: pd.DataFrame, class_names: list[str]) -> None:
     lacking = [name for name in class_names if held.get(name, 0) < 1 or train.get(name, 0) < 1]
     if lacking:
         raise DataError(f"--curve needs at least one held-out and one training image of each class; "
-                        f"{', '.join(lacking)} lack one. Add images, or raise --val-split.")
+                        f"{', '.join(lacking)} lack one. Add images, or raise {flag.val_split}.")
 
 
 def _curve(name: str, features: np.ndarray, images: pd.DataFrame, class_names: list[str], draws: int, seed: int) -> pd.DataFrame:
@@ -282,7 +283,7 @@ def choose_backbone(data_dir: Path | None, options: TrainOptions, reporter: Repo
     table, _ = rank_backbones(images, class_names, names, plain, reporter=reporter)
     summary = _summary(table, pd.DataFrame(), "", len(images), 5)
     margin = f", {summary['margin']:+.3f} ahead of {table.iloc[1]['backbone']}" if summary["margin"] is not None else ""
-    reporter.message(f"--backbone auto: {summary['best']} wins the probe (accuracy {table.iloc[0]['accuracy']:.3f}{margin}); "
+    reporter.message(f"{flag.backbone} auto: {summary['best']} wins the probe (accuracy {table.iloc[0]['accuracy']:.3f}{margin}); "
                      f"training it. {NOTE}")
     return dataclasses.replace(options, backbone=summary["best"], candidates=None), {
         "candidates": names, "best": summary["best"], "margin": summary["margin"], "ranking": summary["ranking"]}
