@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 from PIL import Image
+from transfer.core.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[1]
 HYMENOPTERA = ROOT.parent / "shared" / "data" / "hymenoptera"
@@ -122,3 +123,24 @@ def assert_picture(path: Path, min_width: int = 300, min_height: int = 200) -> N
         pixels = np.asarray(image.convert("RGB"), np.float64)
     assert pixels.shape[1] >= min_width and pixels.shape[0] >= min_height, f"{path} is only {pixels.shape[1]}x{pixels.shape[0]}"
     assert pixels.std() > 10 and (pixels.min(axis=2) < 128).mean() > 0.01, f"{path} is (nearly) blank"
+
+
+class RecordingReporter(Reporter):
+    """The bars opened (description, total, steps advanced) and the messages."""
+
+    def __init__(self):
+        self.bars, self.lines = [], []
+
+    def message(self, text):
+        self.lines.append(text)
+
+    @contextmanager
+    def progress(self, description, total):
+        bar = {"description": description, "total": total, "done": 0}
+        self.bars.append(bar)
+
+        class Advance:
+            def advance(self, amount=1):
+                bar["done"] += amount
+
+        yield Advance()

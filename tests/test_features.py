@@ -116,38 +116,19 @@ def test_the_disk_cache_serves_unchanged_images_and_never_a_stale_entry(tmp_path
 
 def test_the_progress_counts_the_images_from_the_cache_and_says_so(tmp_path):
     """Of 4 images, 1 already cached: the bar runs to 4 of 4 and names the 1; it read 3 of 3 before."""
-    from contextlib import contextmanager
 
-    from tests.helpers import write_png
+    from tests.helpers import RecordingReporter, write_png
     from transfer.training.features import FeatureCache
-    from transfer.core.progress import Reporter
 
-    class Recording(Reporter):
-        def __init__(self):
-            self.bars, self.lines = [], []
-
-        def message(self, text):
-            self.lines.append(text)
-
-        @contextmanager
-        def progress(self, description, total):
-            bar = {"description": description, "total": total, "done": 0}
-            self.bars.append(bar)
-
-            class Advance:
-                def advance(self, amount=1):
-                    bar["done"] += amount
-
-            yield Advance()
 
     paths = [str(write_png(tmp_path / "images" / f"{i}.png", color=(50 * i, 10, 200))) for i in range(4)]
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
     cache = FeatureCache(tmp_path / "cache", model, 8)
     extract_features(model, paths[:1], 2, cache=cache)
-    reporter = Recording()
+    reporter = RecordingReporter()
     extract_features(model, paths, 2, cache=cache, reporter=reporter, description="train")
     assert reporter.bars == [{"description": "train, 1 of 4 cached", "total": 4, "done": 4}]
-    again = Recording()
+    again = RecordingReporter()
     extract_features(model, paths, 2, cache=cache, reporter=again, description="train")
     assert again.bars == [] and again.lines == ["train: all 4 from the feature cache."]
 

@@ -1,32 +1,12 @@
 """Progress as the user sees it: a finished bar says how long it took; a long epoch shows its batches."""
 
 import io
-from contextlib import contextmanager
 
 import numpy as np
+from tests.helpers import RecordingReporter
 
-from transfer.core.progress import Reporter
 
 
-class Recording(Reporter):
-    """The bars opened (description, total, steps advanced) and the messages."""
-
-    def __init__(self):
-        self.bars, self.lines = [], []
-
-    def message(self, text):
-        self.lines.append(text)
-
-    @contextmanager
-    def progress(self, description, total):
-        bar = {"description": description, "total": total, "done": 0}
-        self.bars.append(bar)
-
-        class Advance:
-            def advance(self, amount=1):
-                bar["done"] += amount
-
-        yield Advance()
 
 
 def test_a_finished_bar_shows_the_time_it_took_not_zero_remaining(monkeypatch):
@@ -53,7 +33,7 @@ def test_a_long_epoch_shows_each_batch_through_the_reporter():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     x, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 2
-    reporter = Recording()
+    reporter = RecordingReporter()
     model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[BatchProgress(reporter, 3, "Stage frozen")])
     assert reporter.bars == [{"description": "Stage frozen, epoch 1", "total": 3, "done": 3},
                              {"description": "Stage frozen, epoch 2", "total": 3, "done": 3}]
@@ -69,12 +49,12 @@ def test_training_without_keras_bars_reports_batches_of_long_epochs(tmp_path, mo
     monkeypatch.setattr(transfer.training.stages, "LONG_EPOCH_STEPS", 2)  # 24 training images of 8 a batch: 3 steps
     data = image_folder(tmp_path / "data", per_class=16)
     options = TrainOptions(backbone="lenet", epochs=2, batch_size=8, image_size=32, augment=False, val_split=0.25)
-    reporter = Recording()
+    reporter = RecordingReporter()
     train(data, tmp_path / "run", options, reporter=reporter, verbose=2)
     epochs = [bar for bar in reporter.bars if ", epoch " in bar["description"]]
     assert [bar["description"] for bar in epochs] == ["Stage scratch, epoch 1", "Stage scratch, epoch 2"]
     assert all(bar["total"] == bar["done"] == 3 for bar in epochs)
-    quiet = Recording()
+    quiet = RecordingReporter()
     train(data, tmp_path / "run-tty", options, reporter=quiet, verbose=1)  # Keras draws its own bar
     assert not [bar for bar in quiet.bars if ", epoch " in bar["description"]]
 

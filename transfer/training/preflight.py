@@ -14,6 +14,7 @@ from transfer.outputs import publishing
 from transfer.core.errors import InvalidOptionError
 from transfer.training.options import TrainOptions
 from transfer.data.sources import Listing
+from transfer.training.option_fields import flag
 
 
 def preflight(data_dir: Path | None, out_dir: Path, options: TrainOptions, *, kind: str, force: bool,
@@ -52,13 +53,13 @@ def check_labels_kind(listing: Listing, options: TrainOptions) -> None:
 
     if options.multi_label and not listing.multi_label:
         raise DataError(
-            f"--multi-label: {listing.source} has one label per image (a label column, or class folders); a multi-label "
+            f"{flag.multi_label}: {listing.source} has one label per image (a label column, or class folders); a multi-label "
             f"manifest has a labels column: path,labels with the labels of each image separated by ;."
         )
     if listing.multi_label and options.class_weight == "auto":
         raise InvalidOptionError(
-            f"--class-weight auto balances the classes of single-label data; {listing.source} is multi-label (a labels "
-            f"column), where each label is its own yes/no. Drop --class-weight auto."
+            f"{flag.class_weight} auto balances the classes of single-label data; {listing.source} is multi-label (a labels "
+            f"column), where each label is its own yes/no. Drop {flag.class_weight} auto."
         )
 
 
