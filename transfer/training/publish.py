@@ -169,6 +169,7 @@ def run_config(run: RunState, calibration: Calibration | None, thresholds: dict[
         "pretrained": options.transfers and options.weights != "none",  # with learned weights
         "source_run": source_record(options.source_run),
         "backbone_sha256": run.record.get("backbone_sha256"),
+        "weights_source": run.spec.weights_provenance() if options.weights == "imagenet" else None,  # package, licence
         "logistic": run.record.get("logistic"),
         "temperature": calibration.temperature if calibration is not None else None,  # in the model's last layer
         "thresholds": thresholds,  # multi-label: each label's, chosen on validation
