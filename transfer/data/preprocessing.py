@@ -92,7 +92,7 @@ def pillow_reader_missing(kind: str) -> str | None:
     from PIL import features
 
     if not features.check("avif"):
-        return "AVIF images need a Pillow built with AVIF support (11.3 or later): pip install -U pillow"
+        return "AVIF images need a Pillow built with AVIF support (11.2 or later): pip install -U pillow"
     return None
 
 
@@ -115,7 +115,7 @@ def to_png(content: bytes) -> bytes:
         image.load()  # a truncated file fails here, not later
         upright = ImageOps.exif_transpose(image)
         buffer = io.BytesIO()
-        upright.convert("RGB").save(buffer, format="PNG", compress_level=1)
+        upright.convert("RGB").save(buffer, format="PNG", compress_level=0)
     return buffer.getvalue()
 
 
