@@ -75,7 +75,7 @@ def test_unreadable_files_are_listed_by_path_with_reason_per_class(tmp_path):
     folder = prepare(list_folder(root), image_size=8, val_split=0.5)
     reasons = {os.path.basename(p): r for p, r in zip(folder.skipped["path"], folder.skipped["reason"])}
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
-    assert reasons["truncated.jpg"] and reasons["text.png"] == "not a JPEG, PNG, GIF, BMP or WebP file"
+    assert reasons["truncated.jpg"] and reasons["text.png"] == "not a JPEG, PNG, GIF, BMP or WebP file (nor HEIC or AVIF)"
     assert reasons[".DS_Store"] == "hidden file"
     assert folder.counts()["skipped"].to_dict() == {"ants": 2, "bees": 2}
     assert len(folder.examples) == 8
@@ -130,3 +130,25 @@ def test_a_class_too_small_after_skipping_names_its_skipped_files(tmp_path):
     (root / "bees" / "1.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"bees: 1 usable, 1 skipped \(.*bees/1.png: empty file \(0 bytes\)\)"):
         prepare(list_folder(root), image_size=8)
+
+
+def test_heic_and_avif_photos_are_used_and_a_heic_without_its_extra_is_skipped_naming_it(tmp_path, monkeypatch):
+    import sys
+
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    root = make_folder(tmp_path, per_class=3)
+    for name, colour in (("a_class", (250, 10, 10)), ("b_class", (10, 10, 250))):
+        Image.new("RGB", (16, 16), colour).save(root / name / "phone.heic", format="HEIF", quality=95)
+        Image.new("RGB", (16, 16), colour).save(root / name / "camera.AVIF", format="AVIF", quality=95)
+    folder = prepare(list_folder(root), image_size=8)
+    assert folder.skipped.empty and folder.examples["path"].str.endswith(("phone.heic", "camera.AVIF")).sum() == 4
+    pixels = {p: b for batch in iter_decoded_batches(folder.examples["path"].tolist(), 8, 16) for p, b in zip(batch.paths, batch.pixels)}
+    np.testing.assert_allclose(pixels[str(root / "b_class" / "phone.heic")].mean(axis=(0, 1)), (10, 10, 250), atol=6)
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if the heic extra were not installed
+    without = prepare(list_folder(root), image_size=8)
+    reasons = dict(zip(without.skipped["path"], without.skipped["reason"]))
+    assert sorted(reasons) == [str(root / name / "phone.heic") for name in ("a_class", "b_class")]
+    assert all("pip install 'keras-transfer[heic]'" in reason for reason in reasons.values())

@@ -241,3 +241,35 @@ def test_predict_reports_the_broken_file_and_answers_the_rest(digits_run, digits
 
 def test_prediction_to_dict_of_an_error():
     assert Prediction("x.png", error="truncated").to_dict() == {"path": "x.png", "answer": None, "predictions": [], "error": "truncated"}
+
+
+def test_a_savedmodel_is_sent_heic_and_avif_as_png_its_own_decoder_reads(tmp_path):
+    """The export's graph decodes JPEG/PNG/GIF/BMP/WebP only; its scorer (predict, serve) converts the rest first."""
+    import io
+
+    import pillow_heif
+    import tensorflow as tf
+    from PIL import Image
+
+    from transfer.core.errors import BadImageError
+    from transfer.data.preprocessing import decode_image
+    from transfer.evaluation.scorers import SavedModelScorer
+
+    pillow_heif.register_heif_opener()
+
+    def encoded(fmt):
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), (30, 60, 200)).save(buffer, format=fmt, quality=95)
+        return buffer.getvalue()
+
+    scorer = object.__new__(SavedModelScorer)  # its signature stood in for by the graph decoder it holds
+    scorer.image_size = 8
+    scorer.serve = lambda images: {"scores": tf.map_fn(lambda c: tf.reduce_mean(decode_image(c, 8), [0, 1]), images, fn_output_signature=tf.float32)}
+    heic, avif = tmp_path / "a.heic", tmp_path / "b.avif"
+    heic.write_bytes(encoded("HEIF"))
+    avif.write_bytes(encoded("AVIF"))
+    np.testing.assert_allclose(scorer.score_encoded([heic.read_bytes(), avif.read_bytes()]), [(30, 60, 200)] * 2, atol=6)
+    scored = dict(scorer.score_files([str(heic), str(avif)], batch_size=2))
+    np.testing.assert_allclose(scored[str(avif)], (30, 60, 200), atol=6)
+    with pytest.raises(BadImageError, match="a damaged HEIC image"):
+        scorer.score_encoded([heic.read_bytes()[:100]])

@@ -120,3 +120,56 @@ def test_grayscale_preprocess_gives_one_channel_in_minus_one_to_one():
     assert out.shape == (2, 4, 4, 1)
     np.testing.assert_allclose(out[0], -1.0, atol=1e-5)
     np.testing.assert_allclose(out[1], 1.0, atol=1e-3)  # luma weights sum to 0.9999
+
+
+def photo_bytes(fmt: str, image: Image.Image, orientation: int = 1) -> bytes:
+    """`image` as a HEIC or AVIF file (4:4:4 chroma, top quality) with an EXIF orientation tag."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    chroma = {"chroma": 444} if fmt == "HEIF" else {"subsampling": "4:4:4"}
+    return encoded(image, fmt, quality=100, exif=exif.tobytes(), **chroma)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+@pytest.mark.parametrize("orientation, upright", [(1, None), (6, Image.Transpose.ROTATE_270), (3, Image.Transpose.ROTATE_180)])
+def test_heic_and_avif_decode_upright_like_the_same_image_as_png(fmt, orientation, upright):
+    from transfer.data.preprocessing import decode_any, pillow_format
+
+    image = blocks()
+    data = photo_bytes(fmt, image, orientation)
+    assert pillow_format(data) == ("HEIC" if fmt == "HEIF" else "AVIF")
+    expected = decode_image(encoded(image.transpose(upright) if upright else image, "PNG"), 16).numpy()
+    got = decode_any(tf.constant(data), 16).numpy()
+    assert np.abs(got - expected).mean() < 4, "within the codec's error of the PNG"
+    if upright:
+        assert np.abs(decode_image(encoded(image, "PNG"), 16).numpy() - got).mean() > 40, "the orientation was applied"
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        decode_image(data, 16)  # the graph decoder (an exported SavedModel's) does not read them itself
+
+
+def test_graph_bytes_makes_photos_png_and_leaves_other_files_as_they_are():
+    from transfer.data.preprocessing import graph_bytes
+
+    heic, jpeg = photo_bytes("HEIF", blocks()), encoded(blocks(), "JPEG")
+    assert graph_bytes(jpeg) is jpeg and graph_bytes(b"not an image") == b"not an image"
+    png = graph_bytes(heic)
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size == blocks().size
+    damaged = heic[: len(heic) // 2]
+    assert graph_bytes(damaged) is damaged, "left for the decoder to refuse with its reason"
+
+
+def test_a_heic_photo_without_the_extra_is_refused_naming_it_and_avif_needs_none(monkeypatch):
+    import sys
+
+    from transfer.data.preprocessing import content_error
+
+    heic, avif = photo_bytes("HEIF", blocks()), photo_bytes("AVIF", blocks())
+    assert content_error(heic) is None and content_error(avif) is None
+    assert "HEIC or AVIF" in content_error(b"%PDF-1.7")
+    assert content_error(heic[:200]).startswith("a damaged HEIC image")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed: importing it fails
+    assert "pip install 'keras-transfer[heic]'" in content_error(heic)
+    assert content_error(avif) is None

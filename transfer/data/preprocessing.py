@@ -2,7 +2,9 @@
 
 Every path into a model uses `decode_image` (encoded file bytes -> float32 RGB pixels in [0, 255]
 at the model's square input size): the training pipeline, `transfer predict` and the graph of the
-exported SavedModel. Every model then starts with a `Preprocess` layer that maps those raw pixels to
+exported SavedModel. HEIC and AVIF photos, which TensorFlow's graph decoders cannot read, are first
+made lossless PNG bytes by Pillow on the Python side (`graph_bytes`, and `decode_any` inside the
+`tf.data` pipelines); the same pixels then go through the same `decode_image`. Every model then starts with a `Preprocess` layer that maps those raw pixels to
 what its backbone was trained on, so preprocessing cannot drift between training, prediction and
 export.
 """
@@ -10,6 +12,7 @@ export.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.applications import imagenet_utils
 
@@ -59,6 +62,111 @@ def is_image_format(contents: tf.Tensor) -> tf.Tensor:
         starts(0, b"BM"),
         tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP")),
     ]))
+
+
+#: The ISO media brands (the `ftyp` box) of the photos Pillow decodes for the graph decoder.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+AVIF_BRANDS = (b"avif", b"avis")
+
+
+def pillow_format(content: bytes) -> str | None:
+    """`"HEIC"` or `"AVIF"` for the bytes of such a photo (by its `ftyp` box), else `None`."""
+    if len(content) < 16 or content[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(content[:4], "big"), len(content), 256)
+    brands = [content[8:12]] + [content[offset:offset + 4] for offset in range(16, end - 3, 4)]
+    for brand in brands:  # the major brand first, then the compatible ones
+        if brand in AVIF_BRANDS:
+            return "AVIF"
+        if brand in HEIF_BRANDS[:6]:
+            return "HEIC"
+    return "HEIC" if any(brand in HEIF_BRANDS for brand in brands) else None
+
+
+def pillow_reader_missing(kind: str) -> str | None:
+    """What is missing to read a `kind` photo (`pillow_format`), in one line, or `None`."""
+    if kind == "HEIC":
+        from transfer.core import extras
+
+        return extras.missing("heic")
+    from PIL import features
+
+    if not features.check("avif"):
+        return "AVIF images need a Pillow built with AVIF support (11.2 or later): pip install -U pillow"
+    return None
+
+
+def to_png(content: bytes) -> bytes:
+    """The upright RGB pixels of a HEIC or AVIF photo as lossless PNG bytes (Pillow; EXIF orientation
+    applied as `apply_orientation` does for JPEG; pillow-heif applies HEIC's own rotation on reading).
+
+    Raises:
+        OSError, ValueError: Pillow cannot read the bytes (or the reader is not installed).
+    """
+    import io
+
+    from PIL import Image, ImageOps
+
+    if pillow_format(content) == "HEIC":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    with Image.open(io.BytesIO(content)) as image:
+        image.load()  # a truncated file fails here, not later
+        upright = ImageOps.exif_transpose(image)
+        buffer = io.BytesIO()
+        upright.convert("RGB").save(buffer, format="PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+def graph_bytes(content: bytes) -> bytes:
+    """`content` as the graph decoder (`decode_image`, an exported SavedModel) takes it: a HEIC or AVIF
+    photo becomes PNG bytes (`to_png`); anything else, and a photo that cannot be converted, is
+    returned as it is (the decoder then refuses it with the reason)."""
+    if pillow_format(content) is None:
+        return content
+    try:
+        return to_png(content)
+    except (OSError, ValueError, ImportError, SyntaxError):
+        return content
+
+
+def content_error(content: bytes) -> str | None:
+    """Why encoded bytes are not an image this tool reads, by their kind (the one text for each, in
+    train, predict, evaluate and the server), or `None` where they look like one."""
+    if not content:
+        return "empty file (0 bytes)"
+    kind = pillow_format(content)
+    if kind:
+        missing = pillow_reader_missing(kind)
+        if missing:
+            return f"a {kind} image, not read: {missing}"
+        try:
+            to_png(content)
+        except Exception as error:  # Pillow's and its plugins' errors have no common base
+            return f"a damaged {kind} image ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        return None
+    if not bool(is_image_format(tf.constant(content))):
+        return NOT_AN_IMAGE + " (nor HEIC or AVIF)"
+    return None
+
+
+def decode_any(contents: tf.Tensor, image_size: int) -> tf.Tensor:
+    """`decode_image`, and HEIC and AVIF photos too: those (an ISO media `ftyp` box) are converted to
+    PNG by Pillow in a `tf.numpy_function`, on the Python side. For input pipelines and Python
+    callers only, never inside an exported model (whose graph must not call Python). A photo Pillow
+    cannot read reaches `decode_image` as it is, which refuses it (`InvalidArgumentError`)."""
+
+    def convert(content):
+        return np.asarray(graph_bytes(content.item() if isinstance(content, np.ndarray) else bytes(content)), dtype=object)
+
+    iso_media = tf.equal(tf.strings.substr(contents, 4, 4), b"ftyp")
+    contents = tf.cond(
+        iso_media,
+        lambda: tf.reshape(tf.numpy_function(convert, [contents], tf.string, stateful=False), []),
+        lambda: contents,
+    )
+    return decode_image(contents, image_size)
 
 
 def _decode_jpeg_reduced(contents: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -4,7 +4,8 @@ Both give a `Listing`: the sorted class names, the image files with their labels
 the source fixes it) and the files that will not be used, with the reason. Nothing is decoded
 here; `transfer.data.folders.prepare` checks the images, splits and deduplicates.
 
-Folder layout (as `keras.utils.image_dataset_from_directory`): `DATA_DIR/<class>/<image>`. Class
+Folder layout (as `keras.utils.image_dataset_from_directory`): `DATA_DIR/<class>/<image>`; a `.zip`,
+`.tar`, `.tar.gz` or `.tgz` of it is read as the folder (`transfer.data.archives.resolve_data`). Class
 names are the subfolder names in sorted order; a class's index in that order is its output index in
 every model. Folders nested inside a class folder are recursed into (symbolic links to folders
 too, each real folder once), and their images belong to that class; `transfer predict` recurses
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transfer.data.archives import resolve_data
 from transfer.metrics.multilabel import LABEL_SEPARATOR, split_labels
 from transfer.core.errors import DataError
 from transfer.outputs.layout import MARKER
@@ -39,11 +41,12 @@ SPLITS = ("train", "val")
 #: Folder names that name a split, not a class: `DATA/` holding `train/` and `val/` given as the data
 #: folder is almost always a mistake (a two-class "train" vs "val" classifier), refused unless insisted on.
 SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval")
-#: The one rule for which files are images, in every command: the formats TensorFlow decodes in the
-#: graph (so the exported model reads them too), by extension, compared case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-#: Image formats that are reported, not read: TensorFlow cannot decode them in the graph.
-UNSUPPORTED_IMAGES = (".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".jp2")
+#: The one rule for which files are images, in every command, by extension, compared case-insensitively:
+#: the formats TensorFlow decodes in the graph (so the exported model reads them too), and HEIC and AVIF
+#: photos, which Pillow makes PNG on the Python side (`transfer.data.preprocessing.decode_any`).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".heic", ".heif", ".avif")
+#: Image formats that are reported, not read.
+UNSUPPORTED_IMAGES = (".tif", ".tiff", ".jxl", ".jp2")
 
 
 @dataclass
@@ -81,9 +84,10 @@ def list_classes(data_dir: Path, allow_split_names: bool = False) -> list[str]:
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
+        what = "is a file, not a folder nor an archive (.zip, .tar, .tar.gz, .tgz)" if data_dir.is_file() else "does not exist or is not a folder"
         raise DataError(
-            f"Data folder {data_dir} does not exist or is not a folder. Expected a folder with one "
-            f"subfolder of images per class, e.g. {data_dir}/cats/*.jpg and {data_dir}/dogs/*.jpg."
+            f"Data folder {data_dir} {what}. Expected a folder with one subfolder of images per class, e.g. "
+            f"{data_dir}/cats/*.jpg and {data_dir}/dogs/*.jpg, or a .zip or .tar(.gz) of one."
         )
     loose = sorted(p.name for p in data_dir.iterdir() if p.is_file() and has_image_suffix(p))
     if loose:
@@ -117,6 +121,8 @@ def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: 
         DataError: a structure error (see `list_classes`), a class folder without any image file,
             or a `val_dir` whose classes differ.
     """
+    given = (data_dir, val_dir)
+    data_dir, val_dir = resolve_data(data_dir), resolve_data(val_dir)
     class_names = list_classes(data_dir, allow_split_names)
     folders = [(Path(data_dir), "train" if val_dir else "")]
     if val_dir is not None:
@@ -147,7 +153,8 @@ def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: 
             skipped += [(path, name, reason) for path, reason in others]
     import pandas as pd
 
-    source = str(Path(data_dir).resolve()) + (f" (validation: {Path(val_dir).resolve()})" if val_dir else "")
+    source, validation = (_described(Path(g), Path(f)) if f is not None else None for g, f in zip(given, (data_dir, val_dir)))
+    source += f" (validation: {validation})" if validation else ""
     return Listing(
         class_names,
         pd.DataFrame(files, columns=["path", "label", "split"]),
@@ -155,6 +162,11 @@ def list_folder(data_dir: Path, val_dir: Path | None = None, allow_split_names: 
         source,
         [str(Path(folder).resolve()) for folder in (data_dir, val_dir) if folder is not None],
     )
+
+
+def _described(given: Path, folder: Path) -> str:
+    """A data folder as messages and `config.json` name it: an archive by its path and where it was unpacked."""
+    return str(folder.resolve()) if given.resolve() == folder.resolve() else f"{given.resolve()} (unpacked in {folder})"
 
 
 def read_manifest(manifest: Path) -> Listing:
@@ -296,7 +308,7 @@ def not_an_image_reason(path: Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in UNSUPPORTED_IMAGES:
         return (
-            f"{suffix[1:].upper()} images are not read (TensorFlow cannot decode them in the exported model); "
+            f"{suffix[1:].upper()} images are not read (neither TensorFlow nor the exported model decodes them); "
             f"convert to PNG or JPEG"
         )
     return f"not an image file (extension {Path(path).suffix or 'none'!r}; images are {', '.join(IMAGE_EXTENSIONS)})"

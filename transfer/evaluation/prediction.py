@@ -80,10 +80,14 @@ def answer(label: str, probability: float, min_confidence: float) -> str:
 
 
 def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Image files named directly, and those found recursively in named folders, in sorted order;
+    """Image files named directly, and those found recursively in named folders and archives, in sorted order;
     and the files of those folders that are not read, with the reason (`transfer.data.sources`)."""
+    from transfer.data.archives import is_archive, resolve_data
+
     paths, skipped = [], []
     for item in map(Path, inputs):
+        if is_archive(item):  # a .zip or .tar(.gz) of images reads as the folder it holds
+            item = resolve_data(item)
         if item.is_dir():
             images, others = walk_images(item)  # as training lists a class folder
             paths += images

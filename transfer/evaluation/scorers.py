@@ -3,7 +3,7 @@
 | model | scorer | runtime | what it is fed |
 |---|---|---|---|
 | run directory, `imagenet:NAME` | `KerasScorer` | Keras | pixels from `transfer.data.preprocessing.decode_image` |
-| SavedModel export | `SavedModelScorer` | TensorFlow | the raw bytes of each file (it decodes them itself) |
+| SavedModel export | `SavedModelScorer` | TensorFlow | the raw bytes of each file (it decodes them itself; HEIC and AVIF made PNG first) |
 | LiteRT export (`.tflite`) | `LiteRTScorer` | LiteRT (`ai-edge-litert`) | pixels from `decode_image` (uint8 for int8 models) |
 | ONNX export (`.onnx`) | `OnnxScorer` | ONNX Runtime | pixels from `decode_image` |
 
@@ -153,7 +153,9 @@ class OnnxScorer(PixelScorer):
 
 
 class SavedModelScorer:
-    """A SavedModel of `transfer export`, fed the raw bytes of each file: it decodes them itself."""
+    """A SavedModel of `transfer export`, fed the raw bytes of each file: it decodes them itself. Its
+    graph reads JPEG, PNG, GIF, BMP and WebP; HEIC and AVIF photos are made PNG bytes on the Python
+    side first (`transfer.data.preprocessing.graph_bytes`), as a run's decoder does."""
 
     def __init__(self, export: Export):
         self.serve = export.load_signature()
@@ -212,6 +214,9 @@ class SavedModelScorer:
     def _scores(self, contents: list[bytes]) -> np.ndarray:
         import tensorflow as tf
 
+        from transfer.data.preprocessing import graph_bytes
+
+        contents = [graph_bytes(content) for content in contents]
         return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
 
 
