@@ -36,7 +36,7 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     metrics = json.loads((digits_run / layout.METRICS).read_text())
     assert len(images) >= 5 and broken == []
     assert shown == f"{metrics['val_accuracy']:.1%}"
-    assert headings[:3] == ["Data", "Training curves", "Metrics on the validation split"]
+    assert headings[:3] == ["Data", "Training curves", "Metrics (validation split)"]
     assert "Where the model looked (Grad-CAM)" in headings
     assert (tmp_path / "report.png").stat().st_size > 10_000
 

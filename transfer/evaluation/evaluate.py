@@ -140,13 +140,25 @@ def evaluate_folder(
 
 
 def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:
-    """What `artifacts.write_evaluation` draws into the folder it writes: the confusion matrix, or
-    each label's precision-recall curve."""
+    """What `artifacts.write_evaluation` draws into the folder it writes (and `transfer report` into
+    its own): the confusion matrix and the reliability diagram (its bins also as CSV), or each label's
+    precision-recall curve."""
     if evaluation.multi_label:
         from transfer.outputs.figures import plot_precision_recall
 
         return lambda folder: plot_precision_recall(evaluation, folder / layout.PRECISION_RECALL_PNG)
-    return lambda folder: plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
+
+    def draw(folder: Path) -> None:
+        from transfer.metrics.calibration import reliability
+        from transfer.outputs.figures import plot_reliability
+
+        plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
+        truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
+        bins = reliability(evaluation.scores, truth)
+        plot_reliability(bins, folder / layout.RELIABILITY_PNG, title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
+        publishing.write_table(folder / layout.RELIABILITY_CSV, pd.DataFrame(bins))
+
+    return draw
 
 
 def _check_options(top_k: int | None, batch_size: int) -> None:
