@@ -93,6 +93,10 @@ def _corrupt_some(root: Path) -> None:
     (root / "bees" / "notes.jpg").write_text("not an image at all")
 
 
+def _bees_to_wasps(root: Path) -> None:
+    (root / "bees").rename(root / "wasps")
+
+
 def _one_usable_bee(root: Path) -> None:
     for path in sorted((root / "bees").iterdir())[1:]:
         path.write_bytes(b"\xff\xd8\xff broken")
@@ -376,6 +380,7 @@ CASES = [
     Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
     Case("evaluate twice, with --force", _evaluate_twice, 0, "written to"),
+    Case("report --test a folder of other classes", lambda ws: ["report", str(ws.run), "--test", str(_data_with(ws, "wasps", _bees_to_wasps)), "--out", str(ws.fresh("out")) + ".html"], 2, "The data has classes the model was not trained on: wasps."),
     Case("evaluate a run on its own training images", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate a run on a copy of its training images", lambda ws: ["evaluate", str(ws.run), str(_copy_tree(ws.data, ws.fresh("copied"))), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate an export: results beside it", lambda ws: ["evaluate", str(ws.export), str(ws.data)], 0, "export-evaluation"),

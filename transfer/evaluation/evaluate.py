@@ -125,14 +125,14 @@ def evaluate_folder(
         raise DataError(f"{data} is a multi-label manifest (a labels column), but {model_path} picks one class per image; "
                         f"evaluate it on class folders or a path,label manifest.")
     data = listing.files[["path", "label"]]
-    seen = _training_images(model_path, data)
+    evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
+                          batch_size=scoring.batch_size, reporter=reporter)
+    seen = _training_images(model_path, data)  # after: data of other classes fails first, with its one line
     if seen:
         reporter.warning(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
             f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
-    evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
-                          batch_size=scoring.batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
