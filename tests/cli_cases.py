@@ -132,6 +132,17 @@ def _train(data: str, ws: Workspace, *extra: str) -> list[str]:
     return ["train", data, "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out")), *extra]
 
 
+def _next_report(ws: Workspace) -> list[str]:
+    """The report `train` prints as a multi-label run's next command, its test images a path,labels CSV."""
+    import shlex
+
+    from transfer.cli.printers import next_commands
+
+    printed = next_commands(ws.multi_label_run)[0]
+    assert "TEST.csv" in printed
+    return shlex.split(printed.replace("TEST.csv", shlex.quote(str(ws.multi_label_manifest))), comments=True)[1:]
+
+
 def _labels_mismatch(ws: Workspace) -> list[str]:
     run = ws.copy_of(ws.run, "run-labels")
     (run / "labels.txt").write_text("ants\nbees\nwasps\n")
@@ -355,6 +366,7 @@ CASES = [
     Case("--class-weight auto on a labels manifest", lambda ws: ["train", "--manifest", _manifest(ws, "weights.csv", "path,labels\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants\n"), "--class-weight", "auto", "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "is multi-label (a labels column)"),
     Case("--threshold for a single-label model", lambda ws: ["predict", str(ws.run), str(ws.data / "ants" / "0.png"), "--threshold", "0.5"], 2, "--threshold must be given only for a multi-label model"),
     Case("--min-confidence for a multi-label model", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--min-confidence", "0.5"], 2, "given only for a single-label model (this one is multi-label"),
+    Case("the report train prints next, for a multi-label run", _next_report, 0, "Report written to"),
     Case("export --top-k for a multi-label run", lambda ws: ["export", str(ws.multi_label_run), "--top-k", "2", "--out", str(ws.fresh("out"))], 2, "--top-k must be left out for a multi-label model"),
     Case("serve --top-k for a multi-label run", lambda ws: ["serve", str(ws.multi_label_run), "--top-k", "2", "--port", "18599"], 2, "--top-k must be left out for a multi-label model"),
     Case("evaluate a single-label run on a multi-label manifest", lambda ws: ["evaluate", str(ws.run), "--manifest", str(ws.multi_label_manifest), "--out", str(ws.fresh("out"))], 2, "is a multi-label manifest (a labels column), but"),
