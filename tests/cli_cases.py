@@ -93,6 +93,12 @@ def _corrupt_some(root: Path) -> None:
     (root / "bees" / "notes.jpg").write_text("not an image at all")
 
 
+def _evaluated(ws: Workspace) -> Path:
+    run = ws.copy_of(ws.run, "run-evaluated")
+    (run / "evaluation").mkdir()
+    return run
+
+
 def _bees_to_wasps(root: Path) -> None:
     (root / "bees").rename(root / "wasps")
 
@@ -393,6 +399,7 @@ CASES = [
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
     Case("evaluate twice, with --force", _evaluate_twice, 0, "written to"),
     Case("report --test a folder of other classes", lambda ws: ["report", str(ws.run), "--test", str(_data_with(ws, "wasps", _bees_to_wasps)), "--out", str(ws.fresh("out")) + ".html"], 2, "The data has classes the model was not trained on: wasps."),
+    Case("report --test where the run has an evaluation", lambda ws: ["report", str(_evaluated(ws)), "--test", str(ws.data), "--out", str(ws.fresh("out")) + ".html"], 2, "evaluation already exists; --test writes the test folder's evaluation there. Pass --force"),
     Case("evaluate a run on its own training images", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate a run on a copy of its training images", lambda ws: ["evaluate", str(ws.run), str(_copy_tree(ws.data, ws.fresh("copied"))), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate an export: results beside it", lambda ws: ["evaluate", str(ws.export), str(ws.data)], 0, "export-evaluation"),

@@ -22,7 +22,7 @@ import pandas as pd
 from transfer.outputs import artifacts, layout, publishing
 from transfer.reports import pages
 from transfer.models.registry import run_backbone
-from transfer.core.errors import ModelLoadError
+from transfer.core.errors import ModelLoadError, OutputExistsError
 from transfer.evaluation.evaluate import Evaluation, Scoring, evaluate, evaluate_folder, evaluation_pictures
 from transfer.outputs.figures import plot_image_grid
 from transfer.core.progress import SILENT, Reporter
@@ -64,6 +64,10 @@ def report(
         raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
     tested = None
     if test is not None:  # first: a folder of the wrong classes fails before any other work
+        written = artifacts.default_evaluation_dir(run_dir)
+        if written.exists() and not force:
+            raise OutputExistsError(f"{written} already exists; --test writes the test folder's evaluation there. Pass "
+                                    f"--force to replace an earlier one written by transfer (and the report).")
         measured, folder = evaluate_folder(run_dir, test, scoring=Scoring(tta=tta), force=force, reporter=reporter)
         tested = Shown(f"test: {test}, {measured.summary['num_images']} images", measured, folder, test=True)
     evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
