@@ -176,6 +176,7 @@ def _evaluation_sections(config: dict, shown: Shown, errors: int, beside: Evalua
     evaluation, where = shown.evaluation, shown.where
     numbers = _side_by_side(beside, evaluation) if beside is not None else ""
     worst = f"Most confident errors ({where}: {min(errors, len(evaluation.errors))} of {len(evaluation.errors)})"
+    numbers += "<h3>Per class</h3>" if numbers else ""
     return [pages.section(f"Metrics ({where})", numbers + _metrics(evaluation)),
             *(_multi_label_sections(shown) if evaluation.multi_label else _single_label_sections(config, shown)),
             pages.section(worst, _errors(evaluation, errors))]
