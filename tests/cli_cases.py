@@ -93,6 +93,16 @@ def _corrupt_some(root: Path) -> None:
     (root / "bees" / "notes.jpg").write_text("not an image at all")
 
 
+def _evaluated(ws: Workspace) -> Path:
+    run = ws.copy_of(ws.run, "run-evaluated")
+    (run / "evaluation").mkdir()
+    return run
+
+
+def _bees_to_wasps(root: Path) -> None:
+    (root / "bees").rename(root / "wasps")
+
+
 def _one_usable_bee(root: Path) -> None:
     for path in sorted((root / "bees").iterdir())[1:]:
         path.write_bytes(b"\xff\xd8\xff broken")
@@ -126,6 +136,17 @@ def _text(ws: Workspace, name: str, text: str) -> str:
 
 def _train(data: str, ws: Workspace, *extra: str) -> list[str]:
     return ["train", data, "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out")), *extra]
+
+
+def _next_report(ws: Workspace) -> list[str]:
+    """The report `train` prints as a multi-label run's next command, its test images a path,labels CSV."""
+    import shlex
+
+    from transfer.cli.printers import next_commands
+
+    printed = next_commands(ws.multi_label_run)[0]
+    assert "TEST.csv" in printed
+    return shlex.split(printed.replace("TEST.csv", shlex.quote(str(ws.multi_label_manifest))), comments=True)[1:]
 
 
 def _labels_mismatch(ws: Workspace) -> list[str]:
@@ -351,6 +372,7 @@ CASES = [
     Case("--class-weight auto on a labels manifest", lambda ws: ["train", "--manifest", _manifest(ws, "weights.csv", "path,labels\n{data}/ants/0.png,ants\n{data}/ants/1.png,ants\n"), "--class-weight", "auto", "--backbone", "lenet", "--out", str(ws.fresh("out"))], 2, "is multi-label (a labels column)"),
     Case("--threshold for a single-label model", lambda ws: ["predict", str(ws.run), str(ws.data / "ants" / "0.png"), "--threshold", "0.5"], 2, "--threshold must be given only for a multi-label model"),
     Case("--min-confidence for a multi-label model", lambda ws: ["predict", str(ws.multi_label_run), str(ws.data / "ants" / "0.png"), "--min-confidence", "0.5"], 2, "given only for a single-label model (this one is multi-label"),
+    Case("the report train prints next, for a multi-label run", _next_report, 0, "Report written to"),
     Case("export --top-k for a multi-label run", lambda ws: ["export", str(ws.multi_label_run), "--top-k", "2", "--out", str(ws.fresh("out"))], 2, "--top-k must be left out for a multi-label model"),
     Case("serve --top-k for a multi-label run", lambda ws: ["serve", str(ws.multi_label_run), "--top-k", "2", "--port", "18599"], 2, "--top-k must be left out for a multi-label model"),
     Case("evaluate a single-label run on a multi-label manifest", lambda ws: ["evaluate", str(ws.run), "--manifest", str(ws.multi_label_manifest), "--out", str(ws.fresh("out"))], 2, "is a multi-label manifest (a labels column), but"),
@@ -376,6 +398,8 @@ CASES = [
     Case("dataset into an existing dataset of the user", lambda ws: ["dataset", "digits", str(ws.data)], 2, "not written by transfer (holding ants, bees)"),
     Case("dataset --force over an earlier one", _dataset_twice, 0, "digits: 1797 images"),
     Case("evaluate twice, with --force", _evaluate_twice, 0, "written to"),
+    Case("report --test a folder of other classes", lambda ws: ["report", str(ws.run), "--test", str(_data_with(ws, "wasps", _bees_to_wasps)), "--out", str(ws.fresh("out")) + ".html"], 2, "The data has classes the model was not trained on: wasps."),
+    Case("report --test where the run has an evaluation", lambda ws: ["report", str(_evaluated(ws)), "--test", str(ws.data), "--out", str(ws.fresh("out")) + ".html"], 2, "evaluation already exists; --test writes the test folder's evaluation there. Pass --force"),
     Case("evaluate a run on its own training images", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate a run on a copy of its training images", lambda ws: ["evaluate", str(ws.run), str(_copy_tree(ws.data, ws.fresh("copied"))), "--out", str(ws.fresh("eval"))], 0, "were in the training split"),
     Case("evaluate an export: results beside it", lambda ws: ["evaluate", str(ws.export), str(ws.data)], 0, "export-evaluation"),

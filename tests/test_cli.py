@@ -198,3 +198,27 @@ def test_a_frozen_pretrained_backbone_without_weights_is_warned_about(tmp_path):
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "fewer than 2 usable images" in result.output
     assert "--weights none: the frozen resnet50 keeps its random initialization" in result.output
+
+
+
+def test_train_ends_with_the_next_commands_and_they_work_as_printed(tmp_path):
+    """`train` closes with what to run next on the run's real paths (quoted for the shell): pasted,
+    with the user's test folder filled in, the report with its test section and the prediction work
+    (a multi-label run's report, on a path,labels CSV: `tests/cli_cases.py`)."""
+    import shlex
+
+    from tests.helpers import image_folder
+
+    data, test = image_folder(tmp_path / "data", per_class=6), image_folder(tmp_path / "test", per_class=2)
+    run = tmp_path / "my run"  # a space, to be quoted
+    result = runner.invoke(app, ["train", str(data), "--out", str(run), "--backbone", "lenet", "--epochs", "1", "--no-augment", "--val-split", "0.5"])
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.split("Next:\n", 1)[1].splitlines()
+    commands = [shlex.split(line.replace("TEST_DIR", shlex.quote(str(test))), comments=True) for line in printed]
+    assert [command[:3] for command in commands] == [["transfer", name, str(run)] for name in ("report", "predict", "export")]
+    for command in commands[:2]:
+        done = runner.invoke(app, command[1:])
+        assert done.exit_code == 0, done.output
+    page = (run / "report.html").read_text()
+    assert f"Metrics (test: {test}, 4 images)" in page and (run / "evaluation" / "metrics.json").is_file()
+    assert commands[1][3] in done.stdout  # the image predicted is one of the run's validation images

@@ -1,6 +1,8 @@
-"""report.html, opened in a real browser."""
+"""report.html: its test section, checked in the HTML text; the page opened in a real browser."""
 
 import json
+import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -10,10 +12,57 @@ from tests.helpers import headless_chromium
 from transfer.outputs import layout
 from transfer.cli import app
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
 runner = CliRunner()
 
+
+def _unseen_digits(digits_dir, root, per_class):
+    """Digits the `digits_run` fixture never saw (neither trained nor validated on): the next
+    `per_class` of each digit after the fixture's first 60."""
+    from transfer.datasets.digits import materialize
+
+    more = materialize(root, per_class=60 + per_class)
+    for png in list(more.glob("*/*.png")):
+        if (digits_dir / png.parent.name / png.name).exists():
+            png.unlink()
+    return more
+
+
+def test_report_with_a_test_folder_shows_its_numbers_beside_validation(digits_run, digits_dir, tmp_path):
+    """`report --test DIR`: the page holds validation's sections and the test folder's, labelled; the
+    test numbers are those `transfer evaluate` writes for the same folder, the validation numbers
+    those of training; the evaluation's files (reliability diagram included) are in RUN/evaluation."""
+    run = shutil.copytree(digits_run, tmp_path / "run")  # the shared fixture stays as it is
+    test = _unseen_digits(digits_dir, tmp_path / "unseen", per_class=4)
+    result = runner.invoke(app, ["report", str(run), "--test", str(test), "--gradcam", "0", "--errors", "3"])
+    assert result.exit_code == 0, result.output
+    page = (run / layout.REPORT).read_text()
+
+    evaluated = runner.invoke(app, ["evaluate", str(run), str(test), "--out", str(tmp_path / "evaluated")])
+    assert evaluated.exit_code == 0, evaluated.output
+    expected = json.loads((tmp_path / "evaluated" / layout.METRICS).read_text())
+    trained = json.loads((run / layout.METRICS).read_text())
+    assert expected["num_images"] == 40
+    where = f"test: {test}, 40 images"
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    for title in ("Metrics", "Confusion matrix", "Are the probabilities right? Reliability"):
+        assert f"{title} (validation split)" in headings and f"{title} ({where})" in headings, headings
+    assert any(h.startswith(f"Most confident errors ({where}: 3 of ") for h in headings), headings
+    compared = {key: cells for key, *cells in re.findall(r'<tr id="compare-(\w+)"><th>[^<]*</th><td>([^<]*)</td><td>([^<]*)</td>', page)}
+    for key in ("accuracy", "top_k_accuracy", "log_loss", "macro_f1", "ece"):
+        assert compared[key][1] == f"{expected[key]:.4f}", (key, compared[key], expected[key])
+    assert compared["num_images"] == [str(trained["num_val"]), "40"]
+    assert compared["accuracy"][0] == f"{trained['val_accuracy']:.4f}"
+    assert re.search(r'<span id="test-accuracy">([^<]*)</span>', page).group(1) == f"{expected['accuracy']:.1%}"
+    assert f'alt="confusion matrix ({where})"' in page and f'alt="reliability diagram ({where})"' in page
+
+    written = run / layout.EVALUATION
+    assert json.loads((written / layout.METRICS).read_text())["accuracy"] == expected["accuracy"]
+    assert pd.read_csv(written / layout.RELIABILITY_CSV)["count"].sum() == 40
+    assert (written / layout.RELIABILITY_PNG).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
 
 def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     """The real browser: the page loads, every image decodes, and the accuracy figure is shown."""
@@ -36,11 +85,13 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     metrics = json.loads((digits_run / layout.METRICS).read_text())
     assert len(images) >= 5 and broken == []
     assert shown == f"{metrics['val_accuracy']:.1%}"
-    assert headings[:3] == ["Data", "Training curves", "Metrics on the validation split"]
+    assert headings[:3] == ["Data", "Training curves", "Metrics (validation split)"]
     assert "Where the model looked (Grad-CAM)" in headings
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_the_report_of_a_logistic_head_shows_its_fit_not_epochs(tmp_path):
     """A logistic head alone trains no epoch: the page shows the C chosen, its folds and the held-out
     loss per C, no training curves, and puts epochs, lr and optimizer among the options not used."""

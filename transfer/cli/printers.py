@@ -63,6 +63,32 @@ def print_trained(result) -> None:
         highlight=False,
     )
     results.print(f"Run written to {result.run_dir}", highlight=False)
+    print_next(*next_commands(result.run_dir))
+
+
+def print_next(*steps: str) -> None:
+    """What to do next, after a command's results: a step, or each of several on its own line under
+    "Next:"; each a command the user can paste as it stands (paths quoted for the shell), or a sentence."""
+    lines = f" {steps[0]}" if len(steps) == 1 else "".join(f"\n  {step}" for step in steps)
+    results.print("Next:" + lines, highlight=False, soft_wrap=True)
+
+
+def next_commands(run_dir) -> list[str]:
+    """The commands that follow a run: its report with the user's own test images beside validation's
+    (a multi-label run's as a path,labels manifest), a prediction on one of its validation images, an export."""
+    from shlex import quote
+
+    from transfer.outputs import artifacts
+
+    run = artifacts.Run.open(run_dir)
+    multi_label = bool(run.config().get("multi_label"))
+    test = ("TEST.csv   # your labelled images the run never saw: a path,labels CSV" if multi_label else
+            "TEST_DIR   # your labelled images the run never saw: one subfolder per class")
+    image = run.validation_images()["path"].iloc[0]
+    where = quote(str(run_dir))
+    return [f"transfer report {where} --test {test}",
+            f"transfer predict {where} {quote(str(image))}",
+            f"transfer export {where} --out {quote(str(run_dir) + '-export')}"]
 
 
 class PredictionPrinter:
@@ -164,8 +190,8 @@ def print_audit(result) -> None:
             shown.add_row(escape(row.path), escape(row.given), escape(row.suggested), f"{row.score:.3f}")
         results.print(shown)
     out = result.path
-    results.print(f"Next: look at the top of {out}/audit.html (every flagged image beside its given and suggested class); "
-                  f"all of them are in {out}/audit.csv.", highlight=False)
+    print_next(f"look at the top of {out}/audit.html (every flagged image beside its given and suggested class); "
+               f"all of them are in {out}/audit.csv.")
     results.print(summary["advice"], highlight=False)
     if summary["clean_advised"]:
         backbone = f" --backbone {summary['backbone']}" if summary.get("backbone") else ""

@@ -81,21 +81,22 @@ def evaluate(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `transfer train`.")],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML file to write, or a folder (ending in /) to write report.html into. Default: RUN_DIR/report.html.", show_default=False)] = None,
+    test: Annotated[Optional[Path], typer.Option(help="Labelled images the run never saw (class folders, or a CSV manifest): their metrics, confusion matrix, reliability and errors beside validation's, the evaluation also written to RUN_DIR/evaluation.", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
     errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
     gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
-    force: Annotated[bool, typer.Option("--force", help="Replace an earlier report written by transfer (nothing else).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier report (and with --test, evaluation) written by transfer (nothing else).")] = False,
 ) -> None:
     """One self-contained HTML report of a run.
 
-    report.html: configuration, data, curves, metrics, errors, Grad-CAM.
+    report.html: configuration, data, curves, metrics, errors, Grad-CAM; with --test, the same on a test folder.
 
-    Example: transfer report runs/photos
+    Example: transfer report runs/photos --test test_photos/
     """
     with user_errors():
         from transfer.reports.report import report as write_report
 
-        path = write_report(run_dir, out, tta=tta, errors=errors, gradcam=gradcam, force=force, reporter=RichReporter())
+        path = write_report(run_dir, out, test=test, tta=tta, errors=errors, gradcam=gradcam, force=force, reporter=RichReporter())
     results.print(f"Report written to {path}", highlight=False)
 
 

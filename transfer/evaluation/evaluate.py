@@ -125,14 +125,14 @@ def evaluate_folder(
         raise DataError(f"{data} is a multi-label manifest (a labels column), but {model_path} picks one class per image; "
                         f"evaluate it on class folders or a path,label manifest.")
     data = listing.files[["path", "label"]]
-    seen = _training_images(model_path, data)
+    evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
+                          batch_size=scoring.batch_size, reporter=reporter)
+    seen = _training_images(model_path, data)  # after: data of other classes fails first, with its one line
     if seen:
         reporter.warning(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
             f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
-    evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
-                          batch_size=scoring.batch_size, reporter=reporter)
     evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
@@ -140,13 +140,25 @@ def evaluate_folder(
 
 
 def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:
-    """What `artifacts.write_evaluation` draws into the folder it writes: the confusion matrix, or
-    each label's precision-recall curve."""
+    """What `artifacts.write_evaluation` draws into the folder it writes (and `transfer report` into
+    its own): the confusion matrix and the reliability diagram (its bins also as CSV), or each label's
+    precision-recall curve."""
     if evaluation.multi_label:
         from transfer.outputs.figures import plot_precision_recall
 
         return lambda folder: plot_precision_recall(evaluation, folder / layout.PRECISION_RECALL_PNG)
-    return lambda folder: plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
+
+    def draw(folder: Path) -> None:
+        from transfer.metrics.calibration import reliability
+        from transfer.outputs.figures import plot_reliability
+
+        plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
+        truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
+        bins = reliability(evaluation.scores, truth)
+        plot_reliability(bins, folder / layout.RELIABILITY_PNG, title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
+        publishing.write_table(folder / layout.RELIABILITY_CSV, pd.DataFrame(bins))
+
+    return draw
 
 
 def _check_options(top_k: int | None, batch_size: int) -> None:

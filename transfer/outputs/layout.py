@@ -4,8 +4,8 @@
 |---|---|---|
 | run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv` (`checkpoint.keras` while training only) |
 | export | `export` | by `--format`: `saved_model.pb` and `variables/` (TensorFlow's), `model.tflite` or `model.onnx`; and `labels.txt`, `config.json` (the run's, with an `export` section: format, quantization, the check's agreement) |
-| evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `errors.csv`, `skipped.csv` |
-| report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file |
+| evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `reliability.csv` and `.png`, `errors.csv`, `skipped.csv` |
+| report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file; with `--test DIR`, also the evaluation on DIR (`RUN_DIR/evaluation`) |
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
 | comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
 | probe | `probe` | `probe.csv`, `probe.png`, `config.json`; with `--curve`, `curve.csv` and `curve.png` |
@@ -50,6 +50,9 @@ CONFUSION_PNG = "confusion_matrix.png"
 #: A multi-label evaluation: each label's precision-recall curve, in place of the confusion matrix's picture.
 PRECISION_RECALL_PNG = "precision_recall.png"
 ERRORS_CSV = "errors.csv"
+#: A single-label evaluation's reliability diagram and its bins (`transfer.metrics.calibration.reliability`).
+RELIABILITY_PNG = "reliability.png"
+RELIABILITY_CSV = "reliability.csv"
 # A report and a visualization.
 REPORT = "report.html"
 VISUALIZATION = "visualize"

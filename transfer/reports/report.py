@@ -2,15 +2,19 @@
 
 The page embeds every image as a data URI, so it can be mailed or archived as a single file. It
 shows the configuration, the data (images per class, skipped files, duplicates), the training
-curves, the metrics and confusion matrix of the model on the run's validation split (evaluated
-now, as `transfer evaluate` does), the most confident errors with their top-3 predictions, and
-Grad-CAM heatmaps over a few validation images.
+curves, the metrics, confusion matrix and reliability diagram of the model on the run's validation
+split (evaluated now, as `transfer evaluate` does), the most confident errors with their top-3
+predictions, and Grad-CAM heatmaps over a few validation images. With `test`, a folder of labelled
+images the run never saw, the same sections again on it, after validation's: that folder is
+evaluated by `transfer.evaluation.evaluate.evaluate_folder` (its files written to RUN_DIR/evaluation,
+as `transfer evaluate RUN_DIR DIR` writes them), and the headline numbers of both stand side by side.
 """
 
 from __future__ import annotations
 
 import html
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +22,9 @@ import pandas as pd
 from transfer.outputs import artifacts, layout, publishing
 from transfer.reports import pages
 from transfer.models.registry import run_backbone
-from transfer.core.errors import ModelLoadError
-from transfer.evaluation.evaluate import Evaluation, evaluate
-from transfer.metrics.calibration import reliability
-from transfer.outputs.figures import plot_confusion_matrix, plot_image_grid, plot_reliability
+from transfer.core.errors import ModelLoadError, OutputExistsError
+from transfer.evaluation.evaluate import Evaluation, Scoring, evaluate, evaluate_folder, evaluation_pictures
+from transfer.outputs.figures import plot_image_grid
 from transfer.core.progress import SILENT, Reporter
 from transfer.models.saving import load_run_model
 
@@ -30,6 +33,7 @@ def report(
     run_dir: Path,
     out_file: Path | None = None,
     *,
+    test: Path | None = None,
     tta: bool = False,
     errors: int = 12,
     gradcam: int = 8,
@@ -39,10 +43,16 @@ def report(
     """Writes the report of the run at `run_dir` to `out_file` (default RUN_DIR/report.html).
 
     Args:
+        test: a folder of labelled images (or a CSV manifest) to evaluate the model on as well, its
+            sections beside validation's; its evaluation is also written to RUN_DIR/evaluation.
         tta: evaluate with test-time augmentation (see `transfer.evaluation.evaluate`).
         errors: how many of the most confident errors to show.
         gradcam: how many validation images to show Grad-CAM heatmaps for.
-        force: replace an earlier report (a file this tool wrote, and nothing else).
+        force: replace an earlier report (a file this tool wrote, and nothing else), and with `test`
+            an earlier evaluation in RUN_DIR/evaluation.
+
+    Raises:
+        DataError: `test` holds classes the run was not trained on, or no image that can be read.
     """
     run_dir = Path(run_dir)
     out_file = publishing.output_file(out_file, name=layout.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / layout.REPORT
@@ -52,18 +62,26 @@ def report(
     config = run.config()
     if not config:
         raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
+    tested = None
+    if test is not None:  # first: a folder of the wrong classes fails before any other work
+        written = artifacts.default_evaluation_dir(run_dir)
+        if written.exists() and not force:
+            raise OutputExistsError(f"{written} already exists; --test writes the test folder's evaluation there. Pass "
+                                    f"--force to replace an earlier one written by transfer (and the report).")
+        measured, folder = evaluate_folder(run_dir, test, scoring=Scoring(tta=tta), force=force, reporter=reporter)
+        tested = Shown(f"test: {test}, {measured.summary['num_images']} images", measured, folder, test=True)
     evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
+        evaluation_pictures(evaluation)(scratch)
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
-            _summary(run_dir, config, evaluation),
+            _summary(run_dir, config, evaluation, tested),
             pages.section("Data", _data(run, split, evaluation.multi_label)),
             *_training_sections(run, config, scratch),
-            pages.section("Metrics on the validation split", _metrics(evaluation)),
-            *(_multi_label_sections(evaluation, scratch) if evaluation.multi_label else _single_label_sections(config, evaluation, scratch)),
-            pages.section(f"Most confident errors ({min(errors, len(evaluation.errors))} of {len(evaluation.errors)})", _errors(evaluation, errors)),
+            *_evaluation_sections(config, Shown("validation split", evaluation, scratch), errors),
+            *(_evaluation_sections(config, tested, errors, beside=evaluation) if tested else []),
             pages.section("Where the model looked (Grad-CAM)", heatmaps),
             *([pages.section("How the backbone was chosen (--backbone auto)", _probe(config["probe"]))] if config.get("probe") else []),
             pages.section("Configuration", _config(config)),
@@ -141,30 +159,68 @@ def _weights_of(config: dict) -> str:
     return "its own" if config.get("weights") == config.get("backbone") else str(config.get("weights"))
 
 
-def _single_label_sections(config: dict, evaluation: Evaluation, scratch: Path) -> list[str]:
+@dataclass(frozen=True)
+class Shown:
+    """An evaluation the page shows: on what (`where`, words for the headings), the pictures
+    `evaluation_pictures` drew into `folder`, and whether it is a test folder (that chose nothing)."""
+
+    where: str
+    evaluation: Evaluation
+    folder: Path
+    test: bool = False
+
+
+def _evaluation_sections(config: dict, shown: Shown, errors: int, beside: Evaluation | None = None) -> list[str]:
+    """The metrics, the pictures and the most confident errors of one evaluation; a test folder's
+    metrics open with its headline numbers beside validation's (`beside`)."""
+    evaluation, where = shown.evaluation, shown.where
+    numbers = _side_by_side(beside, evaluation) if beside is not None else ""
+    worst = f"Most confident errors ({where}: {min(errors, len(evaluation.errors))} of {len(evaluation.errors)})"
+    numbers += "<h3>Per class</h3>" if numbers else ""
+    return [pages.section(f"Metrics ({where})", numbers + _metrics(evaluation)),
+            *(_multi_label_sections(shown) if evaluation.multi_label else _single_label_sections(config, shown)),
+            pages.section(worst, _errors(evaluation, errors))]
+
+
+def _side_by_side(validation: Evaluation, test: Evaluation) -> str:
+    """The headline numbers of validation and of the test folder, one column each."""
+    names = ({"mean_average_precision": "mean average precision", "exact_match": "exact label sets", "micro_f1": "micro F1"}
+             if test.multi_label else {"accuracy": "accuracy", "top_k_accuracy": f"top-{test.summary['top_k']} accuracy", "ece": "ECE"})
+    names.update(macro_f1="macro F1", log_loss="log loss", num_images="images")
+
+    def cell(value) -> str:
+        return "" if value is None else (f"{value:d}" if isinstance(value, int) else f"{value:.4f}")
+
+    rows = "".join(f'<tr id="compare-{key}"><th>{html.escape(name)}</th><td>{cell(validation.summary.get(key))}</td>'
+                   f'<td>{cell(test.summary.get(key))}</td></tr>' for key, name in names.items())
+    return f'<table class="numbers"><tr><th></th><th>validation split</th><th>test</th></tr>{rows}</table>'
+
+
+def _single_label_sections(config: dict, shown: Shown) -> list[str]:
     """The confusion matrix and the reliability diagram."""
-    plot_confusion_matrix(evaluation.confusion, scratch / "confusion.png")
-    truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
-    plot_reliability(reliability(evaluation.scores, truth), scratch / "reliability.png",
-                     title=f"reliability: ECE {evaluation.summary['ece']:.3f}")
-    return [pages.section("Confusion matrix", pages.image(scratch / "confusion.png", "confusion matrix")),
-            pages.section("Are the probabilities right? (reliability)", _calibration(config, evaluation, scratch / "reliability.png"))]
+    picture = pages.image(shown.folder / layout.CONFUSION_PNG, f"confusion matrix ({shown.where})")
+    return [pages.section(f"Confusion matrix ({shown.where})", picture),
+            pages.section(f"Are the probabilities right? Reliability ({shown.where})", _calibration(config, shown))]
 
 
-def _multi_label_sections(evaluation: Evaluation, scratch: Path) -> list[str]:
+def _multi_label_sections(shown: Shown) -> list[str]:
     """Each label's precision-recall curve with its threshold, and each label's right and wrong decisions."""
-    from transfer.outputs.figures import plot_precision_recall
-
-    plot_precision_recall(evaluation, scratch / "precision_recall.png")
     text = ("<p>Each label's precision and recall as its threshold moves; the dot is the threshold the run chose on "
-            "this split (the best F1 of that label), which predict, evaluate, every export and the server apply. "
-            "Measured on the split that chose the thresholds, so it flatters the model a little.</p>")
-    return [pages.section("Precision and recall per label", text + pages.image(scratch / "precision_recall.png", "precision-recall curves")),
-            pages.section("Decisions per label", evaluation.confusion.to_html(classes="numbers", border=0))]
+            "the validation split (the best F1 of that label), which predict, evaluate, every export and the server apply. "
+            + ("Measured on images that chose nothing.</p>" if shown.test else
+               "Measured on the split that chose the thresholds, so it flatters the model a little.</p>"))
+    picture = pages.image(shown.folder / layout.PRECISION_RECALL_PNG, f"precision-recall curves ({shown.where})")
+    return [pages.section(f"Precision and recall per label ({shown.where})", text + picture),
+            pages.section(f"Decisions per label ({shown.where})", shown.evaluation.confusion.to_html(classes="numbers", border=0))]
 
 
-def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
-    """The page's header: the headline number (validation accuracy, or a multi-label run's mAP) and the facts."""
+#: The headline number of a single-label (False) and a multi-label (True) evaluation.
+HEADLINE = {False: "accuracy", True: "mean_average_precision"}
+
+
+def _summary(run_dir: Path, config: dict, evaluation: Evaluation, tested: Shown | None = None) -> str:
+    """The page's header: the headline number (validation accuracy, or a multi-label run's mAP), the
+    test folder's under it, and the facts."""
     s = evaluation.summary
     if evaluation.multi_label:
         facts = {
@@ -175,7 +231,7 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
             "micro F1": f"{s['micro_f1']:.3f}", "macro F1": f"{s['macro_f1']:.3f}",
             "log loss (per label)": f"{s['log_loss']:.4f}",
         }
-        headline, caption = s["mean_average_precision"], "validation mean average precision"
+        caption = "validation mean average precision"
     else:
         mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
         source = config.get("source_run")
@@ -189,17 +245,27 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation) -> str:
             "macro F1": f"{s['macro_f1']:.3f}",
             "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
         }
-        headline, caption = s["accuracy"], "validation accuracy"
+        caption = "validation accuracy"
+    headline = s[HEADLINE[evaluation.multi_label]]
+    test = ""
+    if tested is not None:
+        measured = tested.evaluation.summary
+        seen = (f"; {measured['num_training_images']} of them in the training split, so the test numbers overstate"
+                if measured.get("num_training_images") else "")
+        facts["test images"] = f"{measured['num_images']} ({measured['num_skipped']} skipped{seen}); the evaluation's files in {tested.folder}"
+        test = (f'<p class="headline"><span id="test-accuracy">{measured[HEADLINE[evaluation.multi_label]]:.1%}</span> '
+                f'{caption.replace("validation", "test")} ({html.escape(tested.where)})</p>')
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (
         f'<header><h1>{html.escape(run_dir.name)}</h1>'
-        f'<p class="headline"><span id="accuracy">{headline:.1%}</span> {caption}</p>'
+        f'<p class="headline"><span id="accuracy">{headline:.1%}</span> {caption}</p>{test}'
         f"<table class=facts>{rows}</table></header>"
     )
 
 
-def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
+def _calibration(config: dict, shown: Shown) -> str:
     """The reliability diagram, the ECE, and what temperature the run built in."""
+    evaluation = shown.evaluation
     temperature = config.get("temperature")
     built = (f"The run divides its logits by a temperature of {temperature:.3g}, fitted on this split after training "
              f"(it changes no prediction)." if temperature not in (None, 1.0) else
@@ -207,9 +273,10 @@ def _calibration(config: dict, evaluation: Evaluation, figure: Path) -> str:
              "trained before calibration).")
     text = (f"<p>Expected calibration error {evaluation.summary['ece']:.3f}: of the images given a probability near "
             f"0.9, about 90% should be right; each bar is the accuracy of the images whose top probability falls in "
-            f"its bin (the number on it: how many). {html.escape(built)} Measured on the validation split that also "
-            f"chose the temperature, so it flatters the model a little.</p>")
-    return text + pages.image(figure, "reliability diagram")
+            f"its bin (the number on it: how many). {html.escape(built)} "
+            + ("Measured on images that chose nothing.</p>" if shown.test else
+               "Measured on the validation split that also chose the temperature, so it flatters the model a little.</p>"))
+    return text + pages.image(shown.folder / layout.RELIABILITY_PNG, f"reliability diagram ({shown.where})")
 
 
 def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) -> str:
@@ -236,7 +303,7 @@ def _metrics(evaluation: Evaluation) -> str:
 def _errors(evaluation: Evaluation, count: int) -> str:
     worst = evaluation.errors.head(count)
     if worst.empty:
-        return "<p>No validation image was misclassified.</p>"
+        return "<p>No image was misclassified.</p>"
     cards = []
     for row in worst.itertuples():
         top = "".join(f"<li>{html.escape(item)}</li>" for item in row.top.split("; "))
