@@ -11,8 +11,6 @@ from transfer.models.registry import get_backbone
 from transfer.models.classifier import backbone_layers, build_classifier, freeze_backbone, unfreeze_top
 from transfer.core.errors import InvalidOptionError
 
-pytestmark = pytest.mark.slow  # ResNet50 fit for a step per stage
-
 SPEC = get_backbone("resnet50")
 
 
@@ -36,23 +34,33 @@ def data():
     return rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"), rng.integers(0, 2, 16)
 
 
-def test_frozen_stage_changes_only_the_head_and_bn_statistics_stay(data):
+# The registry's backbones with BatchNormalization: MobileNetV3-Small, the cheapest, in the quick suite.
+WITH_BATCHNORM = [pytest.param(name, marks=[] if name == "mobilenetv3small" else pytest.mark.slow)
+                  for name in ("resnet50", "efficientnetv2b0", "mobilenetv3large", "mobilenetv3small")]
+
+
+@pytest.mark.parametrize("name", WITH_BATCHNORM)
+def test_frozen_stage_changes_only_the_head_and_bn_statistics_stay(data, name):
+    spec = get_backbone(name)
     keras.utils.set_random_seed(0)
-    model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
-    backbone = backbone_layers(model, SPEC)
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=None)
+    backbone = backbone_layers(model, spec)
     bn_statistics = [w.path for l in backbone if isinstance(l, keras.layers.BatchNormalization)
                      for w in l.non_trainable_weights]
-    assert bn_statistics, "ResNet50 has BatchNormalization moving statistics to watch"
+    assert bn_statistics, f"{name} has BatchNormalization moving statistics to watch"
     head = [model.get_layer("head")]
     before_backbone, before_head = snapshot(backbone), snapshot(head)
 
-    freeze_backbone(model, SPEC)
+    freeze_backbone(model, spec)
     fit_once(model, *data, learning_rate=0.1)
 
     assert changed(before_backbone, snapshot(backbone)) == set()
-    assert changed(before_head, snapshot(head)) == set(before_head)
+    # MobileNetV3 with random weights gives features near 1e-11: a step moves the head's bias, not its kernel.
+    moved = {path for path in before_head if path.endswith("bias")} if name.startswith("mobilenetv3") else set(before_head)
+    assert changed(before_head, snapshot(head)) == moved
 
 
+@pytest.mark.slow  # ResNet50
 def test_finetune_stage_changes_only_the_unfrozen_layers(data):
     keras.utils.set_random_seed(0)
     model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
@@ -70,6 +78,7 @@ def test_finetune_stage_changes_only_the_unfrozen_layers(data):
     assert changed(before, snapshot(layers)) == expected  # BN statistics and lower layers untouched
 
 
+@pytest.mark.slow  # ResNet50
 def test_unfreeze_all_keeps_batchnorm_frozen():
     model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
     unfreeze_top(model, SPEC, None)
@@ -78,6 +87,7 @@ def test_unfreeze_all_keeps_batchnorm_frozen():
     assert all(l.trainable for l in layers if isinstance(l, keras.layers.Conv2D))
 
 
+@pytest.mark.slow  # ResNet50
 def test_unfreeze_more_layers_than_the_backbone_has():
     model = build_classifier(SPEC, num_classes=2, image_size=32, weights=None)
     count = len(backbone_layers(model, SPEC))
@@ -85,6 +95,7 @@ def test_unfreeze_more_layers_than_the_backbone_has():
         unfreeze_top(model, SPEC, count + 1)
 
 
+@pytest.mark.slow  # was slow with the module
 def test_the_inference_model_has_no_augmentation_and_computes_in_float32(data):
     """A mixed-precision LeNet-5 (float16 layers nested in its backbone) with augmentation: the
     exporters' copy has neither, the same weights, and the float32 model's outputs."""

@@ -281,3 +281,71 @@ def test_lr_find_sweeps_the_dense_head_on_a_files_features(classifier_file, tmp_
     found = lr_find(data, tmp_path / "lr", TrainOptions(backbone=str(classifier_file)), steps=20, end_lr=1.0)
     assert "colleague.keras's features" in found.trained and 1e-7 <= found.suggestion <= 1.0
     assert (tmp_path / "lr" / "lr_find.png").is_file() and len(found.table) <= 20
+
+
+def _token_preset(folder: Path, family: str) -> Path:
+    """A tiny keras-hub ViT (a class token) or DINOv2 (a class token and two register tokens) preset
+    with its image converter, saved locally (random weights): 16 patch tokens of 8 channels."""
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    if family == "vit":
+        keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=8,
+                                     mlp_dim=16).save_to_preset(str(folder))
+        converter = keras_hub.layers.ViTImageConverter
+    else:
+        keras_hub.models.DINOV2Backbone(patch_size=8, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16,
+                                        num_register_tokens=2, image_shape=(32, 32, 3),
+                                        position_embedding_shape=(32, 32, 3)).save_to_preset(str(folder))
+        converter = keras_hub.layers.DINOV2ImageConverter
+    converter(image_size=(32, 32), scale=[0.02, 0.03, 0.04], offset=[-1.0, -2.0, -3.0]).save_to_preset(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def token_presets(tmp_path_factory) -> dict[str, Path]:
+    return {family: _token_preset(tmp_path_factory.mktemp("tokens") / family, family) for family in ("vit", "dinov2")}
+
+
+@pytest.mark.parametrize("family, pooling, expected", [
+    ("vit", "auto", "cls"), ("vit", "mean", "mean"), ("dinov2", "auto", "cls"), ("dinov2", "mean", "mean"),
+])
+def test_a_preset_that_returns_tokens_is_pooled(token_presets, family, pooling, expected):
+    """ViT and DINOv2 have a class token (auto takes it); mean averages the patch tokens, leaving out
+    the class token and DINOv2's register tokens. Checked against the backbone's own tokens."""
+    import keras_hub
+
+    preset = token_presets[family]
+    spec = get_backbone(f"keras-hub:{preset}")
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=None, pooling=pooling)
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    hub = keras_hub.models.Backbone.from_preset(str(preset))
+    tokens = keras.ops.convert_to_numpy(hub(pixels * np.array([0.02, 0.03, 0.04]) + np.array([-1.0, -2.0, -3.0])))
+    prefix = 3 if family == "dinov2" else 1  # class token, then DINOv2's two register tokens
+    assert tokens.shape == (2, prefix + 16, 8)
+    wanted = tokens[:, 0] if expected == "cls" else tokens[:, prefix:].mean(axis=1)
+    np.testing.assert_allclose(feature_extractor(model, spec).predict(pixels, verbose=0), wanted, rtol=1e-4, atol=1e-5)
+
+
+def test_pooling_is_recorded_and_kept_by_the_saved_run(token_presets, tmp_path):
+    from transfer.outputs.artifacts import Run
+    from transfer.training.features import load_run_model
+
+    data = image_folder(tmp_path / "data", per_class=4)
+    result = runner.invoke(app, ["train", str(data), "--backbone", f"keras-hub:{token_presets['dinov2']}", "--pooling", "mean",
+                                 "--no-augment", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    run = Run.open(tmp_path / "run")
+    assert run.config()["pooling"] == "mean"
+    backbone = load_run_model(run).get_layer("backbone")
+    assert backbone.get_layer("token_pool").__class__.__name__ == "GlobalAveragePooling1D"
+    assert tuple(backbone.get_layer("patch_tokens").get_config()["cropping"]) == (3, 0), "class and register tokens left out"
+
+
+def test_pooling_of_a_backbone_without_tokens_is_one_line(hub_preset, tmp_path):
+    data = str(image_folder(tmp_path / "d"))
+    registry = runner.invoke(app, ["train", data, "--weights", "none", "--image-size", "32", "--pooling", "cls", "--out", str(tmp_path / "r")])
+    assert registry.exit_code == 2 and "--pooling cls pools the tokens of a keras-hub backbone" in registry.output
+    assert "resnet50 returns a feature map. Drop --pooling." in registry.output and "Traceback" not in registry.output
+    with pytest.raises(ModelLoadError, match=r"--pooling mean pools a token sequence .* returns features of shape \(None, None, None, 16\)"):
+        build_classifier(get_backbone(f"keras-hub:{hub_preset}"), num_classes=2, image_size=32, weights=None, pooling="mean")

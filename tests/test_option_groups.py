@@ -17,7 +17,7 @@ from transfer.training.option_groups import DataOptions, ModelOptions, RecipeOpt
 
 LENET, RESNET = BACKBONES["lenet"], BACKBONES["resnet50"]  # a baseline (32 px, no weights); a pretrained one (32 to 1024)
 
-MODEL = ModelOptions(backbone="lenet", candidates=None, preprocess=None, backbone_layer=None, weights="none", image_size=32,
+MODEL = ModelOptions(backbone="lenet", candidates=None, preprocess=None, backbone_layer=None, pooling="auto", weights="none", image_size=32,
                      head="dense", head_units=0, dropout=0.2, mixed_precision=False)
 DATA = DataOptions(val_split=0.2, val_dir=None, manifest=None, multi_label=False, dedupe=True, allow_split_names=False,
                    class_weight="none", augment=True, flip="horizontal")

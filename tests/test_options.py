@@ -151,7 +151,7 @@ def test_every_option_is_declared_once_with_its_group_help_and_commands():
     assert dataclasses.fields(TrainOptions) == dataclasses.fields(TrainFields), "TrainOptions adds behaviour, no field"
     commands = typer.main.get_command(app).commands
     names = {f.name for f in dataclasses.fields(TrainOptions)}
-    assert options_of("audit") == ["backbone", "preprocess", "backbone_layer", "weights", "image_size", "val_split", "manifest",
+    assert options_of("audit") == ["backbone", "preprocess", "backbone_layer", "pooling", "weights", "image_size", "val_split", "manifest",
                                    "allow_split_names", "class_weight", "augment", "flip", "epochs", "lr", "optimizer", "schedule",
                                    "patience", "batch_size", "seed", "cache_dir"]
     for command in COMMANDS:

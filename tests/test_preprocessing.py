@@ -17,6 +17,7 @@ MATCHING_PREPROCESS = {
     "vgg16": keras.applications.vgg16.preprocess_input,
     "inceptionv3": keras.applications.inception_v3.preprocess_input,
 }
+assert set(MATCHING_PREPROCESS) == {n for n, s in BACKBONES.items() if s.pretrained and s.preprocess_mode != "none"}
 
 
 FORMATS_AND_MODES = [
@@ -105,7 +106,7 @@ def test_tiny_images_are_upsampled(size):
     np.testing.assert_allclose(pixels, np.broadcast_to((1, 2, 250), (32, 32, 3)), atol=1)
 
 
-@pytest.mark.parametrize("name", [n for n, s in BACKBONES.items() if s.pretrained])
+@pytest.mark.parametrize("name", list(MATCHING_PREPROCESS))  # the others preprocess inside (tests/test_registry.py)
 def test_preprocess_layer_matches_keras_applications(name):
     spec = BACKBONES[name]
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")

@@ -13,6 +13,10 @@ EXPECTED_PARAMETERS = {
     "vgg16": 14_714_688,
     "inceptionv3": 21_802_784,
     "efficientnet_lite0": 3_413_024,  # ../shared/data/README.md, counted on the reference conversion
+    "efficientnetv2b0": 5_919_312,
+    "convnext_tiny": 27_820_128,
+    "mobilenetv3large": 2_996_352,
+    "mobilenetv3small": 939_120,
     "lenet": 61_706,
     "alexnet": 62_378_344,
 }
@@ -101,5 +105,33 @@ def test_baselines_refuse_pretrained_weights():
 
 
 def test_unknown_backbone_lists_choices():
-    with pytest.raises(InvalidOptionError, match="resnet50, vgg16, inceptionv3, efficientnet_lite0, lenet, alexnet"):
+    with pytest.raises(InvalidOptionError) as raised:
         get_backbone("resnet18")
+    assert all(name in str(raised.value) for name in BACKBONES)
+
+
+#: The registry's backbones that carry their own preprocessing (raw RGB in [0, 255] in).
+SELF_PREPROCESSING = [name for name, spec in BACKBONES.items() if spec.pretrained and spec.preprocess_mode == "none"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mobilenetv3large" else n
+                                  for n in SELF_PREPROCESSING])  # Large: Small's code, at three times the cost
+def test_a_backbone_that_preprocesses_itself_gets_raw_pixels_as_keras_applications_does(name, tmp_path):
+    """The classifier's features on raw pixels equal keras.applications' own model (built under its
+    own name, with its own preprocessing) fed the same raw pixels, once its weights file is loaded."""
+    from transfer.models.classifier import build_classifier
+    from transfer.training.features import feature_extractor
+
+    spec = BACKBONES[name]
+    keras.utils.set_random_seed(5)
+    reference = spec.resolve_constructor()(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / f"{name}.weights.h5"
+    reference.save_weights(path)
+    pixels = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(reference(pixels, training=False)).mean(axis=(1, 2))
+    model = build_classifier(spec, num_classes=2, image_size=32, weights=str(path))
+    assert model.get_layer("preprocess").get_config()["mode"] == "none"
+    actual = keras.ops.convert_to_numpy(feature_extractor(model, spec)(pixels, training=False))
+    scale = np.abs(expected).max()  # MobileNetV3's random features are near 1e-11: compared at their scale
+    assert scale > 0 and np.abs(expected[0] - expected[1]).max() > 1e-3 * scale, "features that tell images apart"
+    np.testing.assert_allclose(actual / scale, expected / scale, atol=1e-4)

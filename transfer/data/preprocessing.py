@@ -246,7 +246,8 @@ class Preprocess(keras.layers.Layer):
         mode: the `keras.applications.imagenet_utils.preprocess_input` mode: `"caffe"` (RGB to BGR,
             ImageNet mean subtracted; ResNet50, VGG16), `"tf"` (scaled to [-1, 1]; InceptionV3 and
             the from-scratch baselines) or `"torch"` (scaled to [0, 1], ImageNet mean and std);
-            `"none"` (the pixels as they are: a model file that preprocesses them itself); or
+            `"none"` (the pixels as they are: a model file, or a registry backbone such as EfficientNetV2,
+            ConvNeXt or MobileNetV3, that preprocesses them itself); or
             `"keras-hub"` (`x * scale + offset` per channel: a keras-hub preset's image converter).
         grayscale: convert to one luminance channel first (LeNet-5 reads grayscale digits).
         scale, offset: the three per-channel numbers of `"keras-hub"`.

@@ -46,6 +46,7 @@ def build_classifier(
     head: HeadSpec = HeadSpec(),
     augmentation: keras.Layer | None = None,
     backbone_layer: str | None = None,
+    pooling: str = "auto",
 ) -> keras.Model:
     """Returns an uncompiled classifier; a pretrained or transferred backbone starts frozen. It ends
     in a softmax over the classes, or for `head.multi_label` in one sigmoid per label.
@@ -56,6 +57,8 @@ def build_classifier(
             layers up to `spec.feature_layer`) is reused here, weights included, under a new head.
         backbone_layer: for a model file, the layer whose output are the features (`None`: below
             its classifier, see `transfer.models.external`).
+        pooling: for a backbone that returns tokens, how they become one feature vector
+            (`transfer.models.external.POOLINGS`).
     """
     source, weights = (weights, None) if isinstance(weights, keras.Model) else (None, weights)
     activation = "sigmoid" if head.multi_label else "softmax"
@@ -64,7 +67,7 @@ def build_classifier(
     if not spec.pretrained and source is None:
         x = Preprocess(spec.preprocess_mode, grayscale=spec.grayscale, dtype="float32", name="preprocess")(x)
         return keras.Model(inputs, build_backbone(spec, image_size, None, num_classes, activation)(x), name=f"{spec.name}_classifier")
-    backbone, preprocess = _backbone_and_preprocessing(spec, image_size, weights, source, backbone_layer)
+    backbone, preprocess = _backbone_and_preprocessing(spec, image_size, weights, source, (backbone_layer, pooling))
     x = Preprocess(**preprocess, dtype="float32", name="preprocess")(x)
     backbone.trainable = False
     x = backbone(x, training=False)
@@ -75,10 +78,12 @@ def build_classifier(
 
 
 def _backbone_and_preprocessing(spec: BackboneSpec, image_size: int, weights: str | None, source: keras.Model | None,
-                                backbone_layer: str | None) -> tuple[keras.Model, dict]:
-    """The backbone to freeze under the new head, and the arguments of its `Preprocess` layer."""
+                                features: tuple[str | None, str]) -> tuple[keras.Model, dict]:
+    """The backbone to freeze under the new head, and the arguments of its `Preprocess` layer.
+    `features`: a model file's `backbone_layer`, and the `pooling` of tokens."""
     from transfer.models import external as external
 
+    backbone_layer, pooling = features
     if source is not None and spec.source is not None:  # the source run's own copy: the file is not read
         reused = source.get_layer(spec.name)
         backbone = keras.models.clone_model(reused)
@@ -86,10 +91,10 @@ def _backbone_and_preprocessing(spec: BackboneSpec, image_size: int, weights: st
         config = source.get_layer("preprocess").get_config()
         return backbone, {key: config.get(key) for key in ("mode", "grayscale", "scale", "offset")}
     if spec.source is not None and spec.source.startswith(external.HUB_PREFIX):
-        backbone, scale, offset = external.load_hub_backbone(spec.source)
+        backbone, scale, offset = external.load_hub_backbone(spec.source, pooling)
         return backbone, {"mode": "keras-hub", "scale": scale, "offset": offset}
     if spec.source is not None:
-        return external.load_file_backbone(spec.source, backbone_layer), {"mode": spec.preprocess_mode}
+        return external.load_file_backbone(spec.source, backbone_layer, pooling), {"mode": spec.preprocess_mode}
     backbone = _feature_extractor(spec, image_size, weights if source is None else None)
     if source is not None:
         copy_weights(source.get_layer(spec.name), backbone)

@@ -42,6 +42,10 @@ LAYER_NAME = "backbone"
 DEFAULT_SIZE = 224
 #: The smallest side offered to a model that takes any size (most CNNs downsample 32 times).
 MIN_SIZE = 32
+#: `--pooling` of a backbone that returns tokens `[N, T, C]`: `cls`, its class token (the first);
+#: `mean`, the mean of its patch tokens (class and register tokens left out); `auto`, `cls` where the
+#: backbone has a class token (ViT, DINOv2) and `mean` where it has none (SigLIP's image tower).
+POOLINGS = ("auto", "cls", "mean")
 
 
 def is_external(name: str) -> bool:
@@ -185,7 +189,7 @@ def sha256_of(name: str) -> str | None:
 # Loading: TensorFlow and Keras from here on.
 
 
-def load_file_backbone(path: str, layer: str | None = None):
+def load_file_backbone(path: str, layer: str | None = None, pooling: str = "auto"):
     """The feature extractor of a Keras model file: a functional model named `backbone` from RGB
     images to a feature map (a vector becomes a 1x1 map), cut below a final classifier.
 
@@ -206,10 +210,41 @@ def load_file_backbone(path: str, layer: str | None = None):
         raise ModelLoadError(f"--backbone {path} could not be loaded as a Keras model: {text[:300]}") from None
     if not hasattr(loaded, "inputs") or not loaded.inputs or len(loaded.inputs) != 1:
         raise ModelLoadError(f"--backbone {path}: expected a functional or Sequential model with one image input.")
-    return _features_of(loaded, path, layer)
+    return _features_of(loaded, path, layer, _TokenLayout(pooling, prefix=0, class_token=False))
 
 
-def _features_of(loaded, name: str, layer: str | None):
+@dataclass(frozen=True)
+class _TokenLayout:
+    """How to pool a backbone's tokens: `pooling` (one of `POOLINGS`), the `prefix` tokens before the
+    patch tokens (class and register tokens), and whether the first is a class token."""
+
+    pooling: str
+    prefix: int
+    class_token: bool
+
+    @classmethod
+    def of(cls, hub_backbone, pooling: str) -> _TokenLayout:
+        """ViT has a class token where `use_class_token`; DINOv2 one, then `num_register_tokens`."""
+        class_token = bool(getattr(hub_backbone, "use_class_token", type(hub_backbone).__name__.startswith("DINOV")))
+        return cls(pooling, int(class_token) + int(getattr(hub_backbone, "num_register_tokens", 0) or 0), class_token)
+
+
+def _pool_tokens(output, name: str, layout: _TokenLayout):
+    """The `[N, C]` pooled feature of tokens `[N, T, C]`, in Keras' own layers (safe mode loads them)."""
+    import keras
+
+    pooling = layout.pooling if layout.pooling != "auto" else "cls" if layout.class_token else "mean"
+    tokens = output.shape[1]
+    if pooling == "cls":
+        if tokens is None:
+            raise ModelLoadError(f"--backbone {name} returns a token sequence of unknown length; --pooling cls needs a fixed input size.")
+        first = keras.layers.Cropping1D((0, tokens - 1), name="class_token")(output)
+        return keras.layers.Flatten(name="token_pool")(first)
+    patches = keras.layers.Cropping1D((layout.prefix, 0), name="patch_tokens")(output) if layout.prefix else output
+    return keras.layers.GlobalAveragePooling1D(name="token_pool")(patches)
+
+
+def _features_of(loaded, name: str, layer: str | None, layout: _TokenLayout):
     import keras
 
     if layer is not None:
@@ -223,10 +258,18 @@ def _features_of(loaded, name: str, layer: str | None):
     else:
         output = _below_classifier(loaded)
     rank = len(output.shape)
+    if layout.pooling != "auto" and rank != 3:
+        raise ModelLoadError(
+            f"--pooling {layout.pooling} pools a token sequence (batch, tokens, channels); {name} returns features of shape "
+            f"{tuple(output.shape)}, pooled by the classifier itself. Drop --pooling."
+        )
+    if rank == 3 and (layout.pooling != "auto" or name.startswith(HUB_PREFIX)):
+        output = _pool_tokens(output, name, layout)
+        rank = 2
     if rank not in (2, 4):
         advice = (
-            "A backbone that returns a token sequence (ViT, DINOv2) is not supported yet." if name.startswith(HUB_PREFIX)
-            else "Choose a layer that gives one with --backbone-layer NAME."
+            "A token sequence is pooled by --pooling cls (its first token) or --pooling mean; or choose a layer with "
+            "--backbone-layer NAME." if rank == 3 else "Choose a layer that gives one with --backbone-layer NAME."
         )
         raise ModelLoadError(
             f"--backbone {name}: the features have shape {tuple(output.shape)}; expected a feature map (batch, height, "
@@ -265,9 +308,10 @@ def _below_classifier(model):
     return output
 
 
-def load_hub_backbone(name: str):
+def load_hub_backbone(name: str, pooling: str = "auto"):
     """The backbone of keras-hub preset `name` (`keras-hub:PRESET`) as a plain functional model named
-    `backbone`, and its image converter's per-channel scale and offset.
+    `backbone`, and its image converter's per-channel scale and offset. A backbone that returns tokens
+    (ViT, DINOv2, SigLIP's image tower) has them pooled by `pooling` (`POOLINGS`) into one feature.
 
     Raises:
         WeightsUnavailableError: the preset cannot be loaded (offline, a wrong name or folder).
@@ -296,7 +340,7 @@ def load_hub_backbone(name: str):
         ) from None
     scale, offset = _converter_affine(converter)
     loaded = keras.Model(hub_backbone.inputs, hub_backbone.outputs, name="hub")
-    return _features_of(loaded, name, None), scale, offset
+    return _features_of(loaded, name, None, _TokenLayout.of(hub_backbone, pooling)), scale, offset
 
 
 def _converter_affine(converter) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""The ImageNet classifier as it comes: `imagenet:resnet50`, `imagenet:vgg16`, `imagenet:inceptionv3`.
+"""The ImageNet classifier as it comes: `imagenet:NAME` for each pretrained registry backbone (`imagenet:resnet50`, `imagenet:convnext_tiny`...).
 
 The complete `keras.applications` model (`include_top=True`, its own input size) under the same
 `Preprocess` layer as every run, so `transfer predict` and `transfer export` treat it like a run

@@ -29,13 +29,18 @@ class BackboneSpec:
         constructor: dotted path of the Keras builder.
         input_size: default square input side in pixels.
         min_input_size: smallest side the architecture accepts.
-        preprocess_mode: `imagenet_utils.preprocess_input` mode matching the backbone's training.
+        preprocess_mode: `imagenet_utils.preprocess_input` mode matching the backbone's training, or
+            `"none"` for a model that preprocesses raw RGB in [0, 255] itself (EfficientNetV2, ConvNeXt
+            and MobileNetV3 carry their `Rescaling`/`Normalization` layers inside).
         pretrained: whether ImageNet weights exist (`keras.applications` backbones) or the model is
             a from-scratch baseline that includes its own classifier.
         weights_file: file name of the `include_top=False` ImageNet weights Keras downloads.
         weights_url: where Keras downloads `weights_file` from.
         classifier_weights_file: file name of the complete ImageNet classifier's weights
             (`include_top=True`, used by `imagenet:NAME`); downloaded from beside `weights_url`.
+        keras_name: the model name Keras builds the application under, where it is not `name`:
+            EfficientNetV2 chooses its built-in preprocessing by it (`-b0`: ImageNet mean and std)
+            and Keras names the downloaded file after it. The model is renamed `name` once built.
         grayscale: the baseline reads one luminance channel.
         reference_classes: for baselines, the class count of the published configuration.
         parameters: parameters without the top (pretrained backbones) or in the published
@@ -68,6 +73,7 @@ class BackboneSpec:
     weights_file: str | None = None
     weights_url: str | None = None
     classifier_weights_file: str | None = None
+    keras_name: str | None = None
     grayscale: bool = False
     reference_classes: int | None = None
     parameters: int = 0
@@ -101,19 +107,15 @@ class BackboneSpec:
         return dict(importlib.import_module(self.constructor.rpartition(".")[0]).PROVENANCE)
 
 
-def _keras_application(name, constructor, size, min_size, mode, folder, weights_file, parameters):
-    return BackboneSpec(
-        name=name,
-        constructor=constructor,
-        input_size=size,
-        min_input_size=min_size,
-        preprocess_mode=mode,
-        pretrained=True,
-        weights_file=weights_file,
-        weights_url=f"{KERAS_WEIGHTS_URL}{folder}/{weights_file}",
-        classifier_weights_file=weights_file.replace("_notop.h5", ".h5"),
-        parameters=parameters,
-    )
+def _keras_application(name, constructor, size, min_size, mode, folder, weights_file, parameters, **spec):
+    """A `keras.applications` entry; `spec` sets the other fields (a classifier file not named like
+    `weights_file` without `_notop`, a `keras_name`)."""
+    return BackboneSpec(**{
+        "name": name, "constructor": constructor, "input_size": size, "min_input_size": min_size,
+        "preprocess_mode": mode, "pretrained": True, "weights_file": weights_file,
+        "weights_url": f"{KERAS_WEIGHTS_URL}{folder}/{weights_file}",
+        "classifier_weights_file": weights_file.replace("_notop.h5", ".h5"), "parameters": parameters, **spec,
+    })
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -137,6 +139,19 @@ BACKBONES: dict[str, BackboneSpec] = {
             weights_file="efficientnet_lite0_imagenet.weights.h5", classifier_weights_file="efficientnet_lite0_imagenet.weights.h5",
             parameters=3_413_024, weights_extra="lite0",
         ),
+        _keras_application(
+            "efficientnetv2b0", "keras.applications.EfficientNetV2B0", 224, 32, "none", "efficientnet_v2",
+            "efficientnetv2-b0_notop.h5", 5_919_312, keras_name="efficientnetv2-b0",
+        ),
+        _keras_application(
+            "convnext_tiny", "keras.applications.ConvNeXtTiny", 224, 32, "none", "convnext",
+            "convnext_tiny_notop.h5", 27_820_128,
+        ),
+        *(_keras_application(
+            f"mobilenetv3{size}", f"keras.applications.MobileNetV3{size.title()}", 224, 32, "none", "mobilenet_v3",
+            f"weights_mobilenet_v3_{size}_224_1.0_float_no_top_v2.h5", parameters,
+            classifier_weights_file=f"weights_mobilenet_v3_{size}_224_1.0_float.h5",
+        ) for size, parameters in (("large", 2_996_352), ("small", 939_120))),
         BackboneSpec(
             name="lenet", constructor="transfer.models.baselines.lenet", input_size=32,
             min_input_size=32, preprocess_mode="tf", pretrained=False, grayscale=True,
@@ -319,12 +334,13 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
     weights_file = spec.classifier_weights_file if include_top else spec.weights_file
     if spec.weights_extra is not None:  # its package ships the ImageNet weights; the constructor says what fails
         return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
+    keras_name = spec.keras_name or spec.name
     if weights == "imagenet":
         import contextlib
 
         try:  # Keras' download progress goes to stderr: stdout carries a command's results
             with contextlib.redirect_stdout(_DownloadProgress()):
-                return constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=spec.name)
+                return _named(constructor(include_top=include_top, weights="imagenet", input_shape=input_shape, name=keras_name), spec)
         except Exception as error:  # Keras raises a bare Exception for a failed download.
             url = spec.weights_url.rsplit("/", 1)[0] + "/" + weights_file
             raise WeightsUnavailableError(
@@ -332,7 +348,7 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
                 f"Put it (from {url}) in {keras_cache_dir()}, or pass --weights PATH/TO/{weights_file}{otherwise}."
             ) from error
     try:
-        return constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=spec.name)
+        return _named(constructor(include_top=include_top, weights=weights, input_shape=input_shape, name=keras_name), spec)
     except (ValueError, OSError, KeyError) as error:
         top = "with its top" if include_top else "without its top"
         raise WeightsUnavailableError(
@@ -340,6 +356,12 @@ def load_application(spec: BackboneSpec, *, include_top: bool, weights: str | No
             f"{input_shape[0]}x{input_shape[1]}): {error}\nExpected a Keras weights file of this "
             f"architecture {top}, such as {weights_file}."
         ) from error
+
+
+def _named(model, spec: BackboneSpec):
+    """`model`, built under Keras' own name (`spec.keras_name`), renamed as the registry names it."""
+    model.name = spec.name
+    return model
 
 
 class _DownloadProgress:

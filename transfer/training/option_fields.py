@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from transfer.core.choices import CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, FLIPS, HEADS, OPTIMIZERS, SCHEDULES
+from transfer.models.external import POOLINGS
 from transfer.models.registry import BACKBONES, FILE_PREPROCESSING
 from transfer.training.distribute import STRATEGIES
 
@@ -66,6 +67,9 @@ class TrainFields:
         "probe": "For the model files in --backbones: none (the model reads raw RGB in [0, 255]) | caffe | tf | torch. Default: none."})
     backbone_layer: str | None = option(None, "model", "For --backbone PATH.keras: the layer whose output are the features. Default: the model's output, below a final softmax classifier and global average pooling.",
                                         EVERY, show_default=False, helps={"probe": "For the model files in --backbones: the layer whose output are the features."})
+    # --pooling: the tokens of a keras-hub ViT, DINOv2 or SigLIP (transfer.models.external.POOLINGS).
+    pooling: str = option("auto", "model", "For a backbone that returns tokens (a keras-hub ViT, DINOv2 or SigLIP preset, or a model file): cls (its class token) | mean (the mean of its patch tokens) | auto (cls where the backbone has a class token, as ViT and DINOv2; mean otherwise, as SigLIP).",
+                          EVERY, choices=POOLINGS)
     weights: str | None = option(None, "model", "imagenet | none | PATH to a weights file | RUN_DIR of an earlier run, whose backbone (a baseline's convolutional layers) is reused under a new head. Default: imagenet for pretrained backbones, none for baselines.", EVERY)
     image_size: int | None = option(None, "model", "Square input side. Default: the backbone's (224, 299, 32, 227).", EVERY)
     head: str | None = option(None, "model", "logistic: the frozen stage's softmax layer fitted by scikit-learn's logistic regression (C by cross-validation) on the backbone's features; dense: trained by gradient descent. Default: logistic (measured on real pretrained features), or dense where --epochs, --mixup, --cutmix, --label-smoothing, --head-units, --lr, --schedule, --cached-views K, --no-cache-features, --tensorboard without fine-tuning, or multi-worker training need it.",

@@ -43,6 +43,12 @@ def _check_model(self, spec: BackboneSpec, source: str | None, given_head: str |
             f"{flag.backbone_layer} {self.backbone_layer} chooses the features of a model file given as {flag.backbone} PATH.keras; "
             f"{spec.label} is not one. Drop {flag.backbone_layer}."
         )
+    _require_choice("pooling", self.pooling)
+    if self.pooling != "auto" and (spec.source is None or source):
+        raise InvalidOptionError(
+            f"{flag.pooling} {self.pooling} pools the tokens of a keras-hub backbone (ViT, DINOv2, SigLIP) or a model file "
+            f"that returns tokens; {spec.label} returns a feature map. Drop {flag.pooling}."
+        )
     if source is None:
         check_weights(spec, self.weights)
     if given_head is not None:

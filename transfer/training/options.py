@@ -105,6 +105,7 @@ class TrainOptions(TrainFields):
             finetune_lr=self.finetune_lr if transfers else None,
             finetune_schedule=self.finetune_schedule if transfers else None,
             preprocess=self.preprocess if is_file else None, backbone_layer=self.backbone_layer if is_file else None,
+            pooling=self.pooling if spec.source is not None else "auto",
         )
 
     def backbone_spec(self) -> BackboneSpec:

@@ -195,6 +195,7 @@ def build_model(
                 head=HeadSpec(options.dropout, options.head_units, options.multi_label),
                 augmentation=build_augmentation(options.flip, options.seed, spec.augmentations) if options.augment else None,
                 backbone_layer=options.backbone_layer,
+                pooling=options.pooling,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
