@@ -199,7 +199,9 @@ def load_file_backbone(path: str, layer: str | None = None, pooling: str = "auto
     import keras
 
     try:
-        loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+        from transfer.models.saving import repaired_layers
+
+        loaded = keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects=repaired_layers(Path(path)))
     except Exception as error:  # Keras raises ValueError, TypeError or its own for a model it cannot rebuild
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "Lambda" in str(error) or "safe_mode" in str(error):
@@ -339,8 +341,27 @@ def load_hub_backbone(name: str, pooling: str = "auto"):
             f"--backbone keras-hub:DIR."
         ) from None
     scale, offset = _converter_affine(converter)
+    tower = getattr(hub_backbone, "vision_encoder", None)  # an image-text pair (SigLIP): its image tower
+    if tower is not None:
+        return _features_of(_image_tower(tower, name, pooling), name, None, _TokenLayout(pooling, 0, False)), scale, offset
     loaded = keras.Model(hub_backbone.inputs, hub_backbone.outputs, name="hub")
     return _features_of(loaded, name, None, _TokenLayout.of(hub_backbone, pooling)), scale, offset
+
+
+def _image_tower(tower, name: str, pooling: str):
+    """SigLIP's image tower: pooled by its own attention-pooling head (`auto`, as it was trained), or
+    the mean of its normalised patch tokens (`mean`); it has no class token."""
+    import keras
+
+    if pooling == "auto":
+        return keras.Model(tower.inputs, tower.outputs, name="hub")
+    if pooling == "cls":
+        raise ModelLoadError(
+            f"--pooling cls takes a class token; the image tower of {name} has none. Use --pooling auto (its "
+            f"attention-pooling head) or --pooling mean."
+        )
+    norm = next(layer for layer in tower.layers if layer.name.endswith("post_layer_norm"))
+    return keras.Model(tower.inputs, norm.output, name="hub")
 
 
 def _converter_affine(converter) -> tuple[list[float], list[float]]:
