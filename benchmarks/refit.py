@@ -22,7 +22,8 @@ Both are scored on every test image. "estimate" is what a refit run reports: the
 out-of-fold probabilities over the drawn images (`logistic_out_of_fold` over `stratified_folds`, C
 chosen inside each fold), printed beside the test accuracy to show whether the reported number is honest
 (`--estimate-sizes`: the sizes it is computed at, as it costs five fits more).
-Prints markdown tables of mean +- sd over seeds, and writes OUT/results.csv.
+Rows go to OUT/results.csv as they finish; a rerun with the same `--out` skips finished rows and
+prints the table of all of them (so `--seeds 10 --datasets hymenoptera` adds seeds to a finished run).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sizes", default="5,10,20,all")
-    parser.add_argument("--estimate-sizes", default="5,10,20,all")
+    parser.add_argument("--estimate-sizes", default="5,10,20,all", help="sizes at which the out-of-fold estimate is made (none: at none)")
     parser.add_argument("--datasets", default="hymenoptera,flowers")
     parser.add_argument("--out", type=Path, default=Path("/tmp/refit-bench"))
     parser.add_argument("--cache-dir", type=Path, default=None, help="the feature cache (default: the tool's own)")
@@ -104,7 +105,9 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     sources = {"hymenoptera": HYMENOPTERA, "flowers": FLOWERS}
-    rows, started = [], time.perf_counter()
+    results = args.out / "results.csv"
+    rows, started = (pd.read_csv(results, dtype={"size": str}).to_dict("records") if results.exists() else []), time.perf_counter()
+    done = {(row["dataset"], str(row["size"]), int(row["seed"])) for row in rows}
     for dataset in args.datasets.split(","):
         pool = features(sources[dataset] / "train", args.out / f"{dataset}-pool.parquet", args.cache_dir)
         test = features(sources[dataset] / "val", args.out / f"{dataset}-test.parquet", args.cache_dir)
@@ -112,9 +115,11 @@ def main() -> None:
         assert sorted(test["label"].unique()) == classes and not set(pool["path"]) & set(test["path"])
         for size in args.sizes.split(","):
             for seed in range(args.seeds):
+                if (dataset, size, seed) in done:
+                    continue
                 row = run_case(draw(pool, size, seed), test, classes, seed, size in args.estimate_sizes.split(","))
                 rows.append({"dataset": dataset, "size": size, "seed": seed, "test images": len(test), **row})
-                pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
+                pd.DataFrame(rows).to_csv(results, index=False)
                 print(f"[{time.perf_counter() - started:5.0f} s] {dataset} {size}/class seed {seed}: no refit "
                       f"{row['no refit']:.3f}, refit {row['refit']:.3f}" + (f", estimate {row['estimate']:.3f}" if "estimate" in row else ""), flush=True)
     print(render(pd.DataFrame(rows)))

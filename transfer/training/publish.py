@@ -46,11 +46,11 @@ def publish_run(run: RunState) -> TrainResult:
     import pandas as pd
 
     probabilities, labels = held_out_probabilities(run)
-    calibration = calibrate(run, probabilities, labels)
+    calibration = calibrate(run, probabilities, labels=labels)
     if calibration is not None and calibration.applied:
         run.model, probabilities = with_temperature(run.model, probabilities, calibration.temperature)
     thresholds = pick_thresholds(run, probabilities)
-    metrics = run_metrics(run, measure(run, probabilities, labels, thresholds), calibration)
+    metrics = run_metrics(run, measure(run, probabilities, thresholds, labels=labels), calibration)
     history = pd.concat(run.histories, ignore_index=True)
     write_run(run, metrics, run_config(run, calibration, thresholds), history)
     return TrainResult(run.out_dir, metrics, history, run.model)
@@ -87,9 +87,10 @@ def val_probabilities(run: RunState) -> np.ndarray:
     return run.model.predict(run.data.val_data.map(lambda pixels, label: pixels), verbose=0)
 
 
-def calibrate(run: RunState, probabilities: np.ndarray, labels: np.ndarray) -> Calibration | None:
+def calibrate(run: RunState, probabilities: np.ndarray, labels: np.ndarray | None = None) -> Calibration | None:
     """Fits the temperature on the held-out `probabilities` (`--calibrate temperature`; with `--refit`
-    the out-of-fold ones, the temperature then applied to the head fitted on all the images) and says
+    the out-of-fold ones, the temperature then applied to the head fitted on all the images; by default
+    the validation split's `labels`) and says
     what it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
     if run.options.calibrate == "none":
         return None
@@ -99,10 +100,12 @@ def calibrate(run: RunState, probabilities: np.ndarray, labels: np.ndarray) -> C
         return None
     from transfer.metrics.calibration import calibrate as fit
 
-    calibration = fit(probabilities, labels)
-    said = calibration.describe()
-    run.reporter.message(said.replace("validation ECE", "out-of-fold ECE") + (
-        " Fitted on the out-of-fold probabilities, applied to the head refit on all the images." if refitted(run) and calibration.applied else ""))
+    calibration = fit(probabilities, run.data.val_labels if labels is None else labels)
+    if labels is None or not refitted(run):
+        run.reporter.message(calibration.describe())
+    else:
+        run.reporter.message(calibration.describe().replace("validation ", "out-of-fold ") + (
+            " Fitted on the out-of-fold probabilities, applied to the head refit on all the images." if calibration.applied else ""))
     return calibration
 
 
@@ -128,13 +131,14 @@ def pick_thresholds(run: RunState, probabilities: np.ndarray) -> dict[str, float
     return thresholds
 
 
-def measure(run: RunState, probabilities: np.ndarray, labels: np.ndarray, thresholds: dict[str, float] | None) -> dict:
+def measure(run: RunState, probabilities: np.ndarray, thresholds: dict[str, float] | None, *, labels: np.ndarray | None = None) -> dict:
     """The held-out scores of `metrics.json` (`val_`: on the validation split, or with `--refit` out of
     fold): accuracy and log loss; for multi-label runs the share of exact label sets as
     `val_accuracy`, the mean binary log loss, mAP, micro and macro F1."""
     import numpy as np
 
     names = run.folder.class_names
+    labels = run.data.val_labels if labels is None else labels
     if thresholds is None:
         from transfer.metrics import classification
 
