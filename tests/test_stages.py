@@ -158,30 +158,37 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
     from transfer.training.options import TrainOptions
     from transfer.training.train import train
 
-    colours = _colour_folder(tmp_path / "data")
+    colours = _colour_folder(tmp_path / "data", per_class=3)
     backbone = _mean_colour_backbone(tmp_path / "means.keras")
     result = CliRunner().invoke(app, ["train", str(tmp_path / "data"), "--backbone", str(backbone), "--seed", "3",
                                       "--calibrate", "none", "--out", str(tmp_path / "refit")])
     assert result.exit_code == 0, result.output
-    assert "cross-validated accuracy" in result.output and "out of fold on 20 images" in result.output
+    assert "cross-validated accuracy" in result.output and "out of fold on 6 images" in result.output
     run = tmp_path / "refit"
     config, metrics = (json.loads((run / name).read_text()) for name in ("config.json", "metrics.json"))
     assert config["refit"] is True and config["logistic"]["refit"] is True
-    assert metrics["measured_on"] == "out_of_fold" and "cross-validation" in metrics["estimate"] and metrics["num_train"] == 20
+    assert metrics["measured_on"] == "out_of_fold" and "cross-validation" in metrics["estimate"] and metrics["num_train"] == 6
     split = pd.read_csv(run / "split.csv", dtype=str)
-    assert (split["split"] == "val").sum() == 4 and (split["trained"] == "True").all(), "every image trained the model"
+    assert (split["split"] == "val").sum() == 2 and (split["trained"] == "True").all(), "every image trained the model"
 
     out_of_fold = pd.read_csv(run / "out_of_fold.csv")
     paths = [str(Path(p).resolve()) for p in out_of_fold["path"]]
     x, y = np.stack([colours[p] for p in paths]), (out_of_fold["label"] == "bees").to_numpy().astype(int)
     assert sorted(paths) == sorted(colours)
-    expected = np.zeros((20, 2))  # nested: C chosen again inside each outer fold
-    for fitted, held_out in StratifiedKFold(5, shuffle=True, random_state=3).split(x, y):
+    expected = np.zeros((6, 2))  # nested: C chosen again inside each outer fold
+    for fitted, held_out in StratifiedKFold(3, shuffle=True, random_state=3).split(x, y):
         expected[held_out] = _sklearn_fit(x[fitted], y[fitted], seed=3).predict_proba(x[held_out])
     np.testing.assert_allclose(out_of_fold[["p:ants", "p:bees"]].to_numpy(), expected, atol=1e-4)
     assert metrics["val_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == y))
     assert metrics["val_loss"] == pytest.approx(log_loss(y, expected), rel=1e-4)
-    assert 0.5 < metrics["val_accuracy"] < 1, "the classes overlap: an estimate, not a perfect score"
+
+    from transfer.reports.report import report
+
+    page = report(run, gradcam=0).read_text()  # the page shows the estimate, as such
+    assert f'<span id="accuracy">{metrics["val_accuracy"]:.1%}</span> cross-validated accuracy' in page
+    assert "Metrics, cross-validated (out of fold" in page and "Metrics on the validation split" not in page
+    wrong = int(np.sum(expected.argmax(1) != y))
+    assert f"Most confident errors ({min(12, wrong)} of {wrong})" in page
 
     model = keras.models.load_model(run / "model.keras")
     head = model.get_layer("head").get_layer("predictions").get_weights()
@@ -191,7 +198,7 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
 
     old = train(tmp_path / "data", tmp_path / "old", TrainOptions(backbone=str(backbone), seed=3, calibrate="none", refit=False))
     old_config = json.loads((old.run_dir / "config.json").read_text())
-    assert old_config["refit"] is False and old.metrics["measured_on"] == "validation" and old.metrics["num_train"] == 16
+    assert old_config["refit"] is False and old.metrics["measured_on"] == "validation" and old.metrics["num_train"] == 4
     assert not (old.run_dir / "out_of_fold.csv").exists()
     old_split = pd.read_csv(old.run_dir / "split.csv", dtype=str)
     assert ((old_split["trained"] == "True") == (old_split["split"] == "train")).all()
