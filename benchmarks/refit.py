@@ -127,13 +127,13 @@ def main() -> None:
 
 
 def render(frame) -> str:
-    lines = ["| dataset | photos per class | images (trained without refit) | test | no refit | refit | gain | refit run's estimate |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | photos per class | images (trained without refit) | test | seeds | no refit | refit | gain | refit run's estimate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (dataset, size), group in frame.groupby(["dataset", "size"], sort=False):
         gain = group["refit"] - group["no refit"]
         estimate = mean_sd(group["estimate"]) if "estimate" in group and group["estimate"].notna().all() else "not computed"
         lines.append(f"| {dataset} | {size} | {group['images'].iloc[0]} ({group['trained without refit'].iloc[0]}) | "
-                     f"{group['test images'].iloc[0]} | {mean_sd(group['no refit'])} | {mean_sd(group['refit'])} | "
+                     f"{group['test images'].iloc[0]} | {len(group)} | {mean_sd(group['no refit'])} | {mean_sd(group['refit'])} | "
                      f"{mean_sd(gain)} | {estimate} |")
     return "\n".join(lines)
 
