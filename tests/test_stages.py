@@ -43,7 +43,7 @@ def test_a_logistic_regression_is_a_softmax_layer(classes, scaled):
 @pytest.mark.slow
 def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_dir, tmp_path):
     """Train --head logistic on a run's features; refit scikit-learn on `transfer features` of the same
-    images: the exported SavedModel gives its predict_proba."""
+    images (training and validation: `--refit`, the default): the exported SavedModel gives its predict_proba."""
     import shutil
 
     import pandas as pd
@@ -73,10 +73,11 @@ def test_head_logistic_exports_scikit_learns_probabilities(digits_run, digits_di
 
     table = pd.read_parquet(features).set_index("path")
     split = pd.read_csv(run / "split.csv", dtype=str)
-    train, val = split[split["split"] == "train"], split[split["split"] == "val"]
+    val = split[split["split"] == "val"]
     x = table.filter(like="f")
     regression = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=5000, random_state=42))
-    regression.fit(x.loc[train["path"]].to_numpy(), (train["label"] == "7").astype(int))
+    assert config["refit"] is True, "the default: the head is fitted on the training and validation images"
+    regression.fit(x.loc[split["path"]].to_numpy(), (split["label"] == "7").astype(int))
     expected = regression.predict_proba(x.loc[val["path"]].to_numpy())
     if config["temperature"] is not None:  # the run's calibration, built in after the head (transfer.metrics.calibration)
         from transfer.metrics.calibration import scale
