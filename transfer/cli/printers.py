@@ -55,13 +55,15 @@ def _backbone_column(labels) -> Column:
 
 def print_trained(result) -> None:
     metrics = result.metrics
-    messages.print(
-        "[bold green]done[/bold green] " + (f"val mAP {metrics['val_map']:.4f}  exact label sets {metrics['val_accuracy']:.4f}"
-                                             if "val_map" in metrics else f"val_accuracy {metrics['val_accuracy']:.4f}") + "  val_loss "
-        f"{metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, "
-        f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s)",
-        highlight=False,
-    )
+    epochs = f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s"
+    if metrics.get("measured_on") == "out_of_fold":  # --refit: the head saw every image, measured before
+        scores = (f"cross-validated accuracy {metrics['val_accuracy']:.4f}  log loss {metrics['val_loss']:.4f}  (out of fold on "
+                  f"{metrics['num_train']} images, then the head refit on all of them; {epochs})")
+    else:
+        scores = ((f"val mAP {metrics['val_map']:.4f}  exact label sets {metrics['val_accuracy']:.4f}" if "val_map" in metrics
+                   else f"val_accuracy {metrics['val_accuracy']:.4f}")
+                  + f"  val_loss {metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, {epochs})")
+    messages.print("[bold green]done[/bold green] " + scores, highlight=False)
     results.print(f"Run written to {result.run_dir}", highlight=False)
     print_next(*next_commands(result.run_dir))
 

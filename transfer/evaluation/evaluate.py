@@ -173,7 +173,8 @@ def _training_images(model_path: Path, data: pd.DataFrame) -> int:
     if not split.is_file():
         return 0
     table = publishing.read_table(split)
-    trained = {os.path.realpath(path) for path in table.loc[table["split"] == "train", "path"]}
+    fitted = table["trained"] == "True" if "trained" in table else table["split"] == "train"  # --refit: every image
+    trained = {os.path.realpath(path) for path in table.loc[fitted, "path"]}
     contents = {publishing.sha256(path) for path in trained if os.path.isfile(path)}  # copies count too
     return sum(
         os.path.realpath(path) in trained or (os.path.isfile(path) and publishing.sha256(path) in contents)

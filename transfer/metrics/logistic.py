@@ -32,6 +32,34 @@ def logistic_regression(features: np.ndarray, labels: np.ndarray, num_classes: i
     return regression, float(np.ravel(regression[-1].C_)[0]), folds
 
 
+def stratified_folds(labels: np.ndarray, num_classes: int, *, seed: int) -> np.ndarray | None:
+    """Each image's fold, 1 to K: stratified, shuffled with `seed`, K up to 5 and as many as the
+    smallest class allows (the rule `logistic_regression` chooses its C by); `None` where that is
+    fewer than 2."""
+    from sklearn.model_selection import StratifiedKFold
+
+    count = int(min(5, np.bincount(labels, minlength=num_classes).min()))
+    if count < 2:
+        return None
+    folds = np.zeros(len(labels), dtype=int)
+    splitter = StratifiedKFold(count, shuffle=True, random_state=seed % 2**32)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels), start=1):
+        folds[held_out] = fold
+    return folds
+
+
+def logistic_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, *,
+                         seed: int, balanced: bool = False) -> np.ndarray:
+    """`[images, classes]` probabilities, each row from the `logistic_regression` fitted on the other
+    folds' images, its C chosen again within them by the same rule as a fit on all (nested
+    cross-validation): an honest estimate of that fit."""
+    probabilities = np.zeros((len(labels), num_classes))
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        regression, _, _ = logistic_regression(features[~held_out], labels[~held_out], num_classes, seed=seed, balanced=balanced)
+        probabilities[np.ix_(held_out, regression.classes_)] = regression.predict_proba(features[held_out])
+    return probabilities
+
 
 def cross_validated_losses(regression) -> dict:
     """`{"Cs": grid, "cv_log_loss": mean held-out log loss at each C}` of a fitted `logistic_regression`

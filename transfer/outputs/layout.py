@@ -2,7 +2,7 @@
 
 | output | written by | files |
 |---|---|---|
-| run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv` (`checkpoint.keras` while training only) |
+| run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv`; `out_of_fold.csv` where the head was refit on every image (`--refit`) (`checkpoint.keras` while training only) |
 | export | `export` | by `--format`: `saved_model.pb` and `variables/` (TensorFlow's), `model.tflite` or `model.onnx`; and `labels.txt`, `config.json` (the run's, with an `export` section: format, quantization, the check's agreement) |
 | evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `reliability.csv` and `.png`, `errors.csv`, `skipped.csv` |
 | report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file; with `--test DIR`, also the evaluation on DIR (`RUN_DIR/evaluation`) |
@@ -73,7 +73,7 @@ LEADERBOARD_PNG = "leaderboard.png"
 AUDIT_CSV = "audit.csv"
 AUDIT_HTML = "audit.html"
 CLEAN_CSV = "clean.csv"
-OUT_OF_FOLD_CSV = "out_of_fold.csv"
+OUT_OF_FOLD_CSV = "out_of_fold.csv"  # also a run's whose head was refit on every image (`--refit`): what it is measured on
 #: `transfer probe`: the backbones ranked by a linear probe on frozen features, and the data-efficiency curve.
 PROBE_CSV = "probe.csv"
 PROBE_PNG = "probe.png"

@@ -8,6 +8,9 @@ predictions, and Grad-CAM heatmaps over a few validation images. With `test`, a 
 images the run never saw, the same sections again on it, after validation's: that folder is
 evaluated by `transfer.evaluation.evaluate.evaluate_folder` (its files written to RUN_DIR/evaluation,
 as `transfer evaluate RUN_DIR DIR` writes them), and the headline numbers of both stand side by side.
+A run whose head was refit on every image (`--refit`, the default of a logistic head) is shown as
+its metrics were measured: from the out-of-fold probabilities of its cross-validated estimate
+(`out_of_fold.csv`), said as such.
 """
 
 from __future__ import annotations
@@ -70,18 +73,23 @@ def report(
                                     f"--force to replace an earlier one written by transfer (and the report).")
         measured, folder = evaluate_folder(run_dir, test, scoring=Scoring(tta=tta), force=force, reporter=reporter)
         tested = Shown(f"test: {test}, {measured.summary['num_images']} images", measured, folder, test=True)
-    evaluation = evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
+    refit = bool(config.get("refit")) and (run.path / layout.OUT_OF_FOLD_CSV).is_file()
+    if refit and tta:
+        reporter.message("--tta: not applied to the estimate; the run's head saw every image, so the report shows its out-of-fold estimate.")
+    evaluation = _out_of_fold(run, config) if refit else evaluate(run_dir, run.validation_images(), tta=tta, reporter=reporter)
+    estimated = "cross-validated, out of fold, before the refit on every image" if refit else "validation split"
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         evaluation_pictures(evaluation)(scratch)
+        shown = Shown(estimated, evaluation, scratch)
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation, tested),
             pages.section("Data", _data(run, split, evaluation.multi_label)),
             *_training_sections(run, config, scratch),
-            *_evaluation_sections(config, Shown("validation split", evaluation, scratch), errors),
-            *(_evaluation_sections(config, tested, errors, beside=evaluation) if tested else []),
+            *_evaluation_sections(config, shown, errors),
+            *(_evaluation_sections(config, tested, errors, beside=shown) if tested else []),
             pages.section("Where the model looked (Grad-CAM)", heatmaps),
             *([pages.section("How the backbone was chosen (--backbone auto)", _probe(config["probe"]))] if config.get("probe") else []),
             pages.section("Configuration", _config(config)),
@@ -89,6 +97,20 @@ def report(
         page = pages.page(f"transfer report: {run_dir.name}", "\n".join(sections), generator=layout.REPORT_GENERATOR)
     publishing.write_text(out_file, page)
     return out_file
+
+
+def _out_of_fold(run: artifacts.Run, config: dict) -> Evaluation:
+    """A refit run's cross-validated estimate as an evaluation: each image's probabilities from the
+    fit that did not see it (`out_of_fold.csv`), scaled by the run's temperature as its metrics are."""
+    from transfer.evaluation.evaluate import measure
+    from transfer.metrics.calibration import scale
+
+    table = publishing.read_table(run.path / layout.OUT_OF_FOLD_CSV)
+    names = config["class_names"]
+    scores = table[[f"p:{name}" for name in names]].to_numpy(dtype=np.float64)
+    if config.get("temperature") not in (None, 1.0):
+        scores = scale(scores, config["temperature"])
+    return measure(names, table["path"].tolist(), scores, table["label"].tolist())
 
 
 #: The options only training by gradient descent uses: a logistic head without fine-tuning uses none of them.
@@ -120,12 +142,13 @@ def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
     fit = config["logistic"]
     multi = isinstance(fit["C"], list)  # multi-label: one regression per label
     what = "sigmoid outputs are logistic regressions, one per label," if multi else "softmax layer is a logistic regression"
+    refit = bool(fit.get("refit"))
     parts = [f"<p>The head's {what} fitted in closed form (scikit-learn, L-BFGS) on the "
-             "backbone's pooled features of the training images, each feature standardized: no epochs, learning rate "
+             f"backbone's pooled features of the {'training and validation images (refit on every image, after the cross-validated estimate below)' if refit else 'training images'}, each feature standardized: no epochs, learning rate "
              "or optimizer" + (" (the fine-tuning after it trained by gradient descent)." if config.get("finetune_epochs") else ".")
              + " Its inverse regularization strength C (smaller: stronger) is chosen " + (
                  f"among {len(fit['Cs'])} values from {min(fit['Cs']):.0e} to {max(fit['Cs']):.0e} " if fit.get("Cs") else "")
-             + "by the held-out log loss of a stratified cross-validation on the training split.</p>"]
+             + f"by the held-out log loss of a stratified cross-validation on {'them' if refit else 'the training split'}.</p>"]
     if multi:
         names = config.get("class_names") or [str(i) for i in range(len(fit["C"]))]
         rows = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{'constant (on every or no training image)' if c is None else f'{c:.3g}'}</td>"
@@ -143,8 +166,8 @@ def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
         scores = row.iloc[0]
         accuracy = "yes/no decisions right at 0.5" if multi else "accuracy"
         parts.append(f"<table class=numbers><tr><th></th><th>{accuracy}</th><th>log loss</th></tr>"
-                     f"<tr><th>training split</th><td>{scores['accuracy']:.3f}</td><td>{scores['loss']:.4f}</td></tr>"
-                     f"<tr><th>validation split</th><td>{scores['val_accuracy']:.3f}</td><td>{scores['val_loss']:.4f}</td></tr></table>")
+                     f"<tr><th>{'every image (the fit)' if refit else 'training split'}</th><td>{scores['accuracy']:.3f}</td><td>{scores['loss']:.4f}</td></tr>"
+                     f"<tr><th>{'cross-validated (out of fold)' if refit else 'validation split'}</th><td>{scores['val_accuracy']:.3f}</td><td>{scores['val_loss']:.4f}</td></tr></table>")
     return "\n".join(parts)
 
 
@@ -170,7 +193,7 @@ class Shown:
     test: bool = False
 
 
-def _evaluation_sections(config: dict, shown: Shown, errors: int, beside: Evaluation | None = None) -> list[str]:
+def _evaluation_sections(config: dict, shown: Shown, errors: int, beside: Shown | None = None) -> list[str]:
     """The metrics, the pictures and the most confident errors of one evaluation; a test folder's
     metrics open with its headline numbers beside validation's (`beside`)."""
     evaluation, where = shown.evaluation, shown.where
@@ -182,8 +205,9 @@ def _evaluation_sections(config: dict, shown: Shown, errors: int, beside: Evalua
             pages.section(worst, _errors(evaluation, errors))]
 
 
-def _side_by_side(validation: Evaluation, test: Evaluation) -> str:
-    """The headline numbers of validation and of the test folder, one column each."""
+def _side_by_side(beside: Shown, test: Evaluation) -> str:
+    """The headline numbers of validation (or the out-of-fold estimate) and of the test folder, one column each."""
+    validation = beside.evaluation
     names = ({"mean_average_precision": "mean average precision", "exact_match": "exact label sets", "micro_f1": "micro F1"}
              if test.multi_label else {"accuracy": "accuracy", "top_k_accuracy": f"top-{test.summary['top_k']} accuracy", "ece": "ECE"})
     names.update(macro_f1="macro F1", log_loss="log loss", num_images="images")
@@ -193,7 +217,7 @@ def _side_by_side(validation: Evaluation, test: Evaluation) -> str:
 
     rows = "".join(f'<tr id="compare-{key}"><th>{html.escape(name)}</th><td>{cell(validation.summary.get(key))}</td>'
                    f'<td>{cell(test.summary.get(key))}</td></tr>' for key, name in names.items())
-    return f'<table class="numbers"><tr><th></th><th>validation split</th><th>test</th></tr>{rows}</table>'
+    return f'<table class="numbers"><tr><th></th><th>{html.escape(beside.where)}</th><th>test</th></tr>{rows}</table>'
 
 
 def _single_label_sections(config: dict, shown: Shown) -> list[str]:
@@ -239,13 +263,14 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation, tested: Shown 
             "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",
             **({"backbone file SHA-256": config["backbone_sha256"]} if config.get("backbone_sha256") else {}),
             **({"source run": f"{source['path']} (model.keras SHA-256 {source['model_sha256'][:12]}…)"} if source else {}),
-            "validation images": f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
+            ("images, cross-validated" if config.get("refit") else "validation images"): f"{s['num_images']}" + (f" ({s['num_skipped']} unreadable)" if s["num_skipped"] else ""),
             f"top-{s['top_k']} accuracy": f"{s['top_k_accuracy']:.1%}",
             "log loss": f"{s['log_loss']:.4f}",
             "macro F1": f"{s['macro_f1']:.3f}",
             "test-time augmentation": "on (multi-crop and flips, averaged)" if s["tta"] else "off",
         }
-        caption = "validation accuracy"
+        caption = ("cross-validated accuracy (out of fold; the head was then refit on every image)"
+                   if config.get("refit") else "validation accuracy")
     headline = s[HEADLINE[evaluation.multi_label]]
     test = ""
     if tested is not None:
@@ -254,7 +279,7 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation, tested: Shown 
                 if measured.get("num_training_images") else "")
         facts["test images"] = f"{measured['num_images']} ({measured['num_skipped']} skipped{seen}); the evaluation's files in {tested.folder}"
         test = (f'<p class="headline"><span id="test-accuracy">{measured[HEADLINE[evaluation.multi_label]]:.1%}</span> '
-                f'{caption.replace("validation", "test")} ({html.escape(tested.where)})</p>')
+                f'{"test mean average precision" if evaluation.multi_label else "test accuracy"} ({html.escape(tested.where)})</p>')
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (
         f'<header><h1>{html.escape(run_dir.name)}</h1>'
@@ -267,7 +292,7 @@ def _calibration(config: dict, shown: Shown) -> str:
     """The reliability diagram, the ECE, and what temperature the run built in."""
     evaluation = shown.evaluation
     temperature = config.get("temperature")
-    built = (f"The run divides its logits by a temperature of {temperature:.3g}, fitted on this split after training "
+    built = (f"The run divides its logits by a temperature of {temperature:.3g}, fitted on these {'out-of-fold probabilities' if config.get('refit') else 'images'} after training "
              f"(it changes no prediction)." if temperature not in (None, 1.0) else
              "The run has no temperature built in (`--calibrate none`, a fit that would not have helped, or a run "
              "trained before calibration).")
@@ -275,7 +300,8 @@ def _calibration(config: dict, shown: Shown) -> str:
             f"0.9, about 90% should be right; each bar is the accuracy of the images whose top probability falls in "
             f"its bin (the number on it: how many). {html.escape(built)} "
             + ("Measured on images that chose nothing.</p>" if shown.test else
-               "Measured on the validation split that also chose the temperature, so it flatters the model a little.</p>"))
+               f"Measured on the {'out-of-fold probabilities' if config.get('refit') else 'validation split'} that also "
+               f"chose the temperature, so it flatters the model a little.</p>"))
     return text + pages.image(shown.folder / layout.RELIABILITY_PNG, f"reliability diagram ({shown.where})")
 
 
@@ -284,6 +310,9 @@ def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) ->
 
     counts = pd.crosstab(*label_rows(split, multi_label)).reindex(columns=["train", "val"], fill_value=0)  # multi-label: images per label
     parts = [counts.to_html(classes="numbers", border=0)]
+    if "trained" in split and (split["trained"] == "True").all() and (split["split"] == "val").any():
+        parts.append("<p>The head was refit on every one of them (<code>--refit</code>): the validation images trained "
+                     "the final model too, and its metrics are a cross-validated estimate made before the refit.</p>")
     skipped = run.skipped()
     if len(skipped):
         parts.append(f"<h3>Skipped files ({len(skipped)})</h3>" + skipped.head(100).to_html(index=False, border=0))

@@ -45,6 +45,7 @@ import pandas as pd
 
 from transfer.core import extras
 from transfer.metrics import label_noise
+from transfer.metrics.logistic import logistic_out_of_fold
 from transfer.outputs import layout, publishing
 from transfer.selection.cross_validation import images_in_folds
 from transfer.core.errors import DataError, InvalidOptionError, require
@@ -164,20 +165,6 @@ def _check_options(options: TrainOptions) -> TrainOptions:
             f"trained on each fold."
         )
     return dataclasses.replace(options, head="logistic").resolved() if options.transfers else options.resolved()
-
-
-def logistic_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, *,
-                         seed: int, balanced: bool = False) -> np.ndarray:
-    """`[images, classes]` probabilities, each row from the logistic regression (`logistic.logistic_regression`,
-    C by cross-validation within the training folds) fitted on the other folds' images."""
-    from transfer.metrics.logistic import logistic_regression
-
-    probabilities = np.zeros((len(labels), num_classes))
-    for fold in np.unique(folds):
-        held_out = folds == fold
-        regression, _, _ = logistic_regression(features[~held_out], labels[~held_out], num_classes, seed=seed, balanced=balanced)
-        probabilities[np.ix_(held_out, regression.classes_)] = regression.predict_proba(features[held_out])
-    return probabilities
 
 
 def _baseline_out_of_fold(scratch: Path, images: pd.DataFrame, options: TrainOptions, class_names: list[str], *,

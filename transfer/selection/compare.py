@@ -56,6 +56,7 @@ def compare(
     Raises:
         ComparisonFailedError: every backbone failed (the leaderboard, with the reasons, is written).
     """
+    options = dataclasses.replace(options, refit=False)  # every backbone is measured on the same validation images, which train none
     experiment = Experiment("comparison", Path(out_dir), options, force, reporter, discarded="the unfinished runs",
                             again="Run the command again to compare.")
     experiment.check_backbones(backbones, layout.SPLIT)  # every option checked before any training

@@ -112,6 +112,9 @@ class TrainFields:
     cutmix: float = option(0.0, "recipe", "CutMix on training batches: a box of another image pasted in, its area share from Beta(A, A) (1.0 is usual); 0 = off. With --mixup, each batch gets one of the two.", TRAINING)
     calibrate: str = option("temperature", "recipe", "temperature: after training, fit one temperature on the validation split (it changes no prediction) and build it into the model, so that a probability of 0.9 means right about nine times in ten; none: keep the probabilities as trained.",
                             TRAINING, choices=CALIBRATIONS)
+    # Every labelled image used (`--refit`, issue 33): one block, kept together.
+    refit: bool = option(True, "recipe", "--head logistic (single-label, without fine-tuning): estimate the accuracy by a cross-validation (up to 5 folds) over the training and validation images (out-of-fold predictions, C chosen within each fold; what metrics.json and the report show, and what the temperature is fitted on), then fit the head on all of them. --no-refit: fit on the training split alone and measure on the validation split. Fine-tuning and the dense head choose their epochs on the validation split, and never refit.",
+                         ("train", "cross-validate"), negatable=True)
     # Where and how it runs: the seed, the strategy, the feature cache, logs (`RuntimeOptions`).
     seed: int = option(42, "runtime", "Seed for the split, initialization, shuffling and augmentation.", EVERY)
     strategy: str = option("auto", "runtime", "auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.", TRAINING, choices=STRATEGIES)

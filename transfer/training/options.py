@@ -70,6 +70,12 @@ class TrainOptions(TrainFields):
         return resolved
 
     @property
+    def refits(self) -> bool:
+        """Whether the head is fitted again on train + validation after a cross-validated estimate
+        (`--refit`, the default): a single-label logistic head without fine-tuning."""
+        return self.refit and self.head == "logistic" and not self.finetune_epochs and not self.multi_label
+
+    @property
     def model_options(self) -> ModelOptions:
         return group_of(self, ModelOptions)
 

@@ -45,15 +45,36 @@ def publish_run(run: RunState) -> TrainResult:
     """Measures the final model on validation and writes the run; only the chief publishes it."""
     import pandas as pd
 
-    probabilities = val_probabilities(run)
-    calibration = calibrate(run, probabilities)
+    probabilities, labels = held_out_probabilities(run)
+    calibration = calibrate(run, probabilities, labels=labels)
     if calibration is not None and calibration.applied:
         run.model, probabilities = with_temperature(run.model, probabilities, calibration.temperature)
     thresholds = pick_thresholds(run, probabilities)
-    metrics = run_metrics(run, measure(run, probabilities, thresholds), calibration)
+    metrics = run_metrics(run, measure(run, probabilities, thresholds, labels=labels), calibration)
     history = pd.concat(run.histories, ignore_index=True)
     write_run(run, metrics, run_config(run, calibration, thresholds), history)
     return TrainResult(run.out_dir, metrics, history, run.model)
+
+
+def refitted(run: RunState) -> bool:
+    """Whether the final head was fitted on the training and validation images (`--refit`), its
+    metrics then measured on the out-of-fold probabilities of `out_of_fold.csv`."""
+    return run.best_stage == "logistic" and bool((run.record.get("logistic") or {}).get("refit"))
+
+
+def held_out_probabilities(run: RunState) -> tuple[np.ndarray, np.ndarray]:
+    """`(probabilities, label indices)` the run is measured and calibrated on: with `--refit`, the
+    out-of-fold ones of every training and validation image (the head saw all of them); else the
+    final model's on the validation images (`val_probabilities`)."""
+    if not refitted(run):
+        return val_probabilities(run), run.data.val_labels
+    import numpy as np
+
+    table = publishing.read_table(run.files.path / layout.OUT_OF_FOLD_CSV)
+    names = run.folder.class_names
+    index = {name: i for i, name in enumerate(names)}
+    probabilities = table[[f"p:{name}" for name in names]].to_numpy(dtype=np.float64)
+    return probabilities, table["label"].astype(str).map(index).to_numpy()
 
 
 def val_probabilities(run: RunState) -> np.ndarray:
@@ -66,9 +87,11 @@ def val_probabilities(run: RunState) -> np.ndarray:
     return run.model.predict(run.data.val_data.map(lambda pixels, label: pixels), verbose=0)
 
 
-def calibrate(run: RunState, probabilities: np.ndarray) -> Calibration | None:
-    """Fits the temperature on the validation probabilities (`--calibrate temperature`) and says what
-    it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
+def calibrate(run: RunState, probabilities: np.ndarray, labels: np.ndarray | None = None) -> Calibration | None:
+    """Fits the temperature on the held-out `probabilities` (`--calibrate temperature`; with `--refit`
+    the out-of-fold ones, the temperature then applied to the head fitted on all the images; by default
+    the validation split's `labels`) and says
+    what it did; `None` with `--calibrate none`, and for multi-label runs, whose thresholds decide instead."""
     if run.options.calibrate == "none":
         return None
     if run.options.multi_label:
@@ -77,8 +100,12 @@ def calibrate(run: RunState, probabilities: np.ndarray) -> Calibration | None:
         return None
     from transfer.metrics.calibration import calibrate as fit
 
-    calibration = fit(probabilities, run.data.val_labels)
-    run.reporter.message(calibration.describe())
+    calibration = fit(probabilities, run.data.val_labels if labels is None else labels)
+    if labels is None or not refitted(run):
+        run.reporter.message(calibration.describe())
+    else:
+        run.reporter.message(calibration.describe().replace("validation ", "out-of-fold ") + (
+            " Fitted on the out-of-fold probabilities, applied to the head refit on all the images." if calibration.applied else ""))
     return calibration
 
 
@@ -104,34 +131,40 @@ def pick_thresholds(run: RunState, probabilities: np.ndarray) -> dict[str, float
     return thresholds
 
 
-def measure(run: RunState, probabilities: np.ndarray, thresholds: dict[str, float] | None) -> dict:
-    """The validation scores of `metrics.json`: accuracy and log loss; for multi-label runs the
-    share of exact label sets as `val_accuracy`, the mean binary log loss, mAP, micro and macro F1."""
+def measure(run: RunState, probabilities: np.ndarray, thresholds: dict[str, float] | None, *, labels: np.ndarray | None = None) -> dict:
+    """The held-out scores of `metrics.json` (`val_`: on the validation split, or with `--refit` out of
+    fold): accuracy and log loss; for multi-label runs the share of exact label sets as
+    `val_accuracy`, the mean binary log loss, mAP, micro and macro F1."""
     import numpy as np
 
     names = run.folder.class_names
+    labels = run.data.val_labels if labels is None else labels
     if thresholds is None:
         from transfer.metrics import classification
 
-        summary = classification.measure(probabilities, run.data.val_labels, names).summary
+        summary = classification.measure(probabilities, labels, names).summary
         return {"val_accuracy": summary["accuracy"], "val_loss": summary["log_loss"]}
     from transfer.metrics import multilabel
 
-    summary, _ = multilabel.measure(probabilities, run.data.val_labels, np.array([thresholds[name] for name in names]), names)
+    summary, _ = multilabel.measure(probabilities, labels, np.array([thresholds[name] for name in names]), names)
     return {"val_accuracy": summary["exact_match"], "val_loss": summary["log_loss"],
             "val_map": summary["mean_average_precision"], "val_micro_f1": summary["micro_f1"],
             "val_macro_f1": summary["macro_f1"]}
 
 
 def run_metrics(run: RunState, scores: dict, calibration: Calibration | None) -> dict:
-    """What the run's `metrics.json` holds: the validation `scores`, the counts, the stages and
-    their seconds, and the calibration."""
-    folder = run.folder
+    """What the run's `metrics.json` holds: the held-out `scores` and how they were measured
+    (`measured_on`, `estimate`), the counts (`num_train`: the images the final model was fitted on),
+    the stages and their seconds, and the calibration."""
+    folder, refit = run.folder, refitted(run)
+    counts = len(run.data.train_paths), len(run.data.val_paths)
     return {
         **scores,
+        "measured_on": "out_of_fold" if refit else "validation",
+        "estimate": _estimate(run, refit),
         "num_classes": len(folder.class_names),
-        "num_train": len(run.data.train_paths),
-        "num_val": len(run.data.val_paths),
+        "num_train": sum(counts) if refit else counts[0],
+        "num_val": counts[1],
         "num_skipped": len(folder.skipped),
         "num_duplicates": len(folder.duplicates),
         "best_stage": run.best_stage,
@@ -142,6 +175,16 @@ def run_metrics(run: RunState, scores: dict, calibration: Calibration | None) ->
         "val_ece": None if calibration is None else calibration.ece_after,
         "calibration": None if calibration is None else calibration.to_dict(),
     }
+
+
+def _estimate(run: RunState, refit: bool) -> str:
+    """How `metrics.json`'s scores were measured, in words."""
+    if not refit:
+        return f"the final model on the {len(run.data.val_paths)} validation images, which it was not fitted on"
+    fit = run.record["logistic"]
+    return (f"{fit['estimate_folds']}-fold cross-validation over all {fit['images']} training and validation images, made "
+            f"before the refit: each image's probabilities from a logistic regression fitted without it (C chosen within "
+            f"each fold, as for the final fit, which saw every image); out_of_fold.csv holds them")
 
 
 def run_config(run: RunState, calibration: Calibration | None, thresholds: dict[str, float] | None) -> dict:
@@ -164,6 +207,7 @@ def run_config(run: RunState, calibration: Calibration | None, thresholds: dict[
                      (("frozen", options.epochs), ("finetune", options.finetune_epochs), ("scratch", options.epochs))
                      if stage in run.stages_done and stage != "logistic"},
         "val_split": None if options.val_dir else options.val_split,
+        "refit": refitted(run),  # --refit as it applied: the final head fitted on train + validation
         **({} if options.finetune_epochs else {"finetune_lr": None, "finetune_schedule": None, "unfreeze": None}),  # no stage 2
         "transfers": options.transfers,  # a backbone under a new head (pretrained, from a file or preset, or from source_run)
         "pretrained": options.transfers and options.weights != "none",  # with learned weights
@@ -194,6 +238,8 @@ def write_run(run: RunState, metrics: dict, config: dict, history: pd.DataFrame)
     """Writes the model, metrics, config, history and curves into the staging folder, then publishes
     it at `run.out_dir` (the chief), or removes it (another worker of a cluster)."""
     run.files.write_results(run.model, metrics=metrics, config=config, history=history)
+    split = publishing.read_table(run.files.path / layout.SPLIT)  # which images trained the final model
+    publishing.write_table(run.files.path / layout.SPLIT, split.assign(trained=refitted(run) | (split["split"] == "train")))
     plot_curves(history, run.files.path / layout.CURVES)
     raise_if_stop_requested()  # the last safe point before the run is published
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
