@@ -169,7 +169,14 @@ def test_every_recipe_is_calibrated_the_same_way(recipe, digits_dir, tmp_path):
     from transfer.training.options import TrainOptions
     from transfer.training.train import train
 
-    result = train(digits_dir, tmp_path / "run", TrainOptions(augment=False, seed=1, **recipe), verbose=0)
+    data = digits_dir
+    if recipe.get("head") == "logistic":  # refit on every image after a nested cross-validation: three digits keep it quick
+        import shutil
+
+        data = tmp_path / "digits"
+        for digit in ("3", "5", "8"):
+            shutil.copytree(digits_dir / digit, data / digit)
+    result = train(data, tmp_path / "run", TrainOptions(augment=False, seed=1, **recipe), verbose=0)
     record = json.loads((result.run_dir / "metrics.json").read_text())["calibration"]
     layers = [layer.name for layer in result.model.layers]
     assert ("temperature" in layers) == record["applied"]

@@ -267,9 +267,9 @@ def test_a_ctrl_c_that_lands_inside_a_del_still_stops_the_run(tmp_path, monkeypa
             if batch == 1:
                 _InterruptWhenCollected()  # made and collected at once
 
-    def calibrate(*args, _original=publish.calibrate):
+    def calibrate(*args, _original=publish.calibrate, **kwargs):
         _InterruptWhenCollected()
-        return _original(*args)
+        return _original(*args, **kwargs)
 
     if moment == "in a batch":
         monkeypatch.setattr(stages, "LearningRateLog", Collecting)

@@ -170,7 +170,9 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
     assert config["refit"] is True and config["logistic"]["refit"] is True
     assert metrics["measured_on"] == "out_of_fold" and "cross-validation" in metrics["estimate"] and metrics["num_train"] == 6
     split = pd.read_csv(run / "split.csv", dtype=str)
-    assert (split["split"] == "val").sum() == 2 and (split["trained"] == "True").all(), "every image trained the model"
+    from transfer.evaluation.evaluate import _training_images
+
+    assert (split["split"] == "val").sum() == 2 and _training_images(run, split) == 6, "every image trained the model"
 
     out_of_fold = pd.read_csv(run / "out_of_fold.csv")
     paths = [str(Path(p).resolve()) for p in out_of_fold["path"]]
@@ -187,9 +189,10 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
 
     page = report(run, gradcam=0).read_text()  # the page shows the estimate, as such
     assert f'<span id="accuracy">{metrics["val_accuracy"]:.1%}</span> cross-validated accuracy' in page
-    assert "Metrics, cross-validated (out of fold" in page and "Metrics on the validation split" not in page
+    assert "Metrics (cross-validated, out of fold, before the refit on every image)" in page
+    assert "Metrics (validation split)" not in page
     wrong = int(np.sum(expected.argmax(1) != y))
-    assert f"Most confident errors ({min(12, wrong)} of {wrong})" in page
+    assert f"Most confident errors (cross-validated, out of fold, before the refit on every image: {min(12, wrong)} of {wrong})" in page
 
     model = keras.models.load_model(run / "model.keras")
     head = model.get_layer("head").get_layer("predictions").get_weights()
@@ -202,7 +205,7 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
     assert old_config["refit"] is False and old.metrics["measured_on"] == "validation" and old.metrics["num_train"] == 4
     assert not (old.run_dir / "out_of_fold.csv").exists()
     old_split = pd.read_csv(old.run_dir / "split.csv", dtype=str)
-    assert ((old_split["trained"] == "True") == (old_split["split"] == "train")).all()
+    assert _training_images(old.run_dir, old_split) == 4, "the training split alone"
     train_rows = old_split[old_split["split"] == "train"]
     val_rows = old_split[old_split["split"] == "val"]
     features = lambda rows: np.stack([colours[str(Path(p).resolve())] for p in rows["path"]])  # noqa: E731

@@ -65,7 +65,10 @@ def print_trained(result) -> None:
                   + f"  val_loss {metrics['val_loss']:.4f}  ({metrics['num_train']} train / {metrics['num_val']} val images, {epochs})")
     messages.print("[bold green]done[/bold green] " + scores, highlight=False)
     results.print(f"Run written to {result.run_dir}", highlight=False)
-    print_next(*next_commands(result.run_dir))
+    from transfer.training.distribute import worker_index
+
+    if worker_index() is None:  # the chief, which published the run (another worker of a cluster removed its copy)
+        print_next(*next_commands(result.run_dir))
 
 
 def print_next(*steps: str) -> None:

@@ -173,7 +173,9 @@ def _training_images(model_path: Path, data: pd.DataFrame) -> int:
     if not split.is_file():
         return 0
     table = publishing.read_table(split)
-    fitted = table["trained"] == "True" if "trained" in table else table["split"] == "train"  # --refit: every image
+    config = Path(model_path) / layout.CONFIG
+    refit = config.is_file() and bool(publishing.read_json(config).get("refit"))  # the head refit on every image
+    fitted = table["split"].isin(["train", "val"]) if refit else table["split"] == "train"
     trained = {os.path.realpath(path) for path in table.loc[fitted, "path"]}
     contents = {publishing.sha256(path) for path in trained if os.path.isfile(path)}  # copies count too
     return sum(

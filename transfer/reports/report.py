@@ -310,7 +310,7 @@ def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) ->
 
     counts = pd.crosstab(*label_rows(split, multi_label)).reindex(columns=["train", "val"], fill_value=0)  # multi-label: images per label
     parts = [counts.to_html(classes="numbers", border=0)]
-    if "trained" in split and (split["trained"] == "True").all() and (split["split"] == "val").any():
+    if run.config().get("refit") and (split["split"] == "val").any():
         parts.append("<p>The head was refit on every one of them (<code>--refit</code>): the validation images trained "
                      "the final model too, and its metrics are a cross-validated estimate made before the refit.</p>")
     skipped = run.skipped()

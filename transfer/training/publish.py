@@ -238,8 +238,6 @@ def write_run(run: RunState, metrics: dict, config: dict, history: pd.DataFrame)
     """Writes the model, metrics, config, history and curves into the staging folder, then publishes
     it at `run.out_dir` (the chief), or removes it (another worker of a cluster)."""
     run.files.write_results(run.model, metrics=metrics, config=config, history=history)
-    split = publishing.read_table(run.files.path / layout.SPLIT)  # which images trained the final model
-    publishing.write_table(run.files.path / layout.SPLIT, split.assign(trained=refitted(run) | (split["split"] == "train")))
     plot_curves(history, run.files.path / layout.CURVES)
     raise_if_stop_requested()  # the last safe point before the run is published
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
