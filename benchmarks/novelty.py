@@ -11,9 +11,11 @@ frozen, its globally pooled features at 224 px through the tool's own path
 Setups (the seed redraws the training images; the test and far-away sets stay the same):
 - flowers: trained on `--per-class` (40) photos per class of `/work/data/flowers/dataset/train`
   (5 classes; drawn from a fixed pool of 80 per class); its own test photos are 30 per class of
-  `flowers/val` (150); far away: all of hymenoptera (ants and bees, train + val, 397 photos),
+  `flowers/val` (150); far away: all of hymenoptera (train + val; the ants, 193, and the bees, 204,
+  as two sets: bees are mostly photographed on flowers),
   50 blank images (one uniform random colour each) and 50 noise images (uniform random pixels).
-- hymenoptera: trained on 90 photos per class of `hymenoptera/train` (of 124 ants, 121 bees); its own
+- hymenoptera: trained on 90 photos per class of `hymenoptera/train` (of 123 ants, 121 bees, the
+  `imageNotFound.gif` placeholder left out, and said); its own
   test photos are `hymenoptera/val` (153); far away: the 150 flowers/val test photos, blank, noise.
 
 The classifier is the tool's default head: `transfer.metrics.logistic.logistic_regression` (standardized
@@ -49,6 +51,8 @@ def photos(folder: Path, per_class: int | None, seed: int = 0) -> tuple[list[str
     paths, labels, classes = [], [], sorted(p.name for p in folder.iterdir() if p.is_dir())
     for index, name in enumerate(classes):
         files = sorted(str(p) for p in (folder / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        for other in sorted(set(map(str, (folder / name).iterdir())) - set(files)):
+            print(f"left out {other}: not a JPEG or PNG photo")  # hymenoptera's imageNotFound.gif placeholder
         if per_class is not None:
             files = [files[i] for i in rng.permutation(len(files))[:per_class]]
         paths += files
@@ -159,6 +163,7 @@ def main() -> None:
             "noise": synthetic(args.out / "noise", "noise", SYNTHETIC)}
     features = features_of(sets, args.out)
     hymenoptera_all = np.concatenate([features["hymenoptera train"], features["hymenoptera val"]])
+    hymenoptera_labels = np.concatenate([ants_train_labels, ants_val_labels])
 
     started = time.perf_counter()
     flower_rows, ant_rows = [], []
@@ -167,7 +172,8 @@ def main() -> None:
         pick = np.concatenate([rng.permutation(np.flatnonzero(flower_pool_labels == c))[:args.per_class]
                                for c in np.unique(flower_pool_labels)])
         flower_rows += evaluate_setup(features["flowers pool"][pick], flower_pool_labels[pick], features["flowers test"], flower_test_labels,
-                                      {"hymenoptera": hymenoptera_all, "blank": features["blank"], "noise": features["noise"]},
+                                      {"ants": hymenoptera_all[hymenoptera_labels == 0], "bees": hymenoptera_all[hymenoptera_labels == 1],
+                                       "blank": features["blank"], "noise": features["noise"]},
                                       seed, args.share)
         pick = np.concatenate([rng.permutation(np.flatnonzero(ants_train_labels == c))[:HYMENOPTERA_PER_CLASS]
                                for c in np.unique(ants_train_labels)])

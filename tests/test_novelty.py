@@ -56,6 +56,14 @@ def test_mahalanobis_score_matches_the_explicit_formula():
     precision = np.linalg.inv(covariance)
     expected = [min((q - m) @ precision @ (q - m) for m in means) for q in queries]
     np.testing.assert_allclose(novelty.mahalanobis_scores(state["means"], state["precision"], queries), expected, rtol=1e-6)
+    # mahalanobis_l2: the same distances between the rows divided by their norms
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    unit_means = np.stack([unit[labels == c].mean(axis=0) for c in range(3)])
+    unit_precision = novelty.mahalanobis_statistics(unit, labels)["precision"]  # its covariance checked above
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = [min((q - m) @ unit_precision @ (q - m) for m in unit_means) for q in unit_queries]
+    state = novelty.fit_state("mahalanobis_l2", features, labels)
+    np.testing.assert_allclose(novelty.method_scores("mahalanobis_l2", state, queries), expected, rtol=1e-6)
 
 
 def test_probability_scores_match_their_definitions():
