@@ -49,17 +49,13 @@ def _at_size(config: dict, size: int) -> dict:
     return config
 
 
-def test_imagenet_weights_are_converted_once_into_keras_cache(converted, tmp_path, monkeypatch):
+def test_imagenet_weights_are_converted_once_into_keras_cache_and_checked(converted, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(converted.parents[1]))
     monkeypatch.setattr(lite0, "convert", lambda *args: pytest.fail("converted again although cached"))
     classifier = lite0.EfficientNetLite0(include_top=True, weights="imagenet", input_shape=(224, 224, 3))
     lite0.check(classifier)  # the reference output on the fixed image: the ImageNet head included
-
-
-def test_a_changed_weight_fails_the_check(converted):
-    classifier = lite0.EfficientNetLite0(include_top=True, weights=str(converted), input_shape=(224, 224, 3))
     layer = classifier.get_layer("block05_dw_conv")
-    layer.set_weights([w * 1.01 for w in layer.get_weights()])
+    layer.set_weights([w * 1.01 for w in layer.get_weights()])  # one layer 1% off
     with pytest.raises(WeightsUnavailableError, match="does not reproduce the reference output"):
         lite0.check(classifier)
 
