@@ -109,10 +109,12 @@ def test_train_by_name_records_where_the_weights_came_from(converted, digits_dir
 
     data = tmp_path / "digits"
     for digit in ("0", "1", "7"):
-        shutil.copytree(digits_dir / digit, data / digit)
+        (data / digit).mkdir(parents=True)
+        for image in sorted((digits_dir / digit).glob("*.png"))[:30]:
+            shutil.copy(image, data / digit / image.name)
     monkeypatch.setenv("KERAS_HOME", str(converted.parents[1]))
     run_dir = train(data, tmp_path / "run", TrainOptions(backbone="efficientnet_lite0", image_size=32, seed=0), verbose=0).run_dir
     config = json.loads((run_dir / "config.json").read_text())
     assert config["weights_source"] == lite0.PROVENANCE and config["head"] == "logistic"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["val_accuracy"] >= 0.9, metrics["val_accuracy"]  # three digits, 36 validation images
+    assert metrics["val_accuracy"] >= 0.9, metrics["val_accuracy"]  # three digits: cross-validated on 90 images
