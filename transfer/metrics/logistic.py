@@ -49,15 +49,17 @@ def stratified_folds(labels: np.ndarray, num_classes: int, *, seed: int) -> np.n
 
 
 def logistic_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, num_classes: int, *,
-                         seed: int, balanced: bool = False) -> np.ndarray:
+                         seed: int, balanced: bool = False, after_each=None) -> np.ndarray:
     """`[images, classes]` probabilities, each row from the `logistic_regression` fitted on the other
     folds' images, its C chosen again within them by the same rule as a fit on all (nested
-    cross-validation): an honest estimate of that fit."""
+    cross-validation): an honest estimate of that fit. `after_each()` is called as each fold is done."""
     probabilities = np.zeros((len(labels), num_classes))
     for fold in np.unique(folds):
         held_out = folds == fold
         regression, _, _ = logistic_regression(features[~held_out], labels[~held_out], num_classes, seed=seed, balanced=balanced)
         probabilities[np.ix_(held_out, regression.classes_)] = regression.predict_proba(features[held_out])
+        if after_each is not None:  # progress: one fold done
+            after_each()
     return probabilities
 
 

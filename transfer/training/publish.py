@@ -104,7 +104,7 @@ def calibrate(run: RunState, probabilities: np.ndarray, labels: np.ndarray | Non
     if labels is None or not refitted(run):
         run.reporter.message(calibration.describe())
     else:
-        run.reporter.message(calibration.describe().replace("validation ", "out-of-fold ") + (
+        run.reporter.message(calibration.describe().replace("validation split", "out-of-fold probabilities").replace("validation ", "out-of-fold ") + (
             " Fitted on the out-of-fold probabilities, applied to the head refit on all the images." if calibration.applied else ""))
     return calibration
 

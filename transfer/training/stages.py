@@ -175,7 +175,9 @@ def _fit_softmax(run: RunState, train_x: np.ndarray, val_x: np.ndarray) -> tuple
     if outer is None:
         x, y, estimate, held_labels = train_x, run.data.train_labels, None, run.data.val_labels
     else:
-        estimate, held_labels = logistic_out_of_fold(x, y, outer, len(classes), seed=seed, balanced=balanced), y
+        with run.reporter.progress(f"Cross-validated estimate, {int(outer.max())} logistic fits", total=int(outer.max())) as progress:
+            estimate = logistic_out_of_fold(x, y, outer, len(classes), seed=seed, balanced=balanced, after_each=progress.advance)
+        held_labels = y
         write_out_of_fold(run, outer, estimate)
     regression, strength, folds = logistic_regression(x, y, len(classes), seed=seed, balanced=balanced)
     run.model.get_layer("head").get_layer("predictions").set_weights(softmax_weights(regression, len(classes)))
