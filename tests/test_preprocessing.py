@@ -171,6 +171,8 @@ def test_a_heic_photo_without_the_extra_is_refused_naming_it_and_avif_needs_none
     assert content_error(heic) is None and content_error(avif) is None
     assert "HEIC or AVIF" in content_error(b"%PDF-1.7")
     assert content_error(heic[:200]).startswith("a damaged HEIC image")
+    damaged = content_error(avif[:200])
+    assert damaged.startswith("a damaged AVIF image") and "<_io" not in damaged and "object at 0x" not in damaged, damaged
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed: importing it fails
     assert "pip install 'keras-transfer[heic]'" in content_error(heic)
     assert content_error(avif) is None

@@ -165,6 +165,7 @@ def test_refit_fits_the_head_on_every_image_and_reports_an_out_of_fold_estimate(
                                       "--calibrate", "none", "--out", str(tmp_path / "refit")])
     assert result.exit_code == 0, result.output
     assert "cross-validated accuracy" in result.output and "out of fold on 6 images" in result.output
+    assert "a logistic fit" in result.output and "1 epoch" not in result.output, "a closed-form head has no epochs"
     run = tmp_path / "refit"
     config, metrics = (json.loads((run / name).read_text()) for name in ("config.json", "metrics.json"))
     assert config["refit"] is True and config["logistic"]["refit"] is True

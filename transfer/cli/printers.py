@@ -55,7 +55,10 @@ def _backbone_column(labels) -> Column:
 
 def print_trained(result) -> None:
     metrics = result.metrics
-    epochs = f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}, {metrics['train_seconds']} s"
+    closed_form = metrics.get("best_stage") == "logistic" and metrics["epochs_run"] <= 1  # a logistic fit, no epochs
+    epochs = ("a logistic fit" if closed_form else f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'}") + f", {metrics['train_seconds']} s"
+    if (metrics.get("calibration") or {}).get("applied"):
+        epochs += "; the log loss after a temperature fitted on these same images"
     if metrics.get("measured_on") == "out_of_fold":  # --refit: the head saw every image, measured before
         scores = (f"cross-validated accuracy {metrics['val_accuracy']:.4f}  log loss {metrics['val_loss']:.4f}  (out of fold on "
                   f"{metrics['num_train']} images, then the head refit on all of them; {epochs})")

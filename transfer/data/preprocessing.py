@@ -144,7 +144,10 @@ def content_error(content: bytes) -> str | None:
         try:
             to_png(content)
         except Exception as error:  # Pillow's and its plugins' errors have no common base
-            return f"a damaged {kind} image ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+            said = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if said.startswith("cannot identify image file"):  # Pillow names its in-memory buffer: nothing to the user
+                said = "Pillow cannot decode it"
+            return f"a damaged {kind} image ({said})"
         return None
     if not bool(is_image_format(tf.constant(content))):
         return NOT_AN_IMAGE + " (nor HEIC or AVIF)"
