@@ -53,6 +53,7 @@ def test_report_with_a_test_folder_shows_its_numbers_beside_validation(digits_ru
     assert compared["num_images"] == [str(trained["num_val"]), "40"]
     assert compared["accuracy"][0] == f"{trained['val_accuracy']:.4f}"
     assert re.search(r'<span id="test-accuracy">([^<]*)</span>', page).group(1) == f"{expected['accuracy']:.1%}"
+    assert f"Test {test}: accuracy {expected['accuracy']:.4f} on 40 images" in " ".join(result.output.split()), "said on the terminal too"
     assert f'alt="confusion matrix ({where})"' in page and f'alt="reliability diagram ({where})"' in page
 
     written = run / layout.EVALUATION

@@ -8,9 +8,8 @@ predictions, and Grad-CAM heatmaps over a few validation images. With `test`, a 
 images the run never saw, the same sections again on it, after validation's: that folder is
 evaluated by `transfer.evaluation.evaluate.evaluate_folder` (its files written to RUN_DIR/evaluation,
 as `transfer evaluate RUN_DIR DIR` writes them), and the headline numbers of both stand side by side.
-A run whose head was refit on every image (`--refit`, the default of a logistic head) is shown as
-its metrics were measured: from the out-of-fold probabilities of its cross-validated estimate
-(`out_of_fold.csv`), said as such.
+A head refit on every image (`--refit`) is shown as its metrics were measured: from the out-of-fold
+probabilities of its cross-validated estimate (`out_of_fold.csv`), said as such.
 """
 
 from __future__ import annotations
@@ -61,8 +60,7 @@ def report(
     out_file = publishing.output_file(out_file, name=layout.REPORT, suffixes=(".html", ".htm")) if out_file is not None else run_dir / layout.REPORT
     run = artifacts.Run.open(run_dir)
     publishing.check_destination(out_file, kind="report", force=force, data=tuple(artifacts.data_folders(run_dir)))
-    split = run.split()
-    config = run.config()
+    split, config = run.split(), run.config()
     if not config:
         raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
     tested = None
@@ -73,6 +71,8 @@ def report(
                                     f"--force to replace an earlier one written by transfer (and the report).")
         measured, folder = evaluate_folder(run_dir, test, scoring=Scoring(tta=tta), force=force, reporter=reporter)
         tested = Shown(f"test: {test}, {measured.summary['num_images']} images", measured, folder, test=True)
+        reporter.message(f"Test {test}: {HEADLINE[measured.multi_label].replace('_', ' ')} {measured.summary[HEADLINE[measured.multi_label]]:.4f} "
+                         f"on {measured.summary['num_images']} images (its files in {folder}).")
     refit = bool(config.get("refit")) and (run.path / layout.OUT_OF_FOLD_CSV).is_file()
     if refit and tta:
         reporter.message("--tta: not applied to the estimate; the run's head saw every image, so the report shows its out-of-fold estimate.")
