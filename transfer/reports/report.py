@@ -86,7 +86,7 @@ def report(
         heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation, tested),
-            pages.section("Data", _data(run, split, evaluation.multi_label)),
+            pages.section("Data", _data(run, split, evaluation.multi_label, refit)),
             *_training_sections(run, config, scratch),
             *_evaluation_sections(config, shown, errors),
             *(_evaluation_sections(config, tested, errors, beside=shown) if tested else []),
@@ -305,12 +305,12 @@ def _calibration(config: dict, shown: Shown) -> str:
     return text + pages.image(shown.folder / layout.RELIABILITY_PNG, f"reliability diagram ({shown.where})")
 
 
-def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False) -> str:
+def _data(run: artifacts.Run, split: pd.DataFrame, multi_label: bool = False, refit: bool = False) -> str:
     from transfer.data.folders import label_rows
 
     counts = pd.crosstab(*label_rows(split, multi_label)).reindex(columns=["train", "val"], fill_value=0)  # multi-label: images per label
     parts = [counts.to_html(classes="numbers", border=0)]
-    if run.config().get("refit") and (split["split"] == "val").any():
+    if refit and (split["split"] == "val").any():
         parts.append("<p>The head was refit on every one of them (<code>--refit</code>): the validation images trained "
                      "the final model too, and its metrics are a cross-validated estimate made before the refit.</p>")
     skipped = run.skipped()
