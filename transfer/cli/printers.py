@@ -112,15 +112,16 @@ class PredictionPrinter:
         before any image is scored leaves stdout empty."""
         self.count += 1
         if self.format is OutputFormat.csv and self.count == 1:
-            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error"])
+            self.writer.writerow(["path", "rank", "label", "probability", "answer", "error", "novelty", "why_unknown"])
         if p.error is not None:
             self.failed += 1
             messages.print(f"[yellow]skipped {escape(f'{p.path}: {p.error}')}[/yellow]", highlight=False)
         if self.format is OutputFormat.csv:
             if p.error is not None:
-                self.writer.writerow([p.path, "", "", "", "", p.error])
+                self.writer.writerow([p.path, "", "", "", "", p.error, "", ""])
+            novelty = "" if p.novelty is None else f"{p.novelty:.6g}"
             for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
-                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", p.answer, ""])
+                self.writer.writerow([p.path, rank, label, f"{probability:.6f}", p.answer, "", novelty, p.why_unknown or ""])
             sys.stdout.flush()
         elif self.format is OutputFormat.json:
             print(("[\n" if self.count == 1 else ",\n") + _indented(json.dumps(p.to_dict(), indent=2)), end="", flush=True)
@@ -138,10 +139,14 @@ class PredictionPrinter:
 
             multi = any(p.chosen is not None for p in self.rows)  # multi-label: the labels given, then the ranks
             unknown = multi or any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
-            table = Table("image", *(["labels" if multi else "answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)])
+            novelty = any(p.novelty is not None for p in self.rows)
+            table = Table("image", *(["labels" if multi else "answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)],
+                          *([Column("novelty", justify="right")] if novelty else []))
+            why = {"novel": " (novel)", "low_confidence": " (low confidence)"}
             for p in self.rows:
                 cells = [escape(f"{label} {probability:.1%}") for label, probability in zip(p.labels, p.probabilities)]
-                answer = [escape(p.answer or ("(none)" if multi else ""))] if unknown else []
+                cells += [f"{p.novelty:.3f}" if p.novelty is not None else ""] if novelty and cells else []
+                answer = [escape((p.answer or ("(none)" if multi else "")) + why.get(p.why_unknown, ""))] if unknown else []
                 table.add_row(escape(p.path), *(answer + cells if cells else [f"[red]{escape(p.error)}[/red]"]))
             results.print(table)
 

@@ -30,6 +30,12 @@ DEFAULT_SCHEDULES = {"frozen": "constant", "finetune": "cosine", "scratch": "con
 #: After training, `temperature` fits one temperature on the validation split and builds it into the
 #: model (`transfer.metrics.calibration`); `none` leaves the probabilities as trained.
 CALIBRATIONS = ("temperature", "none")
+#: The open-set detector `train` records (`--unknown`, `transfer.metrics.novelty`): a novelty score in
+#: the model's feature space, its threshold set on held-out folds; `off` records none. `knn` is the
+#: default: the one that answered every blank and noise image unknown in docs/evaluate.md's measurement.
+UNKNOWN_DETECTORS = ("knn", "mahalanobis_l2", "mahalanobis", "off")
+#: The share of in-class images the threshold answers `unknown` (`--unknown-share`).
+UNKNOWN_SHARE = 0.02
 #: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.deploy.export`).
 EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

@@ -20,13 +20,15 @@ from transfer.core.errors import ExportFailedError
 
 
 def write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[str]) -> None:
-    """A `.tflite` file by TensorFlow's converter; pixels in, the softmax out as `scores`."""
+    """A `.tflite` file by TensorFlow's converter; pixels in, the softmax out as `scores` (`[N, classes]`)
+    and, for a model with an open-set detector (`transfer.models.detector`), `novelty` (`[N]`)."""
     import keras
     import tensorflow as tf
 
     size = int(model.input_shape[1])
-    # From the Keras model, which freezes its variables into the file; the dict names the output.
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(model.inputs, {"scores": model.outputs[0]}))
+    outputs = model.output if isinstance(model.output, dict) else {"scores": model.outputs[0]}
+    # From the Keras model, which freezes its variables into the file; the dict names the outputs.
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(model.inputs, outputs))
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -38,9 +40,10 @@ def write_litert(model, file: Path, quantize: str, calibration_paths: Sequence[s
         raise ExportFailedError(f"TensorFlow's LiteRT converter could not convert this model: {first_line(error)}") from None
 
 
-#: The TFLite tensors that stay float32 in an int8 export: the head (its dense layers and softmax) and
-#: the temperature after it, by their layer names in the traced graph (`transfer.models.heads`).
-FLOAT_TENSORS = re.compile(r"/(head|temperature)(_\d+)?/")
+#: The TFLite tensors that stay float32 in an int8 export: the head (its dense layers and softmax), the
+#: temperature after it and the novelty score beside it, by their layer names in the traced graph
+#: (`transfer.models.heads`, `transfer.models.detector`).
+FLOAT_TENSORS = re.compile(r"/(head|temperature|novelty)(_\d+)?/")
 
 
 def _int8(converter, calibration_paths: Sequence[str], size: int) -> bytes:
@@ -77,7 +80,7 @@ def _int8(converter, calibration_paths: Sequence[str], size: int) -> bytes:
 
 def write_onnx(model, file: Path, class_names: list[str], thresholds: dict | None = None) -> None:
     """A `.onnx` file by Keras' exporter (tf2onnx), with the labels (and a multi-label model's
-    thresholds) in its metadata and the output named `scores`."""
+    thresholds) in its metadata and the outputs named `scores` (and `novelty`, as `write_litert`)."""
     import onnx
 
     size = int(model.input_shape[1])
@@ -88,10 +91,11 @@ def write_onnx(model, file: Path, class_names: list[str], thresholds: dict | Non
     except Exception as error:  # tf2onnx raises whatever its passes meet
         raise ExportFailedError(f"Keras' ONNX exporter (tf2onnx) could not convert this model: {first_line(error)}") from None
     proto = onnx.load(str(file))
-    output = proto.graph.output[0].name
-    for node in proto.graph.node:
-        node.output[:] = ["scores" if name == output else name for name in node.output]
-    proto.graph.output[0].name = "scores"
+    if len(proto.graph.output) == 1:  # a dict's outputs (`scores`, `novelty`) keep their keys
+        output = proto.graph.output[0].name
+        for node in proto.graph.node:
+            node.output[:] = ["scores" if name == output else name for name in node.output]
+        proto.graph.output[0].name = "scores"
     metadata = {"labels": json.dumps(class_names), "producer": "transfer export",
                 **({"thresholds": json.dumps(thresholds)} if thresholds else {})}
     for key, value in metadata.items():

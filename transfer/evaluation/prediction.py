@@ -21,17 +21,22 @@ from transfer.evaluation.scorers import load_scorer, model_labels
 from transfer.data.sources import IMAGE_EXTENSIONS, special_file_kind, walk_images
 
 
-#: The answer for an image whose top probability is below the minimum confidence.
+#: The answer for an image outside the classes (its novelty beyond the run's detector's threshold), or
+#: whose top probability is below the minimum confidence; `Prediction.why_unknown` tells which.
 UNKNOWN = "unknown"
+#: The two reasons for `UNKNOWN`, in the order they are checked.
+NOVEL, LOW_CONFIDENCE = "novel", "low_confidence"
 
 
 @dataclass
 class Prediction:
     """The most probable labels for one file, most probable first, and the answer (the top label,
-    or `UNKNOWN` below the minimum confidence); or why it has none.
+    or `UNKNOWN`: beyond the detector's threshold or below the minimum confidence); or why it has none.
 
     For a multi-label model, `chosen` are the labels whose probability reaches their threshold (it
-    may be empty), `labels` those and the top k, and `answer` the chosen ones joined by `;`."""
+    may be empty), `labels` those and the top k, and `answer` the chosen ones joined by `;` (or
+    `UNKNOWN` for a novel image). `novelty` is the detector's score (`None` without one), and
+    `why_unknown` `NOVEL` or `LOW_CONFIDENCE` where the answer is `UNKNOWN`."""
 
     path: str
     labels: list[str] = field(default_factory=list)
@@ -39,6 +44,8 @@ class Prediction:
     answer: str | None = None
     error: str | None = None
     chosen: list[str] | None = None
+    novelty: float | None = None
+    why_unknown: str | None = None
 
     def to_dict(self) -> dict:
         entry = {
@@ -49,6 +56,8 @@ class Prediction:
                 {"label": label, "probability": probability}
                 for label, probability in zip(self.labels, self.probabilities)
             ],
+            **({"novelty": self.novelty} if self.novelty is not None else {}),
+            **({"why_unknown": self.why_unknown} if self.why_unknown is not None else {}),
         }
         return entry if self.error is None else {**entry, "error": self.error}
 
@@ -152,7 +161,8 @@ def predict(
             "given only with imagenet:NAME (a run or an export has its own)")
     k = resolve_top_k(top_k, len(model_labels(model_path)), reporter)  # before the model is loaded: labels.txt says
     model = load_scorer(model_path, weights)
-    decide = decision_rule(model.labels, model.config, min_confidence=min_confidence, threshold=threshold)
+    decide = decision_rule(model.labels, model.config, min_confidence=min_confidence, threshold=threshold,
+                           novelty=model.unknown_threshold)
     for path, reason in skipped:
         yield Prediction(path, error=reason)
     with reporter.progress("Predicting", total=len(paths)) as progress:
@@ -161,8 +171,10 @@ def predict(
             yield Prediction(path, error=scores) if isinstance(scores, str) else decide(path, scores, k)
 
 
-def decision_rule(labels: list[str], config: dict, *, min_confidence: float | None, threshold: float | None):
-    """`(path, scores, k) -> Prediction`: the top label or `UNKNOWN` below `min_confidence`; for a
+def decision_rule(labels: list[str], config: dict, *, min_confidence: float | None, threshold: float | None,
+                  novelty: float | None = None):
+    """`(path, scored, k) -> Prediction` for a scorer's `Scored` row: `UNKNOWN` where its novelty is beyond
+    `novelty` (the detector's threshold), else the top label or `UNKNOWN` below `min_confidence`; for a
     multi-label model (`transfer.metrics.multilabel`), every label that reaches its threshold.
 
     Raises:
@@ -170,25 +182,34 @@ def decision_rule(labels: list[str], config: dict, *, min_confidence: float | No
     """
     from transfer.metrics.multilabel import decide, is_multi_label, thresholds_of
 
+    def novel(scored) -> bool:
+        return novelty is not None and scored.novelty is not None and scored.novelty > novelty
+
     if not is_multi_label(config):
         require(threshold is None, "--threshold", threshold, "given only for a multi-label model (this one picks one class; "
                 "--min-confidence sets when it answers 'unknown')")
         floor = resolve_min_confidence(min_confidence, labels, config)
 
-        def single(path: str, scores: np.ndarray, k: int) -> Prediction:
+        def single(path: str, scored, k: int) -> Prediction:
+            scores = scored.probabilities
             order = np.argsort(-scores, kind="stable")[:k]
             top, probabilities = [labels[i] for i in order], [float(scores[i]) for i in order]
-            return Prediction(path, top, probabilities, answer(top[0], probabilities[0], floor))
+            given = answer(top[0], probabilities[0], floor)
+            why = NOVEL if novel(scored) else LOW_CONFIDENCE if given == UNKNOWN else None
+            return Prediction(path, top, probabilities, UNKNOWN if why else given, novelty=scored.novelty, why_unknown=why)
 
         return single
     require(min_confidence is None, "--min-confidence", min_confidence, "given only for a single-label model (this one is "
             "multi-label: each label has its threshold, and --threshold sets one for all)")
     cuts = thresholds_of(config, labels, threshold)
 
-    def multi(path: str, scores: np.ndarray, k: int) -> Prediction:
+    def multi(path: str, scored, k: int) -> Prediction:
+        scores = scored.probabilities
         chosen = decide(scores, cuts)
         order = [i for i in np.argsort(-scores, kind="stable") if chosen[i] or i in np.argsort(-scores, kind="stable")[:k]]
         names = [labels[i] for i in order if chosen[i]]
-        return Prediction(path, [labels[i] for i in order], [float(scores[i]) for i in order], ";".join(names), chosen=names)
+        why = NOVEL if novel(scored) else None
+        return Prediction(path, [labels[i] for i in order], [float(scores[i]) for i in order],
+                          UNKNOWN if why else ";".join(names), chosen=names, novelty=scored.novelty, why_unknown=why)
 
     return multi

@@ -9,14 +9,17 @@
 
 Every scorer has `labels`, `config`, `image_size` and three ways in: `score_pixels` (decoded
 images), `score_files` (paths, streamed in batches, undecodable files reported with the reason) and
-`score_encoded` (file contents, as a server receives them). All return the softmax in `labels.txt`
-order.
+`score_encoded` (file contents, as a server receives them). All return `Scored`: the softmax in
+`labels.txt` order and, where the run recorded an open-set detector (`transfer.models.detector`), each
+image's novelty score, computed by the model itself in every format; `unknown_threshold` is the
+score beyond which an image is answered `unknown`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +33,27 @@ from transfer.outputs.layout import LABELS
 from transfer.models.saving import load_run_model
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a model says of a batch of images (or, from `score_files`, of one: a row and a float).
+
+    Attributes:
+        probabilities: `[N, classes]`, in `labels.txt` order.
+        novelty: `[N]` novelty scores of the model's open-set detector; `None` where it has none.
+    """
+
+    probabilities: np.ndarray
+    novelty: np.ndarray | float | None = None
+
+    def rows(self) -> Iterator[Scored]:
+        for index, row in enumerate(self.probabilities):
+            yield Scored(row, None if self.novelty is None else float(self.novelty[index]))
+
+
+def _scored(probabilities, novelty=None) -> Scored:
+    return Scored(np.asarray(probabilities, np.float32), None if novelty is None else np.asarray(novelty, np.float32).reshape(-1))
+
+
 class PixelScorer:
     """A model fed decoded pixels: the shared decoder runs in front of it."""
 
@@ -37,10 +61,15 @@ class PixelScorer:
     config: dict
     image_size: int
 
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    @property
+    def unknown_threshold(self) -> float | None:
+        """The novelty score beyond which an image is `unknown` (`config.json`'s `unknown_detector`)."""
+        return unknown_threshold(self.config)
+
+    def score_pixels(self, pixels: np.ndarray) -> Scored:
         raise NotImplementedError
 
-    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, Scored | str]]:
         from transfer.data.folders import iter_decoded_batches
 
         batches, score = iter_decoded_batches(paths, self.image_size, batch_size), self.scorer_for(len(paths))
@@ -52,14 +81,14 @@ class PixelScorer:
                 return
             yield from batch.failed
             if batch.paths:
-                yield from zip(batch.paths, scores)
+                yield from zip(batch.paths, scores.rows())
 
     def scorer_for(self, count: int):
         """The function that scores the pixels of a call with `count` images: `score_pixels`."""
         return self.score_pixels
 
-    def score_encoded(self, contents: Sequence[bytes]) -> np.ndarray:
-        """Softmax for encoded image files.
+    def score_encoded(self, contents: Sequence[bytes]) -> Scored:
+        """Softmax (and novelty) for encoded image files.
 
         Raises:
             BadImageError: one of them is not a decodable image (the first such, by index).
@@ -87,14 +116,30 @@ class KerasScorer(PixelScorer):
         self.config = run.config()
         self.image_size = int(self.model.input_shape[1])
         _check_labels(self.labels, int(self.model.output_shape[-1]), run.path)
+        self.detector = None if isinstance(run, ImageNetClassifier) else run.detector()
+        self.scoring = self.model if self.detector is None else self.with_detector(self.model)
+
+    def with_detector(self, model):
+        """`model` (the run's classifier, or its `inference_model`) with the run's detector beside it:
+        `{"scores", "novelty"}` (`transfer.models.detector.with_novelty`)."""
+        from transfer.models.detector import with_novelty
+        from transfer.models.registry import run_backbone
+
+        transfers = bool(self.config.get("transfers", self.config.get("pretrained")))
+        return with_novelty(model, run_backbone(self.config), transfers, self.detector)
 
     def scorer_for(self, count: int):
         if count <= self.EAGER_IMAGES:
-            return lambda pixels: np.asarray(self.model(pixels, training=False))
+            return lambda pixels: self._outputs(self.scoring(pixels, training=False))
         return self.score_pixels
 
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(pixels))
+    def score_pixels(self, pixels: np.ndarray) -> Scored:
+        return self._outputs(self.scoring.predict_on_batch(pixels))
+
+    def _outputs(self, outputs) -> Scored:
+        if isinstance(outputs, dict):
+            return _scored(outputs["scores"], outputs["novelty"])
+        return _scored(outputs)
 
 
 class LiteRTScorer(PixelScorer):
@@ -108,13 +153,16 @@ class LiteRTScorer(PixelScorer):
             self.interpreter = Interpreter(model_path=str(export.model_file), num_threads=_usable_cores())
         except (ValueError, RuntimeError) as error:
             raise ModelLoadError(f"Cannot load {export.model_file} with LiteRT ({str(error)[:300]}); export the run again.") from None
-        self.input, self.output = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input = self.interpreter.get_input_details()[0]
+        outputs = self.interpreter.get_output_details()  # their names carry no key: the novelty is [N], the scores [N, classes]
+        self.output = next(detail for detail in outputs if len(detail["shape"]) == 2)
+        self.novelty = next((detail for detail in outputs if len(detail["shape"]) == 1), None)
         self.labels, self.config = export.labels(), export.config()
         self.image_size = int(self.input["shape"][1])
         self.batch = 0
         _check_labels(self.labels, int(self.output["shape"][-1]), export.path)
 
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def score_pixels(self, pixels: np.ndarray) -> Scored:
         pixels = np.asarray(pixels, np.float32)
         if len(pixels) != self.batch:
             self.interpreter.resize_tensor_input(self.input["index"], [len(pixels), *self.input["shape"][1:]])
@@ -129,7 +177,7 @@ class LiteRTScorer(PixelScorer):
         if self.output["dtype"] == np.uint8:
             scale, zero = self.output["quantization"]
             scores = (scores.astype(np.float32) - zero) * scale
-        return np.asarray(scores, np.float32)
+        return _scored(scores, None if self.novelty is None else self.interpreter.get_tensor(self.novelty["index"]))
 
 
 class OnnxScorer(PixelScorer):
@@ -144,12 +192,14 @@ class OnnxScorer(PixelScorer):
         except Exception as error:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"Cannot load {export.model_file} with ONNX Runtime ({str(error)[:300]}); export the run again.") from None
         self.input = self.session.get_inputs()[0]
+        self.outputs = [output.name for output in self.session.get_outputs() if output.name in ("scores", "novelty")]
         self.labels, self.config = export.labels(), export.config()
         self.image_size = int(self.input.shape[1])
         _check_labels(self.labels, int(self.session.get_outputs()[0].shape[-1]), export.path)
 
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input.name: np.asarray(pixels, np.float32)})[0]
+    def score_pixels(self, pixels: np.ndarray) -> Scored:
+        found = dict(zip(self.outputs, self.session.run(self.outputs, {self.input.name: np.asarray(pixels, np.float32)})))
+        return _scored(found["scores"], found.get("novelty"))
 
 
 class SavedModelScorer:
@@ -164,7 +214,9 @@ class SavedModelScorer:
         self.image_size = self.config.get("image_size")
         _check_labels(self.labels, int(self.serve.structured_outputs["scores"].shape[-1]), export.path)
 
-    def score_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    unknown_threshold = PixelScorer.unknown_threshold
+
+    def score_pixels(self, pixels: np.ndarray) -> Scored:
         """Softmax for decoded images, sent through the signature as lossless PNGs."""
         if self.image_size is None:
             raise ModelLoadError("This SavedModel has no config.json (exported by an older version); export it again.")
@@ -173,7 +225,7 @@ class SavedModelScorer:
         encoded = [tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(p, 0, 255)), tf.uint8)).numpy() for p in pixels]
         return self._scores(encoded)
 
-    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, np.ndarray | str]]:
+    def score_files(self, paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, Scored | str]]:
         import tensorflow as tf
 
         for start in range(0, len(paths), batch_size):
@@ -181,15 +233,15 @@ class SavedModelScorer:
             try:
                 with sigint_deferred():
                     scores = self._scores([_read(p) for p in batch])
-                yield from zip(batch, scores)
+                yield from zip(batch, scores.rows())
             except (tf.errors.OpError, OSError):
                 for path in batch:  # isolate the file(s) that failed
                     try:
-                        yield path, self._scores([_read(path)])[0]
+                        yield path, next(self._scores([_read(path)]).rows())
                     except (tf.errors.OpError, OSError) as error:
                         yield path, _reason(path, error)
 
-    def score_encoded(self, contents: Sequence[bytes]) -> np.ndarray:
+    def score_encoded(self, contents: Sequence[bytes]) -> Scored:
         """Scores for encoded image files; an undecodable one is named with the reason the shared
         decoder gives (`transfer.data.folders.decode_encoded`), as a run's `KerasScorer` names it: the
         signature's own error is a bare "Graph execution error:"."""
@@ -211,13 +263,14 @@ class SavedModelScorer:
                     raise BadImageError(index, re.sub(r"^images\[0\] (is )?", "", op_error_message(error))) from None
             raise
 
-    def _scores(self, contents: list[bytes]) -> np.ndarray:
+    def _scores(self, contents: list[bytes]) -> Scored:
         import tensorflow as tf
 
         from transfer.data.preprocessing import graph_bytes
 
         contents = [graph_bytes(content) for content in contents]
-        return self.serve(images=tf.constant(contents, dtype=tf.string))["scores"].numpy()
+        outputs = self.serve(images=tf.constant(contents, dtype=tf.string))
+        return _scored(outputs["scores"].numpy(), outputs["novelty"].numpy() if "novelty" in outputs else None)
 
 
 Scorer = KerasScorer | SavedModelScorer | LiteRTScorer | OnnxScorer
@@ -246,6 +299,13 @@ def load_scorer(path: Path | str, weights: str | None = None) -> Scorer:
     require(weights is None, "--weights", weights, "given only with imagenet:NAME (a run or an export has its own)")
     model = open_model(path)
     return KerasScorer(model) if isinstance(model, Run) else EXPORT_SCORERS[model.format](model)
+
+
+def unknown_threshold(config: dict) -> float | None:
+    """The novelty score beyond which a model answers `unknown`: its `config.json`'s detector's
+    threshold; `None` where it recorded none."""
+    threshold = (config.get("unknown_detector") or {}).get("threshold")
+    return None if threshold is None else float(threshold)
 
 
 def _usable_cores() -> int:

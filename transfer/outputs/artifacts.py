@@ -20,7 +20,7 @@ from transfer.core.errors import InvalidOptionError, ModelLoadError, NotAModelEr
 from transfer.outputs.layout import (
     BEST_WEIGHTS, CHECKPOINT, CONFIG, CONFUSION_CSV, CV_CSV, CV_JSON, DUPLICATE_COLUMNS, DUPLICATES, ERRORS_CSV,
     EVALUATION, EXPORT_FILES, FOLDS_CSV, HISTORY, HISTORY_COLUMNS, LABELS, LEADERBOARD_CSV, METRICS, METRICS_CSV,
-    MODEL, RESUME_STATE, RUNS, SKIPPED, SKIPPED_COLUMNS, SPLIT, STAGES,
+    MODEL, NOVELTY, RESUME_STATE, RUNS, SKIPPED, SKIPPED_COLUMNS, SPLIT, STAGES,
 )
 from transfer.outputs.publishing import read_json, read_labels, read_table, staged, write_json, write_labels, write_table
 
@@ -108,9 +108,28 @@ class Run:
         write_table(self.path / SKIPPED, folder.skipped)
         write_table(self.path / DUPLICATES, folder.duplicates)
 
-    def write_results(self, model, *, metrics: dict, config: dict, history: pd.DataFrame) -> None:
-        """The model, its metrics, its options and its per-epoch history (the caller draws `curves.png`)."""
+    def detector(self):
+        """The run's open-set detector (`transfer.metrics.novelty.NoveltyDetector`), or `None` where it
+        recorded none (`--unknown off`, too few images, or a run from before detectors).
+
+        Raises:
+            ModelLoadError: `novelty.npz` is there but cannot be read.
+        """
+        from transfer.metrics.novelty import NoveltyDetector
+
+        if not (self.path / NOVELTY).is_file():
+            return None
+        try:
+            return NoveltyDetector.load(self.path / NOVELTY)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ModelLoadError(f"Cannot read {self.path / NOVELTY} ({str(error)[:200]}); train the run again.") from None
+
+    def write_results(self, model, *, metrics: dict, config: dict, history: pd.DataFrame, detector=None) -> None:
+        """The model, its metrics, its options, its per-epoch history and its open-set `detector`, if
+        any (the caller draws `curves.png`)."""
         model.save(self.path / MODEL)
+        if detector is not None:
+            detector.save(self.path / NOVELTY)
         write_json(self.path / METRICS, metrics)
         write_table(self.path / HISTORY, history)
         write_json(self.path / CONFIG, config)

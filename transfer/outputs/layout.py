@@ -2,9 +2,9 @@
 
 | output | written by | files |
 |---|---|---|
-| run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv`; `out_of_fold.csv` where the head was refit on every image (`--refit`) (`checkpoint.keras` while training only) |
+| run directory | `train` | `model.keras`, `labels.txt`, `config.json`, `metrics.json`, `history.csv`, `curves.png`, `split.csv`, `skipped.csv`, `duplicates.csv`; `novelty.npz` (the open-set detector, unless `--unknown off`); `out_of_fold.csv` where the head was refit on every image (`--refit`) (`checkpoint.keras` while training only) |
 | export | `export` | by `--format`: `saved_model.pb` and `variables/` (TensorFlow's), `model.tflite` or `model.onnx`; and `labels.txt`, `config.json` (the run's, with an `export` section: format, quantization, the check's agreement) |
-| evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `reliability.csv` and `.png`, `errors.csv`, `skipped.csv` |
+| evaluation | `evaluate` (default `MODEL/evaluation`) | `metrics.json`, `metrics.csv`, `confusion_matrix.csv` and `.png`, `reliability.csv` and `.png`, `errors.csv`, `skipped.csv`; with `--unknown-dir`, `unknown.csv` and `.png` |
 | report | `report` (default `RUN_DIR/report.html`) | one self-contained HTML file; with `--test DIR`, also the evaluation on DIR (`RUN_DIR/evaluation`) |
 | visualization | `visualize` (default `RUN_DIR/visualize`) | `filters.png`, `feature_maps_<layer>.png` |
 | comparison | `compare` | `split.csv`, `skipped.csv`, `runs/<backbone>/` (run directories), `config.json`, `leaderboard.csv` and `.png` |
@@ -31,6 +31,8 @@ CURVES = "curves.png"
 SPLIT = "split.csv"
 SKIPPED = "skipped.csv"
 DUPLICATES = "duplicates.csv"
+#: The open-set detector (`transfer.metrics.novelty.NoveltyDetector.save`): its arrays and threshold.
+NOVELTY = "novelty.npz"
 # ... and, while it trains, in its staging folder.
 RESUME_STATE = "resume.json"
 BEST_WEIGHTS = "best_weights.npz"
@@ -53,6 +55,9 @@ ERRORS_CSV = "errors.csv"
 #: A single-label evaluation's reliability diagram and its bins (`transfer.metrics.calibration.reliability`).
 RELIABILITY_PNG = "reliability.png"
 RELIABILITY_CSV = "reliability.csv"
+#: `evaluate --unknown-dir`: each image's novelty score, and the two distributions drawn.
+UNKNOWN_CSV = "unknown.csv"
+UNKNOWN_PNG = "unknown.png"
 # A report and a visualization.
 REPORT = "report.html"
 VISUALIZATION = "visualize"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from transfer.core.choices import CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, FLIPS, HEADS, OPTIMIZERS, SCHEDULES
+from transfer.core.choices import (CALIBRATIONS, CLASS_WEIGHTS, DEFAULT_SCHEDULES, FLIPS, HEADS, OPTIMIZERS, SCHEDULES,
+                                   UNKNOWN_DETECTORS, UNKNOWN_SHARE)
 from transfer.models.external import POOLINGS
 from transfer.models.registry import BACKBONES, FILE_PREPROCESSING
 from transfer.training.distribute import STRATEGIES
@@ -115,6 +116,11 @@ class TrainFields:
     # Every labelled image used (`--refit`, issue 33): one block, kept together.
     refit: bool = option(True, "recipe", "--head logistic (single-label, without fine-tuning): estimate the accuracy by a cross-validation (up to 5 folds) over the training and validation images (out-of-fold predictions, C chosen within each fold; what metrics.json and the report show, and what the temperature is fitted on), then fit the head on all of them. --no-refit: fit on the training split alone and measure on the validation split. Fine-tuning and the dense head choose their epochs on the validation split, and never refit.",
                          ("train", "cross-validate"), negatable=True)
+    # Images outside the classes (issue 34): one block, kept together.
+    unknown: str = option("knn", "recipe", "After training, record an open-set detector: the distance of an image's features to its nearest training image (knn), or to the nearest class under their shared covariance (mahalanobis_l2: on L2-normalised features; mahalanobis), with a threshold set on held-out folds of the training images. predict, evaluate, serve and every export then answer 'unknown' for an image beyond it, and give its novelty score. off: record none.",
+                          ("train", "cross-validate"), choices=UNKNOWN_DETECTORS)
+    unknown_share: float = option(UNKNOWN_SHARE, "recipe", "The share of the training images' held-out folds the detector's threshold answers 'unknown' (about the share of in-class photos it will call unknown): lower rejects fewer far-away photos too.",
+                                  ("train", "cross-validate"))
     # Where and how it runs: the seed, the strategy, the feature cache, logs (`RuntimeOptions`).
     seed: int = option(42, "runtime", "Seed for the split, initialization, shuffling and augmentation.", EVERY)
     strategy: str = option("auto", "runtime", "auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy on more than one GPU, else one device.", TRAINING, choices=STRATEGIES)

@@ -98,6 +98,8 @@ def _check_recipe(self) -> None:
         _require(0 <= getattr(self, name) <= 10, name, getattr(self, name),
                  "a Beta(a, a) parameter between 0 (off) and 10 (MixUp: 0.2 to 0.4 is usual; CutMix: 1)")
     _require_choice("calibrate", self.calibrate)
+    _require_choice("unknown", self.unknown)
+    _require(0 < self.unknown_share < 0.5, "unknown_share", self.unknown_share, "a fraction above 0 and below 0.5, such as 0.02")
 
 
 def _check_runtime(self) -> None:

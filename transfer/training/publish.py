@@ -2,7 +2,7 @@
 
 `publish_run` is the sequence; each step is one function: predict the validation images
 (`val_probabilities`), fit the temperature (`calibrate`) and put it in the model
-(`with_temperature`), pick a multi-label run's thresholds (`pick_thresholds`), measure
+(`with_temperature`), fit the open-set detector (`transfer.training.detection`), pick a multi-label run's thresholds (`pick_thresholds`), measure
 (`measure`: the metrics of `transfer.metrics.classification` or `transfer.metrics.multilabel`,
 the ones `transfer evaluate` computes), gather what `metrics.json` and `config.json` hold
 (`run_metrics`, `run_config`), and write, plot and publish (`write_run`). Only the chief of a
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from transfer.core.errors import raise_if_stop_requested
 from transfer.outputs import artifacts, layout, publishing
 from transfer.outputs.figures import plot_curves
+from transfer.training.detection import detector_record, fit_detector
 from transfer.training.distribute import worker_index
 from transfer.training.state import RunState, frozen_features
 
@@ -52,7 +53,9 @@ def publish_run(run: RunState) -> TrainResult:
     thresholds = pick_thresholds(run, probabilities)
     metrics = run_metrics(run, measure(run, probabilities, thresholds, labels=labels), calibration)
     history = pd.concat(run.histories, ignore_index=True)
-    write_run(run, metrics, run_config(run, calibration, thresholds), history)
+    detector = fit_detector(run)
+    config = {**run_config(run, calibration, thresholds), "unknown_detector": detector_record(run, detector)}
+    write_run(run, metrics, config, history, detector)
     return TrainResult(run.out_dir, metrics, history, run.model)
 
 
@@ -234,10 +237,10 @@ def source_record(source: str | None) -> dict | None:
     return {"path": str(Path(source).resolve()), "model_sha256": publishing.sha256(run.model_file)}
 
 
-def write_run(run: RunState, metrics: dict, config: dict, history: pd.DataFrame) -> None:
-    """Writes the model, metrics, config, history and curves into the staging folder, then publishes
-    it at `run.out_dir` (the chief), or removes it (another worker of a cluster)."""
-    run.files.write_results(run.model, metrics=metrics, config=config, history=history)
+def write_run(run: RunState, metrics: dict, config: dict, history: pd.DataFrame, detector=None) -> None:
+    """Writes the model, metrics, config, history, open-set detector and curves into the staging folder,
+    then publishes it at `run.out_dir` (the chief), or removes it (another worker of a cluster)."""
+    run.files.write_results(run.model, metrics=metrics, config=config, history=history, detector=detector)
     plot_curves(history, run.files.path / layout.CURVES)
     raise_if_stop_requested()  # the last safe point before the run is published
     if worker_index() is not None:  # a non-chief worker: its copy was only needed while training
