@@ -79,6 +79,19 @@ def reference(augmented_run):
     return paths, pixels, np.asarray(model(pixels, training=False))
 
 
+@pytest.fixture(scope="module")
+def reference_novelty(augmented_run, reference):
+    """The run's detector's novelty scores of the reference images, by NumPy (`NoveltyDetector.score`) on
+    the features of training's own extractor (`frozen_extractor`), not by the graph's `NoveltyScore`."""
+    from transfer.models.registry import run_backbone
+    from transfer.models.saving import load_run_model
+    from transfer.training.features import frozen_extractor
+
+    run = artifacts.Run.open(augmented_run)
+    extractor = frozen_extractor(load_run_model(run), run_backbone(run.config()), False)
+    return run.detector().score(np.asarray(extractor(reference[1], training=False)))
+
+
 RANDOM_OPS = ("Random", "ImageProjectiveTransform")
 
 # format, quantize, largest probability difference allowed, least top-1 agreement
@@ -93,7 +106,8 @@ FORMATS = [
 
 
 @pytest.mark.parametrize("format, quantize, tolerance, least", FORMATS, ids=[f"{f}-{q}" for f, q, _, _ in FORMATS])
-def test_each_format_round_trips_through_its_runtime(augmented_run, reference, tmp_path, format, quantize, tolerance, least):
+def test_each_format_round_trips_through_its_runtime(augmented_run, reference, reference_novelty, tmp_path, format, quantize,
+                                                     tolerance, least):
     from transfer.evaluation.scorers import load_scorer
 
     paths, pixels, expected = reference
@@ -106,10 +120,12 @@ def test_each_format_round_trips_through_its_runtime(augmented_run, reference, t
     assert config["format"] == format and config["quantize"] == quantize and config["agreement"] == done.agreement
 
     scorer = load_scorer(done.path)  # the export's own runtime
-    scores = scorer.score_pixels(pixels) if format != "savedmodel" else np.stack(
-        [s for _, s in scorer.score_files(paths, batch_size=64)]
-    )
+    rows = [scorer.score_pixels(pixels)] if format != "savedmodel" else [s for _, s in scorer.score_files(paths, batch_size=64)]
+    scores, novelty = np.vstack([s.probabilities for s in rows]), np.hstack([s.novelty for s in rows])
     assert np.abs(scores - expected).max() <= tolerance
+    # The detector travels inside the file: its novelty is NumPy's on training's features, within the format's precision.
+    assert scorer.unknown_threshold == artifacts.Run.open(augmented_run).detector().threshold
+    assert np.abs(novelty - reference_novelty).max() <= max(1e-4, 2 * tolerance), np.abs(novelty - reference_novelty).max()
     agreement = np.mean(scores.argmax(1) == expected.argmax(1))
     assert agreement >= least
     # The export's own check reports what this test measures itself, through the runtime, on the same images.
@@ -152,34 +168,45 @@ def test_int8_quantizes_the_backbone_and_keeps_the_head_float(augmented_run, cli
                                                                            epochs=1, flip="none", seed=5), verbose=0).run_dir
     int8 = export(transferred, tmp_path / "int8", ExportOptions(format="litert", quantize="int8"))
     interpreter = Interpreter(model_path=str(int8.path / layout.LITERT_MODEL))
-    (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
-    assert given["dtype"] == np.float32 and list(given["shape"][1:]) == [32, 32, 3] and returned["dtype"] == np.float32
+    (given,), returned = interpreter.get_input_details(), interpreter.get_output_details()
+    assert given["dtype"] == np.float32 and list(given["shape"][1:]) == [32, 32, 3]
+    assert sorted(len(output["shape"]) for output in returned) == [1, 2], "the novelty [N] beside the scores [N, classes]"
+    assert {output["dtype"] for output in returned} == {np.float32}
     dtypes = {tensor["index"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
     computed = {}
     for op in interpreter._get_ops_details():
         computed.setdefault(op["op_name"], set()).add(dtypes[op["outputs"][0]])
     assert computed["CONV_2D"] == {np.int8}  # the backbone: full integer
     assert computed["SOFTMAX"] == {np.float32} and np.float32 in computed["FULLY_CONNECTED"]  # the head
+    assert computed["SQRT"] == computed["SELECT_V2"] == {np.float32}  # the detector, to its output
     paths, pixels, _ = reference
     keras_scores = np.asarray(load_run_model(artifacts.Run.open(transferred))(pixels, training=False))
     from transfer.evaluation.scorers import load_scorer
 
-    scores = load_scorer(int8.path).score_pixels(pixels)
+    scores = load_scorer(int8.path).score_pixels(pixels).probabilities
     assert np.mean(scores.argmax(1) == keras_scores.argmax(1)) >= 0.98
     assert int8.agreement >= 0.98  # split into confident images and the others, which together are all checked
     assert sum(int(n) for n in re.findall(r"of the (\d+)", int8.agreement_split)) == int8.images_checked
     float32 = (cli_exports / "litert" / layout.LITERT_MODEL).stat().st_size
-    assert int8.size_bytes < 0.4 * float32  # int8 weights are a quarter of float32 ones
+    banks = [artifacts.Run.open(run).detector().state["bank"].size * 4 for run in (transferred, augmented_run)]  # float32 in both
+    assert int8.size_bytes - banks[0] < 0.4 * (float32 - banks[1])  # int8 weights are a quarter of float32 ones
 
     proto = onnx.load(str(cli_exports / "onnx" / layout.ONNX_MODEL))
     assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"]) == [str(d) for d in range(10)]
-    assert [o.name for o in proto.graph.output] == ["scores"] and proto.graph.input[0].name == "image"
+    assert sorted(o.name for o in proto.graph.output) == ["novelty", "scores"] and proto.graph.input[0].name == "image"
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "model.onnx").write_bytes((cli_exports / "onnx" / layout.ONNX_MODEL).read_bytes())
     from transfer.evaluation.scorers import load_scorer
 
     assert load_scorer(alone / "model.onnx").labels == [str(d) for d in range(10)]  # from its metadata
+
+
+def _rolled(scored):
+    """Answers shifted by one class, the novelty kept."""
+    from transfer.evaluation.scorers import Scored
+
+    return Scored(np.roll(scored.probabilities, 1, axis=1), scored.novelty)
 
 
 def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_run, tmp_path, monkeypatch):
@@ -192,7 +219,7 @@ def test_an_export_that_disagrees_is_refused_and_nothing_is_written(augmented_ru
     earlier = export(augmented_run, out, ExportOptions(format="litert"))
     before = (out / layout.LITERT_MODEL).read_bytes()
     honest = scorers.LiteRTScorer.score_pixels
-    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
+    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: _rolled(honest(self, pixels)))
     with pytest.raises(ExportCheckError, match=r"agrees with the Keras model on \d+\.\d% of \d+ images .*, below --min-agreement 0.999"):
         export(augmented_run, out, ExportOptions(format="litert"), force=True)
     assert (out / layout.LITERT_MODEL).read_bytes() == before and earlier.agreement == 1.0
@@ -206,7 +233,7 @@ def test_a_refused_int8_export_advises_an_option_that_then_works(augmented_run, 
     from transfer.evaluation import scorers
 
     honest = scorers.LiteRTScorer.score_pixels
-    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: np.roll(honest(self, pixels), 1, axis=1))
+    monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", lambda self, pixels: _rolled(honest(self, pixels)))
     refused = runner.invoke(app, ["export", str(augmented_run), "--format", "litert", "--quantize", "int8", "--out", str(tmp_path / "int8")])
     assert refused.exit_code == 1 and not (tmp_path / "int8").exists()
     advised = re.search(r"Try --quantize (\w+)", " ".join(refused.output.split()))
@@ -295,8 +322,10 @@ def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run
     models = [augmented_run, export(augmented_run, tmp_path / "savedmodel").path, cli_exports / "litert", cli_exports / "onnx"]
     for model in models:
         scorer = load_scorer(model)
-        expected = np.stack([scores for _, scores in scorer.score_files(images, batch_size=4)])
-        np.testing.assert_allclose(scorer.score_encoded(contents), expected, atol=1e-5)
+        expected = [scores for _, scores in scorer.score_files(images, batch_size=4)]
+        encoded = scorer.score_encoded(contents)
+        np.testing.assert_allclose(encoded.probabilities, np.stack([s.probabilities for s in expected]), atol=1e-5)
+        np.testing.assert_allclose(encoded.novelty, [s.novelty for s in expected], atol=1e-3)  # sqrt(2 - 2 cos) near 0: float32 rounding
         with pytest.raises(BadImageError) as refused:
             scorer.score_encoded([contents[0], b"GIF89a truncated", contents[1]])
         assert refused.value.index == 1, model
@@ -357,8 +386,10 @@ def test_the_keras_models_own_stability_under_pixel_noise_is_measured_on_decoded
         image_size = 8
 
         def score_pixels(self, pixels):
+            from transfer.evaluation.scorers import Scored
+
             mean = np.asarray(pixels, np.float64).mean(axis=(1, 2, 3))
-            return np.stack([mean < 127.5, mean >= 127.5], axis=1).astype(np.float32)
+            return Scored(np.stack([mean < 127.5, mean >= 127.5], axis=1).astype(np.float32))
 
     def images(name, levels):
         folder = tmp_path / name
@@ -387,7 +418,7 @@ def test_a_quantized_export_is_held_to_the_keras_models_own_stability(augmented_
 
     def flip_every_tenth(self, pixels):
         scores = honest(self, pixels)
-        scores[::10] = np.roll(scores[::10], 1, axis=1)
+        scores.probabilities[::10] = np.roll(scores.probabilities[::10], 1, axis=1)
         return scores
 
     monkeypatch.setattr(scorers.LiteRTScorer, "score_pixels", flip_every_tenth)

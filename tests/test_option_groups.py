@@ -23,7 +23,7 @@ DATA = DataOptions(val_split=0.2, val_dir=None, manifest=None, multi_label=False
                    class_weight="none", augment=True, flip="horizontal")
 RECIPE = RecipeOptions(epochs=1, finetune_epochs=0, unfreeze="all", lr=1e-3, finetune_lr=1e-5, optimizer="adam",
                        schedule="constant", finetune_schedule="cosine", patience=None, batch_size=None, label_smoothing=0.0,
-                       mixup=0.0, cutmix=0.0, calibrate="none", refit=True)
+                       mixup=0.0, cutmix=0.0, calibrate="none", refit=True, unknown="knn", unknown_share=0.02)
 RUNTIME = RuntimeOptions(seed=0, strategy="auto", cache_features=True, cached_views=1, cache_dir=None, tensorboard=False)
 
 

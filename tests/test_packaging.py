@@ -57,7 +57,7 @@ def test_user_code_loads_a_run_with_one_line_in_a_fresh_process(digits_run, digi
     image = digits_dir / "7" / sorted(p.name for p in (digits_dir / "7").iterdir())[0]
     expected = load_scorer(digits_run).score_pixels(
         np.asarray(Image.open(image).convert("RGB"), np.float32)[None]  # 32x32 already: no resize
-    )
+    ).probabilities
     script = textwrap.dedent(f"""
         import numpy as np
         from PIL import Image

@@ -13,9 +13,10 @@ import pytest
 from tests.helpers import write_png
 from transfer.core.errors import DataError, InvalidOptionError
 from transfer.evaluation.prediction import (
-    UNKNOWN, Prediction, answer, collect_images, decision_rule, predict, resolve_min_confidence, resolve_top_k,
+    LOW_CONFIDENCE, NOVEL, UNKNOWN, Prediction, answer, collect_images, decision_rule, predict, resolve_min_confidence, resolve_top_k,
 )
 from transfer.core.progress import Reporter
+from transfer.evaluation.scorers import Scored
 
 
 class Recorder(Reporter):
@@ -117,6 +118,18 @@ def test_single_label_rule_orders_by_probability_and_keeps_ties_in_class_order()
     assert (sure.labels, sure.answer, sure.chosen) == (["c", "d"], "c", None)
     assert sure.to_dict() == {"path": "y.png", "answer": "c", "predictions": [{"label": "c", "probability": pytest.approx(0.6)},
                                                                                 {"label": "d", "probability": pytest.approx(0.3)}]}
+
+
+def test_the_detector_answers_unknown_beyond_its_threshold_and_says_which_reason():
+    rule = decision_rule(["a", "b"], {}, min_confidence=0.7, threshold=None, novelty=0.5)
+    far, unsure, sure = (rule("x.png", Scored(np.array([0.9, 0.1]), n), 2) for n in (0.51, 0.2, 0.5))
+    assert (far.answer, far.why_unknown, far.labels, far.probabilities) == (UNKNOWN, NOVEL, ["a", "b"], pytest.approx([0.9, 0.1])), \
+        "a novel image keeps its ranked labels and probabilities"
+    assert (sure.answer, sure.why_unknown, sure.to_dict()["novelty"]) == ("a", None, 0.5), "at the threshold is not beyond it"
+    low = rule("y.png", Scored(np.array([0.6, 0.4]), 0.2), 2)
+    assert (unsure.answer, low.answer, low.why_unknown, low.to_dict()["why_unknown"]) == ("a", UNKNOWN, LOW_CONFIDENCE, LOW_CONFIDENCE)
+    multi = decision_rule(["a", "b"], {"multi_label": True}, min_confidence=None, threshold=0.5, novelty=0.5)
+    assert (multi("z.png", Scored(np.array([0.9, 0.6]), 0.9), 1).answer, multi("z.png", Scored(np.array([0.9, 0.6]), 0.1), 1).answer) == (UNKNOWN, "a;b")
 
 
 def test_single_label_rule_refuses_a_threshold():
@@ -268,8 +281,8 @@ def test_a_savedmodel_is_sent_heic_and_avif_as_png_its_own_decoder_reads(tmp_pat
     heic, avif = tmp_path / "a.heic", tmp_path / "b.avif"
     heic.write_bytes(encoded("HEIF"))
     avif.write_bytes(encoded("AVIF"))
-    np.testing.assert_allclose(scorer.score_encoded([heic.read_bytes(), avif.read_bytes()]), [(30, 60, 200)] * 2, atol=6)
+    np.testing.assert_allclose(scorer.score_encoded([heic.read_bytes(), avif.read_bytes()]).probabilities, [(30, 60, 200)] * 2, atol=6)
     scored = dict(scorer.score_files([str(heic), str(avif)], batch_size=2))
-    np.testing.assert_allclose(scored[str(avif)], (30, 60, 200), atol=6)
+    np.testing.assert_allclose(scored[str(avif)].probabilities, (30, 60, 200), atol=6)
     with pytest.raises(BadImageError, match="a damaged HEIC image"):
         scorer.score_encoded([heic.read_bytes()[:100]])

@@ -11,16 +11,21 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from transfer.core.errors import BadImageError
+from transfer.evaluation.scorers import Scored
 from transfer.deploy.routes import Served, create_app, model_api, page
 
 LABELS = ["dark", "light"]
 
 
 class BrightnessScorer:
-    """Scores an image by its mean brightness m in [0, 1]: [1 - m, m]; refuses bytes that are not a PNG."""
+    """Scores an image by its mean brightness m in [0, 1]: [1 - m, m]; refuses bytes that are not a PNG.
+    With `unknown_threshold`, its novelty is |m - 0.5| (grey is the one thing it has seen)."""
 
     labels = LABELS
     image_size = 8
+
+    def __init__(self, unknown_threshold=None):
+        self.unknown_threshold = unknown_threshold
 
     def score_encoded(self, contents):
         rows = []
@@ -29,7 +34,8 @@ class BrightnessScorer:
                 raise BadImageError(index, "not a PNG")
             mean = np.asarray(Image.open(io.BytesIO(content)).convert("L"), np.float64).mean() / 255
             rows.append([1 - mean, mean])
-        return np.array(rows)
+        rows = np.array(rows)
+        return Scored(rows, None if self.unknown_threshold is None else np.abs(rows[:, 1] - 0.5))
 
 
 def _png(level: int) -> str:
@@ -38,8 +44,20 @@ def _png(level: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _client(**served) -> TestClient:
-    return TestClient(create_app(Served(BrightnessScorer(), "shades", top_k=2, min_confidence=0.0, **served)))
+def _client(unknown_threshold=None, **served) -> TestClient:
+    return TestClient(create_app(Served(BrightnessScorer(unknown_threshold), "shades", top_k=2, min_confidence=0.0, **served)))
+
+
+def test_a_model_with_a_detector_answers_unknown_beyond_it_with_the_novelty_in_both_forms():
+    client = _client(unknown_threshold=0.3)
+    rows = client.post("/v1/models/shades:predict", json={"instances": [{"b64": _png(0)}, {"b64": _png(140)}]}).json()["predictions"]
+    assert [(p["answer"], p["why_unknown"], p["labels"]) for p in rows] == [("unknown", "novel", ["dark", "light"]), ("light", "", ["light", "dark"])]
+    assert [p["novelty"] for p in rows] == pytest.approx([0.5, abs(140 / 255 - 0.5)], abs=1e-9)
+    columns = client.post("/v1/models/shades:predict", json={"inputs": {"images": [{"b64": _png(0)}]}}).json()["outputs"]
+    assert (columns["answer"], columns["why_unknown"], columns["novelty"]) == (["unknown"], ["novel"], [pytest.approx(0.5)])
+    outputs = client.get("/v1/models/shades/metadata").json()["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"]
+    assert {"novelty", "why_unknown"} <= outputs.keys()
+    assert "novelty" not in _client().post("/v1/models/shades:predict", json={"instances": [{"b64": _png(0)}]}).json()["predictions"][0]
 
 
 def test_predict_answers_every_instance_with_the_scorers_probabilities_ranked():

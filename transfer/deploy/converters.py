@@ -73,7 +73,10 @@ def _int8(converter, calibration_paths: Sequence[str], size: int) -> bytes:
     names = [tensor["name"] for tensor in Interpreter(model_content=debugger.calibrated_model).get_tensor_details()]
     ops = Interpreter(model_content=debugger.calibrated_model)._get_ops_details()
     softmax = [names[op["outputs"][0]] for op in ops if op["op_name"] == "SOFTMAX"]
-    float_nodes = sorted({name for name in names if FLOAT_TENSORS.search(name)} | set(softmax))
+    # the op that ends a float block without its name (the novelty's last select, named as the model's output)
+    ends = [names[op["outputs"][0]] for op in ops if any(FLOAT_TENSORS.search(names[i]) for i in op["inputs"] if i >= 0)
+            and not FLOAT_TENSORS.search(names[op["outputs"][0]]) and op["op_name"] == "SELECT_V2"]
+    float_nodes = sorted({name for name in names if FLOAT_TENSORS.search(name)} | set(softmax) | set(ends))
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
     return debugger.get_nondebug_quantized_model()
 

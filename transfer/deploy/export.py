@@ -2,9 +2,13 @@
 
 | `--format` | file | runtime | input | output |
 |---|---|---|---|---|
-| `savedmodel` | `saved_model.pb`, `variables/` | TensorFlow, TF Serving | `images`: `tf.string [N]`, encoded image files | `labels`, `probabilities` (top k), `scores`, `answer` |
-| `litert` | `model.tflite` | LiteRT (`ai-edge-litert`), TFLite on devices | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255; `uint8` with `--quantize int8` | `scores`: `[N, classes]` softmax |
-| `onnx` | `model.onnx` | ONNX Runtime | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255 | `scores`: `[N, classes]` softmax |
+| `savedmodel` | `saved_model.pb`, `variables/` | TensorFlow, TF Serving | `images`: `tf.string [N]`, encoded image files | `labels`, `probabilities` (top k), `scores`, `answer`; with a detector `novelty`, `why_unknown` |
+| `litert` | `model.tflite` | LiteRT (`ai-edge-litert`), TFLite on devices | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255; `uint8` with `--quantize int8` | `scores`: `[N, classes]` softmax; with a detector `novelty`: `[N]` |
+| `onnx` | `model.onnx` | ONNX Runtime | `image`: `float32 [N, S, S, 3]` RGB pixels 0-255 | `scores`: `[N, classes]` softmax; with a detector `novelty`: `[N]` |
+
+A run with an open-set detector (`novelty.npz`, `transfer.models.detector`) carries it inside every
+format: the file computes each image's novelty score itself, and `config.json`'s `unknown_detector`
+holds the threshold beyond which the answer is `unknown` (the SavedModel applies it in its `answer`).
 
 Every format carries the model's own preprocessing (its `Preprocess` layer) and none carries the
 augmentation block (`transfer.models.classifier.inference_model`). The SavedModel also decodes and resizes
@@ -170,13 +174,15 @@ def export(
 
     keras_scorer = KerasScorer(source)
     model = inference_model(keras_scorer.model)
+    if keras_scorer.detector is not None:  # the detector inside the file: `scores` and `novelty` out
+        model = keras_scorer.with_detector(model)
     config = {**source.config(), "export": {"format": format, "quantize": quantize, "min_confidence": min_confidence}}
     if multi:  # the thresholds the export's users apply (`--threshold` replaces the run's)
         config["thresholds"] = dict(zip(class_names, thresholds.tolist()))
     with publishing.staged(out_dir, "export") as staging:
         reporter.message(f"Converting to {format}" + (f" ({quantize})" if quantize != "none" else ""))
         if format == "savedmodel":
-            _write_savedmodel(model, staging, class_names, k, min_confidence, thresholds)
+            _write_savedmodel(model, staging, class_names, (k, min_confidence, keras_scorer.unknown_threshold), thresholds)
         elif format == "litert":
             converters.write_litert(model, staging / layout.LITERT_MODEL, quantize, calibration_paths)
         else:
@@ -250,7 +256,7 @@ def _self_agreement(reference, paths: Sequence[str], reporter: Reporter, seed: i
                 continue
             pixels = np.asarray(batch.pixels, np.float32)
             noisy = np.clip(pixels + generator.integers(-PIXEL_NOISE, PIXEL_NOISE + 1, pixels.shape), 0, 255)
-            clean, moved = reference.score_pixels(pixels), reference.score_pixels(noisy.astype(np.float32))
+            clean, moved = reference.score_pixels(pixels).probabilities, reference.score_pixels(noisy.astype(np.float32)).probabilities
             same, count = same + int(np.sum(clean.argmax(1) == moved.argmax(1))), count + len(pixels)
             progress.advance(len(pixels))
     return same / max(count, 1)
@@ -261,7 +267,10 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
     """Top-1 agreement of two scorers on `paths` (with a multi-label model's `thresholds`: the share
     of images given the same label set), the number of images both scored, the largest absolute
     difference of their probabilities, and (single-label) the agreement where the reference is
-    confident (top-1 probability >= `CONFIDENT`) and on the rest, as a clause."""
+    confident (top-1 probability >= `CONFIDENT`) and on the rest, as a clause. Where the model has an
+    open-set detector, an image agrees only if both also answer it `unknown` or neither does (its
+    novelty beyond the reference's threshold), and the clause says how many such answers differ and
+    the largest difference of the novelty scores."""
     scores = []
     for scorer, description in ((reference, "Checking: the Keras model"), (exported, "Checking: the export")):
         scored = {}
@@ -280,13 +289,22 @@ def _agreement(reference, exported, paths: Sequence[str], reporter: Reporter,
     common = [path for path in readable if path in scores[1]]
     if not common:
         return 0.0, len(readable), float("nan"), ""
-    a, b = (np.stack([scored[path] for path in common]) for scored in scores)
+    a, b = (np.stack([scored[path].probabilities for path in common]) for scored in scores)
     if thresholds is not None:
         same, split = ((a >= thresholds) == (b >= thresholds)).all(axis=1), ""
     else:
         same, confident = a.argmax(1) == b.argmax(1), a.max(1) >= CONFIDENT
         split = "; ".join(f"{np.mean(same[part]):.1%} of the {np.sum(part)} {where}" for part, where in (
             (confident, f"where the Keras model's top probability is at least {CONFIDENT}"), (~confident, "others")) if part.any())
+    cut = reference.unknown_threshold
+    if cut is not None:
+        novelty = [np.array([scored[path].novelty for path in common], np.float64) for scored in scores]
+        if any(np.isnan(values).any() for values in novelty):  # an export without its detector
+            raise ExportCheckError("The export gives no novelty score, though the run has an open-set detector; nothing was written.")
+        flips = (novelty[0] > cut) != (novelty[1] > cut)
+        same &= ~flips
+        split = "; ".join(filter(None, [split, f"'unknown' answered differently on {int(flips.sum())} "
+                                        f"(novelty differs by at most {np.abs(novelty[0] - novelty[1]).max():.2g})"]))
     return float(np.sum(same) / len(readable)), len(readable), float(np.abs(a - b).max()), split
 
 
@@ -294,17 +312,22 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_confidence: float,
+def _write_savedmodel(model, folder: Path, class_names: list[str], answers: tuple[int, float, float | None],
                       thresholds: np.ndarray | None = None) -> None:
-    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training. With
-    a multi-label model's `thresholds`, `labels` has a place for every label, most probable first,
-    holding the label where its probability reaches its threshold and "" elsewhere; `answer` is the
-    labels given, joined by `;`."""
+    """The SavedModel: encoded image bytes in, decoded in the graph by the decoder of training.
+    `answers`: the labels per image k, the minimum confidence, and the open-set detector's threshold
+    (`None` without one). With a multi-label model's `thresholds`, `labels` has a place for every
+    label, most probable first, holding the label where its probability reaches its threshold and ""
+    elsewhere; `answer` is the labels given, joined by `;`. A model with a detector also outputs
+    `novelty`, its answer is `unknown` beyond the threshold, and `why_unknown` says `novel` or
+    `low_confidence` (or "")."""
     import keras
     import tensorflow as tf
 
     from transfer.data.preprocessing import NOT_AN_IMAGE, decode_image, is_image_format
+    from transfer.evaluation.prediction import LOW_CONFIDENCE, NOVEL
 
+    k, min_confidence, cut = answers
     size, classes = int(model.input_shape[1]), len(class_names)
     labels = tf.constant(class_names)
 
@@ -319,22 +342,33 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
     def classify(images):
         indices = tf.range(tf.size(images, out_type=tf.int64))
         pixels = tf.map_fn(decode, (indices, images), fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
-        scores = tf.cast(model(pixels, training=False), tf.float32)
+        outputs = model(pixels, training=False)
+        scores = tf.cast(outputs["scores"] if cut is not None else outputs, tf.float32)
         if thresholds is not None:
             top = tf.math.top_k(scores, k=classes)
             given = top.values >= tf.gather(tf.constant(thresholds, tf.float32), top.indices)
             names = tf.where(given, tf.gather(labels, top.indices), "")
-            answer = tf.strings.reduce_join(tf.where(given, tf.strings.join([";", names]), ""), axis=1)
-            return {"labels": names, "probabilities": top.values, "scores": scores, "answer": tf.strings.regex_replace(answer, "^;", "")}
-        top = tf.math.top_k(scores, k=k)
-        answer = tf.where(top.values[:, 0] >= min_confidence, tf.gather(labels, top.indices[:, 0]), UNKNOWN)
-        return {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores, "answer": answer}
+            answer = tf.strings.regex_replace(tf.strings.reduce_join(tf.where(given, tf.strings.join([";", names]), ""), axis=1), "^;", "")
+            found = {"labels": names, "probabilities": top.values, "scores": scores, "answer": answer}
+            low = tf.zeros_like(answer, tf.bool)
+        else:
+            top = tf.math.top_k(scores, k=k)
+            low = top.values[:, 0] < min_confidence
+            answer = tf.where(low, UNKNOWN, tf.gather(labels, top.indices[:, 0]))
+            found = {"labels": tf.gather(labels, top.indices), "probabilities": top.values, "scores": scores, "answer": answer}
+        if cut is None:
+            return found
+        novel = tf.cast(outputs["novelty"], tf.float32) > cut
+        why = tf.where(novel, NOVEL, tf.where(low, LOW_CONFIDENCE, ""))
+        return {**found, "answer": tf.where(novel, UNKNOWN, found["answer"]), "novelty": tf.cast(outputs["novelty"], tf.float32),
+                "why_unknown": why}
 
     def serve(images):
         places = classes if thresholds is not None else k
         nothing = {  # an empty batch gets empty answers of the same shapes
             "labels": tf.zeros([0, places], tf.string), "probabilities": tf.zeros([0, places]), "scores": tf.zeros([0, classes]),
             "answer": tf.zeros([0], tf.string),
+            **({"novelty": tf.zeros([0]), "why_unknown": tf.zeros([0], tf.string)} if cut is not None else {}),
         }
         return tf.cond(tf.size(images) > 0, lambda: classify(images), lambda: nothing)
 
@@ -343,5 +377,3 @@ def _write_savedmodel(model, folder: Path, class_names: list[str], k: int, min_c
     archive = keras.export.ExportArchive()
     archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     archive.write_out(str(folder), verbose=False)
-
-

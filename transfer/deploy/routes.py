@@ -26,7 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from transfer.core.errors import BadImageError
-from transfer.evaluation.prediction import answer
+from transfer.evaluation.prediction import decision_rule
+from transfer.evaluation.scorers import Scored
 
 #: Requests waiting for the model beyond the one it scores; more get 503.
 MAX_PENDING = 32
@@ -57,6 +58,16 @@ class Served:
     @property
     def labels(self) -> np.ndarray:
         return np.array(self.scorer.labels)
+
+    @property
+    def unknown_threshold(self) -> float | None:
+        """The open-set detector's threshold (`None` without one): beyond it the answer is `unknown`."""
+        return getattr(self.scorer, "unknown_threshold", None)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs each prediction has, as the SavedModel's signature names them."""
+        return ("labels", "probabilities", "scores", "answer") + (("novelty", "why_unknown") if self.unknown_threshold is not None else ())
 
 
 def served(request: Request) -> Served:
@@ -130,7 +141,7 @@ async def status(target: str, model: ServedModel, version: str | None = None):
 @model_api.get("/v1/models/{target}/metadata")
 @model_api.get("/v1/models/{target}/versions/{version}/metadata")
 async def metadata(target: str, model: ServedModel, version: str | None = None):
-    signature = signature_def(len(model.labels), model.top_k, model.thresholds is not None)
+    signature = signature_def(len(model.labels), model.top_k, model.thresholds is not None, model.unknown_threshold is not None)
     return not_found(model, target, version) or {
         "model_spec": {"name": model.name, "signature_name": "", "version": "1"},
         "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
@@ -177,12 +188,12 @@ async def _answer(request: Request, model: Served):
         return error(400, str(bad))
     try:
         scores = await asyncio.get_running_loop().run_in_executor(model.worker, model.scorer.score_encoded, contents) \
-            if contents else np.zeros((0, len(model.labels)))  # no model call for nothing: not every runtime takes an empty batch
+            if contents else Scored(np.zeros((0, len(model.labels))), np.zeros(0))  # no model call for nothing: not every runtime takes an empty batch
     except BadImageError as bad:
         return error(400, f"instances[{bad.index}] is not an image that can be read: {bad.reason}")
-    predictions = format_predictions(scores, model.labels, model.top_k, model.min_confidence, model.thresholds)
+    predictions = format_predictions(scores, model)
     if columnar:  # TF Serving answers the columnar form with one list per output
-        return {"outputs": {key: [p[key] for p in predictions] for key in ("labels", "probabilities", "scores", "answer")}}
+        return {"outputs": {key: [p[key] for p in predictions] for key in model.outputs}}
     return {"predictions": predictions}
 
 
@@ -199,10 +210,11 @@ def not_found(model: Served, target: str, version: str | None) -> JSONResponse |
     return None
 
 
-def signature_def(classes: int, top_k: int, multi_label: bool = False) -> dict:
+def signature_def(classes: int, top_k: int, multi_label: bool = False, novelty: bool = False) -> dict:
     """The `serving_default` signature as TF Serving's metadata describes it: the exported
     SavedModel's inputs and outputs (`transfer.deploy.export`), their dtypes and shapes (-1: the batch; a
-    multi-label model's `labels` and `probabilities` have a place for every label)."""
+    multi-label model's `labels` and `probabilities` have a place for every label; a model with an
+    open-set detector also has `novelty` and `why_unknown`)."""
     top_k = classes if multi_label else top_k
     def tensor(dtype: str, *dims: int, key: str) -> dict:
         return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
@@ -215,6 +227,8 @@ def signature_def(classes: int, top_k: int, multi_label: bool = False) -> dict:
             "probabilities": tensor("DT_FLOAT", -1, top_k, key="probabilities"),
             "scores": tensor("DT_FLOAT", -1, classes, key="scores"),
             "answer": tensor("DT_STRING", -1, key="answer"),
+            **({"novelty": tensor("DT_FLOAT", -1, key="novelty"), "why_unknown": tensor("DT_STRING", -1, key="why_unknown")}
+               if novelty else {}),
         },
         "method_name": "tensorflow/serving/predict",
     }
@@ -259,26 +273,26 @@ def parse_request(body: bytes, max_instances: int) -> tuple[list[bytes], bool]:
     return contents, field == "inputs"
 
 
-def format_predictions(scores: np.ndarray, labels: np.ndarray, top_k: int, min_confidence: float,
-                       thresholds: np.ndarray | None = None) -> list[dict]:
-    """One prediction per row of `scores`, with the outputs of the SavedModel's signature; with a
-    multi-label model's `thresholds`, `labels` are those that reach theirs (the SavedModel's, less its
-    empty places)."""
+def format_predictions(scored: Scored, model: Served) -> list[dict]:
+    """One prediction per image of `scored`, with the outputs of the SavedModel's signature
+    (`Served.outputs`), decided as `transfer predict` decides (`transfer.evaluation.prediction.decision_rule`):
+    a multi-label model's `labels` are those that reach their threshold (the SavedModel's, less its
+    empty places); with an open-set detector, `novelty` and `why_unknown` too."""
+    labels = model.scorer.labels
+    decide = decision_rule(labels, {"thresholds": None} if model.thresholds is None else {"multi_label": True, "thresholds": dict(zip(labels, model.thresholds.tolist()))},
+                           min_confidence=None if model.thresholds is not None else model.min_confidence,
+                           threshold=None, novelty=model.unknown_threshold)
     predictions = []
-    if thresholds is not None:
-        for row in np.asarray(scores, np.float64):
-            order = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
-            predictions.append({"labels": labels[order].tolist(), "probabilities": row[order].tolist(), "scores": row.tolist(),
-                                "answer": ";".join(labels[order].tolist())})
-        return predictions
-    for row in np.asarray(scores, np.float64):
-        order = np.argsort(-row, kind="stable")[:top_k]
-        predictions.append({
-            "labels": labels[order].tolist(),
-            "probabilities": row[order].tolist(),
-            "scores": row.tolist(),
-            "answer": answer(str(labels[order[0]]), row[order[0]], min_confidence),
-        })
+    for row in scored.rows():
+        decided = decide("", row, len(labels) if model.thresholds is not None else model.top_k)
+        given = decided.chosen if decided.chosen is not None else decided.labels
+        chosen = [labels.index(name) for name in given]
+        probabilities = row.probabilities.astype(np.float64)
+        prediction = {"labels": given, "probabilities": probabilities[chosen].tolist(), "scores": probabilities.tolist(),
+                      "answer": decided.answer}
+        if model.unknown_threshold is not None:
+            prediction |= {"novelty": decided.novelty, "why_unknown": decided.why_unknown or ""}
+        predictions.append(prediction)
     return predictions
 
 

@@ -39,7 +39,7 @@ from transfer.core.choices import MAX_BATCH_SIZE
 from transfer.core.errors import require
 from transfer.outputs.figures import plot_confusion_matrix
 from transfer.evaluation.prediction import resolve_top_k
-from transfer.evaluation.scorers import load_scorer, model_labels
+from transfer.evaluation.scorers import Scored, load_scorer, model_labels
 from transfer.core.progress import SILENT, Reporter
 from transfer.data.sources import list_folder
 
@@ -234,7 +234,7 @@ def evaluate(
     if not scored:
         reasons = "; ".join(f"{path}: {reason}" for path, _, reason in failed[:3])
         raise DataError(f"None of the {len(paths)} images could be read ({reasons}{'; ...' if len(failed) > 3 else ''}).")
-    arguments = (class_names, [path for path, _ in scored], np.stack([s for _, s in scored]), [labels[path] for path, _ in scored])
+    arguments = (class_names, [path for path, _ in scored], np.stack([s.probabilities for _, s in scored]), [labels[path] for path, _ in scored])
     if multi:
         evaluation = measure_multi_label(*arguments, thresholds=thresholds_of(config, class_names, threshold), tta=tta, seconds=seconds)
     else:
@@ -271,8 +271,10 @@ def _tta_scores(model: Scorer, paths: Sequence[str], batch_size: int):
             views = tta_views(tf.constant(batch.pixels), size, mirror)
             count = int(views.shape[1])
             flat = tf.reshape(views, (-1, size, size, 3))
-            scores = model.score_pixels(flat.numpy()).reshape(len(batch.paths), count, -1)
-            yield from zip(batch.paths, scores.mean(axis=1))
+            scored = model.score_pixels(flat.numpy())
+            scores = scored.probabilities.reshape(len(batch.paths), count, -1).mean(axis=1)
+            novelty = None if scored.novelty is None else scored.novelty.reshape(len(batch.paths), count).mean(axis=1)
+            yield from zip(batch.paths, Scored(scores, novelty).rows())
 
 
 def measure(

@@ -173,7 +173,7 @@ def predict(
 
 def decision_rule(labels: list[str], config: dict, *, min_confidence: float | None, threshold: float | None,
                   novelty: float | None = None):
-    """`(path, scored, k) -> Prediction` for a scorer's `Scored` row: `UNKNOWN` where its novelty is beyond
+    """`(path, scored, k) -> Prediction` for a scorer's `Scored` row (or a row of probabilities): `UNKNOWN` where its novelty is beyond
     `novelty` (the detector's threshold), else the top label or `UNKNOWN` below `min_confidence`; for a
     multi-label model (`transfer.metrics.multilabel`), every label that reaches its threshold.
 
@@ -183,7 +183,7 @@ def decision_rule(labels: list[str], config: dict, *, min_confidence: float | No
     from transfer.metrics.multilabel import decide, is_multi_label, thresholds_of
 
     def novel(scored) -> bool:
-        return novelty is not None and scored.novelty is not None and scored.novelty > novelty
+        return novelty is not None and getattr(scored, "novelty", None) is not None and scored.novelty > novelty
 
     if not is_multi_label(config):
         require(threshold is None, "--threshold", threshold, "given only for a multi-label model (this one picks one class; "
@@ -191,12 +191,12 @@ def decision_rule(labels: list[str], config: dict, *, min_confidence: float | No
         floor = resolve_min_confidence(min_confidence, labels, config)
 
         def single(path: str, scored, k: int) -> Prediction:
-            scores = scored.probabilities
+            scores = getattr(scored, "probabilities", scored)  # a `Scored` row, or its probabilities alone
             order = np.argsort(-scores, kind="stable")[:k]
             top, probabilities = [labels[i] for i in order], [float(scores[i]) for i in order]
             given = answer(top[0], probabilities[0], floor)
             why = NOVEL if novel(scored) else LOW_CONFIDENCE if given == UNKNOWN else None
-            return Prediction(path, top, probabilities, UNKNOWN if why else given, novelty=scored.novelty, why_unknown=why)
+            return Prediction(path, top, probabilities, UNKNOWN if why else given, novelty=getattr(scored, "novelty", None), why_unknown=why)
 
         return single
     require(min_confidence is None, "--min-confidence", min_confidence, "given only for a single-label model (this one is "
@@ -204,12 +204,12 @@ def decision_rule(labels: list[str], config: dict, *, min_confidence: float | No
     cuts = thresholds_of(config, labels, threshold)
 
     def multi(path: str, scored, k: int) -> Prediction:
-        scores = scored.probabilities
+        scores = getattr(scored, "probabilities", scored)
         chosen = decide(scores, cuts)
         order = [i for i in np.argsort(-scores, kind="stable") if chosen[i] or i in np.argsort(-scores, kind="stable")[:k]]
         names = [labels[i] for i in order if chosen[i]]
         why = NOVEL if novel(scored) else None
         return Prediction(path, [labels[i] for i in order], [float(scores[i]) for i in order],
-                          UNKNOWN if why else ";".join(names), chosen=names, novelty=scored.novelty, why_unknown=why)
+                          UNKNOWN if why else ";".join(names), chosen=names, novelty=getattr(scored, "novelty", None), why_unknown=why)
 
     return multi

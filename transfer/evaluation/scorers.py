@@ -195,11 +195,13 @@ class OnnxScorer(PixelScorer):
         self.outputs = [output.name for output in self.session.get_outputs() if output.name in ("scores", "novelty")]
         self.labels, self.config = export.labels(), export.config()
         self.image_size = int(self.input.shape[1])
-        _check_labels(self.labels, int(self.session.get_outputs()[0].shape[-1]), export.path)
+        scores = next((output for output in self.session.get_outputs() if output.name == "scores"), self.session.get_outputs()[0])
+        _check_labels(self.labels, int(scores.shape[-1]), export.path)
 
     def score_pixels(self, pixels: np.ndarray) -> Scored:
-        found = dict(zip(self.outputs, self.session.run(self.outputs, {self.input.name: np.asarray(pixels, np.float32)})))
-        return _scored(found["scores"], found.get("novelty"))
+        names = self.outputs or [self.session.get_outputs()[0].name]  # an export before detectors: its one output
+        found = dict(zip(names, self.session.run(names, {self.input.name: np.asarray(pixels, np.float32)})))
+        return _scored(found.get("scores", found[names[0]]), found.get("novelty"))
 
 
 class SavedModelScorer:

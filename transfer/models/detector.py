@@ -64,7 +64,8 @@ class NoveltyScore(keras.layers.Layer):
             unit = features / ops.maximum(norms, 1e-12)
         if self.method == "knn":
             similarity = ops.matmul(unit, ops.transpose(self.tables["bank"]))
-            nearest = ops.top_k(similarity, self.k, sorted=True)[0][:, self.k - 1]
+            # k = 1 (a bank under 1,500 images) is a max: LiteRT's int8 converter quantizes a top-k whatever it is told
+            nearest = ops.max(similarity, axis=-1) if self.k == 1 else ops.top_k(similarity, self.k, sorted=True)[0][:, self.k - 1]
             distance = ops.sqrt(ops.maximum(2.0 - 2.0 * nearest, 0.0))
             return ops.where(norms[:, 0] > 0, distance, ops.ones_like(distance))
         x = unit if self.method == "mahalanobis_l2" else features

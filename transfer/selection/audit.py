@@ -186,7 +186,7 @@ def _baseline_out_of_fold(scratch: Path, images: pd.DataFrame, options: TrainOpt
         publishing.write_table(manifest, images.loc[~held_out, ["path", "label"]])
         reporter.message(f"== {options.backbone}: " + (f"fold {fold}/{folds}, trained on {int((~held_out).sum())} images, judging {int(held_out.sum())} =="
                                                         if fold else f"trained on all {len(images)} images, for the feature space =="))
-        run = train(None, scratch / f"fold-{fold or 'all'}", options.for_backbone(options.backbone, manifest),
+        run = train(None, scratch / f"fold-{fold or 'all'}", dataclasses.replace(options.for_backbone(options.backbone, manifest), unknown="off"),
                     reporter=reporter, verbose=verbose)
         if fold is None:
             extractor, _ = model_feature_extractor(run.run_dir)
@@ -198,6 +198,7 @@ def _baseline_out_of_fold(scratch: Path, images: pd.DataFrame, options: TrainOpt
             failed = [path for path in paths if isinstance(scored[path], str)]
             if failed:
                 raise DataError(f"{failed[0]} can no longer be read ({scored[failed[0]]}); it was readable when checked.")
+            scored = {path: row.probabilities for path, row in scored.items()}
             probabilities[held_out.to_numpy()] = np.stack([scored[path] for path in paths])
         keras.backend.clear_session()
     shutil.rmtree(scratch)

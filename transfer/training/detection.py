@@ -16,15 +16,16 @@ import numpy as np
 from transfer.training.state import RunState
 
 
-def fit_detector(run: RunState):
+def fit_detector(run: RunState, *, refit: bool):
     """The fitted `NoveltyDetector`, said in one line; `None` with `--unknown off`, or where the images
-    are too few to hold some out (said, never a silent default)."""
+    are too few to hold some out (said, never a silent default). `refit`: the head saw the
+    validation images too (`transfer.training.publish.refitted`)."""
     from transfer.metrics.novelty import TooFewImagesError, check_enough, fit_threshold
 
     options = run.options
     if options.unknown == "off":
         return None
-    paths, labels = _fitted_images(run)
+    paths, labels = _fitted_images(run, refit)
     try:
         check_enough(labels, options.unknown_share)
     except TooFewImagesError as error:
@@ -47,14 +48,12 @@ def detector_record(run: RunState, detector) -> dict:
     return {**detector.to_dict(), "images": len(detector.held_out_scores)}
 
 
-def _fitted_images(run: RunState) -> tuple[list[str], np.ndarray]:
+def _fitted_images(run: RunState, refit: bool) -> tuple[list[str], np.ndarray]:
     """The images the final weights were fitted on, and their group for the folds: the class index,
     or one group for a multi-label run."""
-    from transfer.training.publish import refitted
-
     data = run.data
     paths, labels = list(data.train_paths), [np.asarray(data.train_labels)]
-    if refitted(run):
+    if refit:
         paths += list(data.val_paths)
         labels.append(np.asarray(data.val_labels))
     if run.options.multi_label:

@@ -53,7 +53,7 @@ def publish_run(run: RunState) -> TrainResult:
     thresholds = pick_thresholds(run, probabilities)
     metrics = run_metrics(run, measure(run, probabilities, thresholds, labels=labels), calibration)
     history = pd.concat(run.histories, ignore_index=True)
-    detector = fit_detector(run)
+    detector = fit_detector(run, refit=refitted(run))
     config = {**run_config(run, calibration, thresholds), "unknown_detector": detector_record(run, detector)}
     write_run(run, metrics, config, history, detector)
     return TrainResult(run.out_dir, metrics, history, run.model)
