@@ -259,7 +259,19 @@ def print_leaderboard(leaderboard) -> None:
 
 def print_evaluation(evaluation) -> None:
     """Accuracy, top-k and log loss, a row per class, and the skipped files (on stderr); for a
-    multi-label model, mean average precision, F1 and exact matches, a row per label."""
+    multi-label model, mean average precision, F1 and exact matches, a row per label; then, where the
+    model has an open-set detector, how it separates (`transfer.evaluation.unknown`)."""
+    print_scores(evaluation)
+    s = evaluation.summary
+    if "in_class_unknown" in s:
+        line = f"Unknown images: {s['in_class_unknown']:.1%} of these images answered unknown"
+        if "unknown_auroc" in s:
+            line += (f"; of the {s['num_other']} outside the classes {s['other_unknown']:.1%} (AUROC {s['unknown_auroc']:.3f}, "
+                     f"threshold {s['unknown_threshold']:.4g})")
+        results.print(line + ".", highlight=False)
+
+
+def print_scores(evaluation) -> None:
     s = evaluation.summary
     if evaluation.multi_label:
         results.print(

@@ -57,6 +57,7 @@ def evaluate(
     threshold: Annotated[Optional[float], typer.Option(help="Multi-label models: one threshold for every label. Default: each label's, chosen on the validation split.", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over 5 crops and their mirror images (multi-crop testing).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images decoded and scored at a time.")] = 32,
+    unknown_dir: Annotated[Optional[Path], typer.Option(help="A folder of images outside the model's classes (any layout): how well its open-set detector tells them from DATA_DIR's (AUROC, the share of each answered unknown), in unknown.csv and unknown.png.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation written by transfer (nothing else).")] = False,
 ) -> None:
     """Metrics and errors on labelled images.
@@ -71,7 +72,7 @@ def evaluate(
 
         if (data_dir is None) == (manifest is None):
             raise InvalidOptionError("Give the labelled images as DATA_DIR (class folders) or --manifest FILE.csv, one of them.")
-        evaluation, path = evaluate_folder(model, manifest or data_dir, out, scoring=Scoring(top_k, threshold, tta, batch_size),
+        evaluation, path = evaluate_folder(model, manifest or data_dir, out, scoring=Scoring(top_k, threshold, tta, batch_size, unknown_dir),
                                            force=force, reporter=RichReporter())
     print_evaluation(evaluation)
     results.print(f"Metrics, confusion matrix and errors written to {path}", highlight=False)

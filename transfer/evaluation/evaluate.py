@@ -77,6 +77,7 @@ class Evaluation:
     confusion: pd.DataFrame
     seconds: float
     multi_label: bool = False
+    unknown: pd.DataFrame | None = None  # `transfer.evaluation.unknown.COLUMNS`, where the model has a detector
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -95,6 +96,7 @@ class Scoring:
     threshold: float | None = None
     tta: bool = False
     batch_size: int = 32
+    unknown_dir: Path | None = None  # images outside the classes, to measure the open-set detector on
 
 
 def evaluate_folder(
@@ -125,15 +127,23 @@ def evaluate_folder(
         raise DataError(f"{data} is a multi-label manifest (a labels column), but {model_path} picks one class per image; "
                         f"evaluate it on class folders or a path,label manifest.")
     data = listing.files[["path", "label"]]
+    others, other_skipped = [], []
+    if scoring.unknown_dir is not None:
+        from transfer.evaluation.scorers import unknown_threshold
+        from transfer.evaluation.unknown import other_images
+
+        config = {} if is_imagenet(model_path) else artifacts.open_model(model_path).config()
+        others, other_skipped = other_images(scoring.unknown_dir, model_labels(model_path), unknown_threshold(config), reporter)
     evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
-                          batch_size=scoring.batch_size, reporter=reporter)
+                          batch_size=scoring.batch_size, reporter=reporter, others=others)
     seen = _training_images(model_path, data)  # after: data of other classes fails first, with its one line
     if seen:
         reporter.warning(
             f"{seen} of the {len(data)} images were in the training split of {model_path}: the metrics "
             f"overstate how the model does on new images (the run's {layout.SPLIT} lists them)."
         )
-    evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped], ignore_index=True)
+    other_skipped = pd.DataFrame([(path, "", reason) for path, reason in other_skipped], columns=layout.SKIPPED_COLUMNS)
+    evaluation.skipped = pd.concat([listing.skipped, evaluation.skipped, other_skipped], ignore_index=True)
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
     return evaluation, out_dir
@@ -143,15 +153,23 @@ def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:
     """What `artifacts.write_evaluation` draws into the folder it writes (and `transfer report` into
     its own): the confusion matrix and the reliability diagram (its bins also as CSV), or each label's
     precision-recall curve."""
+    def draw_unknown(folder: Path) -> None:
+        if evaluation.unknown is not None:
+            from transfer.outputs.figures import plot_novelty
+
+            publishing.write_table(folder / layout.UNKNOWN_CSV, evaluation.unknown)
+            plot_novelty(evaluation.unknown, evaluation.summary, folder / layout.UNKNOWN_PNG)
+
     if evaluation.multi_label:
         from transfer.outputs.figures import plot_precision_recall
 
-        return lambda folder: plot_precision_recall(evaluation, folder / layout.PRECISION_RECALL_PNG)
+        return lambda folder: (plot_precision_recall(evaluation, folder / layout.PRECISION_RECALL_PNG), draw_unknown(folder))
 
     def draw(folder: Path) -> None:
         from transfer.metrics.calibration import reliability
         from transfer.outputs.figures import plot_reliability
 
+        draw_unknown(folder)
         plot_confusion_matrix(evaluation.confusion, folder / layout.CONFUSION_PNG)
         truth = [evaluation.class_names.index(label) for label in evaluation.examples["label"]]
         bins = reliability(evaluation.scores, truth)
@@ -193,10 +211,13 @@ def evaluate(
     tta: bool = False,
     batch_size: int = 32,
     reporter: Reporter = SILENT,
+    others: Sequence[str] = (),
 ) -> Evaluation:
     """Scores the images of `data` (`path`, `label` columns; for a multi-label model, each `label`
     the image's labels joined by `;`) and computes the metrics; `threshold` replaces a multi-label
-    model's own thresholds.
+    model's own thresholds. Where the model has an open-set detector, the share of these images it
+    answers `unknown` too, and with `others` (images outside the classes, `transfer.evaluation.unknown`)
+    how well it separates them.
 
     Raises:
         InvalidOptionError: `top_k` < 1 or `batch_size` < 1.
@@ -241,7 +262,27 @@ def evaluate(
         evaluation = measure(*arguments, top_k=top_k, tta=tta, seconds=seconds)
     evaluation.skipped = pd.DataFrame(failed, columns=layout.SKIPPED_COLUMNS)
     evaluation.summary["num_skipped"] = len(failed)
+    if model.unknown_threshold is not None:
+        _measure_unknown(evaluation, model, [s.novelty for _, s in scored], (others, batch_size, reporter))
     return evaluation
+
+
+def _measure_unknown(evaluation: Evaluation, model: Scorer, novelty: list[float], others: tuple) -> None:
+    """Adds the detector's numbers to `evaluation` (`transfer.evaluation.unknown`): `others` is the
+    paths outside the classes, the batch size and the reporter."""
+    from transfer.evaluation.unknown import measure_unknown, unknown_table
+
+    paths, batch_size, reporter = others
+    other, failed = [], []
+    with reporter.progress("Scoring the images outside the classes", total=len(paths)) as progress:
+        for path, row in model.score_files(list(paths), batch_size) if paths else ():
+            progress.advance()
+            (failed.append((path, "", row)) if isinstance(row, str) else other.append((path, row.novelty)))
+    in_class = pd.DataFrame({"path": evaluation.examples["path"], "novelty": novelty})
+    other = pd.DataFrame(other, columns=["path", "novelty"])
+    evaluation.summary |= measure_unknown(in_class, other, model.unknown_threshold)
+    evaluation.unknown = unknown_table(in_class, other, model.unknown_threshold)
+    evaluation.skipped = pd.concat([evaluation.skipped, pd.DataFrame(failed, columns=layout.SKIPPED_COLUMNS)], ignore_index=True)
 
 
 def tta_views(pixels: tf.Tensor, size: int, mirror: bool) -> tf.Tensor:

@@ -241,6 +241,27 @@ def plot_reliability(rows: list[dict], path: Path, *, title: str = "reliability"
     plt.close(figure)
 
 
+def plot_novelty(table: pd.DataFrame, summary: dict, path: Path) -> None:
+    """The novelty scores of the in-class images and of those outside the classes (`unknown.csv`'s
+    `set`), as two histograms on the same bins, each as shares of its own set, with the detector's threshold."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    bins = np.histogram_bin_edges(table["novelty"], bins=40)
+    names = {"in_class": "the model's classes", "other": "outside the classes"}
+    for (name, group), colour in zip(table.groupby("set", sort=True), ("#4c72b0", "#dd8452")):
+        share = f"{np.mean(group['unknown']):.0%} answered unknown"
+        axis.hist(group["novelty"], bins=bins, weights=np.full(len(group), 1 / len(group)), alpha=0.6, color=colour,
+                  label=f"{names.get(name, name)} ({len(group)}): {share}")
+    axis.axvline(summary["unknown_threshold"], color="black", linestyle="--", linewidth=1, label="threshold")
+    axis.set_xlabel("novelty score (beyond the threshold: unknown)")
+    axis.set_ylabel("share of the set's images")
+    title = "novelty" + (f": AUROC {summary['unknown_auroc']:.3f}" if "unknown_auroc" in summary else "")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def plot_precision_recall(evaluation, path: Path) -> None:
     """Each label's precision-recall curve (scikit-learn's) from a multi-label evaluation, with its
     average precision in the legend and its threshold's operating point marked."""
