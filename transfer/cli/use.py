@@ -84,6 +84,7 @@ def report(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="HTML file to write, or a folder (ending in /) to write report.html into. Default: RUN_DIR/report.html.", show_default=False)] = None,
     test: Annotated[Optional[Path], typer.Option(help="Labelled images the run never saw (class folders, or a CSV manifest): their metrics, confusion matrix, reliability and errors beside validation's, the evaluation also written to RUN_DIR/evaluation.", show_default=False)] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Evaluate with multi-crop test-time augmentation.")] = False,
+    unknown_dir: Annotated[Optional[Path], typer.Option(help="With --test: a folder of images outside the run's classes; the page shows their novelty scores beside the test images' and how many of each are answered unknown.", show_default=False)] = None,
     errors: Annotated[int, typer.Option(help="How many of the most confident errors to show.")] = 12,
     gradcam: Annotated[int, typer.Option(help="How many validation images to show Grad-CAM heatmaps for.")] = 8,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier report (and with --test, evaluation) written by transfer (nothing else).")] = False,
@@ -95,9 +96,11 @@ def report(
     Example: transfer report runs/photos --test test_photos/
     """
     with user_errors():
+        from transfer.evaluation.evaluate import Scoring
         from transfer.reports.report import report as write_report
 
-        path = write_report(run_dir, out, test=test, tta=tta, errors=errors, gradcam=gradcam, force=force, reporter=RichReporter())
+        path = write_report(run_dir, out, test=test, scoring=Scoring(tta=tta, unknown_dir=unknown_dir), errors=errors, gradcam=gradcam,
+                            force=force, reporter=RichReporter())
     results.print(f"Report written to {path}", highlight=False)
 
 

@@ -274,10 +274,11 @@ def _measure_unknown(evaluation: Evaluation, model: Scorer, novelty: list[float]
 
     paths, batch_size, reporter = others
     other, failed = [], []
-    with reporter.progress("Scoring the images outside the classes", total=len(paths)) as progress:
-        for path, row in model.score_files(list(paths), batch_size) if paths else ():
-            progress.advance()
-            (failed.append((path, "", row)) if isinstance(row, str) else other.append((path, row.novelty)))
+    if paths:
+        with reporter.progress("Scoring the images outside the classes", total=len(paths)) as progress:
+            for path, row in model.score_files(list(paths), batch_size):
+                progress.advance()
+                (failed.append((path, "", row)) if isinstance(row, str) else other.append((path, row.novelty)))
     in_class = pd.DataFrame({"path": evaluation.examples["path"], "novelty": novelty})
     other = pd.DataFrame(other, columns=["path", "novelty"])
     evaluation.summary |= measure_unknown(in_class, other, model.unknown_threshold)

@@ -248,7 +248,7 @@ def plot_novelty(table: pd.DataFrame, summary: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     bins = np.histogram_bin_edges(table["novelty"], bins=40)
     names = {"in_class": "the model's classes", "other": "outside the classes"}
-    for (name, group), colour in zip(table.groupby("set", sort=True), ("#4c72b0", "#dd8452")):
+    for (name, group), colour in zip(table.groupby("set", sort=False), ("#4c72b0", "#55a868", "#dd8452")):
         share = f"{np.mean(group['unknown']):.0%} answered unknown"
         axis.hist(group["novelty"], bins=bins, weights=np.full(len(group), 1 / len(group)), alpha=0.6, color=colour,
                   label=f"{names.get(name, name)} ({len(group)}): {share}")

@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 from transfer.outputs import artifacts, layout, publishing
 from transfer.reports import pages
-from transfer.models.registry import run_backbone
-from transfer.core.errors import ModelLoadError, OutputExistsError
+from transfer.reports.novelty import novelty_section
+from transfer.reports.visualize import gradcam_figure
+from transfer.core.errors import ModelLoadError, OutputExistsError, require
 from transfer.evaluation.evaluate import Evaluation, Scoring, evaluate, evaluate_folder, evaluation_pictures
-from transfer.outputs.figures import plot_image_grid
 from transfer.core.progress import SILENT, Reporter
-from transfer.models.saving import load_run_model
 
 
 def report(
@@ -36,7 +35,7 @@ def report(
     out_file: Path | None = None,
     *,
     test: Path | None = None,
-    tta: bool = False,
+    scoring: Scoring = Scoring(),
     errors: int = 12,
     gradcam: int = 8,
     force: bool = False,
@@ -47,7 +46,8 @@ def report(
     Args:
         test: a folder of labelled images (or a CSV manifest) to evaluate the model on as well, its
             sections beside validation's; its evaluation is also written to RUN_DIR/evaluation.
-        tta: evaluate with test-time augmentation (see `transfer.evaluation.evaluate`).
+        scoring: how `test` is evaluated: test-time augmentation (`tta`, also for validation), and images
+            outside the classes (`unknown_dir`) for the open-set detector (`transfer.evaluation.evaluate`).
         errors: how many of the most confident errors to show.
         gradcam: how many validation images to show Grad-CAM heatmaps for.
         force: replace an earlier report (a file this tool wrote, and nothing else), and with `test`
@@ -63,13 +63,15 @@ def report(
     split, config = run.split(), run.config()
     if not config:
         raise ModelLoadError(f"{run_dir} lacks {layout.CONFIG}; a report needs a run directory written by `transfer train`.")
-    tested = None
+    tested, tta = None, scoring.tta
+    require(scoring.unknown_dir is None or test is not None, "--unknown-dir", str(scoring.unknown_dir), "given with --test DIR (the "
+            "in-class images it is told from)")
     if test is not None:  # first: a folder of the wrong classes fails before any other work
         written = artifacts.default_evaluation_dir(run_dir)
         if written.exists() and not force:
             raise OutputExistsError(f"{written} already exists; --test writes the test folder's evaluation there. Pass "
                                     f"--force to replace an earlier one written by transfer (and the report).")
-        measured, folder = evaluate_folder(run_dir, test, scoring=Scoring(tta=tta), force=force, reporter=reporter)
+        measured, folder = evaluate_folder(run_dir, test, scoring=scoring, force=force, reporter=reporter)
         tested = Shown(f"test: {test}, {measured.summary['num_images']} images", measured, folder, test=True)
         reporter.message(f"Test {test}: {HEADLINE[measured.multi_label].replace('_', ' ')} {measured.summary[HEADLINE[measured.multi_label]]:.4f} "
                          f"on {measured.summary['num_images']} images (its files in {folder}).")
@@ -83,13 +85,14 @@ def report(
         scratch = Path(scratch)
         evaluation_pictures(evaluation)(scratch)
         shown = Shown(estimated, evaluation, scratch)
-        heatmaps = _gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
+        heatmaps = gradcam_figure(run, config, evaluation, gradcam, scratch / "gradcam.png")
         sections = [
             _summary(run_dir, config, evaluation, tested),
             pages.section("Data", _data(run, split, evaluation.multi_label, refit)),
             *_training_sections(run, config, scratch),
             *_evaluation_sections(config, shown, errors),
             *(_evaluation_sections(config, tested, errors, beside=shown) if tested else []),
+            novelty_section(run, tested, scratch),
             pages.section("Where the model looked (Grad-CAM)", heatmaps),
             *([pages.section("How the backbone was chosen (--backbone auto)", _probe(config["probe"]))] if config.get("probe") else []),
             pages.section("Configuration", _config(config)),
@@ -342,40 +345,6 @@ def _errors(evaluation: Evaluation, count: int) -> str:
             + f"<ol>{top}</ol><small>{html.escape(Path(row.path).name)}</small></figcaption></figure>"
         )
     return f'<div class="grid">{"".join(cards)}</div>'
-
-
-def _gradcam_figure(run: artifacts.Run, config: dict, evaluation: Evaluation, count: int, path: Path) -> str:
-    if count <= 0:
-        return "<p>Not requested.</p>"
-    from transfer.data.folders import iter_decoded_batches
-    from transfer.reports.visualize import grad_cam, overlay
-
-    spec = run_backbone(config)
-    model = load_run_model(run)
-    chosen = _spread_over_classes(evaluation.examples, count)
-    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
-    index = {name: i for i, name in enumerate(evaluation.class_names)}
-    if evaluation.multi_label:  # the most probable label of each image
-        position = {path: i for i, path in enumerate(evaluation.examples["path"])}
-        targets = [int(evaluation.scores[position[path]].argmax()) for path in chosen["path"]]
-    else:
-        targets = [index[p] for p in chosen["predicted"]]
-    heatmaps = grad_cam(model, spec.name, _transfers(config), pixels, targets)
-    images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
-    titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
-    plot_image_grid(images, titles, path, columns=4, size=2.4)
-    return (
-        pages.image(path, "Grad-CAM heatmaps")
-        + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
-        + ("the backbone's last feature maps" if _transfers(config) else "the last convolutional feature maps")
-        + ").</p>"
-    )
-
-
-def _spread_over_classes(examples: pd.DataFrame, count: int) -> pd.DataFrame:
-    """Up to `count` rows taking the classes in turn, in their order."""
-    ranked = examples.assign(rank=examples.groupby("label").cumcount())
-    return ranked.sort_values(["rank", "label"], kind="stable").head(count)
 
 
 def _probe(probe: dict) -> str:

@@ -205,3 +205,39 @@ def _decode_one(path: str, size: int) -> np.ndarray:
     if batch.failed:
         raise DataError(f"Cannot read {path}: {batch.failed[0][1]}")
     return batch.pixels[0]
+
+
+def gradcam_figure(run: artifacts.Run, config: dict, evaluation, count: int, path: Path) -> str:
+    """The report's Grad-CAM section: `count` of `evaluation`'s images spread over the classes, each with the
+    heatmap of its predicted class (a multi-label model's most probable label), drawn to `path`."""
+    if count <= 0:
+        return "<p>Not requested.</p>"
+    from transfer.data.folders import iter_decoded_batches
+    from transfer.reports import pages
+
+    spec, transfers = run_backbone(config), bool(config.get("transfers", config.get("pretrained")))
+    model = load_run_model(run)
+    chosen = _spread_over_classes(evaluation.examples, count)
+    pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])
+    index = {name: i for i, name in enumerate(evaluation.class_names)}
+    if evaluation.multi_label:  # the most probable label of each image
+        position = {path: i for i, path in enumerate(evaluation.examples["path"])}
+        targets = [int(evaluation.scores[position[path]].argmax()) for path in chosen["path"]]
+    else:
+        targets = [index[p] for p in chosen["predicted"]]
+    heatmaps = grad_cam(model, spec.name, transfers, pixels, targets)
+    images = [overlay(p, h) for p, h in zip(pixels, heatmaps)]
+    titles = [f"true {r.label}\npred {r.predicted} {r.confidence:.2f}" for r in chosen.itertuples()]
+    plot_image_grid(images, titles, path, columns=4, size=2.4)
+    return (
+        pages.image(path, "Grad-CAM heatmaps")
+        + "<p>Red: the regions that raised the score of the predicted class most (Grad-CAM on "
+        + ("the backbone's last feature maps" if transfers else "the last convolutional feature maps")
+        + ").</p>"
+    )
+
+
+def _spread_over_classes(examples, count: int):
+    """Up to `count` rows taking the classes in turn, in their order."""
+    ranked = examples.assign(rank=examples.groupby("label").cumcount())
+    return ranked.sort_values(["rank", "label"], kind="stable").head(count)
