@@ -431,6 +431,12 @@ CASES = [
     Case("predict on a missing image", lambda ws: ["predict", str(ws.run), str(ws.path("missing.jpg"))], 2, "does not exist"),
     Case("predict where no image decodes", _unreadable_only, 2, "skipped"),
     Case("predict a folder with WebP and TIFF files", _mixed_formats, 0, "TIF images are not read"),
+    Case("train --unknown with an unknown detector", lambda ws: _train(str(ws.data), ws, "--unknown", "odin"), 2, "'odin' is not one of 'knn', 'mahalanobis_l2', 'mahalanobis', 'off'"),
+    Case("train --unknown-share of a half", lambda ws: _train(str(ws.data), ws, "--unknown-share", "0.5"), 2, "--unknown-share must be a fraction above 0 and below 0.5"),
+    Case("train on too few images for a detector", lambda ws: _train(str(ws.data), ws, "--val-split", "0.5"), 0, "the detector is skipped: add images to use it"),
+    Case("evaluate --unknown-dir of a run without a detector", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.data), "--out", str(ws.path("ev-unknown"))], 2, "the model has no open-set detector"),
+    Case("evaluate --unknown-dir that is not a folder", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.path("nowhere")), "--out", str(ws.path("ev-nowhere"))], 2, "--unknown-dir"),
+    Case("report --unknown-dir without --test", lambda ws: ["report", str(ws.run), "--unknown-dir", str(ws.data)], 2, "--unknown-dir must be given with --test DIR"),
 ]
 
 
