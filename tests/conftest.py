@@ -6,6 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TERMINAL_WIDTH", "200")  # Typer help on one line per option
 # The feature cache of the tests' own runs stays out of the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="transfer-tests-cache-")
+# One BLAS thread per process (and in the commands the tests start): the suite runs one process per
+# core, and the many tiny NumPy / scikit-learn products (a logistic head's cross-validated fits on 30
+# images) wait on a second OpenBLAS thread the other process holds: 5 to 10x slower than one thread.
+# TensorFlow's own thread pools are not OpenBLAS and unaffected; the results are the same.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest
 
