@@ -20,19 +20,14 @@ an image is; beyond a threshold the answer is `unknown`. Higher scores are more 
 - `mahalanobis_l2`: the same on L2-normalised features (as Mueller & Hein 2025, "Mahalanobis++",
   propose): raw pooled features of blank images lie near the class means in Mahalanobis distance
   (measured AUROC 0.58-0.60 against real photos, benchmarks/novelty.py), normalised ones do not.
-- `knn_class`: the smallest over classes of the distance to the k-th nearest training feature of
-  that class (L2-normalised as `knn`); `knn_predicted`: the same distance to the class the
-  classifier predicts (argmax of its logits). With k = 1 `knn_class` equals `knn`.
-- `rmd`, `rmd_l2`: relative Mahalanobis (Ren et al. 2021, "A Simple Fix to Mahalanobis Distance for
-  Improving Near-OOD Detection"): min over classes of the class Mahalanobis distance less the
-  distance to a background Gaussian fitted to all the training features (its own mean and
-  Ledoit-Wolf covariance), on raw and on L2-normalised features.
-- `knn_msp`, `knn_msp_max`: `knn` and `max_softmax` combined, each standardised by the mean and
-  standard deviation of its own held-out in-class scores (out-of-fold, as the threshold): their sum,
-  or their maximum (the maximum is a union of two thresholds at the same standardised height).
-
-Every score runs as matrix products, L2 normalisation, top-k, square roots and elementwise
-operations on plain arrays (`state`), so a Keras layer can compute it inside an exported graph.
+- `knn_class`: min over classes of the k-th nearest distance within the class (`knn_predicted`:
+  within the classifier's argmax class). With k = 1 `knn_class` equals `knn`.
+- `rmd`, `rmd_l2`: relative Mahalanobis (Ren et al. 2021): `mahalanobis` less the distance to a
+  background Gaussian of all the training features (Ledoit-Wolf), raw and L2-normalised.
+- `knn_msp`, `knn_msp_max`: `knn` and `max_softmax`, each standardised by its held-out in-class
+  scores' mean and sd: their sum, or their maximum (a union of two thresholds).
+Every score is matrix products, L2 norms, top-k, square roots and elementwise operations on plain
+arrays (`state`): a Keras layer can compute it inside an exported graph.
 
 The threshold (`fit_threshold`) is set on held-out folds: the training images are split in K
 stratified folds (up to 5); each fold is scored against a bank, statistics or classifier fitted on
@@ -64,15 +59,11 @@ from transfer.core.errors import DataError
 #: The scores, feature-space ones first.
 METHODS = ("knn", "mahalanobis", "mahalanobis_l2", "max_softmax", "energy", "knn_class", "rmd", "rmd_l2",
            "knn_predicted", "knn_msp", "knn_msp_max")
-#: Scores of the pooled features alone.
 FEATURE_METHODS = ("knn", "mahalanobis", "mahalanobis_l2", "knn_class", "rmd", "rmd_l2")
-#: Scores of the classifier's outputs alone.
 PROBABILITY_METHODS = ("max_softmax", "energy")
-#: Scores of both the features and the classifier's logits.
 HYBRID_METHODS = ("knn_predicted", "knn_msp", "knn_msp_max")
 #: Scores whose held-out computation needs fold classifiers (`logits_of`).
 LOGIT_METHODS = PROBABILITY_METHODS + HYBRID_METHODS
-#: Scores that measure to a k-th neighbour.
 KNN_METHODS = ("knn", "knn_class", "knn_predicted", "knn_msp", "knn_msp_max")
 #: The combined scores: their components, standardised by their held-out in-class scores.
 COMBINED_METHODS = {"knn_msp": ("knn", "max_softmax"), "knn_msp_max": ("knn", "max_softmax")}
@@ -121,7 +112,7 @@ def mahalanobis_statistics(features: np.ndarray, labels: np.ndarray) -> dict[str
     classes = np.unique(labels)
     means = np.stack([features[labels == c].mean(axis=0) for c in classes])
     centred = features - means[np.searchsorted(classes, labels)]
-    covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    covariance = LedoitWolf(store_precision=False, assume_centered=True).fit(centred).covariance_
     return {"means": means, "precision": np.linalg.inv(covariance)}
 
 
@@ -153,13 +144,12 @@ def knn_class_scores(bank: np.ndarray, bank_labels: np.ndarray, features: np.nda
 
 
 def relative_mahalanobis_statistics(features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """`mahalanobis_statistics` and a background Gaussian of all `features`: its mean
-    (`background_mean`, `[1, D]`) and the inverse of its Ledoit-Wolf covariance (`background_precision`)."""
+    """`mahalanobis_statistics` and all `features`' mean and inverse Ledoit-Wolf covariance (`background_*`)."""
     from sklearn.covariance import LedoitWolf
 
     features = np.asarray(features, np.float64)
     background = features.mean(axis=0, keepdims=True)
-    covariance = LedoitWolf(assume_centered=True).fit(features - background).covariance_
+    covariance = LedoitWolf(store_precision=False, assume_centered=True).fit(features - background).covariance_
     return {**mahalanobis_statistics(features, labels), "background_mean": background,
             "background_precision": np.linalg.inv(covariance)}
 
@@ -203,11 +193,9 @@ class NoveltyDetector:
         method: one of `METHODS`.
         threshold: the (1 - share) quantile of the training images' out-of-fold scores.
         share: the share of in-class images the threshold was set to answer `unknown`.
-        state: what the score needs besides the image, plain arrays: `bank` (normalised training
-            features) for `knn`, with `bank_labels` for `knn_class` and `knn_predicted`, with `centre`
-            and `scale` (`[2]`, of knn and max_softmax) for `knn_msp` and `knn_msp_max`; `means` and
-            `precision` for `mahalanobis` and `mahalanobis_l2`, with `background_mean` and
-            `background_precision` for `rmd` and `rmd_l2`; nothing for the probability scores.
+        state: plain arrays: `bank` (normalised training features; `knn*`), `bank_labels` (`knn_class`,
+            `knn_predicted`), `centre` and `scale` (`knn_msp*`), `means` and `precision` (`mahalanobis*`,
+            `rmd*`), `background_mean` and `background_precision` (`rmd*`); none for probability scores.
         k: the neighbour the `KNN_METHODS` measure to (0 for the other methods).
         held_out_scores: the out-of-fold scores the threshold came from (for a report's histogram).
     """
@@ -289,16 +277,14 @@ def _required(value, name: str, method: str):
 
 
 def combine(method: str, parts: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The components' scores (`[N, parts]`) standardised by `centre` and `scale`, summed (`knn_msp`) or
-    their maximum (`knn_msp_max`)."""
+    """`[N, parts]` scores standardised by `centre` and `scale`: summed, or their maximum (`knn_msp_max`)."""
     standard = (np.asarray(parts, np.float64) - centre) / scale
     return standard.max(axis=1) if method == "knn_msp_max" else standard.sum(axis=1)
 
 
 def fit_state(method: str, features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """What `method` keeps of its training images: the normalised bank (and its labels), the class
-    statistics, or nothing. The combined scores' `centre` and `scale` come from held-out scores
-    (`fit_threshold`), not from here."""
+    """What `method` keeps of its training images: the normalised bank (and labels), class statistics,
+    or nothing (`knn_msp`'s `centre` and `scale` come from held-out scores, in `fit_threshold`)."""
     if method in ("knn", *COMBINED_METHODS):
         return {"bank": normalise(features)}
     if method in ("knn_class", "knn_predicted"):
@@ -362,8 +348,7 @@ def out_of_fold_scores(method: str, features: np.ndarray, labels: np.ndarray, *,
 
 
 def standardisation(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(centre, scale)`: the mean and standard deviation of each column of held-out in-class scores
-    (a scale of 0 taken as 1)."""
+    """`(centre, scale)`: each column's mean and standard deviation (0 taken as 1)."""
     parts = np.asarray(parts, np.float64)
     scale = parts.std(axis=0)
     return parts.mean(axis=0), np.where(scale > 0, scale, 1.0)
