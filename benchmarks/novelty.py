@@ -1,12 +1,12 @@
 """Open-set detection ("none of these") on real photos: which novelty score tells a model's own
 classes from photos of something else, blank images and noise (issue 34).
 
-    nice -n 5 .venv/bin/python benchmarks/novelty.py --seeds 3 --out /tmp/novelty
+    nice -n 5 .venv/bin/python benchmarks/novelty.py --seeds 3 --out /tmp/novelty --cache /work/cache/features
 
 Backbone: EfficientNet-Lite0 (ImageNet, `../shared/data/efficientnet_lite0/efficientnet_lite0_notop.keras`),
 frozen, its globally pooled features at 224 px through the tool's own path
 (`transfer.training.features.model_feature_extractor` and `extract_features`, cached by
-`FeatureCache` under OUT/cache, so a rerun skips the backbone).
+`FeatureCache` under `--cache`, by default OUT/cache, so a rerun skips the backbone).
 
 Setups (the seed redraws the training images; the test and far-away sets stay the same):
 - flowers: trained on `--per-class` (40) photos per class of `/work/data/flowers/dataset/train`
@@ -25,7 +25,8 @@ training photos (each fold scored against the other folds' bank, statistics or c
 two probability scores the fold classifiers reuse the C chosen on all the training photos), set to
 reject 2% of them. The test and far-away photos choose nothing. Reported per detector and far set:
 AUROC (own test photos vs that set), the share of the set answered unknown at the threshold, and
-the share of the own test photos wrongly answered unknown; mean +- sd over the seeds.
+the share of the own test photos wrongly answered unknown; mean +- sd over the seeds. Then the
+trade-off: the same detectors with thresholds rejecting 1%, 2% and 5% of the held-out scores.
 """
 
 from __future__ import annotations
