@@ -20,6 +20,14 @@ an image is; beyond a threshold the answer is `unknown`. Higher scores are more 
 - `mahalanobis_l2`: the same on L2-normalised features (as Mueller & Hein 2025, "Mahalanobis++",
   propose): raw pooled features of blank images lie near the class means in Mahalanobis distance
   (measured AUROC 0.58-0.60 against real photos, benchmarks/novelty.py), normalised ones do not.
+- `knn_class`: min over classes of the k-th nearest distance within the class (`knn_predicted`:
+  within the classifier's argmax class). With k = 1 `knn_class` equals `knn`.
+- `rmd`, `rmd_l2`: relative Mahalanobis (Ren et al. 2021): `mahalanobis` less the distance to a
+  background Gaussian of all the training features (Ledoit-Wolf), raw and L2-normalised.
+- `knn_msp`, `knn_msp_max`: `knn` and `max_softmax`, each standardised by its held-out in-class
+  scores' mean and sd: their sum, or their maximum (a union of two thresholds).
+Every score is matrix products, L2 norms, top-k, square roots and elementwise operations on plain
+arrays (`state`): a Keras layer can compute it inside an exported graph.
 
 The threshold (`fit_threshold`) is set on held-out folds: the training images are split in K
 stratified folds (up to 5); each fold is scored against a bank, statistics or classifier fitted on
@@ -49,9 +57,16 @@ import numpy as np
 from transfer.core.errors import DataError
 
 #: The scores, feature-space ones first.
-METHODS = ("knn", "mahalanobis", "mahalanobis_l2", "max_softmax", "energy")
-FEATURE_METHODS = ("knn", "mahalanobis", "mahalanobis_l2")
+METHODS = ("knn", "mahalanobis", "mahalanobis_l2", "max_softmax", "energy", "knn_class", "rmd", "rmd_l2",
+           "knn_predicted", "knn_msp", "knn_msp_max")
+FEATURE_METHODS = ("knn", "mahalanobis", "mahalanobis_l2", "knn_class", "rmd", "rmd_l2")
 PROBABILITY_METHODS = ("max_softmax", "energy")
+HYBRID_METHODS = ("knn_predicted", "knn_msp", "knn_msp_max")
+#: Scores whose held-out computation needs fold classifiers (`logits_of`).
+LOGIT_METHODS = PROBABILITY_METHODS + HYBRID_METHODS
+KNN_METHODS = ("knn", "knn_class", "knn_predicted", "knn_msp", "knn_msp_max")
+#: The combined scores: their components, standardised by their held-out in-class scores.
+COMBINED_METHODS = {"knn_msp": ("knn", "max_softmax"), "knn_msp_max": ("knn", "max_softmax")}
 #: The share of in-class images the threshold answers `unknown`.
 DEFAULT_SHARE = 0.02
 #: Fewest training images a threshold is fitted on (and 2 per class, so that each fold's others hold every class).
@@ -97,7 +112,7 @@ def mahalanobis_statistics(features: np.ndarray, labels: np.ndarray) -> dict[str
     classes = np.unique(labels)
     means = np.stack([features[labels == c].mean(axis=0) for c in classes])
     centred = features - means[np.searchsorted(classes, labels)]
-    covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    covariance = LedoitWolf(store_precision=False, assume_centered=True).fit(centred).covariance_
     return {"means": means, "precision": np.linalg.inv(covariance)}
 
 
@@ -109,6 +124,40 @@ def mahalanobis_scores(means: np.ndarray, precision: np.ndarray, features: np.nd
     distances = (np.einsum("nd,nd->n", projected, features)[:, None] - 2.0 * projected @ means.T
                  + np.einsum("cd,cd->c", means @ precision, means)[None, :])
     return distances.min(axis=1)
+
+
+def knn_class_scores(bank: np.ndarray, bank_labels: np.ndarray, features: np.ndarray, k: int,
+                     predicted: np.ndarray | None = None) -> np.ndarray:
+    """Per normalised row of `features`, the distance to the k-th nearest `bank` row of each class
+    (`bank_labels`): the smallest over the classes, or, given `predicted` (a class per row), that
+    class's."""
+    queries = normalise(features)
+    bank, bank_labels = np.asarray(bank, np.float64), np.asarray(bank_labels)
+    squared = np.maximum(2.0 - 2.0 * queries @ bank.T, 0.0)
+    squared[np.linalg.norm(queries, axis=1) == 0] = 1.0
+    classes = np.unique(bank_labels)
+    per_class = np.stack([np.sort(squared[:, bank_labels == c], axis=1)[:, min(k, int((bank_labels == c).sum())) - 1]
+                          for c in classes], axis=1)
+    if predicted is None:
+        return np.sqrt(per_class.min(axis=1))
+    return np.sqrt(per_class[np.arange(len(queries)), np.searchsorted(classes, np.asarray(predicted))])
+
+
+def relative_mahalanobis_statistics(features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """`mahalanobis_statistics` and all `features`' mean and inverse Ledoit-Wolf covariance (`background_*`)."""
+    from sklearn.covariance import LedoitWolf
+
+    features = np.asarray(features, np.float64)
+    background = features.mean(axis=0, keepdims=True)
+    covariance = LedoitWolf(store_precision=False, assume_centered=True).fit(features - background).covariance_
+    return {**mahalanobis_statistics(features, labels), "background_mean": background,
+            "background_precision": np.linalg.inv(covariance)}
+
+
+def relative_mahalanobis_scores(state: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """min over classes of the class Mahalanobis distance less the background's (Ren et al. 2021)."""
+    return (mahalanobis_scores(state["means"], state["precision"], features)
+            - mahalanobis_scores(state["background_mean"], state["background_precision"], features))
 
 
 def logits_from_decision(decision: np.ndarray) -> np.ndarray:
@@ -144,9 +193,10 @@ class NoveltyDetector:
         method: one of `METHODS`.
         threshold: the (1 - share) quantile of the training images' out-of-fold scores.
         share: the share of in-class images the threshold was set to answer `unknown`.
-        state: what the score needs besides the image: `bank` (normalised training features) for
-            `knn`, `means` and `precision` for `mahalanobis` and `mahalanobis_l2`, nothing for the probability scores.
-        k: the neighbour `knn` measures to (0 for the other methods).
+        state: plain arrays: `bank` (normalised training features; `knn*`), `bank_labels` (`knn_class`,
+            `knn_predicted`), `centre` and `scale` (`knn_msp*`), `means` and `precision` (`mahalanobis*`,
+            `rmd*`), `background_mean` and `background_precision` (`rmd*`); none for probability scores.
+        k: the neighbour the `KNN_METHODS` measure to (0 for the other methods).
         held_out_scores: the out-of-fold scores the threshold came from (for a report's histogram).
     """
 
@@ -198,6 +248,21 @@ def method_scores(method: str, state: dict, features=None, *, probabilities=None
         return mahalanobis_scores(state["means"], state["precision"], _required(features, "features", method))
     if method == "mahalanobis_l2":
         return mahalanobis_scores(state["means"], state["precision"], normalise(_required(features, "features", method)))
+    if method == "knn_class":
+        return knn_class_scores(state["bank"], state["bank_labels"], _required(features, "features", method), k)
+    if method == "knn_predicted":
+        outputs = probabilities if probabilities is not None else _required(logits, "logits", method)
+        predicted = np.asarray(outputs).argmax(axis=1)  # the same class from logits or probabilities
+        return knn_class_scores(state["bank"], state["bank_labels"], _required(features, "features", method), k,
+                                np.unique(state["bank_labels"])[predicted])
+    if method == "rmd":
+        return relative_mahalanobis_scores(state, _required(features, "features", method))
+    if method == "rmd_l2":
+        return relative_mahalanobis_scores(state, normalise(_required(features, "features", method)))
+    if method in COMBINED_METHODS:
+        parts = np.stack([method_scores(part, state, features, probabilities=probabilities, logits=logits, k=k)
+                          for part in COMBINED_METHODS[method]], axis=1)
+        return combine(method, parts, state["centre"], state["scale"])
     if method == "energy":
         return energy_scores(_required(logits, "logits", method))
     if method == "max_softmax":
@@ -211,10 +276,23 @@ def _required(value, name: str, method: str):
     return value
 
 
+def combine(method: str, parts: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`[N, parts]` scores standardised by `centre` and `scale`: summed, or their maximum (`knn_msp_max`)."""
+    standard = (np.asarray(parts, np.float64) - centre) / scale
+    return standard.max(axis=1) if method == "knn_msp_max" else standard.sum(axis=1)
+
+
 def fit_state(method: str, features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """What `method` keeps of its training images: the normalised bank, the class statistics, or nothing."""
-    if method == "knn":
+    """What `method` keeps of its training images: the normalised bank (and labels), class statistics,
+    or nothing (`knn_msp`'s `centre` and `scale` come from held-out scores, in `fit_threshold`)."""
+    if method in ("knn", *COMBINED_METHODS):
         return {"bank": normalise(features)}
+    if method in ("knn_class", "knn_predicted"):
+        return {"bank": normalise(features), "bank_labels": np.asarray(labels)}
+    if method == "rmd":
+        return relative_mahalanobis_statistics(features, labels)
+    if method == "rmd_l2":
+        return relative_mahalanobis_statistics(normalise(features), labels)
     if method == "mahalanobis":
         return mahalanobis_statistics(features, labels)
     if method == "mahalanobis_l2":
@@ -254,22 +332,34 @@ def out_of_fold_scores(method: str, features: np.ndarray, labels: np.ndarray, *,
     fold classifier's logits for the probability scores."""
     from sklearn.model_selection import StratifiedKFold
 
+    if method in COMBINED_METHODS:
+        parts = np.stack([out_of_fold_scores(part, features, labels, folds=folds, seed=seed, logits_of=logits_of, k=k)
+                          for part in COMBINED_METHODS[method]], axis=1)
+        return combine(method, parts, *standardisation(parts))
     features, labels = np.asarray(features, np.float64), np.asarray(labels)
     scores = np.zeros(len(labels))
     for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
         logits = None
-        if method in PROBABILITY_METHODS:
+        if method in LOGIT_METHODS:
             logits = _required(logits_of, "a fold classifier (logits_of)", method)(features[fit], labels[fit], features[held])
         state = fit_state(method, features[fit], labels[fit])
         scores[held] = method_scores(method, state, features[held], logits=logits, k=k)
     return scores
 
 
+def standardisation(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(centre, scale)`: each column's mean and standard deviation (0 taken as 1)."""
+    parts = np.asarray(parts, np.float64)
+    scale = parts.std(axis=0)
+    return parts.mean(axis=0), np.where(scale > 0, scale, 1.0)
+
+
 def fit_threshold(method: str, features: np.ndarray, labels: np.ndarray, *, share: float = DEFAULT_SHARE,
-                  seed: int = 0, logits_of: Callable | None = None) -> NoveltyDetector:
+                  seed: int = 0, logits_of: Callable | None = None, k: int | None = None) -> NoveltyDetector:
     """A `NoveltyDetector` whose threshold answers `unknown` for about `share` of held-out in-class
     images (`out_of_fold_scores`), its state fitted on all of `features` (pooled training features,
-    `[N, D]`) and `labels` (`[N]` class indices). `logits_of` is needed by the probability scores only.
+    `[N, D]`) and `labels` (`[N]` class indices). `logits_of` is needed by the scores of `LOGIT_METHODS`
+    only; `k` (the neighbour of `KNN_METHODS`) is by default `knn_k` of a fold's bank.
 
     Raises:
         TooFewImagesError: too few images to hold some out (`check_enough`).
@@ -277,10 +367,21 @@ def fit_threshold(method: str, features: np.ndarray, labels: np.ndarray, *, shar
     folds = check_enough(labels, share)
     if method not in METHODS:
         raise ValueError(f"Unknown novelty method {method!r}; expected one of {', '.join(METHODS)}.")
-    # a fold's bank holds (folds - 1) / folds of the images: k from that size, kept for the whole bank
-    k = knn_k(len(labels) * (folds - 1) // folds) if method == "knn" else 0
-    held_out = out_of_fold_scores(method, features, labels, folds=folds, seed=seed, logits_of=logits_of, k=max(k, 1))
-    return NoveltyDetector(method, threshold_at(held_out, share), share, fit_state(method, features, labels), k, held_out)
+    if method not in KNN_METHODS:
+        k = 0
+    elif k is None:  # a fold's bank holds (folds - 1) / folds of the images: k from that size, kept for the whole bank
+        k = knn_k(len(labels) * (folds - 1) // folds)
+    elif k < 1:
+        raise ValueError(f"k is {k!r}; expected a neighbour count of 1 or more.")
+    state = fit_state(method, features, labels)
+    if method in COMBINED_METHODS:
+        parts = np.stack([out_of_fold_scores(part, features, labels, folds=folds, seed=seed, logits_of=logits_of, k=max(k, 1))
+                          for part in COMBINED_METHODS[method]], axis=1)
+        state["centre"], state["scale"] = standardisation(parts)
+        held_out = combine(method, parts, state["centre"], state["scale"])
+    else:
+        held_out = out_of_fold_scores(method, features, labels, folds=folds, seed=seed, logits_of=logits_of, k=max(k, 1))
+    return NoveltyDetector(method, threshold_at(held_out, share), share, state, k, held_out)
 
 
 def auroc(in_class: np.ndarray, novel: np.ndarray) -> float:
