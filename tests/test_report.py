@@ -4,12 +4,14 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from tests.helpers import headless_chromium
-from transfer.outputs import layout
+from transfer.outputs import artifacts, layout
 from transfer.cli import app
 
 runner = CliRunner()
@@ -33,7 +35,11 @@ def test_report_with_a_test_folder_shows_its_numbers_beside_validation(digits_ru
     those of training; the evaluation's files (reliability diagram included) are in RUN/evaluation."""
     run = shutil.copytree(digits_run, tmp_path / "run")  # the shared fixture stays as it is
     test = _unseen_digits(digits_dir, tmp_path / "unseen", per_class=4)
-    result = runner.invoke(app, ["report", str(run), "--test", str(test), "--gradcam", "0", "--errors", "3"])
+    other = tmp_path / "other"
+    other.mkdir()
+    for seed in range(3):  # noise: outside the classes
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(other / f"{seed}.png")
+    result = runner.invoke(app, ["report", str(run), "--test", str(test), "--unknown-dir", str(other), "--gradcam", "0", "--errors", "3"])
     assert result.exit_code == 0, result.output
     page = (run / layout.REPORT).read_text()
 
@@ -60,6 +66,13 @@ def test_report_with_a_test_folder_shows_its_numbers_beside_validation(digits_ru
     assert json.loads((written / layout.METRICS).read_text())["accuracy"] == expected["accuracy"]
     assert pd.read_csv(written / layout.RELIABILITY_CSV)["count"].sum() == 40
     assert (written / layout.RELIABILITY_PNG).read_bytes()[:4] == b"\x89PNG"
+    # The detector: its threshold, and the shares answered unknown that evaluate wrote (both distributions drawn).
+    unknown, detector = pd.read_csv(written / layout.UNKNOWN_CSV), artifacts.Run.open(run).detector()
+    shares = unknown.groupby("set")["novelty"].apply(lambda scores: np.mean(scores > detector.threshold))
+    assert "Images outside the classes" in headings and f"Beyond a novelty score of {detector.threshold:.4g}" in page
+    assert f"Test images answered unknown: {shares['in_class']:.1%}." in page
+    assert f"Images outside the classes answered unknown: {shares['other']:.1%} of 3" in page
+    assert 'alt="novelty scores"' in page
 
 
 @pytest.mark.slow
@@ -87,7 +100,7 @@ def test_report_renders_in_headless_chromium(digits_run, tmp_path):
     assert len(images) >= 5 and broken == []
     assert shown == f"{metrics['val_accuracy']:.1%}"
     assert headings[:3] == ["Data", "Training curves", "Metrics (validation split)"]
-    assert "Where the model looked (Grad-CAM)" in headings
+    assert "Where the model looked (Grad-CAM)" in headings and "Images outside the classes" in headings
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
