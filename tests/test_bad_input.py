@@ -132,6 +132,6 @@ def test_a_predict_that_fails_writes_nothing_to_stdout(workspace, format):
     scored = runner.invoke(app, ["predict", str(workspace.run), str(workspace.data / "ants"), "--format", format])
     assert scored.exit_code == 0 and "\r" not in scored.stdout
     if format == "csv":
-        assert scored.stdout.splitlines()[0] == "path,rank,label,probability,answer,error"
+        assert scored.stdout.splitlines()[0] == "path,rank,label,probability,answer,error,novelty,why_unknown"
     else:
         assert len(json.loads(scored.stdout)) == len(list((workspace.data / "ants").iterdir()))

@@ -80,7 +80,7 @@ def test_predict_csv_and_table(lenet_run, digits_dir):
     image = digits_dir / "5" / sorted(p.name for p in (digits_dir / "5").iterdir())[0]
     csv_result = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image), "--format", "csv", "--top-k", "10"])
     lines = csv_result.stdout.strip().splitlines()
-    assert lines[0] == "path,rank,label,probability,answer,error" and len(lines) == 11  # every one of the 10 classes
+    assert lines[0] == "path,rank,label,probability,answer,error,novelty,why_unknown" and len(lines) == 11  # every one of the 10 classes
     beyond = runner.invoke(app, ["predict", str(lenet_run.run_dir), str(image), "--top-k", "11", "--format", "csv"])
     assert beyond.exit_code == 0 and "--top-k 11: the model has 10 classes, so all 10 are shown." in beyond.stderr
     assert beyond.stdout.strip().splitlines() == lines, "all the classes, as with --top-k 10"

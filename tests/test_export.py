@@ -335,11 +335,12 @@ def test_every_scorer_takes_encoded_files_as_the_server_sends_them(augmented_run
 
 def test_the_savedmodel_stores_each_weight_once(digits_run, tmp_path):
     """Keras' ExportArchive stored every weight twice when the model was also tracked
-    (keras-team/keras#23553): the checkpoint holds exactly the model's parameters."""
+    (keras-team/keras#23553): the checkpoint holds exactly the model's parameters, and the detector's bank."""
     path = export(digits_run, tmp_path / "export").path
     stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
                  if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
-    assert stored == load_run_model(artifacts.Run.open(digits_run)).count_params()
+    run = artifacts.Run.open(digits_run)
+    assert stored == load_run_model(run).count_params() + run.detector().state["bank"].size
 
 
 def test_the_lean_onnx_conversion_builds_the_same_graph_as_tf2onnx_alone(augmented_run, reference, tmp_path):

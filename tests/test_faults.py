@@ -82,7 +82,7 @@ def test_ctrl_c_then_kill_then_resume_completes_the_run(tmp_path, digits_dir):
     assert not partial.exists()
     assert sorted(p.name for p in run.iterdir()) == sorted([
         layout.MARKER, layout.MODEL, layout.LABELS, layout.CONFIG, layout.HISTORY, layout.CURVES,
-        layout.SPLIT, layout.SKIPPED, layout.DUPLICATES, layout.METRICS,
+        layout.SPLIT, layout.SKIPPED, layout.DUPLICATES, layout.METRICS, layout.NOVELTY,
     ])
 
 
@@ -147,7 +147,7 @@ def test_ctrl_c_during_predict_keeps_what_was_scored(digits_run, digits_dir, tmp
     rest, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     lines = [line for line in (rows + rest.splitlines(keepends=True)) if line.strip()]
-    assert lines[0].strip() == "path,rank,label,probability,answer,error"
+    assert lines[0].strip() == "path,rank,label,probability,answer,error,novelty,why_unknown"
     scored = {line.split(",")[0] for line in lines[1:]}
     assert 10 <= len(scored) < 20 * 600, "some, not all, images were scored and every scored row was printed"
     assert all(len(line.split(",")) == 6 for line in lines[1:])
