@@ -2,6 +2,7 @@
 the same numbers either way."""
 
 import numpy as np
+import pytest
 
 from transfer.outputs.artifacts import Run
 from transfer.evaluation.scorers import KerasScorer
