@@ -15,7 +15,7 @@ Setups:
 
 For each strategy of `transfer.metrics.acquisition` and each seed, the true labels of the pool are
 revealed in the strategy's order, `--batch` (1) at a time: after each reveal the strategy chooses again
-from what is labelled so far. At each budget (10, 20, 50, 100 labels) the tool's head
+from what is labelled so far. At each budget (10, 20, 30, 40, 50, 100 labels) the tool's head
 (`transfer.metrics.logistic.logistic_regression`: standardized features, multinomial logistic
 regression, C by cross-validation of the log loss) is fitted on what is labelled and scored on the test
 photos, which chose nothing. A budget where one class has no label yet still fits (on the classes seen).
@@ -33,11 +33,13 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread: k-means and the
+    os.environ.setdefault(_threads, "1")  # logistic fits ran up to 10x slower with 2 threads on a busy 2-core machine
 from common import HYMENOPTERA, LITE0, machine, mean_sd  # noqa: E402
 
 FLOWERS = Path("/work/data/flowers/dataset")
 FLOWERS_POOL, FLOWERS_TEST = 1000, 500
-BUDGETS = (10, 20, 50, 100)
+BUDGETS = (10, 20, 30, 40, 50, 100)
 
 
 def photos(folder: Path, count: int | None, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
