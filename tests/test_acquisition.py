@@ -92,6 +92,8 @@ def test_random_is_a_seeded_order_of_distinct_images_and_bad_input_is_refused():
     assert [p.index for p in picks] == list(np.random.default_rng(3).permutation(10))
     with pytest.raises(ValueError, match="unknown strategy 'entropy'"):
         next_to_label(pool, np.zeros((0, 2)), np.zeros(0, int), 1, strategy="entropy")
+    with pytest.raises(ValueError, match=r"labelled features \(3, 4\): expected \[N, D\] and \[M, D\]"):
+        next_to_label(pool, np.zeros((3, 4)), np.zeros(3, int), 1)
 
 
 def test_suggest_leaves_out_what_is_labelled_and_lists_what_it_cannot_read(digits_run, digits_dir, tmp_path):

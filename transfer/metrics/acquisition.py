@@ -64,8 +64,11 @@ def next_to_label(pool: np.ndarray, labelled: np.ndarray, labels: np.ndarray, n:
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    pool, labelled = np.asarray(pool, dtype=np.float64), np.asarray(labelled, dtype=np.float64).reshape(-1, pool.shape[1] if pool.ndim == 2 else 0)
-    labels = np.asarray(labels, dtype=int)
+    pool, labelled, labels = np.asarray(pool, dtype=np.float64), np.asarray(labelled, dtype=np.float64), np.asarray(labels, dtype=int)
+    if len(labelled) == 0 and pool.ndim == 2:
+        labelled = labelled.reshape(0, pool.shape[1])
+    if pool.ndim != 2 or labelled.ndim != 2 or labelled.shape[1] != pool.shape[1]:
+        raise ValueError(f"pool features {pool.shape} and labelled features {labelled.shape}: expected [N, D] and [M, D]")
     if len(labelled) != len(labels):
         raise ValueError(f"{len(labelled)} labelled feature rows but {len(labels)} labels; expected one label per row")
     n = int(min(n, len(pool)))
