@@ -120,14 +120,14 @@ def main() -> None:
     from transfer.metrics import acquisition
     from transfer.metrics.acquisition import STRATEGIES
 
-    default_per_class = acquisition.AUTO_PER_CLASS
+    default_candidates = acquisition.AUTO_CANDIDATES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1, help="labels revealed between two choices")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--setups", default="flowers,hymenoptera")
-    parser.add_argument("--auto-per-class", default="", help="extra rows: auto switching at these labels per class")
+    parser.add_argument("--auto-candidates", default="", help="extra rows: auto with these candidates a pick (1: plain margin)")
     parser.add_argument("--cache", type=Path, default=Path("/work/cache/features"))
     args = parser.parse_args()
     print(f"machine: {machine()}; batch {args.batch}, seeds 0..{args.seeds - 1}", flush=True)
@@ -139,10 +139,10 @@ def main() -> None:
         print("|---|" + "---|" * len(BUDGETS))
         means = {}
         rows = [(s, None) for s in args.strategies.split(",")]
-        rows += [(f"auto, {k} per class", int(k)) for k in args.auto_per_class.split(",") if k]
-        for strategy, per_class in rows:
+        rows += [(f"auto, {k} candidates a pick", int(k)) for k in args.auto_candidates.split(",") if k]
+        for strategy, candidates in rows:
             started = time.perf_counter()
-            acquisition.AUTO_PER_CLASS = per_class or default_per_class
+            acquisition.AUTO_CANDIDATES = candidates or default_candidates
             runs = [simulate(pool, pool_labels, test, test_labels, strategy.split(",")[0], seed, args.batch, len(classes))
                     for seed in range(args.seeds)]
             means[strategy] = {b: float(np.mean([r[b] for r in runs])) for b in BUDGETS}

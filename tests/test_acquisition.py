@@ -77,12 +77,17 @@ def test_auto_is_representative_first_then_uncertain_and_not_redundant():
     near = np.array([[0.01, 10], [0.02, 10], [0.03, 10], [0.04, -10], [0.05, -10], [0.06, -10], [0.07, -10], [0.08, -10]])
     far = np.column_stack([np.linspace(1.5, 3, 20) * np.resize([1, -1], 20), np.resize([10.0, -10.0], 20)])
     pool = np.vstack([near, far])
+    labelled, labels = np.tile(labelled, (6, 1)), np.tile(labels, 6)  # 24 a class, 63% of the images: labels enough
     margin = next_to_label(pool, labelled, labels, 2, strategy="margin")
     auto = next_to_label(pool, labelled, labels, 2, strategy="auto", classes=["ants", "bees"])
     assert [p.index for p in margin] == [0, 1]  # both at the top: redundant
     assert [p.index for p in auto] == [0, 3]  # the least certain of each region
     few = next_to_label(pool, labelled[:2], labels[:2], 2, strategy="auto", classes=["ants", "bees"])
     assert {p.kind for p in few} == {"representative"}  # one class labelled: cover the pool first
+    some = next_to_label(pool, labelled[:8], labels[:8], 2, strategy="auto", classes=["ants", "bees"])
+    assert {p.kind for p in some} == {"representative"}  # 4 a class: under 20 a class, and under 25% of the 36 images
+    share = next_to_label(pool, labelled[:16], labels[:16], 2, strategy="auto", classes=["ants", "bees"])
+    assert [p.index for p in share] == [0, 3]  # 8 a class, but 36% of the 44 images: a small pool is covered
 
 
 def test_random_is_a_seeded_order_of_distinct_images_and_bad_input_is_refused():

@@ -12,10 +12,13 @@ Strategies, given pooled features of the unlabelled pool and of what is labelled
 - `margin` (Scheffer et al. 2001): the smallest gap between the top two probabilities of a logistic
   head fitted on what is labelled (`_head`: the tool's head at a fixed C); a random order until two
   classes are labelled.
-- `auto`, the tool's own: `typiclust` while labels are few (fewer than `AUTO_PER_CLASS` per class of
-  `num_classes`, or of the classes seen plus one where the classes are not known, or fewer than two
-  classes); then uncertain and not redundant: the `AUTO_CANDIDATES` x n least certain images by margin,
-  clustered by k-means into n groups, the least certain of each group.
+- `auto`, the tool's own: `typiclust` while labels are few: fewer than two classes, or fewer than
+  `AUTO_PER_CLASS` per class (of all the classes where known, else of those seen plus one) and under
+  `AUTO_SHARE` of all the images; then uncertain and not redundant: the `AUTO_CANDIDATES` x n least
+  certain images by margin, clustered by k-means into n groups, the least certain of each group.
+  Chosen by measurement (`benchmarks/labelling.py`, docs/training.md): on frozen Lite0 features of
+  flowers and hymenoptera, TypiClust beat margin and random up to 50 labels and more (10 per class),
+  and fell below random once it had labelled 40% of a small pool (its clusters down to 2 or 3 images).
 
 NumPy and scikit-learn only.
 """
@@ -30,8 +33,8 @@ import numpy as np
 STRATEGIES = ("auto", "typiclust", "margin", "random")
 #: TypiClust's constants (the paper's code): neighbours of typicality, smallest cluster, most clusters.
 NEIGHBOURS, MIN_CLUSTER, MAX_CLUSTERS = 20, 5, 500
-#: `auto` stays representative until this many labels per class.
-AUTO_PER_CLASS = 3
+#: `auto` stays representative until this many labels per class, or this share of all the images labelled.
+AUTO_PER_CLASS, AUTO_SHARE = 20, 0.25
 #: `auto`'s uncertain phase picks n of the `AUTO_CANDIDATES` x n least certain images, one per k-means group.
 AUTO_CANDIDATES = 4
 #: The inverse regularization of the head that ranks by margin and suggests: the tool's own C where
@@ -80,7 +83,7 @@ def next_to_label(pool: np.ndarray, labelled: np.ndarray, labels: np.ndarray, n:
     if strategy == "random" or (strategy == "margin" and head is None):
         why = "random" if strategy == "random" else "random: margin needs two classes labelled"
         picks = [(int(i), "random", why) for i in rng.permutation(len(pool))[:n]]
-    elif strategy == "typiclust" or (strategy == "auto" and _few_labels(labels, None if classes is None else len(classes))):
+    elif strategy == "typiclust" or (strategy == "auto" and _few_labels(labels, None if classes is None else len(classes), len(pool) + len(labels))):
         picks = typiclust(pool, labelled, n, seed=seed)
     elif strategy == "margin":
         picks = [(int(i), "uncertain", "") for i in np.argsort(margins(probabilities), kind="stable")[:n]]
@@ -135,12 +138,13 @@ def typiclust(pool: np.ndarray, labelled: np.ndarray, n: int, *, seed: int = 0) 
     return picks
 
 
-def _few_labels(labels: np.ndarray, num_classes: int | None) -> bool:
+def _few_labels(labels: np.ndarray, num_classes: int | None, images: int) -> bool:
     """`auto` is still representative: fewer than two classes, or fewer than `AUTO_PER_CLASS` labels
-    per class (of `num_classes`, else of the classes seen plus one not yet seen)."""
+    per class (of `num_classes`, else of the classes seen plus one not yet seen) and fewer than
+    `AUTO_SHARE` of the `images` labelled."""
     seen = len(np.unique(labels))
     classes = num_classes if num_classes is not None else seen + 1
-    return seen < 2 or len(labels) < AUTO_PER_CLASS * max(classes, seen)
+    return seen < 2 or (len(labels) < AUTO_PER_CLASS * max(classes, seen) and len(labels) < AUTO_SHARE * images)
 
 
 def _diverse_uncertain(pool: np.ndarray, probabilities: np.ndarray, n: int, seed: int) -> list[tuple[int, str, str]]:
