@@ -1,6 +1,6 @@
 """A simulated labeller (issue 35): which order of labelling reaches a good head with fewest labels.
 
-    nice -n 5 .venv/bin/python benchmarks/labelling.py --seeds 5
+    nice -n 5 .venv/bin/python benchmarks/labelling.py --seeds 5 --batch 10 --auto-candidates 1
 
 Backbone: EfficientNet-Lite0 (ImageNet, `../shared/data/efficientnet_lite0/efficientnet_lite0_notop.keras`),
 frozen, its globally pooled features at 224 px through the tool's own path
@@ -14,13 +14,14 @@ Setups:
   the test set is `hymenoptera/val` (153).
 
 For each strategy of `transfer.metrics.acquisition` and each seed, the true labels of the pool are
-revealed in the strategy's order, `--batch` (1) at a time: after each reveal the strategy chooses again
+revealed in the strategy's order, `--batch` at a time (1 by default; docs/training.md's table: 10): after each reveal the strategy chooses again
 from what is labelled so far. At each budget (10, 20, 30, 40, 50, 100 labels) the tool's head
 (`transfer.metrics.logistic.logistic_regression`: standardized features, multinomial logistic
 regression, C by cross-validation of the log loss) is fitted on what is labelled and scored on the test
 photos, which chose nothing. A budget where one class has no label yet still fits (on the classes seen).
 The seed drives the random order, k-means' starts and the logistic fit; mean +- sd over the seeds.
 Also printed: for `auto`, the smallest budget whose mean accuracy reaches random's mean at 50 labels.
+`--auto-candidates K` adds a row of `auto` with K candidates a pick in its uncertain phase (1: plain margin).
 """
 
 from __future__ import annotations
