@@ -134,6 +134,14 @@ def _text(ws: Workspace, name: str, text: str) -> str:
     return str(path)
 
 
+def _project_without_columns(ws: Workspace) -> list[str]:
+    project = ws.path("project")
+    project.mkdir(exist_ok=True)
+    (project / "project.json").write_text('{"model": "imagenet:resnet50"}')
+    (project / "labels.csv").write_text("file,class\nx.png,ants\n")
+    return ["suggest", str(project), str(ws.data), "--out", str(ws.fresh("next")) + ".csv"]
+
+
 def _train(data: str, ws: Workspace, *extra: str) -> list[str]:
     return ["train", data, "--backbone", "lenet", "--epochs", "1", "--no-augment", "--out", str(ws.fresh("out")), *extra]
 
@@ -437,6 +445,12 @@ CASES = [
     Case("evaluate --unknown-dir of a run without a detector", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.data), "--out", str(ws.path("ev-unknown"))], 2, "the model has no open-set detector"),
     Case("evaluate --unknown-dir that is not a folder", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.path("nowhere")), "--out", str(ws.path("ev-nowhere"))], 2, "--unknown-dir"),
     Case("report --unknown-dir without --test", lambda ws: ["report", str(ws.run), "--unknown-dir", str(ws.data)], 2, "--unknown-dir must be given with --test DIR"),
+    # Labelling
+    Case("suggest --n 0", lambda ws: ["suggest", str(ws.data), str(ws.data), "--n", "0"], 2, "--n 0: the number of photos to suggest must be 1 or more"),
+    Case("suggest --strategy unknown", lambda ws: ["suggest", str(ws.data), str(ws.data), "--strategy", "entropy"], 2, "--strategy entropy: expected one of auto, typiclust, margin, random"),
+    Case("suggest from a folder that is neither run nor project", lambda ws: ["suggest", str(ws.data), str(ws.data), "--out", str(ws.fresh("next")) + ".csv"], 2, "is neither a run directory (no model.keras) nor a labelling project"),
+    Case("suggest --out over a file it did not write", lambda ws: ["suggest", str(ws.data), str(ws.data), "--out", _manifest(ws, "mine.csv", "a,b\n")], 2, "was not written by transfer suggest"),
+    Case("suggest from a project whose labels.csv lacks path,label", _project_without_columns, 2, "expected path,label"),
 ]
 
 

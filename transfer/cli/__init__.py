@@ -8,6 +8,7 @@
 | `train.py` | the commands that train or fit: `train`, `lr-find`, `cross-validate`, `audit`, `compare`, `probe` |
 | `use.py` | the commands that use a model: `predict`, `evaluate`, `report`, `visualize`, `features` |
 | `deploy.py` | `export` and `serve` |
+| `label.py` | `suggest` |
 | `catalog.py` | `backbones` and `dataset` |
 
 Each command gathers its options, calls one library function, and prints its result. Nothing here
@@ -15,7 +16,7 @@ imports TensorFlow: the library checks options and outputs first and imports it 
 starts, so `--help`, `--version`, `backbones` and option errors answer at once.
 """
 
-from transfer.cli import train, use, deploy, catalog  # noqa: F401,I001  (each registers its commands, in this order in --help)
+from transfer.cli import train, use, deploy, label, catalog  # noqa: F401,I001  (each registers its commands, in this order in --help)
 from transfer.cli.app import app
 
 __all__ = ["app"]

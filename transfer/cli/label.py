@@ -1,0 +1,41 @@
+"""Labelling: `suggest` (the photos to label next, for scripts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from transfer.cli.app import app, messages, results, user_errors
+from transfer.cli.parameters import CacheDir
+from transfer.cli.printers import RichReporter
+
+
+@app.command()
+def suggest(
+    source: Annotated[Path, typer.Argument(metavar="RUN_OR_PROJECT", help="A run directory (its split.csv is what is labelled), or a labelling project folder (labels.csv and project.json).")],
+    photos: Annotated[Path, typer.Argument(help="Folder of photos to choose from (searched recursively; those already labelled are left out).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write: path, suggested_label, confidence, reason.")] = Path("next.csv"),
+    n: Annotated[int, typer.Option("--n", help="How many photos to suggest, most worth labelling first.")] = 20,
+    strategy: Annotated[str, typer.Option(help="auto (representative while labels are few, then uncertain and not redundant) | typiclust | margin | random.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier suggestions file written by transfer (nothing else).")] = False,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Which photos to label next, and why.
+
+    Writes the N photos of PHOTOS most worth labelling next, in order, with the model's suggested label.
+
+    Example: transfer suggest runs/photos new_photos/ --n 20 --out next.csv
+    """
+    from transfer.selection.suggest import suggest as run_suggest
+
+    with user_errors():
+        found = run_suggest(source, photos, out, n=n, strategy=strategy, force=force,
+                            cache_dir=Path(cache_dir) if cache_dir else None, reporter=RichReporter())
+    for path, reason in found.skipped:
+        messages.print(f"skipped {escape(str(path))}: {escape(reason)}", highlight=False)
+    kinds = sorted({row["reason"].split(":")[0] for row in found.rows})
+    already = f"; {found.already_labelled} already labelled, left out" if found.already_labelled else ""
+    results.print(f"{len(found.rows)} photos to label next ({', '.join(kinds)}){already}: {escape(str(found.path))}", highlight=False)
