@@ -221,7 +221,12 @@ class Labelling:
         audited = [{"index": self.index[row["path"]], "kind": "audit", "suggested": row["suggested"], "confidence": None,
                     "reason": f"audit: the label {row['given']} is doubted (chance it is wrong {float(row['score']):.2f}); "
                               f"the audit suggests {row['suggested']}", "audit": row} for row in self._open_audit()]
-        self.queue, self.estimate = audited + queue, estimate
+        shown = self._head() if self.queue else None  # the photo on the page stays until it is labelled
+        rest = [item for item in audited + queue if shown is None or item["index"] != shown["index"]]
+        if shown is not None and shown["kind"] != "audit":
+            fresh = {item["index"]: item for item in queue}
+            rest.insert(len([i for i in rest if i["kind"] == "audit"]), fresh.get(shown["index"], shown))
+        self.queue, self.estimate = rest, estimate
 
     def _save(self, audited: str | None = None) -> None:
         """`labels.csv` and `project.json` as the state is now, each written to a temporary name and renamed."""

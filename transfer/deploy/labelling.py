@@ -61,6 +61,7 @@ def label(photos: Path, folder: Path, options: LabelOptions, reporter: Reporter 
 
     require(1 <= options.port <= 65535, "--port", options.port, "a TCP port between 1 and 65535")
     extras.require("serve")
+    _check_paths(Path(photos), Path(folder))
     _check_address(options.host, options.port)
     labelling = open_project(photos, folder, options, reporter)
     if not _is_loopback(options.host):
@@ -92,8 +93,7 @@ def open_project(photos: Path, folder: Path, options: LabelOptions, reporter: Re
     from transfer.training.features import FeatureCache, default_cache_dir, extract_features, model_feature_extractor
 
     photos, folder = Path(photos), Path(folder)
-    if not photos.is_dir():
-        raise DataError(f"PHOTOS {photos} is not a folder; give the folder of photos to label.")
+    _check_paths(photos, folder)
     audit = read_audit(Path(options.audit)) if options.audit else []
     model, labelled, classes, reviewed = _read_or_create(folder, options, audit)
     images, skipped = walk_images(photos)
@@ -125,7 +125,6 @@ def _read_or_create(folder: Path, options: LabelOptions, audit: list[dict]):
     """`(model, [(absolute path, label)], classes, audit photos reviewed)` of the project, read or new."""
     import os
 
-    from transfer.core.errors import OutputExistsError
     from transfer.selection.suggest import labelled_set
 
     if (folder / CONFIG).is_file():
@@ -138,8 +137,6 @@ def _read_or_create(folder: Path, options: LabelOptions, audit: list[dict]):
         reviewed = set(publishing.read_json(folder / CONFIG).get(REVIEWED) or [])
         labelled = [(os.path.abspath(p), label) for p, label in labelled]
     else:
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise OutputExistsError(f"--out {folder} exists and is not a labelling project (no {CONFIG}); give a new or empty folder.")
         model = options.model or DEFAULT_MODEL
         if not model.startswith(("imagenet:", "keras-hub:")):
             model = os.path.abspath(model)
@@ -150,6 +147,16 @@ def _read_or_create(folder: Path, options: LabelOptions, audit: list[dict]):
         if name not in classes:
             classes.append(name)
     return model, labelled, classes, reviewed
+
+
+def _check_paths(photos: Path, folder: Path) -> None:
+    """PHOTOS is a folder; PROJECT is a project, or new, or an empty folder."""
+    from transfer.core.errors import OutputExistsError
+
+    if not photos.is_dir():
+        raise DataError(f"PHOTOS {photos} is not a folder; give the folder of photos to label.")
+    if not (folder / CONFIG).is_file() and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputExistsError(f"--out {folder} exists and is not a labelling project (no {CONFIG}); give a new or empty folder.")
 
 
 def read_seed(manifest: Path) -> list[tuple[str, str]]:
