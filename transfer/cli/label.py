@@ -53,7 +53,7 @@ def label(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8502,
     cache_dir: CacheDir = None,
 ) -> None:
-    """Label photos on a local page, the most useful first.
+    """Label photos on a page, most useful first.
 
     Shows the photos of PHOTOS one at a time, in the order most worth labelling, with the model's
     suggestion; keys 1-9 label, Enter accepts, u undoes, s skips. Every label is written to
