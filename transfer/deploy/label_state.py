@@ -74,9 +74,10 @@ class Labelling:
 
     def wait(self) -> None:
         """Until the background recomputation, if any, is done (and installed)."""
-        thread = self.refitting
-        if thread is not None:
+        while (thread := self.refitting) is not None:  # one may start another as it ends
             thread.join()
+            if self.refitting is thread:
+                break
 
     # --- What the page does ----------------------------------------------------------------------
 
@@ -167,6 +168,9 @@ class Labelling:
                 computed = self._compute(snapshot)
                 with self.lock:
                     self._install(*computed)
+                    self.refitting = None
+                    if self.since_refit >= REFIT_EVERY:  # labels came in while it ran: once more
+                        self.refit()
 
             self.refitting = threading.Thread(target=work, name="label-refit", daemon=True)
             self.refitting.start()
