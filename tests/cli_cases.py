@@ -451,6 +451,9 @@ CASES = [
     Case("suggest from a folder that is neither run nor project", lambda ws: ["suggest", str(ws.data), str(ws.data), "--out", str(ws.fresh("next")) + ".csv"], 2, "is neither a run directory (no model.keras) nor a labelling project"),
     Case("suggest --out over a file it did not write", lambda ws: ["suggest", str(ws.data), str(ws.data), "--out", _manifest(ws, "mine.csv", "a,b\n")], 2, "was not written by transfer suggest"),
     Case("suggest from a project whose labels.csv lacks path,label", _project_without_columns, 2, "expected path,label"),
+    Case("label PHOTOS that is not a folder", lambda ws: ["label", str(ws.path("no-photos")), "--out", str(ws.fresh("project"))], 2, "is not a folder; give the folder of photos to label"),
+    Case("label --out a folder of other files", lambda ws: ["label", str(ws.data), "--out", str(ws.data)], 2, "exists and is not a labelling project"),
+    Case("label --port out of range", lambda ws: ["label", str(ws.data), "--out", str(ws.fresh("project")), "--port", "0"], 2, "--port"),
 ]
 
 

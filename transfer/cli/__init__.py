@@ -8,7 +8,7 @@
 | `train.py` | the commands that train or fit: `train`, `lr-find`, `cross-validate`, `audit`, `compare`, `probe` |
 | `use.py` | the commands that use a model: `predict`, `evaluate`, `report`, `visualize`, `features` |
 | `deploy.py` | `export` and `serve` |
-| `label.py` | `suggest` |
+| `label.py` | `label`, `suggest` |
 | `catalog.py` | `backbones` and `dataset` |
 
 Each command gathers its options, calls one library function, and prints its result. Nothing here

@@ -1,9 +1,9 @@
-"""Labelling: `suggest` (the photos to label next, for scripts)."""
+"""Labelling: `label` (a local page, the most useful photo first) and `suggest` (the photos to label next, for scripts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -39,3 +39,31 @@ def suggest(
     kinds = sorted({row["reason"].split(":")[0] for row in found.rows})
     already = f"; {found.already_labelled} already labelled, left out" if found.already_labelled else ""
     results.print(f"{len(found.rows)} photos to label next ({', '.join(kinds)}){already}: {escape(str(found.path))}", highlight=False)
+
+
+@app.command()
+def label(
+    photos: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="PROJECT", help="The labelling project folder: created, or reopened to go on (labels.csv and project.json).")],
+    classes: Annotated[Optional[str], typer.Option(help="The classes to start with, comma-separated (more can be added on the page).", show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="A path,label CSV whose labels a new project starts from.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="What gives the photos' features: imagenet:NAME, a run directory or a Keras model file. Default: imagenet:efficientnet_lite0 (a new project; a project keeps its own).", show_default=False)] = None,
+    audit: Annotated[Optional[Path], typer.Option(help="A folder `transfer audit` wrote: its doubted labels come first, to relabel or keep.", show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Another than 127.0.0.1 exposes the photos and labels beyond this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8502,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Label photos on a page, most useful first.
+
+    Shows the photos of PHOTOS one at a time, in the order most worth labelling, with the model's
+    suggestion; keys 1-9 label, Enter accepts, u undoes, s skips. Every label is written to
+    PROJECT/labels.csv at once; `transfer train --manifest PROJECT/labels.csv` trains on them.
+
+    Example: transfer label photos/ --out project/ --classes ants,bees
+    """
+    from transfer.deploy.labelling import LabelOptions, label as run_label
+
+    names = tuple(name.strip() for name in (classes or "").split(",") if name.strip())
+    with user_errors():
+        run_label(photos, out, LabelOptions(classes=names, manifest=manifest, model=model, audit=audit, host=host, port=port,
+                                            cache_dir=Path(cache_dir) if cache_dir else None), reporter=RichReporter())
