@@ -57,14 +57,14 @@ def label(photos: Path, folder: Path, options: LabelOptions, reporter: Reporter 
     """
     from transfer.core import extras
     from transfer.core.errors import require
-    from transfer.deploy.serving import _check_address, _is_loopback
+    from transfer.deploy.serving import check_address, is_loopback
 
     require(1 <= options.port <= 65535, "--port", options.port, "a TCP port between 1 and 65535")
     extras.require("serve")
     _check_paths(Path(photos), Path(folder))
-    _check_address(options.host, options.port)
+    check_address(options.host, options.port)
     labelling = open_project(photos, folder, options, reporter)
-    if not _is_loopback(options.host):
+    if not is_loopback(options.host):
         reporter.warning(f"Listening on {options.host}, beyond this machine, without authentication: anyone who can reach it "
                          f"can see the photos and change the labels.")
     import uvicorn

@@ -87,7 +87,7 @@ def serve(model_ref: Path | str, options: ServerOptions, *, weights: str | None 
     if warning:
         reporter.warning(warning)
     name = options.model_name or default_model_name(model_ref)
-    _check_address(options.host, options.port)
+    check_address(options.host, options.port)
 
     import uvicorn
 
@@ -146,7 +146,7 @@ def read_api_key(path: Path | None) -> str | None:
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
     """What to tell a user who serves beyond this machine without a key."""
-    if api_key is not None or _is_loopback(host):
+    if api_key is not None or is_loopback(host):
         return None
     return (f"Listening on {host}, beyond this machine, without authentication: anyone who can reach it can use the model. "
             f"Pass --api-key-file FILE to require a key.")
@@ -173,7 +173,7 @@ def _warm_up(scorer) -> None:
     scorer.score_encoded([image.getvalue()])
 
 
-def _check_address(host: str, port: int) -> None:
+def check_address(host: str, port: int) -> None:
     """Fails now, before the model loads, when `host:port` cannot be listened on."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -186,7 +186,7 @@ def _check_address(host: str, port: int) -> None:
         ) from None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
