@@ -444,6 +444,7 @@ CASES = [
     Case("train on too few images for a detector", lambda ws: _train(str(ws.data), ws, "--val-split", "0.5"), 0, "the detector is skipped: add images to use it"),
     Case("evaluate --unknown-dir of a run without a detector", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.data), "--out", str(ws.path("ev-unknown"))], 2, "the model has no open-set detector"),
     Case("evaluate --unknown-dir that is not a folder", lambda ws: ["evaluate", str(ws.run), str(ws.data), "--unknown-dir", str(ws.path("nowhere")), "--out", str(ws.path("ev-nowhere"))], 2, "--unknown-dir"),
+    Case("train with a class named unknown", lambda ws: _train(str(_data_with(ws, "named-unknown", lambda r: (r / "bees").rename(r / "unknown"))), ws), 0, "a class is named 'unknown'"),
     Case("report --unknown-dir without --test", lambda ws: ["report", str(ws.run), "--unknown-dir", str(ws.data)], 2, "--unknown-dir must be given with --test DIR"),
     # Labelling
     Case("suggest --n 0", lambda ws: ["suggest", str(ws.data), str(ws.data), "--n", "0"], 2, "--n 0: the number of photos to suggest must be 1 or more"),

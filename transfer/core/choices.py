@@ -34,6 +34,9 @@ CALIBRATIONS = ("temperature", "none")
 #: the model's feature space, its threshold set on held-out folds; `off` records none. `knn` is the
 #: default: the one that answered every blank and noise image unknown in docs/evaluate.md's measurement.
 UNKNOWN_DETECTORS = ("knn", "mahalanobis_l2", "mahalanobis", "off")
+#: The answer for an image outside the classes or below `--min-confidence` (`transfer.evaluation.prediction`):
+#: a class of that name would be ambiguous, so a run with one records no detector.
+UNKNOWN = "unknown"
 #: The share of in-class images the threshold answers `unknown` (`--unknown-share`).
 UNKNOWN_SHARE = 0.02
 #: `transfer export --format`, and LiteRT's `--quantize` (see `transfer.deploy.export`).

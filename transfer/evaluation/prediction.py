@@ -14,16 +14,15 @@ import numpy as np
 
 from transfer.core.errors import DataError
 from transfer.models.imagenet import is_imagenet
-from transfer.core.choices import MAX_BATCH_SIZE
+from transfer.core.choices import MAX_BATCH_SIZE, UNKNOWN
 from transfer.core.errors import require
 from transfer.core.progress import SILENT, Reporter
 from transfer.evaluation.scorers import load_scorer, model_labels
 from transfer.data.sources import IMAGE_EXTENSIONS, special_file_kind, walk_images
 
 
-#: The answer for an image outside the classes (its novelty beyond the run's detector's threshold), or
-#: whose top probability is below the minimum confidence; `Prediction.why_unknown` tells which.
-UNKNOWN = "unknown"
+#: The answer (`UNKNOWN`, from `transfer.core.choices`) for an image outside the classes (its novelty beyond the
+#: run's detector's threshold), or whose top probability is below the minimum confidence; `Prediction.why_unknown` tells which.
 #: The two reasons for `UNKNOWN`, in the order they are checked.
 NOVEL, LOW_CONFIDENCE = "novel", "low_confidence"
 

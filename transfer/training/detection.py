@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from transfer.core.choices import UNKNOWN
 from transfer.training.state import RunState
 
 
@@ -24,6 +25,10 @@ def fit_detector(run: RunState, *, refit: bool):
 
     options = run.options
     if options.unknown == "off":
+        return None
+    if UNKNOWN in run.folder.class_names:
+        run.reporter.warning(f"Unknown images: a class is named {UNKNOWN!r}, the answer for images outside the classes, so no "
+                             f"detector is recorded; rename that class folder to use one.")
         return None
     paths, labels = _fitted_images(run, refit)
     try:
@@ -44,7 +49,9 @@ def fit_detector(run: RunState, *, refit: bool):
 def detector_record(run: RunState, detector) -> dict:
     """What `config.json` says of the detector under `unknown_detector`."""
     if detector is None:
-        return {"method": None, "reason": "--unknown off" if run.options.unknown == "off" else "too few training images"}
+        reason = ("--unknown off" if run.options.unknown == "off" else f"a class is named {UNKNOWN!r}"
+                  if UNKNOWN in run.folder.class_names else "too few training images")
+        return {"method": None, "reason": reason}
     return {**detector.to_dict(), "images": len(detector.held_out_scores)}
 
 
