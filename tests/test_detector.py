@@ -101,6 +101,11 @@ def test_predict_and_evaluate_answer_unknown_beyond_the_threshold(digits_run, di
     out = tmp_path / "evaluation"
     evaluated = runner.invoke(app, ["evaluate", str(digits_run), str(digits_dir), "--unknown-dir", str(noise.parent), "--out", str(out)])
     assert evaluated.exit_code == 0, evaluated.output
+    assert f"novelty (unknown > {threshold:.3g})" in " ".join(runner.invoke(app, ["predict", str(digits_run), str(noise)]).stdout.split())
+    overlapping = runner.invoke(app, ["evaluate", str(digits_run), str(digits_dir), "--unknown-dir", str(digits_dir / "3"),
+                                      "--out", str(tmp_path / "overlap")])
+    told = " ".join(overlapping.stderr.split())
+    assert overlapping.exit_code == 0 and "were in the training split of" in told and "are also among the labelled images evaluated" in told
     table = pd.read_csv(out / layout.UNKNOWN_CSV)
     assert table.loc[table["path"] == str(digit), "novelty"].item() == pytest.approx(known["novelty"], abs=1e-3)  # float32 near 0
     assert table.loc[table["set"] == "other", "novelty"].item() == pytest.approx(far["novelty"], abs=1e-5)

@@ -128,6 +128,8 @@ def test_the_detector_answers_unknown_beyond_its_threshold_and_says_which_reason
     assert (sure.answer, sure.why_unknown, sure.to_dict()["novelty"]) == ("a", None, 0.5), "at the threshold is not beyond it"
     low = rule("y.png", Scored(np.array([0.6, 0.4]), 0.2), 2)
     assert (unsure.answer, low.answer, low.why_unknown, low.to_dict()["why_unknown"]) == ("a", UNKNOWN, LOW_CONFIDENCE, LOW_CONFIDENCE)
+    named = decision_rule(["unknown", "b"], {}, min_confidence=None, threshold=None)("n.png", Scored(np.array([0.9, 0.1])), 2)
+    assert (named.answer, named.why_unknown) == ("unknown", None), "a class's own name is no reason"
     multi = decision_rule(["a", "b"], {"multi_label": True}, min_confidence=None, threshold=0.5, novelty=0.5)
     assert (multi("z.png", Scored(np.array([0.9, 0.6]), 0.9), 1).answer, multi("z.png", Scored(np.array([0.9, 0.6]), 0.1), 1).answer) == (UNKNOWN, "a;b")
 

@@ -103,8 +103,9 @@ class PredictionPrinter:
     """Predictions on stdout as they come (csv, json) or as one table at the end; every file that
     was not scored is also named on stderr with the reason."""
 
-    def __init__(self, format: OutputFormat):
-        self.format, self.count, self.failed, self.rows = format, 0, 0, []
+    def __init__(self, format: OutputFormat, threshold: float | None = None):
+        """`threshold`: the model's novelty threshold, shown in the table's novelty heading."""
+        self.format, self.count, self.failed, self.rows, self.threshold = format, 0, 0, [], threshold
         self.writer = csv.writer(sys.stdout, lineterminator="\n")  # LF, as every other CSV file written here
 
     def add(self, p) -> None:
@@ -140,8 +141,9 @@ class PredictionPrinter:
             multi = any(p.chosen is not None for p in self.rows)  # multi-label: the labels given, then the ranks
             unknown = multi or any(p.answer == UNKNOWN for p in self.rows)  # the answer column is shown where it differs
             novelty = any(p.novelty is not None for p in self.rows)
+            beyond = f" (unknown > {self.threshold:.3g})" if self.threshold is not None else ""
             table = Table("image", *(["labels" if multi else "answer"] if unknown else []), *[f"#{rank}" for rank in range(1, k + 1)],
-                          *([Column("novelty", justify="right")] if novelty else []))
+                          *([Column("novelty" + beyond, justify="right")] if novelty else []))
             why = {"novel": " (novel)", "low_confidence": " (low confidence)"}
             for p in self.rows:
                 cells = [escape(f"{label} {probability:.1%}") for label, probability in zip(p.labels, p.probabilities)]
@@ -264,10 +266,11 @@ def print_evaluation(evaluation) -> None:
     print_scores(evaluation)
     s = evaluation.summary
     if "in_class_unknown" in s:
-        line = f"Unknown images: {s['in_class_unknown']:.1%} of these images answered unknown"
+        line = f"Unknown images: {s['in_class_unknown']:.1%} of the labelled images wrongly answered unknown"
         if "unknown_auroc" in s:
-            line += (f"; of the {s['num_other']} outside the classes {s['other_unknown']:.1%} (AUROC {s['unknown_auroc']:.3f}, "
-                     f"threshold {s['unknown_threshold']:.4g})")
+            line += (f"; {s['other_unknown']:.1%} of the {s['num_other']} images outside the classes (--unknown-dir) answered "
+                     f"unknown (AUROC {s['unknown_auroc']:.3f})")
+        line += f"; novelty threshold {s['unknown_threshold']:.4g}"
         results.print(line + ".", highlight=False)
 
 

@@ -30,7 +30,7 @@ def predict(
 
     Example: transfer predict runs/photos photo.jpg
     """
-    from transfer.evaluation.prediction import predict as run_prediction
+    from transfer.evaluation.prediction import novelty_threshold, predict as run_prediction
 
     printer = PredictionPrinter(format)
     with user_errors():
@@ -40,6 +40,8 @@ def predict(
                 reporter=RichReporter(),
             )
             for prediction in predictions:
+                if not printer.count:  # the model is open by now: its detector's threshold, for the table's heading
+                    printer.threshold = novelty_threshold(model)
                 printer.add(prediction)
         finally:
             printer.close()  # what was scored is shown, also after Ctrl-C

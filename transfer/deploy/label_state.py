@@ -147,9 +147,14 @@ class Labelling:
         Raises:
             InvalidOptionError: an empty name, one with a comma, quote or line break, over 64 characters, or one there already.
         """
+        from transfer.core.choices import UNKNOWN
+
         name = str(name).strip()
         if not name or len(name) > 64 or any(c in name for c in ',"\n\r'):
             raise InvalidOptionError(f"class name {name!r}: expected 1 to 64 characters, without commas, quotes or line breaks.")
+        if name == UNKNOWN:
+            raise InvalidOptionError(f"class name {name!r} is the answer for photos outside the classes; a run trained with it "
+                                     f"records no detector of such photos. Choose another name (such as 'other').")
         with self.lock:
             if name in self.classes:
                 raise InvalidOptionError(f"class {name!r} is there already.")

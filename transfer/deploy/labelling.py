@@ -96,6 +96,8 @@ def open_project(photos: Path, folder: Path, options: LabelOptions, reporter: Re
     _check_paths(photos, folder)
     audit = read_audit(Path(options.audit)) if options.audit else []
     model, labelled, classes, reviewed = _read_or_create(folder, options, audit)
+    if (folder / CONFIG).is_file() and (added := [name for name in options.classes if name not in _saved_classes(folder)]):
+        reporter.message(f"Classes added to {folder / CONFIG}: {', '.join(added)}.")
     images, skipped = walk_images(photos)
     extractor, size = model_feature_extractor(model, reporter=reporter)
     known = list(dict.fromkeys([os.path.abspath(p) for p in images] + [p for p, _ in labelled if os.path.isfile(p)]
@@ -147,6 +149,10 @@ def _read_or_create(folder: Path, options: LabelOptions, audit: list[dict]):
         if name not in classes:
             classes.append(name)
     return model, labelled, classes, reviewed
+
+
+def _saved_classes(folder: Path) -> list[str]:
+    return list(publishing.read_json(folder / CONFIG).get("classes") or [])
 
 
 def _check_paths(photos: Path, folder: Path) -> None:

@@ -134,6 +134,7 @@ def evaluate_folder(
 
         config = {} if is_imagenet(model_path) else artifacts.open_model(model_path).config()
         others, other_skipped = other_images(scoring.unknown_dir, model_labels(model_path), unknown_threshold(config), reporter)
+        _say_overlaps(model_path, data, others, reporter)
     evaluation = evaluate(model_path, data, top_k=scoring.top_k, threshold=scoring.threshold, tta=scoring.tta,
                           batch_size=scoring.batch_size, reporter=reporter, others=others)
     seen = _training_images(model_path, data)  # after: data of other classes fails first, with its one line
@@ -147,6 +148,19 @@ def evaluate_folder(
     evaluation.summary.update(data=listing.source, num_skipped=len(evaluation.skipped), num_training_images=seen)
     artifacts.write_evaluation(evaluation, out_dir, draw=evaluation_pictures(evaluation))
     return evaluation, out_dir
+
+
+def _say_overlaps(model_path: Path, data: pd.DataFrame, others: list[str], reporter: Reporter) -> None:
+    """Says where `--unknown-dir`'s images are the run's training images or the labelled images themselves:
+    allowed, but then the numbers say little about photos outside the classes."""
+    trained = _training_images(model_path, pd.DataFrame({"path": others}))
+    if trained:
+        reporter.warning(f"{trained} of the {len(others)} images of --unknown-dir were in the training split of {model_path}: "
+                         f"they lie at distance 0 from themselves, so they are answered as in-class by construction.")
+    same = {os.path.realpath(path) for path in data["path"]} & {os.path.realpath(path) for path in others}
+    if same:
+        reporter.warning(f"{len(same)} of the {len(others)} images of --unknown-dir are also among the labelled images evaluated: "
+                         f"the AUROC then compares them with themselves.")
 
 
 def evaluation_pictures(evaluation: Evaluation) -> Callable[[Path], None]:

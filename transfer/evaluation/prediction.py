@@ -109,6 +109,14 @@ def collect_images(inputs: Sequence[Path]) -> tuple[list[str], list[tuple[str, s
     return paths, skipped
 
 
+def novelty_threshold(model_path: Path | str) -> float | None:
+    """The novelty score beyond which a run or an export answers `UNKNOWN` (`None` without a detector)."""
+    from transfer.evaluation.scorers import unknown_threshold
+    from transfer.outputs.artifacts import open_model
+
+    return None if is_imagenet(model_path) else unknown_threshold(open_model(model_path).config())
+
+
 def resolve_top_k(top_k: int | None, classes: int, reporter: Reporter = SILENT) -> int:
     """Labels per image: `top_k`, or min(3, classes) when `None`; a `top_k` above the number of
     classes means all of them, which every command says once (predict, evaluate, export, serve).
@@ -193,9 +201,8 @@ def decision_rule(labels: list[str], config: dict, *, min_confidence: float | No
             scores = getattr(scored, "probabilities", scored)  # a `Scored` row, or its probabilities alone
             order = np.argsort(-scores, kind="stable")[:k]
             top, probabilities = [labels[i] for i in order], [float(scores[i]) for i in order]
-            given = answer(top[0], probabilities[0], floor)
-            why = NOVEL if novel(scored) else LOW_CONFIDENCE if given == UNKNOWN else None
-            return Prediction(path, top, probabilities, UNKNOWN if why else given, novelty=getattr(scored, "novelty", None), why_unknown=why)
+            why = NOVEL if novel(scored) else LOW_CONFIDENCE if probabilities[0] < floor else None
+            return Prediction(path, top, probabilities, UNKNOWN if why else top[0], novelty=getattr(scored, "novelty", None), why_unknown=why)
 
         return single
     require(min_confidence is None, "--min-confidence", min_confidence, "given only for a single-label model (this one is "
