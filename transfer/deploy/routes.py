@@ -11,6 +11,7 @@ which parameter is the request and which comes from a dependency.
 """
 
 import asyncio
+import functools
 import base64
 import binascii
 import hmac
@@ -63,6 +64,16 @@ class Served:
     def unknown_threshold(self) -> float | None:
         """The open-set detector's threshold (`None` without one): beyond it the answer is `unknown`."""
         return getattr(self.scorer, "unknown_threshold", None)
+
+    @functools.cached_property
+    def decide(self):
+        """`transfer predict`'s decision rule (`transfer.evaluation.prediction.decision_rule`) with the server's
+        minimum confidence, or a multi-label model's thresholds, and the detector's threshold: built once."""
+        labels = self.scorer.labels
+        multi = self.thresholds is not None
+        config = {"multi_label": True, "thresholds": dict(zip(labels, self.thresholds.tolist()))} if multi else {}
+        return decision_rule(labels, config, min_confidence=None if multi else self.min_confidence, threshold=None,
+                             novelty=self.unknown_threshold)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -279,12 +290,9 @@ def format_predictions(scored: Scored, model: Served) -> list[dict]:
     a multi-label model's `labels` are those that reach their threshold (the SavedModel's, less its
     empty places); with an open-set detector, `novelty` and `why_unknown` too."""
     labels = model.scorer.labels
-    decide = decision_rule(labels, {"thresholds": None} if model.thresholds is None else {"multi_label": True, "thresholds": dict(zip(labels, model.thresholds.tolist()))},
-                           min_confidence=None if model.thresholds is not None else model.min_confidence,
-                           threshold=None, novelty=model.unknown_threshold)
     predictions = []
     for row in scored.rows():
-        decided = decide("", row, len(labels) if model.thresholds is not None else model.top_k)
+        decided = model.decide("", row, len(labels) if model.thresholds is not None else model.top_k)
         given = decided.chosen if decided.chosen is not None else decided.labels
         chosen = [labels.index(name) for name in given]
         probabilities = row.probabilities.astype(np.float64)

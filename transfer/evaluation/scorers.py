@@ -124,9 +124,9 @@ class KerasScorer(PixelScorer):
         `{"scores", "novelty"}` (`transfer.models.detector.with_novelty`)."""
         from transfer.models.detector import with_novelty
         from transfer.models.registry import run_backbone
+        from transfer.models.saving import run_transfers
 
-        transfers = bool(self.config.get("transfers", self.config.get("pretrained")))
-        return with_novelty(model, run_backbone(self.config), transfers, self.detector)
+        return with_novelty(model, run_backbone(self.config), run_transfers(self.config), self.detector)
 
     def scorer_for(self, count: int):
         if count <= self.EAGER_IMAGES:

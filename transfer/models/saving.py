@@ -55,3 +55,9 @@ def repaired_layers(model_file: Path) -> dict:
 
     Repaired.__name__ = "ViTPatchingAndEmbedding"  # Keras files a layer's weights under its class's name
     return {"ViTPatchingAndEmbedding": Repaired}
+
+
+def run_transfers(config: dict) -> bool:
+    """Whether a run (its `config.json`) is a backbone under a new head, not a baseline from scratch
+    (`transfers`; runs before it say `pretrained`)."""
+    return bool(config.get("transfers", config.get("pretrained")))

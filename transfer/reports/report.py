@@ -28,6 +28,7 @@ from transfer.reports.visualize import gradcam_figure
 from transfer.core.errors import ModelLoadError, OutputExistsError, require
 from transfer.evaluation.evaluate import Evaluation, Scoring, evaluate, evaluate_folder, evaluation_pictures
 from transfer.core.progress import SILENT, Reporter
+from transfer.models.saving import run_transfers
 
 
 def report(
@@ -174,11 +175,6 @@ def _logistic(config: dict, history: pd.DataFrame, scratch: Path) -> str:
     return "\n".join(parts)
 
 
-def _transfers(config: dict) -> bool:
-    """Whether the run is a backbone under a new head (`transfers`; runs before it say `pretrained`)."""
-    return bool(config.get("transfers", config.get("pretrained")))
-
-
 def _weights_of(config: dict) -> str:
     if config.get("source_run"):
         return "of the source run"
@@ -260,7 +256,7 @@ def _summary(run_dir: Path, config: dict, evaluation: Evaluation, tested: Shown 
         }
         caption = "validation mean average precision"
     else:
-        mode = "scratch" if not _transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
+        mode = "scratch" if not run_transfers(config) else ("fine-tuned" if config.get("finetune_epochs") else "frozen")
         source = config.get("source_run")
         facts = {
             "backbone": f"{config.get('backbone')} ({mode}, weights {_weights_of(config)})",

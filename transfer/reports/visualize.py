@@ -18,7 +18,7 @@ from transfer.outputs import artifacts, layout, publishing
 from transfer.models.registry import run_backbone
 from transfer.core.errors import DataError, InvalidOptionError
 from transfer.outputs.figures import plot_image_grid
-from transfer.models.saving import load_run_model
+from transfer.models.saving import load_run_model, run_transfers
 
 if TYPE_CHECKING:  # TensorFlow is imported when the work starts, after every check
     import keras
@@ -215,7 +215,7 @@ def gradcam_figure(run: artifacts.Run, config: dict, evaluation, count: int, pat
     from transfer.data.folders import iter_decoded_batches
     from transfer.reports import pages
 
-    spec, transfers = run_backbone(config), bool(config.get("transfers", config.get("pretrained")))
+    spec, transfers = run_backbone(config), run_transfers(config)
     model = load_run_model(run)
     chosen = _spread_over_classes(evaluation.examples, count)
     pixels = np.concatenate([b.pixels for b in iter_decoded_batches(chosen["path"].tolist(), int(model.input_shape[1]), 32)])

@@ -69,12 +69,14 @@ def _fitted_images(run: RunState, refit: bool) -> tuple[list[str], np.ndarray]:
 
 
 def _features(run: RunState, paths: list[str]) -> np.ndarray:
-    from transfer.training.features import FeatureCache, default_cache_dir, extract_features
+    """The final model's features of `paths`: while the backbone is the frozen one, the frozen stage's
+    extractor and its disk cache (`extractor_and_cache`); else one pass of `features_model`, uncached."""
     from transfer.models.detector import features_model
+    from transfer.training.features import extract_features, extractor_and_cache
 
-    model = features_model(run.model, run.spec, run.options.transfers)
-    frozen = run.best_stage in ("logistic", "frozen")  # the backbone of the feature cache: reuse its entries
-    cache = FeatureCache(run.options.cache_dir or default_cache_dir(), model, run.options.image_size) \
-        if frozen and run.options.cache_features else None
+    if run.best_stage in ("logistic", "frozen") and run.options.cache_features:
+        model, cache = extractor_and_cache(run.model, run.spec, run.options)
+    else:
+        model, cache = features_model(run.model, run.spec, run.options.transfers), None
     return extract_features(model, paths, run.options.batch_size or 32, cache=cache, reporter=run.reporter,
                             description="Features for the unknown-image detector")

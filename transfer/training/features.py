@@ -39,7 +39,7 @@ from transfer.data.folders import iter_decoded_batches
 from transfer.outputs import artifacts, publishing
 from transfer.core.errors import DataError, raise_if_stop_requested, sigint_deferred
 from transfer.core.progress import SILENT, Reporter
-from transfer.models.saving import load_run_model
+from transfer.models.saving import load_run_model, run_transfers
 
 
 def feature_extractor(model: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -251,8 +251,7 @@ def model_feature_extractor(model_ref: str | Path, weights: str | None = None, p
     require(preprocess is None, "--preprocess", preprocess, "given only with a model file (a run has its own)")
     run = artifacts.Run.open(model_ref)
     model, spec = load_run_model(run), run_backbone(run.config())
-    transfers = run.config().get("transfers", run.config().get("pretrained"))  # runs before `transfers` say `pretrained`
-    return frozen_extractor(model, spec, bool(transfers)), int(model.input_shape[1])
+    return frozen_extractor(model, spec, run_transfers(run.config())), int(model.input_shape[1])
 
 
 def frozen_extractor(model: keras.Model, spec: BackboneSpec, transfers: bool) -> keras.Model:
